@@ -1,0 +1,152 @@
+//! Configuring and opening a queue.
+
+use crate::backoff::Backoff;
+use crate::clock::{self, Clock, SystemClock};
+use crate::error::OpenError;
+use crate::queue::Queue;
+use crate::shared::Shared;
+use crate::Message;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest capacity a queue accepts.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// A queue's settings, fixed when it is opened.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) capacity: usize,
+    pub(crate) visibility_timeout: Duration,
+    pub(crate) max_receives: u32,
+    pub(crate) dedup_window: Duration,
+    pub(crate) backoff: Backoff,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capacity: 10_000,
+            visibility_timeout: Duration::from_secs(30),
+            max_receives: 5,
+            dedup_window: Duration::from_secs(300),
+            backoff: Backoff::None,
+        }
+    }
+}
+
+/// Settings for a new queue, from [`Queue::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`capacity`](Self::capacity) | 10,000 messages |
+/// | [`visibility_timeout`](Self::visibility_timeout) | 30 s |
+/// | [`max_receives`](Self::max_receives) | 5 |
+/// | [`dedup_window`](Self::dedup_window) | 5 min |
+/// | [`backoff`](Self::backoff) | [`Backoff::None`] |
+/// | [`clock`](Self::clock) | [`SystemClock`] |
+pub struct Builder<T> {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    seed: Option<u64>,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Message> Builder<T> {
+    pub(crate) fn new() -> Self {
+        Builder {
+            config: Config::default(),
+            clock: Arc::new(SystemClock::new()),
+            seed: None,
+            _message: PhantomData,
+        }
+    }
+
+    /// The most messages held at once: ready, in flight and delayed
+    /// together (dead letters do not count). Sends block (or fail, for
+    /// `try_send`) while it is reached.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.config.capacity = capacity;
+        self
+    }
+
+    /// How long a delivery stays invisible to other consumers before it is
+    /// considered failed and becomes visible again.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.config.visibility_timeout = timeout;
+        self
+    }
+
+    /// How many deliveries a message gets before it is dead-lettered
+    /// instead of retried.
+    pub fn max_receives(mut self, max: u32) -> Self {
+        self.config.max_receives = max;
+        self
+    }
+
+    /// How long an idempotency key is remembered after its first send.
+    pub fn dedup_window(mut self, window: Duration) -> Self {
+        self.config.dedup_window = window;
+        self
+    }
+
+    /// The delay before a failed message is visible again.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// The clock for leases, delays, backoff and the dedup window; a
+    /// [`ManualClock`](crate::ManualClock) makes tests exact.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Seeds the backoff jitter, for reproducible tests.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Checks the settings and opens the queue.
+    pub fn open(self) -> Result<Queue<T>, OpenError> {
+        let config = self.config;
+        if config.capacity == 0 {
+            return Err(OpenError::ZeroCapacity);
+        }
+        if config.capacity > MAX_CAPACITY {
+            return Err(OpenError::CapacityTooLarge {
+                requested: config.capacity,
+                max: MAX_CAPACITY,
+            });
+        }
+        if config.visibility_timeout.is_zero() {
+            return Err(OpenError::ZeroVisibilityTimeout);
+        }
+        if config.max_receives == 0 {
+            return Err(OpenError::ZeroMaxReceives);
+        }
+        if config.dedup_window.is_zero() {
+            return Err(OpenError::ZeroDedupWindow);
+        }
+        config
+            .backoff
+            .validate()
+            .map_err(OpenError::InvalidBackoff)?;
+        let seed = self
+            .seed
+            .unwrap_or_else(|| clock::to_nanos(std::time::SystemTime::now()));
+        Ok(Queue::new(Shared::new(config, self.clock, seed)))
+    }
+}

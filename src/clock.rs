@@ -1,0 +1,229 @@
+//! Time, as the queue reads it.
+//!
+//! Every time-dependent rule (lease expiry, delays, retry backoff, the
+//! deduplication window) reads one [`Clock`]. Production code uses
+//! [`SystemClock`]; tests use a [`ManualClock`] and move time forward with
+//! [`ManualClock::advance`], so that a thirty-second lease expires in a
+//! test without sleeping.
+//!
+//! Internally the queue keeps instants as nanoseconds since the Unix epoch
+//! ([`Nanos`]): they fit in a `u64` until the year 2554, compare cheaply, and
+//! can be written to disk.
+
+use parking_lot::Mutex;
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) type Nanos = u64;
+
+/// A source of the current time for a queue.
+///
+/// Implementations must never go backwards. [`SystemClock`] is the default;
+/// [`ManualClock`] is for tests.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+
+    /// Registers a waker to call whenever this clock jumps forward by other
+    /// means than the passing of real time.
+    ///
+    /// Consumers blocked in [`recv`](crate::Consumer::recv) sleep until the
+    /// next deadline measured in real time; a clock that can jump (such as
+    /// [`ManualClock`]) calls the registered wakers so that they look again.
+    /// The default does nothing, which is right for a clock that follows
+    /// real time.
+    fn register_waker(&self, waker: ClockWaker) {
+        let _ = waker;
+    }
+}
+
+/// A handle that a [`Clock`] calls to wake a queue's blocked consumers.
+#[derive(Clone)]
+pub struct ClockWaker(pub(crate) Weak<dyn ClockListener>);
+
+/// What a queue does when its clock jumps.
+pub(crate) trait ClockListener: Send + Sync {
+    fn clock_jumped(&self);
+}
+
+impl ClockWaker {
+    /// Wakes the queue's blocked consumers so they read the clock again.
+    ///
+    /// Returns `false` once the queue is gone, so the clock can forget it.
+    pub fn wake(&self) -> bool {
+        match self.0.upgrade() {
+            Some(queue) => {
+                queue.clock_jumped();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl fmt::Debug for ClockWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClockWaker")
+    }
+}
+
+/// The wall clock, made monotonic.
+///
+/// It reads [`SystemTime`] once when created and then adds the elapsed
+/// [`Instant`], so that a wall-clock step (NTP, a user changing the time)
+/// cannot make leases expire early or late.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    wall_at_start: SystemTime,
+    started: Instant,
+}
+
+impl SystemClock {
+    /// A clock anchored at the current wall-clock time.
+    pub fn new() -> Self {
+        SystemClock {
+            wall_at_start: SystemTime::now(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        self.wall_at_start + self.started.elapsed()
+    }
+}
+
+/// A clock that moves only when told to, for exact tests.
+///
+/// Clones share the same time. Advancing it wakes every queue built with
+/// it, so blocked consumers notice expired leases and due delays at once.
+///
+/// ```
+/// use spool::{ManualClock, Queue};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let queue: Queue<u32> = Queue::builder()
+///     .visibility_timeout(Duration::from_secs(30))
+///     .clock(clock.clone())
+///     .open()?;
+/// queue.producer().send(7)?;
+/// let first = queue.consumer().try_recv()?;
+/// clock.advance(Duration::from_secs(31)); // the lease runs out
+/// let again = queue.consumer().try_recv()?;
+/// assert_eq!(again.receive_count(), 2);
+/// assert!(first.ack().is_err()); // the old lease is fenced off
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    inner: Arc<ManualInner>,
+}
+
+#[derive(Default)]
+struct ManualInner {
+    since_start: Mutex<Duration>,
+    wakers: Mutex<Vec<ClockWaker>>,
+}
+
+impl ManualClock {
+    /// A manual clock that starts at 2025-01-01T00:00:00Z.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves time forward by `by` and wakes the queues that use this clock.
+    pub fn advance(&self, by: Duration) {
+        *self.inner.since_start.lock() += by;
+        let wakers = self.inner.wakers.lock().clone();
+        let alive: Vec<bool> = wakers.iter().map(ClockWaker::wake).collect();
+        if alive.contains(&false) {
+            self.inner.wakers.lock().retain(|w| w.0.strong_count() > 0);
+        }
+    }
+
+    /// How far this clock has been advanced since it was created.
+    pub fn elapsed(&self) -> Duration {
+        *self.inner.since_start.lock()
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("elapsed", &self.elapsed())
+            .finish()
+    }
+}
+
+/// 2025-01-01T00:00:00Z, where every [`ManualClock`] starts.
+const MANUAL_EPOCH: Duration = Duration::from_secs(1_735_689_600);
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + MANUAL_EPOCH + self.elapsed()
+    }
+
+    fn register_waker(&self, waker: ClockWaker) {
+        self.inner.wakers.lock().push(waker);
+    }
+}
+
+/// Converts a time to [`Nanos`], saturating outside 1970..2554.
+pub(crate) fn to_nanos(time: SystemTime) -> Nanos {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) => u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// Converts [`Nanos`] back to a time.
+pub(crate) fn from_nanos(nanos: Nanos) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// A duration in [`Nanos`], saturating.
+pub(crate) fn duration_nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced() {
+        let clock = ManualClock::new();
+        let start = clock.now();
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(
+            clock.now().duration_since(start).unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn nanos_round_trip() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123);
+        assert_eq!(from_nanos(to_nanos(t)), t);
+        assert_eq!(to_nanos(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn system_clock_does_not_go_backwards() {
+        let clock = SystemClock::new();
+        let a = clock.now();
+        let b = clock.now();
+        assert!(b >= a);
+    }
+}

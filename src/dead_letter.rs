@@ -1,0 +1,280 @@
+//! The dead-letter queue attached to every queue.
+//!
+//! A message lands here after `max_receives` failed attempts, or at once
+//! when a consumer calls [`Delivery::dead_letter`](crate::Delivery::dead_letter).
+//! It keeps everything needed to understand what went wrong; it can be
+//! listed, filtered, redriven into the source queue (with a fresh receive
+//! count, optionally with a corrected payload) or purged. Dead letters do
+//! not count against the queue's capacity.
+
+use crate::clock::{self, Nanos};
+use crate::error::RedriveError;
+use crate::message::{Entry, MessageId};
+use crate::shared::Shared;
+use crate::Message;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// It failed this many delivery attempts (the queue's `max_receives`).
+    MaxReceives(u32),
+    /// A consumer sent it here with
+    /// [`Delivery::dead_letter`](crate::Delivery::dead_letter), saying why.
+    Rejected(String),
+}
+
+impl fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeadLetterReason::MaxReceives(n) => write!(f, "failed {n} delivery attempts"),
+            DeadLetterReason::Rejected(reason) => write!(f, "rejected: {reason}"),
+        }
+    }
+}
+
+/// A message in the dead-letter queue, with its history.
+pub struct DeadLetter<T> {
+    entry: Entry<T>,
+    reason: DeadLetterReason,
+    dead_lettered_at: Nanos,
+}
+
+impl<T> DeadLetter<T> {
+    pub(crate) fn new(entry: Entry<T>, reason: DeadLetterReason, at: Nanos) -> Self {
+        DeadLetter {
+            entry,
+            reason,
+            dead_lettered_at: at,
+        }
+    }
+
+    pub(crate) fn into_entry(self) -> Entry<T> {
+        self.entry
+    }
+
+    /// The message's id (the same it was sent under).
+    pub fn id(&self) -> MessageId {
+        self.entry.id
+    }
+
+    /// The idempotency key it was sent with, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.entry.key.as_deref()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.entry.payload
+    }
+
+    /// How many times it was delivered before it landed here.
+    pub fn receive_count(&self) -> u32 {
+        self.entry.receive_count
+    }
+
+    /// When it was first enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        clock::from_nanos(self.entry.enqueued_at)
+    }
+
+    /// When it was dead-lettered.
+    pub fn dead_lettered_at(&self) -> SystemTime {
+        clock::from_nanos(self.dead_lettered_at)
+    }
+
+    /// Why it was dead-lettered.
+    pub fn reason(&self) -> &DeadLetterReason {
+        &self.reason
+    }
+
+    /// The error texts consumers gave with
+    /// [`Delivery::fail`](crate::Delivery::fail), oldest first.
+    pub fn errors(&self) -> &[String] {
+        &self.entry.errors
+    }
+}
+
+impl<T> Clone for DeadLetter<T> {
+    fn clone(&self) -> Self {
+        DeadLetter {
+            entry: self.entry.clone(),
+            reason: self.reason.clone(),
+            dead_lettered_at: self.dead_lettered_at,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for DeadLetter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("id", &self.id())
+            .field("key", &self.key())
+            .field("payload", self.payload())
+            .field("receive_count", &self.receive_count())
+            .field("reason", &self.reason)
+            .field("errors", &self.errors())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where dead letters are kept, in id order.
+pub(crate) struct DeadLetterStore<T> {
+    letters: Mutex<BTreeMap<MessageId, DeadLetter<T>>>,
+}
+
+impl<T> Default for DeadLetterStore<T> {
+    fn default() -> Self {
+        DeadLetterStore {
+            letters: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl<T> DeadLetterStore<T> {
+    pub(crate) fn insert(&self, letter: DeadLetter<T>) {
+        self.letters.lock().insert(letter.id(), letter);
+    }
+
+    pub(crate) fn remove(&self, id: MessageId) -> Option<DeadLetter<T>> {
+        self.letters.lock().remove(&id)
+    }
+
+    pub(crate) fn contains(&self, id: MessageId) -> bool {
+        self.letters.lock().contains_key(&id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.letters.lock().len()
+    }
+
+    pub(crate) fn list(&self) -> Vec<DeadLetter<T>> {
+        self.letters.lock().values().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, id: MessageId) -> Option<DeadLetter<T>> {
+        self.letters.lock().get(&id).cloned()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<MessageId> {
+        self.letters.lock().keys().copied().collect()
+    }
+
+    pub(crate) fn clear(&self) -> usize {
+        std::mem::take(&mut *self.letters.lock()).len()
+    }
+}
+
+/// A handle on a queue's dead-letter queue, from
+/// [`Queue::dead_letters`](crate::Queue::dead_letters).
+///
+/// ```
+/// use spool::{DeadLetterReason, Queue};
+///
+/// let queue: Queue<String> = Queue::builder().max_receives(2).open()?;
+/// queue.producer().send("{not json".to_string())?;
+/// let consumer = queue.consumer();
+/// consumer.try_recv()?.fail("parse error at 0")?;
+/// consumer.try_recv()?.fail("parse error at 0")?; // second failure: dead-lettered
+///
+/// let dlq = queue.dead_letters();
+/// let letter = &dlq.list()[0];
+/// assert_eq!(letter.reason(), &DeadLetterReason::MaxReceives(2));
+/// assert_eq!(letter.errors(), ["parse error at 0", "parse error at 0"]);
+///
+/// dlq.redrive_with(letter.id(), "{}".to_string())?; // fixed
+/// let again = consumer.try_recv()?;
+/// assert_eq!((again.as_str(), again.receive_count()), ("{}", 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct DeadLetters<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for DeadLetters<T> {
+    fn clone(&self) -> Self {
+        DeadLetters {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> fmt::Debug for DeadLetters<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetters").finish_non_exhaustive()
+    }
+}
+
+impl<T: Message> DeadLetters<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        DeadLetters { shared }
+    }
+
+    /// How many messages are dead-lettered.
+    pub fn len(&self) -> usize {
+        self.shared.dead_letters().len()
+    }
+
+    /// Whether the dead-letter queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every dead letter, in id (send) order.
+    pub fn list(&self) -> Vec<DeadLetter<T>> {
+        self.shared.dead_letters().list()
+    }
+
+    /// One dead letter by id.
+    pub fn get(&self, id: MessageId) -> Option<DeadLetter<T>> {
+        self.shared.dead_letters().get(id)
+    }
+
+    /// Moves one dead letter back into the queue, with a fresh receive
+    /// count and no recorded errors.
+    pub fn redrive(&self, id: MessageId) -> Result<(), RedriveError> {
+        self.shared.dead_letters();
+        self.shared.redrive(id, None)
+    }
+
+    /// Like [`redrive`](Self::redrive), replacing the payload with a
+    /// corrected one.
+    pub fn redrive_with(&self, id: MessageId, fixed: T) -> Result<(), RedriveError> {
+        self.shared.dead_letters();
+        self.shared.redrive(id, Some(fixed))
+    }
+
+    /// Moves every dead letter back into the queue, in id order. Returns how
+    /// many moved. If the queue fills up first, the rest stay here and
+    /// [`RedriveError::Full`] says how many moved.
+    pub fn redrive_all(&self) -> Result<usize, RedriveError> {
+        let ids = self.shared.dead_letters().ids();
+        self.shared.redrive_each(ids)
+    }
+
+    /// Moves back the dead letters for which `select` returns `true`, in id
+    /// order. `select` sees a snapshot and may call back into the queue.
+    pub fn redrive_where(
+        &self,
+        mut select: impl FnMut(&DeadLetter<T>) -> bool,
+    ) -> Result<usize, RedriveError> {
+        let chosen = self
+            .list()
+            .into_iter()
+            .filter(|l| select(l))
+            .map(|l| l.id())
+            .collect();
+        self.shared.redrive_each(chosen)
+    }
+
+    /// Deletes every dead letter; returns how many.
+    pub fn purge(&self) -> usize {
+        self.shared.dead_letters();
+        self.shared.purge()
+    }
+}

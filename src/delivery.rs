@@ -1,0 +1,146 @@
+//! A received message under a lease.
+
+use crate::clock::{self, Nanos};
+use crate::error::SettleError;
+use crate::message::{Entry, MessageId};
+use crate::shared::Shared;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A message handed to a consumer, invisible to other consumers until its
+/// lease runs out.
+///
+/// Settle it exactly once: [`ack`](Self::ack) when done;
+/// [`nack`](Self::nack), [`fail`](Self::fail) or
+/// [`retry_after`](Self::retry_after) to try again later;
+/// [`dead_letter`](Self::dead_letter) to give up on it. Dropping it
+/// unsettled is a `nack`: the message is released at once and the attempt
+/// counts as failed.
+///
+/// Every delivery carries its own lease. Once the lease has run out (the
+/// visibility timeout passed without an ack or an
+/// [`extend`](Self::extend)), the message is visible again and may already
+/// be delivered to someone else; settling through this delivery then
+/// returns [`SettleError::LeaseExpired`] and changes nothing.
+///
+/// A `Delivery` derefs to the payload.
+pub struct Delivery<T> {
+    shared: Arc<Shared<T>>,
+    payload: Arc<T>,
+    id: MessageId,
+    token: u64,
+    key: Option<Arc<str>>,
+    receive_count: u32,
+    enqueued_at: Nanos,
+    settled: bool,
+}
+
+impl<T> Delivery<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>, entry: &Entry<T>, token: u64) -> Self {
+        Delivery {
+            shared,
+            payload: Arc::clone(&entry.payload),
+            id: entry.id,
+            token,
+            key: entry.key.clone(),
+            receive_count: entry.receive_count,
+            enqueued_at: entry.enqueued_at,
+            settled: false,
+        }
+    }
+
+    /// The message's id.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The idempotency key it was sent with, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Which delivery of this message this is: 1 the first time, 2 after
+    /// one failed attempt, and so on.
+    pub fn receive_count(&self) -> u32 {
+        self.receive_count
+    }
+
+    /// When the message was first enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        clock::from_nanos(self.enqueued_at)
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// Done: removes the message from the queue for good.
+    pub fn ack(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        self.shared.ack(self.id, self.token)
+    }
+
+    /// Not done: makes the message visible again after the queue's
+    /// [`Backoff`](crate::Backoff) (at once by default), or dead-letters it
+    /// if this was its last allowed receive.
+    pub fn nack(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        self.shared.release(self.id, self.token, None, None)
+    }
+
+    /// A `nack` that records why the attempt failed; the text is kept with
+    /// the message and shown if it is dead-lettered.
+    pub fn fail(mut self, error: impl Into<String>) -> Result<(), SettleError> {
+        self.settled = true;
+        self.shared
+            .release(self.id, self.token, None, Some(error.into()))
+    }
+
+    /// A `nack` with an explicit delay instead of the queue's backoff.
+    pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
+        self.settled = true;
+        self.shared.release(self.id, self.token, Some(delay), None)
+    }
+
+    /// Moves the message to the dead-letter queue now, with `reason`.
+    pub fn dead_letter(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
+        self.settled = true;
+        self.shared.reject(self.id, self.token, reason.into())
+    }
+
+    /// Keeps the lease for `by` from now (the heartbeat of a long job).
+    pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
+        self.shared.extend(self.id, self.token, by)
+    }
+}
+
+impl<T> Deref for Delivery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.payload
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        if !self.settled {
+            // An expired lease has nothing left to release.
+            let _ = self.shared.release(self.id, self.token, None, None);
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("key", &self.key())
+            .field("receive_count", &self.receive_count)
+            .field("payload", &*self.payload)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,120 @@
+//! An embeddable, in-process message queue with broker semantics.
+//!
+//! spool gives the threads of one process what a job broker (SQS, RabbitMQ)
+//! gives a fleet, without a broker to run:
+//!
+//! - **Backpressure**: a bounded queue; [`Producer::send`] blocks while it
+//!   is full, [`Producer::try_send`] gives the message back.
+//! - **At-least-once delivery with leases**: a received [`Delivery`] is
+//!   invisible to other consumers for the visibility timeout; if it is not
+//!   acknowledged in time it comes back, and a late ack through the old
+//!   lease is refused ([`SettleError::LeaseExpired`]).
+//! - **Retries with backoff** ([`Backoff`]) and a **dead-letter queue**
+//!   ([`DeadLetters`]) that catches messages after `max_receives` attempts,
+//!   with the errors of each attempt, ready to inspect, fix and redrive.
+//! - **Idempotency keys** ([`SendOptions::key`]) that drop duplicate sends
+//!   within a window, and **delays** ([`SendOptions::delay`]).
+//! - **Exact statistics** ([`Queue::stats`]) and a replaceable [`Clock`]
+//!   so that tests of timeouts are exact.
+//!
+//! # Example
+//!
+//! ```
+//! use spool::{Queue, RecvError};
+//! use std::time::Duration;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Resize { image: String, width: u32 }
+//!
+//! let queue: Queue<Resize> = Queue::builder()
+//!     .capacity(1_000)
+//!     .visibility_timeout(Duration::from_secs(30))
+//!     .max_receives(3)
+//!     .open()?;
+//!
+//! let producer = queue.producer();
+//! producer.send(Resize { image: "cat.png".into(), width: 200 })?;
+//! producer.send(Resize { image: "".into(), width: 200 })?;
+//! queue.close(); // no more sends; consumers drain, then see Closed
+//!
+//! let consumer = queue.consumer();
+//! loop {
+//!     match consumer.recv() {
+//!         Ok(job) if job.image.is_empty() => job.dead_letter("no image name")?,
+//!         Ok(job) => job.ack()?,
+//!         Err(RecvError::Closed) => break,
+//!         Err(other) => return Err(other.into()),
+//!     }
+//! }
+//! assert_eq!(queue.dead_letters().len(), 1);
+//! assert_eq!(queue.stats().acked, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Semantics
+//!
+//! | event | what happens |
+//! |---|---|
+//! | `send` while full | blocks until a message is acked or dead-lettered (`try_send`: `Full`, `send_timeout`: `Timeout`) |
+//! | `recv` | leases the oldest ready message for the visibility timeout; its receive count goes up |
+//! | `ack` | the message is gone for good; its slot frees |
+//! | `nack`, `fail`, drop unsettled | visible again after the backoff; `fail` records the error text |
+//! | `retry_after(d)` | visible again after `d` |
+//! | lease expires | as a `nack`; counted in `expired` |
+//! | any failure on the `max_receives`-th receive | dead-lettered instead |
+//! | `dead_letter(reason)` | dead-lettered now |
+//! | settle after the lease expired | `Err(LeaseExpired)`, nothing changes |
+//! | same key within the window | nothing enqueued, `Sent::Duplicate(original id)`; different payload: `KeyConflict` |
+//! | `close()` or every `Queue`/`Producer` dropped | sends fail with `Closed`; consumers drain, then get `Closed` |
+//!
+//! Ordering: with one producer and no failures, consumers see messages in
+//! send order. Retried messages go to the back of the queue. Messages that
+//! become visible at the same instant (expired leases, delays coming due)
+//! are queued in the order they came due, then by id.
+//!
+//! Capacity counts ready, in-flight and delayed messages; a message whose
+//! lease expires keeps its slot, so it always has room to come back.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod backoff;
+mod builder;
+mod capacity;
+mod clock;
+mod codec;
+mod consumer;
+mod dead_letter;
+mod dedup;
+mod delivery;
+mod error;
+mod lease;
+mod message;
+mod producer;
+mod queue;
+mod ready;
+mod shared;
+mod signal;
+mod stats;
+mod timer;
+
+pub use backoff::Backoff;
+pub use builder::{Builder, MAX_CAPACITY};
+pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
+pub use consumer::Consumer;
+pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
+pub use delivery::Delivery;
+pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError};
+pub use message::MessageId;
+pub use producer::{Producer, SendOptions, Sent};
+pub use queue::Queue;
+pub use stats::Stats;
+
+/// What a queue can carry: any `serde` type that can cross threads.
+///
+/// Implemented for every such type. The payload is encoded only when
+/// needed: to compare payloads under an idempotency key.
+pub trait Message: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+
+impl<T> Message for T where T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static
+{}

@@ -1,0 +1,171 @@
+//! The sending side.
+
+use crate::error::SendError;
+use crate::message::MessageId;
+use crate::shared::{Shared, Wait};
+use crate::Message;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options for one send: an idempotency key and a delay.
+///
+/// ```
+/// use spool::SendOptions;
+/// use std::time::Duration;
+///
+/// let options = SendOptions::new().key("video-42").delay(Duration::from_secs(5));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    pub(crate) key: Option<Arc<str>>,
+    pub(crate) delay: Duration,
+}
+
+impl SendOptions {
+    /// No key, no delay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An idempotency key: another send with the same key within the
+    /// queue's dedup window enqueues nothing and returns
+    /// [`Sent::Duplicate`] with the first message's id (even after that
+    /// message was acknowledged). The same key with a different payload is
+    /// refused with [`SendError::KeyConflict`].
+    pub fn key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Keeps the message invisible for `delay` after it is sent.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What a send with options did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The message was enqueued under this id.
+    Enqueued(MessageId),
+    /// Its key was seen within the dedup window: nothing was enqueued, and
+    /// this is the id of the message first sent with the key.
+    Duplicate(MessageId),
+}
+
+impl Sent {
+    /// The id of the message, new or original.
+    pub fn id(self) -> MessageId {
+        match self {
+            Sent::Enqueued(id) | Sent::Duplicate(id) => id,
+        }
+    }
+
+    /// Whether nothing was enqueued because of the key.
+    pub fn is_duplicate(self) -> bool {
+        matches!(self, Sent::Duplicate(_))
+    }
+}
+
+/// Sends messages into a queue. Cheap to clone; use from any thread.
+///
+/// The queue counts as closed once [`Queue::close`](crate::Queue::close) is
+/// called or every `Queue` and `Producer` handle is dropped.
+pub struct Producer<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Message> Producer<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        shared.add_sender();
+        Producer { shared }
+    }
+
+    /// Sends a message, blocking while the queue is full.
+    ///
+    /// Fails only with [`SendError::Closed`].
+    pub fn send(&self, message: T) -> Result<MessageId, SendError<T>> {
+        self.shared
+            .send(message, SendOptions::default(), Wait::Forever)
+            .map(Sent::id)
+    }
+
+    /// Sends a message if there is room now; [`SendError::Full`] gives it
+    /// back if not.
+    pub fn try_send(&self, message: T) -> Result<MessageId, SendError<T>> {
+        self.shared
+            .send(message, SendOptions::default(), Wait::No)
+            .map(Sent::id)
+    }
+
+    /// Sends a message, waiting at most `timeout` for room;
+    /// [`SendError::Timeout`] gives it back if none came.
+    pub fn send_timeout(&self, message: T, timeout: Duration) -> Result<MessageId, SendError<T>> {
+        self.shared
+            .send(message, SendOptions::default(), Wait::timeout(timeout))
+            .map(Sent::id)
+    }
+
+    /// Sends a message with an idempotency key and/or a delay, blocking
+    /// while the queue is full.
+    ///
+    /// ```
+    /// use spool::{Queue, SendOptions, Sent};
+    ///
+    /// let queue: Queue<String> = Queue::builder().open()?;
+    /// let producer = queue.producer();
+    /// let job = || "transcode 42".to_string();
+    /// let first = producer.send_with(job(), SendOptions::new().key("upload-42"))?;
+    /// let again = producer.send_with(job(), SendOptions::new().key("upload-42"))?;
+    /// assert_eq!(again, Sent::Duplicate(first.id()));
+    /// assert_eq!(queue.stats().ready, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_with(&self, message: T, options: SendOptions) -> Result<Sent, SendError<T>> {
+        self.shared.send(message, options, Wait::Forever)
+    }
+
+    /// Like [`send_with`](Self::send_with), but returns
+    /// [`SendError::Full`] instead of waiting for room.
+    pub fn try_send_with(&self, message: T, options: SendOptions) -> Result<Sent, SendError<T>> {
+        self.shared.send(message, options, Wait::No)
+    }
+
+    /// Sends several messages at once, in order, blocking until there is
+    /// room for all of them. Returns their ids.
+    ///
+    /// A batch larger than the queue's capacity could never fit and is
+    /// refused at once with [`SendError::Full`].
+    pub fn send_batch(&self, messages: Vec<T>) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        self.shared.send_batch(messages, Wait::Forever)
+    }
+
+    /// Whether the queue is closed to new messages.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+impl<T> Clone for Producer<T> {
+    fn clone(&self) -> Self {
+        self.shared.add_sender();
+        Producer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.shared.drop_sender();
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}

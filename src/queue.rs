@@ -1,0 +1,114 @@
+//! The queue handle: opens producers, consumers and the dead-letter queue.
+
+use crate::builder::Builder;
+use crate::consumer::Consumer;
+use crate::dead_letter::DeadLetters;
+use crate::producer::Producer;
+use crate::shared::Shared;
+use crate::stats::Stats;
+use crate::Message;
+use std::fmt;
+use std::sync::Arc;
+
+/// An in-process message queue with leases, retries, idempotency keys and
+/// a dead-letter queue.
+///
+/// Open one with [`Queue::builder`], then hand [`Producer`]s and
+/// [`Consumer`]s to your threads. A `Queue` handle can itself make more of
+/// them, so it keeps the queue open like a producer does: consumers get
+/// [`RecvError::Closed`](crate::RecvError::Closed) once the queue is drained
+/// and either [`close`](Self::close) was called or every `Queue` and
+/// `Producer` handle is gone.
+///
+/// ```
+/// use spool::Queue;
+///
+/// let queue: Queue<String> = Queue::builder().capacity(100).open()?;
+/// let producer = queue.producer();
+/// let consumer = queue.consumer();
+///
+/// let worker = std::thread::spawn(move || {
+///     let mut done = Vec::new();
+///     while let Ok(job) = consumer.recv() {
+///         done.push(job.to_uppercase());
+///         job.ack().unwrap();
+///     }
+///     done
+/// });
+/// producer.send("resize".to_string())?;
+/// producer.send("upload".to_string())?;
+/// queue.close();
+/// assert_eq!(worker.join().unwrap(), ["RESIZE", "UPLOAD"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Message> Queue<T> {
+    /// Settings for a new queue; finish with [`Builder::open`].
+    pub fn builder() -> Builder<T> {
+        Builder::new()
+    }
+
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        shared.add_sender();
+        Queue { shared }
+    }
+
+    /// A new sending handle.
+    pub fn producer(&self) -> Producer<T> {
+        Producer::new(Arc::clone(&self.shared))
+    }
+
+    /// A new receiving handle.
+    pub fn consumer(&self) -> Consumer<T> {
+        Consumer::new(Arc::clone(&self.shared))
+    }
+
+    /// The attached dead-letter queue.
+    pub fn dead_letters(&self) -> DeadLetters<T> {
+        DeadLetters::new(Arc::clone(&self.shared))
+    }
+
+    /// Counts and counters, exact when nothing else is changing the queue.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Stops new sends (they return [`SendError::Closed`](crate::SendError::Closed)
+    /// and blocked senders wake with it). Consumers drain what is left
+    /// (including in-flight messages that come back) and then get
+    /// [`RecvError::Closed`](crate::RecvError::Closed).
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether the queue is closed to new messages.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        self.shared.add_sender();
+        Queue {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        self.shared.drop_sender();
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}

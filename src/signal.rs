@@ -1,0 +1,121 @@
+//! Blocking without a lock on the fast path: an event count.
+//!
+//! The ready queue and the capacity counter are lock-free; threads that
+//! find nothing to do must still sleep and be woken. [`Signal`] is the
+//! classic *event count* (Vyukov; the same idea as crossbeam-channel's
+//! `SyncWaker`): a waiter registers, takes the current epoch, tries once
+//! more, and sleeps only if the epoch has not moved. A notifier changes the
+//! state first, then bumps the epoch, and takes the mutex only when someone
+//! is registered. No wake-up can be lost: either the waiter's last try sees
+//! the new state, or the notifier sees the waiter.
+//!
+//! The `attempt` closure runs without the signal's mutex held, so it may
+//! itself notify this or any other signal.
+
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::time::Instant;
+
+#[derive(Default)]
+pub(crate) struct Signal {
+    waiters: AtomicUsize,
+    epoch: AtomicU64,
+    lock: Mutex<()>,
+    condvar: Condvar,
+}
+
+impl Signal {
+    /// Wakes one waiter, if any. Call after the state change is visible.
+    pub(crate) fn notify_one(&self) {
+        self.epoch.fetch_add(1, SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.condvar.notify_one();
+        }
+    }
+
+    /// Wakes every waiter, if any. Call after the state change is visible.
+    pub(crate) fn notify_all(&self) {
+        self.epoch.fetch_add(1, SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.condvar.notify_all();
+        }
+    }
+
+    /// Calls `attempt` until it returns `Some`, sleeping between tries until
+    /// notified or until the wake-up time that `wake_at` gives for this
+    /// round. Gives up with `None` once `deadline` has passed.
+    ///
+    /// `wake_at` lets a caller sleep no later than its next internal
+    /// deadline (an expiring lease) even when nobody notifies.
+    pub(crate) fn wait<R>(
+        &self,
+        deadline: Option<Instant>,
+        mut wake_at: impl FnMut() -> Option<Instant>,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Option<R> {
+        loop {
+            if let Some(done) = attempt() {
+                return Some(done);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            self.waiters.fetch_add(1, SeqCst);
+            let epoch = self.epoch.load(SeqCst);
+            if let Some(done) = attempt() {
+                self.waiters.fetch_sub(1, SeqCst);
+                return Some(done);
+            }
+            let until = match (deadline, wake_at()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut guard = self.lock.lock();
+            if self.epoch.load(SeqCst) == epoch {
+                match until {
+                    Some(until) => {
+                        self.condvar.wait_until(&mut guard, until);
+                    }
+                    None => self.condvar.wait(&mut guard),
+                }
+            }
+            drop(guard);
+            self.waiters.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn wait_times_out_when_nothing_happens() {
+        let signal = Signal::default();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let got: Option<()> = signal.wait(Some(deadline), || None, || None);
+        assert!(got.is_none());
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[test]
+    fn notify_wakes_a_sleeping_waiter() {
+        let signal = Arc::new(Signal::default());
+        let flag = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (signal, flag) = (signal.clone(), flag.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                signal.wait(Some(deadline), || None, || flag.load(SeqCst).then_some(()))
+            })
+        };
+        flag.store(true, SeqCst);
+        signal.notify_all();
+        assert_eq!(waiter.join().unwrap(), Some(()));
+    }
+}
