@@ -97,6 +97,8 @@ mod shared;
 mod signal;
 mod stats;
 mod timer;
+#[allow(dead_code)] // wired into the queue once complete
+mod wal;
 
 pub use backoff::Backoff;
 pub use builder::{Builder, MAX_CAPACITY};
