@@ -78,6 +78,10 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod backoff;
 mod builder;
 mod capacity;
