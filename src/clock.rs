@@ -26,6 +26,14 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> SystemTime;
 
+    /// The current time in nanoseconds since the Unix epoch, saturating.
+    ///
+    /// The queue reads this on every operation; override it when the clock
+    /// can answer without building a [`SystemTime`].
+    fn now_nanos(&self) -> u64 {
+        to_nanos(self.now())
+    }
+
     /// Registers a waker to call whenever this clock jumps forward by other
     /// means than the passing of real time.
     ///
@@ -77,14 +85,17 @@ impl fmt::Debug for ClockWaker {
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     wall_at_start: SystemTime,
+    nanos_at_start: Nanos,
     started: Instant,
 }
 
 impl SystemClock {
     /// A clock anchored at the current wall-clock time.
     pub fn new() -> Self {
+        let wall_at_start = SystemTime::now();
         SystemClock {
-            wall_at_start: SystemTime::now(),
+            wall_at_start,
+            nanos_at_start: to_nanos(wall_at_start),
             started: Instant::now(),
         }
     }
@@ -99,6 +110,11 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         self.wall_at_start + self.started.elapsed()
+    }
+
+    fn now_nanos(&self) -> u64 {
+        let elapsed = duration_nanos(self.started.elapsed());
+        self.nanos_at_start.saturating_add(elapsed)
     }
 }
 

@@ -132,7 +132,7 @@ impl<T: Send + Sync> ClockListener for Shared<T> {
 
 impl<T> Shared<T> {
     pub(crate) fn now(&self) -> Nanos {
-        clock::to_nanos(self.clock.now())
+        self.clock.now_nanos()
     }
 
     // ----- handles and closing -------------------------------------------
@@ -352,9 +352,6 @@ impl<T> Shared<T> {
             .map(|(at, entry)| (at, true, entry))
             .chain(due.into_iter().map(|(at, entry)| (at, false, entry)))
             .collect();
-        if moved.is_empty() {
-            return;
-        }
         moved.sort_by_key(|(at, _, entry)| (*at, entry.id));
         for (_, lease_expired, entry) in moved {
             if lease_expired {
@@ -364,6 +361,8 @@ impl<T> Shared<T> {
                 self.ready.push(entry, now);
             }
         }
+        // Also when nothing moved: a consumer that read `next_deadline`
+        // while it was reset must recompute how long to sleep.
         self.ready.signal.notify_all();
     }
 

@@ -10,11 +10,18 @@
 //! the new state, or the notifier sees the waiter.
 //!
 //! The `attempt` closure runs without the signal's mutex held, so it may
-//! itself notify this or any other signal.
+//! itself notify this or any other signal. Like crossbeam's `Backoff`, a
+//! waiter first retries while spinning and yielding for a few microseconds,
+//! because the other side is usually about to act.
 
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Instant;
+
+/// Tries with a doubling spin (1, 2, 4, … 64 pauses) before yielding.
+const SPIN_STEPS: u32 = 7;
+/// Tries with a yield of the thread before sleeping.
+const YIELD_STEPS: u32 = 4;
 
 #[derive(Default)]
 pub(crate) struct Signal {
@@ -56,8 +63,19 @@ impl Signal {
         mut attempt: impl FnMut() -> Option<R>,
     ) -> Option<R> {
         loop {
-            if let Some(done) = attempt() {
-                return Some(done);
+            // Spin, then yield, before sleeping: the other side is usually
+            // about to act, and a futex round trip costs microseconds.
+            for step in 0..SPIN_STEPS + YIELD_STEPS {
+                if let Some(done) = attempt() {
+                    return Some(done);
+                }
+                if step < SPIN_STEPS {
+                    for _ in 0..1 << step {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    std::thread::yield_now();
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return None;
