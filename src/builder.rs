@@ -3,6 +3,7 @@
 use crate::backoff::Backoff;
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::OpenError;
+use crate::event::{Event, EventHook};
 use crate::queue::Queue;
 use crate::shared::Shared;
 use crate::Message;
@@ -18,6 +19,7 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) capacity: usize,
+    pub(crate) on_event: Option<EventHookDebug>,
     pub(crate) visibility_timeout: Duration,
     pub(crate) max_receives: u32,
     pub(crate) dedup_window: Duration,
@@ -28,11 +30,22 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             capacity: 10_000,
+            on_event: None,
             visibility_timeout: Duration::from_secs(30),
             max_receives: 5,
             dedup_window: Duration::from_secs(300),
             backoff: Backoff::None,
         }
+    }
+}
+
+/// An event hook that can sit in a `Debug` struct.
+#[derive(Clone)]
+pub(crate) struct EventHookDebug(pub(crate) EventHook);
+
+impl fmt::Debug for EventHookDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fn(&Event)")
     }
 }
 
@@ -110,6 +123,34 @@ impl<T: Message> Builder<T> {
     /// [`ManualClock`](crate::ManualClock) makes tests exact.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Calls `hook` for every [`Event`]: dead-lettered, lease expired,
+    /// redriven. It runs on the thread that caused the event with no lock
+    /// of the queue held; keep it quick (count, or send to a channel).
+    ///
+    /// ```
+    /// use spool::{Event, Queue};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let dead = Arc::new(AtomicUsize::new(0));
+    /// let counter = dead.clone();
+    /// let queue: Queue<u32> = Queue::builder()
+    ///     .on_event(move |event| {
+    ///         if let Event::DeadLettered { .. } = event {
+    ///             counter.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .open()?;
+    /// queue.producer().send(1)?;
+    /// queue.consumer().try_recv()?.dead_letter("bad input")?;
+    /// assert_eq!(dead.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.config.on_event = Some(EventHookDebug(Arc::new(hook)));
         self
     }
 

@@ -26,6 +26,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason, DeadLetterStore};
 use crate::dedup::{Dedup, KeyStatus};
 use crate::delivery::Delivery;
 use crate::error::{RecvError, RedriveError, SendError, SettleError};
+use crate::event::Event;
 use crate::lease::LeaseTable;
 use crate::message::{Entry, MessageId};
 use crate::producer::{SendOptions, Sent};
@@ -356,6 +357,10 @@ impl<T> Shared<T> {
         for (_, lease_expired, entry) in moved {
             if lease_expired {
                 Counters::bump(&self.counters.expired, 1);
+                self.emit(|| Event::LeaseExpired {
+                    id: entry.id,
+                    receive_count: entry.receive_count,
+                });
                 self.retry(entry, None, now);
             } else {
                 self.ready.push(entry, now);
@@ -478,9 +483,21 @@ impl<T> Shared<T> {
 
     /// Moves a message to the dead-letter queue.
     fn bury(&self, entry: Entry<T>, reason: DeadLetterReason, now: Nanos) {
+        let id = entry.id;
+        let event_reason = self.config.on_event.is_some().then(|| reason.clone());
         self.dead.insert(DeadLetter::new(entry, reason, now));
         Counters::bump(&self.counters.dead_lettered, 1);
         self.free_slots(1);
+        if let Some(reason) = event_reason {
+            self.emit(|| Event::DeadLettered { id, reason });
+        }
+    }
+
+    /// Tells the event hook, if there is one.
+    fn emit(&self, event: impl FnOnce() -> Event) {
+        if let Some(hook) = &self.config.on_event {
+            (hook.0)(&event());
+        }
     }
 
     // ----- dead letters ----------------------------------------------------
@@ -518,6 +535,7 @@ impl<T> Shared<T> {
         Counters::bump(&self.counters.redriven, 1);
         self.ready.push(entry, self.now());
         self.ready.signal.notify_one();
+        self.emit(|| Event::Redriven { id });
         Ok(())
     }
 

@@ -1,0 +1,35 @@
+//! Notifications of what happens to messages, for alerting and metrics.
+
+use crate::dead_letter::DeadLetterReason;
+use crate::message::MessageId;
+use std::sync::Arc;
+
+/// Something that happened in a queue, passed to the hook set with
+/// [`Builder::on_event`](crate::Builder::on_event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message moved to the dead-letter queue.
+    DeadLettered {
+        /// The message.
+        id: MessageId,
+        /// Why.
+        reason: DeadLetterReason,
+    },
+    /// A delivery's lease ran out before it was settled.
+    LeaseExpired {
+        /// The message, which is retried or dead-lettered next.
+        id: MessageId,
+        /// Deliveries so far.
+        receive_count: u32,
+    },
+    /// A dead letter was moved back into the queue.
+    Redriven {
+        /// The message.
+        id: MessageId,
+    },
+}
+
+/// The hook: called on the thread that caused the event, with no lock of
+/// the queue held, so it may call back into the queue. Keep it quick.
+pub(crate) type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
