@@ -53,7 +53,10 @@ pub enum SendError<T> {
     #[error("queue is closed")]
     Closed(T),
     /// The idempotency key was used within the dedup window for a
-    /// different payload.
+    /// different payload. To correct a message that failed, fix it in the
+    /// dead-letter queue with
+    /// [`DeadLetters::redrive_with`](crate::DeadLetters::redrive_with)
+    /// rather than sending it again.
     #[error("idempotency key already used for a different payload (message {original})")]
     KeyConflict {
         /// The refused message.

@@ -86,7 +86,10 @@ impl<T: Message> Producer<T> {
 
     /// Sends a message, blocking while the queue is full.
     ///
-    /// Fails only with [`SendError::Closed`].
+    /// Fails only with [`SendError::Closed`]. Blocked senders are not served
+    /// first come, first served: when a slot frees, whichever sender takes
+    /// it first wins, so under sustained pressure one sender can wait much
+    /// longer than another.
     pub fn send(&self, message: T) -> Result<MessageId, SendError<T>> {
         self.shared
             .send(message, SendOptions::default(), Wait::Forever)

@@ -31,7 +31,8 @@ pub struct Stats {
     /// Deliveries acknowledged.
     pub acked: u64,
     /// Deliveries released by the consumer: `nack`, `fail`, `retry_after`,
-    /// or dropped unsettled.
+    /// or dropped unsettled. A release that dead-letters the message (its
+    /// last allowed receive) counts here and in `dead_lettered`.
     pub nacked: u64,
     /// Leases that ran out before their delivery was settled.
     pub expired: u64,
