@@ -1,0 +1,53 @@
+//! Helpers shared by the behaviour tests.
+//!
+//! Time-dependent tests drive a [`ManualClock`]; tests where real threads
+//! must meet use [`in_thread`] and wait on its answer with a generous bound
+//! ([`WAIT`]), asserting on what happened rather than on how long it took.
+
+// Each test file uses only some of these.
+#![allow(dead_code)]
+
+use spool::{Builder, Consumer, ManualClock, Queue};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::Duration;
+
+/// One nanosecond: the smallest step a [`ManualClock`] can take.
+pub const NS: Duration = Duration::from_nanos(1);
+/// One second.
+pub const SEC: Duration = Duration::from_secs(1);
+
+/// How long to wait for another thread to do what it must do. Generous:
+/// only a bug makes a test wait this long, never a slow machine.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long to watch a thread that must stay blocked. A wrong unblock
+/// would usually show within this; a right block never fails the check.
+pub const STILL_BLOCKED: Duration = Duration::from_millis(100);
+
+/// A builder for a queue of `u32` on a fresh manual clock.
+pub fn manual() -> (ManualClock, Builder<u32>) {
+    let clock = ManualClock::new();
+    let builder = Queue::builder().clock(clock.clone());
+    (clock, builder)
+}
+
+/// Runs `work` on a new thread; its result arrives on the returned channel.
+pub fn in_thread<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Receiver<R> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx
+}
+
+/// Receives and acks every message ready now, returning their payloads in
+/// the order they were received.
+pub fn ack_all_ready(consumer: &Consumer<u32>) -> Vec<u32> {
+    let mut payloads = Vec::new();
+    while let Ok(delivery) = consumer.try_recv() {
+        payloads.push(*delivery);
+        delivery.ack().unwrap();
+    }
+    payloads
+}
