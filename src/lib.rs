@@ -102,6 +102,7 @@ mod shared;
 mod signal;
 mod stats;
 mod timer;
+mod topic;
 #[allow(dead_code)] // wired into the queue once complete
 mod wal;
 
@@ -117,6 +118,9 @@ pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent};
 pub use queue::Queue;
 pub use stats::Stats;
+pub use topic::{
+    Published, PublishError, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,
+};
 
 /// What a queue can carry: any `serde` type that can cross threads.
 ///
