@@ -1,0 +1,218 @@
+//! Compaction: the net effect of the sealed files as one base file
+//! (FORMAT.md, section 8).
+//!
+//! Replay every sealed file (from the newest base file on) into a
+//! [`Replay`], write its content to `wal-N.log.tmp`, sync it, rename it
+//! over `wal-N.log` (N: the newest sealed file), sync the directory, then
+//! remove the files before N. A crash anywhere leaves either the old files
+//! or the new base (which supersedes the files before it on open): the
+//! same state either way.
+//!
+//! Memory: the live state, as for recovery, plus one write buffer.
+
+use super::error::WalError;
+use super::format::{
+    encode_frame, file_name, random_salt, Header, CODEC_BINCODE2, HEADER_LEN, KIND_BASE,
+    MAX_FRAME_LIMIT, TMP_SUFFIX,
+};
+use super::options::WalOptions;
+use super::record::Record;
+use super::recovery::{replay_files, survey, RecoveryReport};
+use super::state::{key_ref, message_record, Replay};
+use super::storage::{Storage, WriteFile};
+
+/// Frames of a base file hold records up to about this many bytes.
+const BASE_FRAME_TARGET: u64 = 1 << 20;
+/// Bytes buffered before a write.
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CompactionReport {
+    /// The sequence number of the new base file (0: nothing to do).
+    pub(crate) base_seq: u64,
+    /// Files read and replaced.
+    pub(crate) files_in: usize,
+    pub(crate) bytes_in: u64,
+    /// Size of the new base file.
+    pub(crate) bytes_out: u64,
+    /// Live messages and remembered keys written.
+    pub(crate) messages: usize,
+    pub(crate) keys: usize,
+}
+
+/// Compacts every log file with a sequence number up to `through`, which
+/// must all be sealed.
+pub(crate) fn compact(
+    storage: &dyn Storage,
+    through: u64,
+    options: &WalOptions,
+) -> Result<CompactionReport, WalError> {
+    let found = survey(storage, options.fingerprint)?;
+    let files: Vec<_> = found
+        .files
+        .into_iter()
+        .filter(|f| f.seq <= through)
+        .collect();
+    let Some(newest) = files.last() else {
+        return Ok(CompactionReport::default());
+    };
+    if files.len() == 1 && newest.header.kind == KIND_BASE && found.obsolete.is_empty() {
+        return Ok(CompactionReport {
+            base_seq: newest.seq,
+            files_in: 0,
+            bytes_in: 0,
+            bytes_out: newest.len,
+            messages: 0,
+            keys: 0,
+        });
+    }
+    let mut ignored = RecoveryReport::default();
+    let (state, _) = replay_files(storage, &files, false, options.salvage, &mut ignored)?;
+    let base_seq = newest.seq;
+    let final_name = file_name(base_seq);
+    let tmp = format!("{final_name}{TMP_SUFFIX}");
+    let io = |op: &'static str, name: &str| {
+        let path = storage.describe(name);
+        move |e| WalError::io(op, path, e)
+    };
+
+    // A leftover from a failed compaction of the same file is garbage.
+    let _ = storage.remove(&tmp);
+    let bytes_out = match write_base(storage, &tmp, base_seq, &state, options) {
+        Ok(len) => len,
+        Err(e) => {
+            let _ = storage.remove(&tmp);
+            return Err(e);
+        }
+    };
+    storage
+        .rename(&tmp, &final_name)
+        .map_err(io("rename", &tmp))?;
+    storage
+        .sync_dir()
+        .map_err(io("sync directory", &final_name))?;
+    let mut removed = false;
+    for file in files.iter().filter(|f| f.seq < base_seq) {
+        storage
+            .remove(&file.name)
+            .map_err(io("remove", &file.name))?;
+        removed = true;
+    }
+    for name in &found.obsolete {
+        storage.remove(name).map_err(io("remove", name))?;
+        removed = true;
+    }
+    if removed {
+        storage
+            .sync_dir()
+            .map_err(io("sync directory", &final_name))?;
+    }
+    Ok(CompactionReport {
+        base_seq,
+        files_in: files.len(),
+        bytes_in: files.iter().map(|f| f.len).sum(),
+        bytes_out,
+        messages: state.messages().count(),
+        keys: state.gone_keys().len(),
+    })
+}
+
+/// Writes `state` as base file `seq` under the name `tmp`, synced.
+/// Returns its size.
+fn write_base(
+    storage: &dyn Storage,
+    tmp: &str,
+    seq: u64,
+    state: &Replay,
+    options: &WalOptions,
+) -> Result<u64, WalError> {
+    let path = storage.describe(tmp);
+    let keys = state.gone_keys();
+    let next_id = Record::NextId {
+        next_id: state.next_id(),
+    };
+    let records = || {
+        std::iter::once(next_id.clone())
+            .chain(keys.iter().map(|k| Record::DedupKey {
+                id: k.id,
+                key: key_ref(k),
+            }))
+            .chain(state.messages().map(message_record))
+    };
+    // The largest record decides the file's max frame: a message whose
+    // errors grew past the queue's max frame must still fit.
+    let largest = records().map(|r| r.encoded_len()).max().unwrap_or(0);
+    let max_frame = largest.max(u64::from(options.max_frame()));
+    if max_frame > u64::from(MAX_FRAME_LIMIT) {
+        return Err(WalError::TooLarge {
+            len: largest,
+            max: u64::from(MAX_FRAME_LIMIT),
+        });
+    }
+    let target = BASE_FRAME_TARGET.min(max_frame);
+    let header = Header {
+        kind: KIND_BASE,
+        codec: CODEC_BINCODE2,
+        fingerprint: options.fingerprint,
+        seq,
+        salt: random_salt(),
+        max_frame: max_frame as u32,
+    };
+    let mut file = storage
+        .create(tmp)
+        .map_err(|e| WalError::io("create", path.clone(), e))?;
+    let mut out = Writing {
+        file: &mut *file,
+        buf: header.encode().to_vec(),
+        len: 0,
+        path: &path,
+    };
+    let mut body = Vec::new();
+    for record in records() {
+        if !body.is_empty() && body.len() as u64 + record.encoded_len() > target {
+            out.frame(header.salt, &body)?;
+            body.clear();
+        }
+        record.encode(&mut body);
+    }
+    if !body.is_empty() {
+        out.frame(header.salt, &body)?;
+    }
+    out.flush()?;
+    let len = out.len;
+    file.sync_data()
+        .map_err(|e| WalError::io("sync", path.clone(), e))?;
+    Ok(len)
+}
+
+struct Writing<'a> {
+    file: &'a mut dyn WriteFile,
+    buf: Vec<u8>,
+    /// Bytes already written.
+    len: u64,
+    path: &'a str,
+}
+
+impl Writing<'_> {
+    fn frame(&mut self, salt: u32, body: &[u8]) -> Result<(), WalError> {
+        // A base file is synced whole before it is renamed in: each frame
+        // may claim everything before it as synced.
+        let offset = self.len + self.buf.len() as u64;
+        debug_assert!(offset >= HEADER_LEN);
+        encode_frame(&mut self.buf, salt, offset, body);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WalError> {
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| WalError::io("write", self.path.to_owned(), e))?;
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! [`Wal`]: the handle the queue holds. Open (recover, repair, start the
+//! writer), append, commit, sync, compact, close.
+//!
+//! ```text
+//! let (wal, recovered) = Wal::open(storage, options)?;   // replayed state
+//! let ticket = wal.append(&[Record::Enqueue { .. }])?;   // in log order
+//! wal.commit(ticket)?;                                   // per durability
+//! ```
+//!
+//! The order of records in the log is the order of `append` calls. The
+//! queue must append a message's record before it makes the change
+//! visible to other threads (for example, append `Enqueue` before pushing
+//! the message onto the ready queue), so that a later record about the
+//! same message (a `Receive`) is always behind it in the log.
+
+use super::compaction::{compact, CompactionReport};
+use super::error::WalError;
+use super::options::{Durability, WalOptions};
+use super::record::Record;
+use super::recovery::{recover, Recovered};
+use super::storage::{LockGuard, Storage};
+use super::writer::{create_segment, Shared, Writer};
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A place in the log: what [`Wal::append`] returns and [`Wal::commit`]
+/// waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ticket(u64);
+
+/// An open write-ahead file.
+pub(crate) struct Wal {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    durability: Durability,
+    max_frame: u32,
+    storage: Arc<dyn Storage>,
+    _lock: LockGuard,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("storage", &self.storage)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Locks the directory, recovers its state, repairs a torn tail,
+    /// starts a new segment and the writer thread.
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        options: WalOptions,
+    ) -> Result<(Wal, Recovered), WalError> {
+        let lock = storage.lock().map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => WalError::Locked {
+                path: storage.describe(""),
+            },
+            _ => WalError::io("lock", storage.describe(super::format::LOCK_FILE), e),
+        })?;
+        let (recovered, layout) = recover(&*storage, options.fingerprint, options.salvage)?;
+        let active = create_segment(&*storage, layout.next_seq, &options)?;
+        let mut writer = Writer {
+            storage: Arc::clone(&storage),
+            options: options.clone(),
+            active,
+            base_bytes: layout.base_bytes,
+            sealed_bytes: layout.sealed_bytes,
+        };
+        if !recovered.report.salvaged.is_empty() {
+            // Rewrite the damaged files now, so the damage is gone from disk.
+            let report = compact(&*storage, layout.next_seq - 1, &options)?;
+            writer.base_bytes = report.bytes_out;
+            writer.sealed_bytes = 0;
+        }
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("spool-wal".into())
+                .spawn(move || writer.run(&shared))
+                .map_err(|e| WalError::io("spawn writer thread", storage.describe(""), e))?
+        };
+        let wal = Wal {
+            shared,
+            thread: Some(thread),
+            durability: options.durability,
+            max_frame: options.max_frame(),
+            storage,
+            _lock: lock,
+        };
+        Ok((wal, recovered))
+    }
+
+    /// Queues `records` as one frame: they recover all together or not at
+    /// all. Returns at once; [`Wal::commit`] waits for the frame.
+    /// `TooLarge` refuses the frame without harming the log.
+    pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, WalError> {
+        let len: u64 = records.iter().map(Record::encoded_len).sum();
+        if len > u64::from(self.max_frame) {
+            return Err(WalError::TooLarge {
+                len,
+                max: u64::from(self.max_frame),
+            });
+        }
+        let mut body = Vec::with_capacity(len as usize);
+        for record in records {
+            record.encode(&mut body);
+        }
+        let mut st = self.shared.state.lock();
+        if let Some(poison) = &st.poison {
+            return Err(WalError::Poisoned(Arc::clone(poison)));
+        }
+        if st.closing {
+            return Err(WalError::Closed);
+        }
+        if body.is_empty() {
+            return Ok(Ticket(st.appended));
+        }
+        st.queue.push(body);
+        st.appended += 1;
+        self.shared.work.notify_one();
+        Ok(Ticket(st.appended))
+    }
+
+    /// Waits until the frame of `ticket` (and every frame before it) is
+    /// as durable as the durability level promises: on disk under `Sync`,
+    /// handed to the OS otherwise.
+    pub(crate) fn commit(&self, ticket: Ticket) -> Result<(), WalError> {
+        self.wait(ticket, self.durability == Durability::Sync)
+    }
+
+    /// [`Wal::append`] then [`Wal::commit`].
+    pub(crate) fn append_commit(&self, records: &[Record<'_>]) -> Result<(), WalError> {
+        let ticket = self.append(records)?;
+        self.commit(ticket)
+    }
+
+    /// Waits until every frame appended so far is on disk, whatever the
+    /// durability level.
+    pub(crate) fn sync(&self) -> Result<(), WalError> {
+        let ticket = Ticket(self.shared.state.lock().appended);
+        self.wait(ticket, true)
+    }
+
+    fn wait(&self, Ticket(ticket): Ticket, on_disk: bool) -> Result<(), WalError> {
+        let mut st = self.shared.state.lock();
+        if on_disk && st.want_durable < ticket {
+            st.want_durable = ticket;
+            self.shared.work.notify_one();
+        }
+        loop {
+            let reached = if on_disk { st.durable } else { st.written };
+            if reached >= ticket {
+                return Ok(());
+            }
+            if let Some(poison) = &st.poison {
+                return Err(WalError::Poisoned(Arc::clone(poison)));
+            }
+            if st.stopped {
+                return Err(WalError::Closed);
+            }
+            self.shared.done.wait(&mut st);
+        }
+    }
+
+    /// Seals the active segment and compacts every sealed file into one
+    /// base file; runs on the writer thread (appends wait meanwhile).
+    pub(crate) fn compact(&self) -> Result<CompactionReport, WalError> {
+        let (reply, outcome) = crossbeam_channel::bounded(1);
+        {
+            let mut st = self.shared.state.lock();
+            if let Some(poison) = &st.poison {
+                return Err(WalError::Poisoned(Arc::clone(poison)));
+            }
+            if st.closing {
+                return Err(WalError::Closed);
+            }
+            st.compactions.push(reply);
+            self.shared.work.notify_one();
+        }
+        outcome.recv().unwrap_or(Err(WalError::Closed))
+    }
+
+    /// Bytes of log files in the directory (for the compaction bound).
+    pub(crate) fn disk_usage(&self) -> Result<u64, WalError> {
+        let io = |e| WalError::io("list", self.storage.describe(""), e);
+        let mut total = 0;
+        for name in self.storage.list().map_err(io)? {
+            if super::format::parse_file_name(&name).is_some()
+                || name.ends_with(super::format::TMP_SUFFIX)
+            {
+                total += self.storage.len(&name).map_err(io)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Writes and syncs everything appended, stops the writer, and
+    /// releases the lock. Dropping a `Wal` does the same, ignoring errors.
+    pub(crate) fn close(mut self) -> Result<(), WalError> {
+        let result = self.sync();
+        self.stop();
+        result
+    }
+
+    fn stop(&mut self) {
+        {
+            let mut st = self.shared.state.lock();
+            st.closing = true;
+            self.shared.work.notify_one();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,339 @@
+//! Opening a directory: survey the files, replay them, repair the tail
+//! (FORMAT.md, section 7).
+//!
+//! 1. [`survey`] reads every header, finds the newest base file, and sets
+//!    aside what it supersedes, unfinished compactions (`*.tmp`) and a last
+//!    file whose creation was cut short.
+//! 2. [`replay_file`] streams each remaining file's frames into a
+//!    [`Replay`]. At a bad frame, [`scan_after`] decides: torn tail (last
+//!    file only; truncated and reported) or corruption (an error, or a
+//!    skipped region under salvage).
+//! 3. [`recover`] applies the repairs and hands back the state.
+
+use super::error::WalError;
+use super::format::{parse_file_name, Header, HEADER_LEN, KIND_BASE, TMP_SUFFIX};
+use super::reader::{scan_after, FrameReader, Next};
+use super::record::Record;
+use super::state::{RecoveredKey, RecoveredMessage, Replay};
+use super::storage::Storage;
+use std::io::Read;
+
+/// A log file that takes part in replay.
+#[derive(Debug, Clone)]
+pub(crate) struct LogFile {
+    pub(crate) seq: u64,
+    pub(crate) name: String,
+    pub(crate) len: u64,
+    pub(crate) header: Header,
+}
+
+/// What [`survey`] found in the directory.
+#[derive(Debug, Default)]
+pub(crate) struct Survey {
+    /// Files to replay, in order; the first may be a base file.
+    pub(crate) files: Vec<LogFile>,
+    /// Files a newer base file supersedes.
+    pub(crate) obsolete: Vec<String>,
+    /// A last file no longer than a header that does not verify.
+    pub(crate) torn_header: Option<String>,
+    /// Unfinished compaction output.
+    pub(crate) tmp: Vec<String>,
+    /// The highest sequence number of any log file.
+    pub(crate) max_seq: u64,
+}
+
+/// A region that salvage skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SalvagedRegion {
+    pub(crate) file: String,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// What recovery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RecoveryReport {
+    /// Files replayed (base file and segments).
+    pub(crate) files_read: usize,
+    /// Frames replayed.
+    pub(crate) frames: u64,
+    /// Records replayed.
+    pub(crate) records: u64,
+    /// Records about ids that were not live (changed nothing).
+    pub(crate) ignored_records: u64,
+    /// Bytes of torn tail truncated from the last file.
+    pub(crate) torn_bytes: u64,
+    /// Last files removed because their header was cut short.
+    pub(crate) torn_files_removed: usize,
+    /// Files superseded by a base file, and unfinished compactions, removed.
+    pub(crate) obsolete_files_removed: usize,
+    /// Damaged regions skipped (salvage only).
+    pub(crate) salvaged: Vec<SalvagedRegion>,
+}
+
+/// The state of the queue as the directory recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    /// Live messages (ready, delayed, dead-lettered), in id order.
+    pub(crate) messages: Vec<RecoveredMessage>,
+    /// Idempotency keys of messages that are gone, still in their window.
+    pub(crate) dedup_keys: Vec<RecoveredKey>,
+    /// The id to give the next message.
+    pub(crate) next_id: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+/// What the writer needs to know about the files after recovery.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Layout {
+    /// The sequence number of the next file to create.
+    pub(crate) next_seq: u64,
+    /// Size of the base file (0 if none).
+    pub(crate) base_bytes: u64,
+    /// Size of the other files.
+    pub(crate) sealed_bytes: u64,
+}
+
+fn io_err(
+    storage: &dyn Storage,
+    op: &'static str,
+    name: &str,
+) -> impl FnOnce(std::io::Error) -> WalError {
+    let path = storage.describe(name);
+    move |e| WalError::io(op, path, e)
+}
+
+fn read_header(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<(u64, Result<Header, WalError>), WalError> {
+    let len = storage.len(name).map_err(io_err(storage, "stat", name))?;
+    let mut bytes = Vec::with_capacity(HEADER_LEN as usize);
+    storage
+        .open_read(name)
+        .and_then(|f| f.take(HEADER_LEN).read_to_end(&mut bytes))
+        .map_err(io_err(storage, "read", name))?;
+    Ok((len, Header::decode(&storage.describe(name), &bytes)))
+}
+
+/// Reads the directory's headers and sorts its files out (step 3 of
+/// FORMAT.md section 7). Checks type, version and codec of every file
+/// that takes part in replay.
+pub(crate) fn survey(storage: &dyn Storage, fingerprint: u64) -> Result<Survey, WalError> {
+    let mut survey = Survey::default();
+    let mut logs = Vec::new();
+    for name in storage.list().map_err(io_err(storage, "list", ""))? {
+        if let Some(stem) = name.strip_suffix(TMP_SUFFIX) {
+            if parse_file_name(stem).is_some() {
+                survey.tmp.push(name);
+            }
+        } else if let Some(seq) = parse_file_name(&name) {
+            logs.push((seq, name));
+        }
+    }
+    logs.sort();
+    survey.max_seq = logs.last().map_or(0, |(seq, _)| *seq);
+    let mut headers = Vec::with_capacity(logs.len());
+    for (seq, name) in logs {
+        let (len, header) = read_header(storage, &name)?;
+        headers.push((seq, name, len, header));
+    }
+    let base = headers
+        .iter()
+        .rposition(|(_, _, _, h)| matches!(h, Ok(h) if h.kind == KIND_BASE))
+        .unwrap_or(0);
+    let count = headers.len();
+    for (i, (seq, name, len, header)) in headers.into_iter().enumerate() {
+        if i < base {
+            survey.obsolete.push(name);
+            continue;
+        }
+        let path = storage.describe(&name);
+        match header {
+            Ok(header) => {
+                header.check(&path, fingerprint, seq)?;
+                if i > base && header.kind == KIND_BASE {
+                    return Err(WalError::corrupted(
+                        &path,
+                        12,
+                        "base file after the newest base file",
+                    ));
+                }
+                survey.files.push(LogFile {
+                    seq,
+                    name,
+                    len,
+                    header,
+                });
+            }
+            Err(WalError::Corrupted { .. }) if i + 1 == count && len <= HEADER_LEN => {
+                survey.torn_header = Some(name);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(survey)
+}
+
+/// How one file's replay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileEnd {
+    /// At a frame boundary at the end of the file.
+    Clean,
+    /// At a torn tail starting at this offset (last file only).
+    Torn(u64),
+}
+
+/// Replays one file into `state`. `last`: whether it is the last file of
+/// the log, the only one that may have a torn tail.
+pub(crate) fn replay_file(
+    storage: &dyn Storage,
+    file: &LogFile,
+    last: bool,
+    salvage: bool,
+    state: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<FileEnd, WalError> {
+    let path = storage.describe(&file.name);
+    let open = || {
+        storage
+            .open_read(&file.name)
+            .map_err(io_err(storage, "read", &file.name))
+    };
+    let mut reader = FrameReader::new(open()?, &file.header, file.len)
+        .map_err(io_err(storage, "read", &file.name))?;
+    report.files_read += 1;
+    loop {
+        let (offset, reason) = match reader.next().map_err(io_err(storage, "read", &file.name))? {
+            Next::End => return Ok(FileEnd::Clean),
+            Next::Frame { offset, body } => match Record::decode_all(body) {
+                Ok(records) => {
+                    report.frames += 1;
+                    for record in &records {
+                        state.apply(record);
+                    }
+                    continue;
+                }
+                Err((at, reason)) if !salvage => {
+                    let at = offset + super::format::FRAME_HEADER_LEN + at as u64;
+                    return Err(WalError::corrupted(
+                        &path,
+                        at,
+                        format!("frame verifies but {reason}"),
+                    ));
+                }
+                Err(_) => {
+                    let next = reader.offset();
+                    report.salvaged.push(SalvagedRegion {
+                        file: path.clone(),
+                        offset,
+                        len: next - offset,
+                    });
+                    continue;
+                }
+            },
+            Next::Bad { offset, reason } => (offset, reason),
+        };
+        let scan = scan_after(open()?, &file.header, file.len, offset)
+            .map_err(io_err(storage, "read", &file.name))?;
+        if last && scan.vouched_by.is_none() {
+            report.torn_bytes += file.len - offset;
+            return Ok(FileEnd::Torn(offset));
+        }
+        if !salvage {
+            return Err(WalError::corrupted(&path, offset, reason));
+        }
+        let resume = scan.first_valid.unwrap_or(file.len);
+        report.salvaged.push(SalvagedRegion {
+            file: path.clone(),
+            offset,
+            len: resume - offset,
+        });
+        reader
+            .seek(resume)
+            .map_err(io_err(storage, "read", &file.name))?;
+    }
+}
+
+/// Replays `files` in order into a fresh state.
+pub(crate) fn replay_files(
+    storage: &dyn Storage,
+    files: &[LogFile],
+    last_may_be_torn: bool,
+    salvage: bool,
+    report: &mut RecoveryReport,
+) -> Result<(Replay, FileEnd), WalError> {
+    let mut state = Replay::default();
+    let mut end = FileEnd::Clean;
+    for (i, file) in files.iter().enumerate() {
+        let last = last_may_be_torn && i + 1 == files.len();
+        end = replay_file(storage, file, last, salvage, &mut state, report)?;
+    }
+    report.records = state.records;
+    report.ignored_records = state.ignored;
+    Ok((state, end))
+}
+
+/// Recovers the directory's state and repairs it: truncates a torn tail,
+/// removes superseded and unfinished files. Takes no lock (the caller
+/// holds it) and creates nothing.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    fingerprint: u64,
+    salvage: bool,
+) -> Result<(Recovered, Layout), WalError> {
+    let survey = survey(storage, fingerprint)?;
+    let mut report = RecoveryReport::default();
+    let (state, end) = replay_files(storage, &survey.files, true, salvage, &mut report)?;
+
+    let mut dir_changed = false;
+    if let (FileEnd::Torn(offset), Some(file)) = (end, survey.files.last()) {
+        storage
+            .truncate(&file.name, offset)
+            .map_err(io_err(storage, "truncate", &file.name))?;
+    }
+    let removals = survey
+        .tmp
+        .iter()
+        .chain(&survey.obsolete)
+        .chain(&survey.torn_header);
+    for name in removals {
+        storage
+            .remove(name)
+            .map_err(io_err(storage, "remove", name))?;
+        dir_changed = true;
+    }
+    if dir_changed {
+        storage
+            .sync_dir()
+            .map_err(io_err(storage, "sync directory", ""))?;
+    }
+    report.obsolete_files_removed = survey.tmp.len() + survey.obsolete.len();
+    report.torn_files_removed = usize::from(survey.torn_header.is_some());
+
+    let mut layout = Layout {
+        next_seq: survey.max_seq.saturating_add(1),
+        ..Layout::default()
+    };
+    for (i, file) in survey.files.iter().enumerate() {
+        let len = match end {
+            FileEnd::Torn(offset) if i + 1 == survey.files.len() => offset,
+            _ => file.len,
+        };
+        if file.header.kind == KIND_BASE {
+            layout.base_bytes += len;
+        } else {
+            layout.sealed_bytes += len;
+        }
+    }
+    let (messages, dedup_keys, next_id) = state.finish();
+    Ok((
+        Recovered {
+            messages,
+            dedup_keys,
+            next_id,
+            report,
+        },
+        layout,
+    ))
+}

@@ -1,0 +1,490 @@
+//! The queue's state as the log describes it, built by replaying records.
+//!
+//! [`Replay`] applies records in log order (FORMAT.md, section 5, "effect
+//! on replay"); [`Replay::finish`] yields what the queue needs to start
+//! again. Recovery and compaction share it: compaction writes a
+//! [`Replay`]'s content back as `MESSAGE`, `DEDUP_KEY` and `NEXT_ID`
+//! records. It holds the live messages and the remembered keys, nothing
+//! proportional to the length of the log.
+
+use super::record::{KeyRef, MessageRef, ReasonRef, Record};
+use crate::dead_letter::DeadLetterReason;
+use std::collections::{BTreeMap, HashMap};
+
+/// An idempotency key with what the dedup table needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecoveredKey {
+    pub(crate) key: String,
+    /// FNV-1a of the encoded payload (`codec::fingerprint`).
+    pub(crate) payload_hash: u64,
+    /// The message the key was first sent with.
+    pub(crate) id: u64,
+    pub(crate) expires_at: u64,
+}
+
+/// When and why a message was dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadLettered {
+    pub(crate) at: u64,
+    pub(crate) reason: DeadLetterReason,
+}
+
+/// A live message: ready (visible at or before now), delayed (visible
+/// later) or dead-lettered. Messages in flight at the crash are ready,
+/// with the receive count of their last delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecoveredMessage {
+    pub(crate) id: u64,
+    /// The payload, as the codec encoded it.
+    pub(crate) payload: Vec<u8>,
+    pub(crate) enqueued_at: u64,
+    pub(crate) visible_at: u64,
+    pub(crate) receive_count: u32,
+    pub(crate) key: Option<RecoveredKey>,
+    /// Error texts of failed attempts, oldest first.
+    pub(crate) errors: Vec<String>,
+    pub(crate) dead: Option<DeadLettered>,
+}
+
+/// The state replayed so far.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Replay {
+    messages: BTreeMap<u64, RecoveredMessage>,
+    /// Keys of messages that are gone, still in their window.
+    gone_keys: HashMap<String, RecoveredKey>,
+    next_id: u64,
+    /// The latest time any record says it was written at.
+    log_time: u64,
+    /// Records applied.
+    pub(crate) records: u64,
+    /// Records about ids that are not live (changed nothing).
+    pub(crate) ignored: u64,
+}
+
+fn owned_key(key: &KeyRef<'_>, id: u64) -> RecoveredKey {
+    RecoveredKey {
+        key: key.key.to_owned(),
+        payload_hash: key.payload_hash,
+        id,
+        expires_at: key.expires_at,
+    }
+}
+
+fn owned_reason(reason: &ReasonRef<'_>) -> DeadLetterReason {
+    match reason {
+        ReasonRef::MaxReceives(n) => DeadLetterReason::MaxReceives(*n),
+        ReasonRef::Rejected(text) => DeadLetterReason::Rejected((*text).to_owned()),
+    }
+}
+
+impl Replay {
+    /// Applies one record.
+    pub(crate) fn apply(&mut self, record: &Record<'_>) {
+        self.records += 1;
+        let applied = match record {
+            Record::Enqueue {
+                id,
+                enqueued_at,
+                visible_at,
+                key,
+                payload,
+            } => {
+                self.see(*id, *enqueued_at);
+                if let Some(k) = key {
+                    self.gone_keys.remove(k.key);
+                }
+                let fresh = RecoveredMessage {
+                    id: *id,
+                    payload: payload.to_vec(),
+                    enqueued_at: *enqueued_at,
+                    visible_at: *visible_at,
+                    receive_count: 0,
+                    key: key.as_ref().map(|k| owned_key(k, *id)),
+                    errors: Vec::new(),
+                    dead: None,
+                };
+                self.messages.insert(*id, fresh).is_none()
+            }
+            Record::Receive { id, receive_count } => self.live(*id, |m| {
+                m.receive_count = *receive_count;
+            }),
+            Record::Release {
+                id,
+                visible_at,
+                error,
+            } => self.live(*id, |m| {
+                m.visible_at = *visible_at;
+                m.errors.extend(error.map(str::to_owned));
+            }),
+            Record::Ack { id } => self.remove(*id),
+            Record::DeadLetter {
+                id,
+                at,
+                reason,
+                error,
+            } => {
+                self.log_time = self.log_time.max(*at);
+                self.live(*id, |m| {
+                    m.errors.extend(error.map(str::to_owned));
+                    m.dead = Some(DeadLettered {
+                        at: *at,
+                        reason: owned_reason(reason),
+                    });
+                })
+            }
+            Record::Redrive { id, at, payload } => {
+                self.log_time = self.log_time.max(*at);
+                match self.messages.get_mut(id) {
+                    Some(m) if m.dead.is_some() => {
+                        m.dead = None;
+                        m.receive_count = 0;
+                        m.errors.clear();
+                        m.visible_at = *at;
+                        if let Some(p) = payload {
+                            m.payload = p.to_vec();
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Record::PurgeDeadLetters => {
+                let dead: Vec<u64> = self
+                    .messages
+                    .values()
+                    .filter(|m| m.dead.is_some())
+                    .map(|m| m.id)
+                    .collect();
+                for id in dead {
+                    self.remove(id);
+                }
+                true
+            }
+            Record::DedupKey { id, key } => {
+                self.see(*id, 0);
+                self.remember(owned_key(key, *id));
+                true
+            }
+            Record::Message(m) => {
+                self.see(m.id, m.enqueued_at);
+                self.messages.insert(m.id, from_ref(m));
+                true
+            }
+            Record::NextId { next_id } => {
+                self.next_id = self.next_id.max(*next_id);
+                true
+            }
+        };
+        if !applied {
+            self.ignored += 1;
+        }
+    }
+
+    fn see(&mut self, id: u64, time: u64) {
+        self.next_id = self.next_id.max(id.saturating_add(1));
+        self.log_time = self.log_time.max(time);
+    }
+
+    fn live(&mut self, id: u64, change: impl FnOnce(&mut RecoveredMessage)) -> bool {
+        match self.messages.get_mut(&id) {
+            Some(m) if m.dead.is_none() => {
+                change(m);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        match self.messages.remove(&id) {
+            Some(m) => {
+                if let Some(key) = m.key {
+                    self.remember(key);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a gone message's key; of two entries for one key, the one
+    /// that expires later wins.
+    fn remember(&mut self, key: RecoveredKey) {
+        match self.gone_keys.get(&key.key) {
+            Some(old) if old.expires_at >= key.expires_at => {}
+            _ => {
+                self.gone_keys.insert(key.key.clone(), key);
+            }
+        }
+    }
+
+    /// Live messages in id order.
+    pub(crate) fn messages(&self) -> impl Iterator<Item = &RecoveredMessage> {
+        self.messages.values()
+    }
+
+    /// Bytes of live payloads (for the compaction bound).
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.messages.values().map(|m| m.payload.len() as u64).sum()
+    }
+
+    /// Keys of gone messages that are still in their window (as far as the
+    /// log can tell) and not taken over by a live message, sorted by key.
+    pub(crate) fn gone_keys(&self) -> Vec<&RecoveredKey> {
+        let held: std::collections::HashSet<&str> = self
+            .messages
+            .values()
+            .filter_map(|m| m.key.as_ref().map(|k| k.key.as_str()))
+            .collect();
+        let mut keys: Vec<&RecoveredKey> = self
+            .gone_keys
+            .values()
+            .filter(|k| k.expires_at > self.log_time && !held.contains(k.key.as_str()))
+            .collect();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        keys
+    }
+
+    /// The id the next message gets.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.max(1)
+    }
+
+    /// Hands over the state.
+    pub(crate) fn finish(self) -> (Vec<RecoveredMessage>, Vec<RecoveredKey>, u64) {
+        let keys = self.gone_keys().into_iter().cloned().collect();
+        let next_id = self.next_id();
+        (self.messages.into_values().collect(), keys, next_id)
+    }
+}
+
+fn from_ref(m: &MessageRef<'_>) -> RecoveredMessage {
+    RecoveredMessage {
+        id: m.id,
+        payload: m.payload.to_vec(),
+        enqueued_at: m.enqueued_at,
+        visible_at: m.visible_at,
+        receive_count: m.receive_count,
+        key: m.key.as_ref().map(|k| owned_key(k, m.id)),
+        errors: m.errors.iter().map(|e| (*e).to_owned()).collect(),
+        dead: m.dead.as_ref().map(|(at, reason)| DeadLettered {
+            at: *at,
+            reason: owned_reason(reason),
+        }),
+    }
+}
+
+/// The record that restores `m` exactly (compaction's output).
+pub(crate) fn message_record(m: &RecoveredMessage) -> Record<'_> {
+    Record::Message(MessageRef {
+        id: m.id,
+        enqueued_at: m.enqueued_at,
+        visible_at: m.visible_at,
+        receive_count: m.receive_count,
+        key: m.key.as_ref().map(key_ref),
+        errors: m.errors.iter().map(String::as_str).collect(),
+        dead: m.dead.as_ref().map(|d| {
+            let reason = match &d.reason {
+                DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
+                DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+            };
+            (d.at, reason)
+        }),
+        payload: &m.payload,
+    })
+}
+
+pub(crate) fn key_ref(k: &RecoveredKey) -> KeyRef<'_> {
+    KeyRef {
+        key: &k.key,
+        payload_hash: k.payload_hash,
+        expires_at: k.expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enqueue(id: u64, at: u64, key: Option<&'static str>) -> Record<'static> {
+        Record::Enqueue {
+            id,
+            enqueued_at: at,
+            visible_at: at,
+            key: key.map(|key| KeyRef {
+                key,
+                payload_hash: id * 10,
+                expires_at: at + 1000,
+            }),
+            payload: b"p",
+        }
+    }
+
+    fn replay(records: &[Record<'_>]) -> Replay {
+        let mut r = Replay::default();
+        for record in records {
+            r.apply(record);
+        }
+        r
+    }
+
+    #[test]
+    fn in_flight_messages_come_back_ready_with_their_receive_count() {
+        let r = replay(&[
+            enqueue(1, 100, None),
+            Record::Receive {
+                id: 1,
+                receive_count: 1,
+            },
+            Record::Release {
+                id: 1,
+                visible_at: 150,
+                error: Some("e1"),
+            },
+            Record::Receive {
+                id: 1,
+                receive_count: 2,
+            },
+        ]);
+        let m: Vec<_> = r.messages().cloned().collect();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].receive_count, 2);
+        assert_eq!(m[0].visible_at, 150);
+        assert_eq!(m[0].errors, vec!["e1".to_string()]);
+        assert_eq!(r.next_id(), 2);
+    }
+
+    #[test]
+    fn dead_letters_redrive_and_purge() {
+        let r = replay(&[
+            enqueue(1, 100, Some("k1")),
+            enqueue(2, 100, None),
+            enqueue(3, 100, None),
+            Record::Receive {
+                id: 1,
+                receive_count: 1,
+            },
+            Record::DeadLetter {
+                id: 1,
+                at: 200,
+                reason: ReasonRef::Rejected("bad"),
+                error: Some("last"),
+            },
+            Record::Receive {
+                id: 2,
+                receive_count: 3,
+            },
+            Record::DeadLetter {
+                id: 2,
+                at: 210,
+                reason: ReasonRef::MaxReceives(3),
+                error: None,
+            },
+            Record::Redrive {
+                id: 2,
+                at: 300,
+                payload: Some(b"fixed"),
+            },
+            Record::Redrive {
+                id: 3,
+                at: 300,
+                payload: None,
+            }, // not dead: ignored
+            Record::PurgeDeadLetters,
+        ]);
+        let m: Vec<_> = r.messages().cloned().collect();
+        assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(m[0].payload, b"fixed");
+        assert_eq!(
+            (m[0].receive_count, m[0].visible_at, m[0].dead.clone()),
+            (0, 300, None)
+        );
+        assert_eq!(r.ignored, 1);
+        // The purged message's key lives on until it expires.
+        let keys = r.gone_keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            (keys[0].key.as_str(), keys[0].id, keys[0].payload_hash),
+            ("k1", 1, 10)
+        );
+    }
+
+    #[test]
+    fn keys_outlive_their_message_until_the_log_passes_their_expiry() {
+        let mut r = replay(&[enqueue(1, 100, Some("a")), Record::Ack { id: 1 }]);
+        assert_eq!(r.gone_keys().len(), 1);
+        r.apply(&enqueue(2, 1099, None));
+        assert_eq!(r.gone_keys().len(), 1, "expires at 1100");
+        r.apply(&enqueue(3, 1100, None));
+        assert!(r.gone_keys().is_empty());
+        // A key re-used by a live message is owned by that message.
+        let r = replay(&[
+            Record::DedupKey {
+                id: 1,
+                key: KeyRef {
+                    key: "a",
+                    payload_hash: 0,
+                    expires_at: 50,
+                },
+            },
+            enqueue(2, 10, Some("a")),
+        ]);
+        assert!(r.gone_keys().is_empty());
+        assert_eq!(r.next_id(), 3);
+    }
+
+    #[test]
+    fn compaction_records_restore_the_same_state() {
+        let mut r = replay(&[
+            enqueue(1, 100, Some("k")),
+            enqueue(2, 100, Some("gone")),
+            Record::Ack { id: 2 },
+            Record::Receive {
+                id: 1,
+                receive_count: 2,
+            },
+            Record::DeadLetter {
+                id: 1,
+                at: 200,
+                reason: ReasonRef::MaxReceives(2),
+                error: Some("x"),
+            },
+            enqueue(7, 100, None),
+            Record::Ack { id: 7 },
+        ]);
+        let mut copy = Replay::default();
+        copy.apply(&Record::NextId {
+            next_id: r.next_id(),
+        });
+        for k in r.gone_keys() {
+            copy.apply(&Record::DedupKey {
+                id: k.id,
+                key: key_ref(k),
+            });
+        }
+        for m in r.messages() {
+            copy.apply(&message_record(m));
+        }
+        r.ignored = 0;
+        assert_eq!(copy.clone().finish(), r.clone().finish());
+        assert_eq!(copy.finish().2, 8, "ids are never reused");
+    }
+
+    #[test]
+    fn records_about_unknown_ids_change_nothing() {
+        let r = replay(&[
+            Record::Ack { id: 5 },
+            Record::Receive {
+                id: 5,
+                receive_count: 1,
+            },
+            Record::Release {
+                id: 5,
+                visible_at: 1,
+                error: None,
+            },
+        ]);
+        assert_eq!(r.ignored, 3);
+        assert_eq!(r.messages().count(), 0);
+    }
+}

@@ -1,0 +1,232 @@
+//! The directory the write-ahead file lives in, behind a trait.
+//!
+//! [`Storage`] names the few operations the log needs: list, create,
+//! read, append, sync a file's data, truncate, rename, remove, sync the
+//! directory, and lock it. [`FsStorage`] does them on real files;
+//! `SimStorage` (tests only, `sim.rs`) keeps a written and a synced image
+//! of each file so that tests can cut the power at any point.
+//!
+//! Files are named by plain strings relative to the directory; the
+//! storage decides what they are.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A directory of files, as the write-ahead file uses it.
+pub(crate) trait Storage: Send + Sync + fmt::Debug {
+    /// A human-readable name for `name`, for error messages.
+    fn describe(&self, name: &str) -> String;
+    /// Takes the directory's exclusive lock, held until the guard drops.
+    /// Fails with [`io::ErrorKind::WouldBlock`] when someone else holds it.
+    fn lock(&self) -> io::Result<LockGuard>;
+    /// The names of the files in the directory.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Creates a new, empty file (mode 0600); fails if it exists.
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>>;
+    /// Opens a file for reading from the start.
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>>;
+    /// The length of a file in bytes.
+    fn len(&self, name: &str) -> io::Result<u64>;
+    /// Cuts a file to `len` bytes and syncs it.
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to` (durable after [`Storage::sync_dir`]).
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes a file (durable after [`Storage::sync_dir`]).
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes creations, renames and removals durable.
+    fn sync_dir(&self) -> io::Result<()>;
+}
+
+/// A file open for appending.
+pub(crate) trait WriteFile: Send {
+    /// Appends all of `data` (or fails, possibly after writing a part).
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes what was written durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// A file open for reading.
+pub(crate) trait ReadFile: io::Read + io::Seek + Send {}
+impl<T: io::Read + io::Seek + Send> ReadFile for T {}
+
+/// Holds a directory's lock; dropping it releases the lock.
+pub(crate) struct LockGuard(#[allow(dead_code)] Box<dyn Any + Send + Sync>);
+
+impl LockGuard {
+    pub(crate) fn new(inner: impl Any + Send + Sync) -> Self {
+        LockGuard(Box::new(inner))
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+/// Real files in a directory.
+#[derive(Debug, Clone)]
+pub(crate) struct FsStorage {
+    dir: PathBuf,
+}
+
+impl FsStorage {
+    /// Uses `dir`, creating it (mode 0700) if needed.
+    pub(crate) fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        Ok(FsStorage { dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn options() -> OpenOptions {
+        let mut options = OpenOptions::new();
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+    }
+}
+
+impl Storage for FsStorage {
+    fn describe(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    // `File::try_lock` is stable since Rust 1.89; the crate's rust-version
+    // must be raised to match when the WAL is wired in.
+    #[allow(clippy::incompatible_msrv)]
+    fn lock(&self) -> io::Result<LockGuard> {
+        let file = Self::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.path(super::format::LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => Ok(LockGuard::new(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        let file = Self::options()
+            .write(true)
+            .create_new(true)
+            .open(self.path(name))?;
+        Ok(Box::new(FsFile(file)))
+    }
+
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(File::open(self.path(name))?))
+    }
+
+    fn len(&self, name: &str) -> io::Result<u64> {
+        Ok(fs::metadata(self.path(name))?.len())
+    }
+
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(self.path(name))?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.path(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+struct FsFile(File);
+
+impl WriteFile for FsFile {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn files_round_trip_with_owner_only_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path().join("q")).unwrap();
+        let mut file = storage.create("a").unwrap();
+        file.write_all(b"hello world").unwrap();
+        file.sync_data().unwrap();
+        assert!(storage.create("a").is_err(), "create never overwrites");
+        assert_eq!(storage.len("a").unwrap(), 11);
+        storage.truncate("a", 5).unwrap();
+        storage.rename("a", "b").unwrap();
+        storage.sync_dir().unwrap();
+        let mut text = String::new();
+        storage
+            .open_read("b")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "hello");
+        assert_eq!(storage.list().unwrap(), vec!["b".to_string()]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("q/b"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        storage.remove("b").unwrap();
+        assert!(storage.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_lock_refuses_a_second_holder_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let guard = storage.lock().unwrap();
+        let err = storage.lock().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop(guard);
+        assert!(storage.lock().is_ok());
+    }
+}
