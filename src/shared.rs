@@ -58,6 +58,12 @@ impl Wait {
     }
 }
 
+/// Where a message goes after a failed attempt.
+enum Next<T> {
+    Dead(Entry<T>, DeadLetterReason),
+    VisibleAt(Nanos, Entry<T>),
+}
+
 /// Why a capacity slot was not taken.
 enum NoRoom {
     Full,
@@ -170,6 +176,9 @@ impl<T> Shared<T> {
     // ----- capacity --------------------------------------------------------
 
     fn take_slots(&self, n: usize, wait: Wait) -> Result<(), NoRoom> {
+        if self.is_closed() {
+            return Err(NoRoom::Closed);
+        }
         if n > self.capacity.limit() {
             return Err(NoRoom::Full);
         }
@@ -219,6 +228,9 @@ impl<T> Shared<T> {
     where
         T: Serialize,
     {
+        if self.is_closed() {
+            return Err(SendError::Closed(message));
+        }
         let keyed = match options.key {
             None => None,
             Some(key) => {
@@ -309,9 +321,7 @@ impl<T> Shared<T> {
             self.ready.push(entry, now);
             self.ready.signal.notify_one();
         } else {
-            let due = now.saturating_add(delay);
-            self.delayed.push(due, entry);
-            self.register_deadline(due);
+            self.hold_until(now.saturating_add(delay), entry);
         }
     }
 
@@ -329,8 +339,9 @@ impl<T> Shared<T> {
 
     /// Moves whatever is due at `now`: expired leases are released (with
     /// backoff, or to the dead-letter queue), due delayed messages become
-    /// ready. Messages made visible in one tick go in order of the time they
-    /// came due, then of id.
+    /// ready. Each happens as of the time it came due, however late the
+    /// tick: a backoff runs from the lease's expiry. Messages made visible
+    /// in one tick go in order of the time they became visible, then of id.
     pub(crate) fn tick(&self, now: Nanos) {
         if now < self.next_deadline.load(SeqCst) {
             return;
@@ -348,23 +359,26 @@ impl<T> Shared<T> {
         self.next_deadline.fetch_min(next, SeqCst);
         drop(guard);
 
-        let mut moved: Vec<(Nanos, bool, Entry<T>)> = expired
-            .into_iter()
-            .map(|(at, entry)| (at, true, entry))
-            .chain(due.into_iter().map(|(at, entry)| (at, false, entry)))
-            .collect();
-        moved.sort_by_key(|(at, _, entry)| (*at, entry.id));
-        for (_, lease_expired, entry) in moved {
-            if lease_expired {
-                Counters::bump(&self.counters.expired, 1);
-                self.emit(|| Event::LeaseExpired {
-                    id: entry.id,
-                    receive_count: entry.receive_count,
-                });
-                self.retry(entry, None, now);
-            } else {
-                self.ready.push(entry, now);
+        // Everything happens at the time it came due, not when this tick
+        // noticed it: a backoff runs from the lease's expiry, and a message
+        // counts as ready (for its age) from its due time.
+        expired.sort_by_key(|(at, entry)| (*at, entry.id));
+        let mut visible = due;
+        for (expired_at, entry) in expired {
+            Counters::bump(&self.counters.expired, 1);
+            self.emit(|| Event::LeaseExpired {
+                id: entry.id,
+                receive_count: entry.receive_count,
+            });
+            match self.after_failure(entry, None, expired_at) {
+                Next::Dead(entry, reason) => self.bury(entry, reason, expired_at),
+                Next::VisibleAt(at, entry) if at <= now => visible.push((at, entry)),
+                Next::VisibleAt(at, entry) => self.hold_until(at, entry),
             }
+        }
+        visible.sort_by_key(|(at, entry)| (*at, entry.id));
+        for (at, entry) in visible {
+            self.ready.push(entry, at);
         }
         // Also when nothing moved: a consumer that read `next_deadline`
         // while it was reset must recompute how long to sleep.
@@ -467,18 +481,36 @@ impl<T> Shared<T> {
         Ok(())
     }
 
-    /// A failed attempt: try again later, or give up after `max_receives`.
-    fn retry(&self, entry: Entry<T>, delay: Option<Nanos>, now: Nanos) {
+    /// A failed attempt at `at`: try again later, or give up after
+    /// `max_receives`.
+    fn retry(&self, entry: Entry<T>, delay: Option<Nanos>, at: Nanos) {
+        match self.after_failure(entry, delay, at) {
+            Next::Dead(entry, reason) => self.bury(entry, reason, at),
+            Next::VisibleAt(due, entry) if due <= at => {
+                self.ready.push(entry, due);
+                self.ready.signal.notify_one();
+            }
+            Next::VisibleAt(due, entry) => self.hold_until(due, entry),
+        }
+    }
+
+    /// Where a message goes after a failed attempt at `at`.
+    fn after_failure(&self, entry: Entry<T>, delay: Option<Nanos>, at: Nanos) -> Next<T> {
         if entry.receive_count >= self.config.max_receives {
             let reason = DeadLetterReason::MaxReceives(entry.receive_count);
-            self.bury(entry, reason, now);
-            return;
+            return Next::Dead(entry, reason);
         }
         let delay = delay.unwrap_or_else(|| {
             let backoff = self.config.backoff.delay(entry.receive_count, &self.random);
             clock::duration_nanos(backoff)
         });
-        self.make_visible(entry, delay, now);
+        Next::VisibleAt(at.saturating_add(delay), entry)
+    }
+
+    /// Keeps a message in the delay queue until `due`.
+    fn hold_until(&self, due: Nanos, entry: Entry<T>) {
+        self.delayed.push(due, entry);
+        self.register_deadline(due);
     }
 
     /// Moves a message to the dead-letter queue.

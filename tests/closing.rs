@@ -332,3 +332,29 @@ fn a_worker_loop_ends_after_draining_when_the_queue_is_closed() {
         (0..100).collect::<Vec<u32>>()
     );
 }
+
+#[test]
+fn after_close_a_resent_key_is_refused_not_reported_as_a_duplicate() {
+    let queue = open();
+    let producer = queue.producer();
+    let options = || SendOptions::new().key("order-1");
+    assert!(producer.send_with(1, options()).is_ok());
+
+    queue.close();
+
+    assert_eq!(producer.send_with(1, options()), Err(SendError::Closed(1)));
+    assert_eq!(queue.stats().duplicates, 0);
+}
+
+#[test]
+fn after_close_an_oversized_batch_is_refused_as_closed() {
+    let queue: Queue<u32> = Queue::builder().capacity(2).open().unwrap();
+    let producer = queue.producer();
+
+    queue.close();
+
+    assert_eq!(
+        producer.send_batch(vec![1, 2, 3]),
+        Err(SendError::Closed(vec![1, 2, 3]))
+    );
+}

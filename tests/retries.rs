@@ -88,6 +88,21 @@ fn fixed_backoff_applies_after_a_lease_expires() {
 }
 
 #[test]
+fn backoff_after_a_lease_expiry_runs_from_the_expiry_even_if_noticed_late() {
+    // Nobody looks at the queue between the expiry (30 s) and 41 s: the
+    // retry was due at 40 s, so the message is visible at 41 s.
+    let (clock, queue, consumer) = queue_with(Backoff::Fixed(FIXED));
+    queue.producer().send(1).unwrap();
+    let lost = consumer.try_recv().unwrap();
+
+    clock.advance(LEASE + FIXED + SEC);
+
+    let again = consumer.try_recv().expect("the backoff has passed");
+    assert_eq!(again.receive_count(), 2);
+    drop(lost);
+}
+
+#[test]
 fn exponential_backoff_without_jitter_doubles_up_to_the_cap() {
     let (clock, queue, consumer) = queue_with(Backoff::Exponential {
         initial: SEC,

@@ -152,6 +152,20 @@ fn oldest_ready_age_follows_the_oldest_ready_message() {
 }
 
 #[test]
+fn oldest_ready_age_of_a_delayed_message_counts_from_when_it_came_due() {
+    let (clock, builder) = manual();
+    let queue = builder.open().unwrap();
+    queue
+        .producer()
+        .send_with(1, SendOptions::new().delay(10 * SEC))
+        .unwrap();
+
+    clock.advance(15 * SEC); // nobody looked at the queue when it came due
+
+    assert_eq!(queue.stats().oldest_ready_age, Some(5 * SEC));
+}
+
+#[test]
 fn a_growing_dead_letter_queue_shows_in_stats() {
     let (_clock, builder) = manual();
     let queue = builder.max_receives(1).open().unwrap();
