@@ -62,6 +62,16 @@ impl<T: Message> Consumer<T> {
         }
         Ok(batch)
     }
+
+    /// The queue's visibility timeout (for the worker pool's heartbeat).
+    pub(crate) fn visibility_timeout(&self) -> Duration {
+        self.shared.config.visibility_timeout
+    }
+
+    /// The queue's clock, read now.
+    pub(crate) fn now(&self) -> crate::clock::Nanos {
+        self.shared.now()
+    }
 }
 
 impl<T> Clone for Consumer<T> {

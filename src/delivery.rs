@@ -115,6 +115,36 @@ impl<T> Delivery<T> {
     pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
         self.shared.extend(self.id, self.token, by)
     }
+
+    /// A handle on this delivery's lease that another thread can extend or
+    /// release while this delivery is busy (the worker pool's heartbeat).
+    pub(crate) fn lease(&self) -> LeaseHandle<T> {
+        LeaseHandle {
+            shared: Arc::clone(&self.shared),
+            id: self.id,
+            token: self.token,
+        }
+    }
+}
+
+/// The lease of one delivery, detached from it: fenced by the same token,
+/// so it can change nothing once the delivery is settled or expired.
+pub(crate) struct LeaseHandle<T> {
+    shared: Arc<Shared<T>>,
+    id: MessageId,
+    token: u64,
+}
+
+impl<T> LeaseHandle<T> {
+    /// As [`Delivery::extend`].
+    pub(crate) fn extend(&self, by: Duration) -> Result<(), SettleError> {
+        self.shared.extend(self.id, self.token, by)
+    }
+
+    /// As [`Delivery::nack`]: the delivery itself can then settle nothing.
+    pub(crate) fn release(&self) -> Result<(), SettleError> {
+        self.shared.release(self.id, self.token, None, None)
+    }
 }
 
 impl<T> Deref for Delivery<T> {

@@ -105,6 +105,7 @@ mod timer;
 mod topic;
 #[allow(dead_code)] // wired into the queue once complete
 mod wal;
+mod workers;
 
 pub use backoff::Backoff;
 pub use builder::{Builder, MAX_CAPACITY};
@@ -119,8 +120,9 @@ pub use producer::{Producer, SendOptions, Sent};
 pub use queue::Queue;
 pub use stats::Stats;
 pub use topic::{
-    Published, PublishError, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,
+    PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,
 };
+pub use workers::{ShutdownReport, WorkerPool, WorkerStats, Workers};
 
 /// What a queue can carry: any `serde` type that can cross threads.
 ///

@@ -1,0 +1,511 @@
+//! A pool of threads that run a handler over a consumer.
+//!
+//! Each worker thread loops: receive a delivery, run the handler on its
+//! payload inside [`catch_unwind`], settle the delivery by the outcome
+//! (`Ok` acks; `Err` and panics [`fail`](crate::Delivery::fail) it with
+//! their text, so the queue's backoff and `max_receives` apply and the
+//! texts reach the dead-letter queue).
+//!
+//! One more thread, the heartbeat, keeps the leases of running handlers
+//! alive: a handler that has run for half the visibility timeout since its
+//! lease was taken or last extended gets its lease extended by a full
+//! visibility timeout. Workers publish their current lease in a slot (a
+//! [`LeaseHandle`], fenced like the delivery itself) and take it back
+//! before settling, so the heartbeat never extends a settled lease. The
+//! heartbeat reads the queue's [`Clock`](crate::Clock) and sleeps until
+//! the next extension is due, but never longer than [`MAX_NAP`], so that a
+//! [`ManualClock`](crate::ManualClock) that jumps is noticed too; it sleeps
+//! without a timeout while no handler runs.
+//!
+//! Stopping: workers wait for messages in slices of [`POLL`] and check a
+//! flag between them, so they stop taking messages within one slice.
+
+use crate::clock::{self, Nanos};
+use crate::consumer::Consumer;
+use crate::delivery::{Delivery, LeaseHandle};
+use crate::error::RecvError;
+use crate::Message;
+use parking_lot::{Condvar, Mutex};
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::iter::Sum;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long a worker waits for a message before it looks at the stop flag.
+const POLL: Duration = Duration::from_millis(20);
+/// The longest the heartbeat sleeps while a handler runs.
+const MAX_NAP: Duration = Duration::from_millis(25);
+
+/// Runs a handler over a [`Consumer`] on a pool of threads.
+///
+/// ```
+/// use spool::{Queue, Workers};
+/// use std::time::Duration;
+///
+/// let queue: Queue<u32> = Queue::builder().max_receives(2).open()?;
+/// let pool = Workers::new(queue.consumer())
+///     .threads(2)
+///     .spawn(|n: &u32| if n % 2 == 0 { Ok(()) } else { Err(format!("{n} is odd")) })?;
+///
+/// for n in 0..4 {
+///     queue.producer().send(n)?;
+/// }
+/// queue.close(); // the workers drain the queue, then stop
+/// let report = pool.join(Duration::from_secs(10));
+/// assert!(report.unfinished.is_empty());
+/// assert_eq!(report.totals().acked, 2);
+/// assert_eq!(report.totals().failed, 4); // 1 and 3, twice each
+/// let dead = queue.dead_letters().list();
+/// assert_eq!(dead[0].errors(), ["1 is odd", "1 is odd"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Workers<T> {
+    consumer: Consumer<T>,
+    threads: usize,
+    name: String,
+}
+
+impl<T: Message> Workers<T> {
+    /// A pool of one thread over `consumer`; see [`threads`](Self::threads).
+    pub fn new(consumer: Consumer<T>) -> Self {
+        Workers {
+            consumer,
+            threads: 1,
+            name: "spool-worker".to_owned(),
+        }
+    }
+
+    /// How many worker threads to run (at least 1).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The name of the threads: `<name>-<index>`, and `<name>-heartbeat`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Starts the threads, each running `handler` on one message at a time:
+    ///
+    /// | handler | delivery |
+    /// |---|---|
+    /// | `Ok(())` | acked |
+    /// | `Err(e)` | [`fail`](crate::Delivery::fail)ed with `e.to_string()` |
+    /// | panics | failed with `"panicked: <message>"` (the panic hook still prints it) |
+    /// | runs past half the visibility timeout | lease extended, again every half timeout |
+    ///
+    /// Fails only if a thread cannot be spawned; those already started
+    /// then stop.
+    pub fn spawn<F, E>(self, handler: F) -> io::Result<WorkerPool<T>>
+    where
+        F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        let pool = Arc::new(Pool::new(self.consumer, self.threads));
+        let handler = Arc::new(handler);
+        let mut threads = Vec::with_capacity(self.threads);
+        let mut spawned = || -> io::Result<JoinHandle<()>> {
+            for index in 0..self.threads {
+                let (pool, handler) = (Arc::clone(&pool), Arc::clone(&handler));
+                threads.push(
+                    thread::Builder::new()
+                        .name(format!("{}-{index}", self.name))
+                        .spawn(move || pool.work(index, &*handler))?,
+                );
+            }
+            let pool = Arc::clone(&pool);
+            thread::Builder::new()
+                .name(format!("{}-heartbeat", self.name))
+                .spawn(move || pool.heartbeat())
+        };
+        match spawned() {
+            Ok(heartbeat) => Ok(WorkerPool {
+                pool,
+                threads,
+                heartbeat: Some(heartbeat),
+            }),
+            Err(error) => {
+                pool.stop();
+                Err(error)
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Workers<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workers")
+            .field("threads", &self.threads)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Running worker threads, from [`Workers::spawn`].
+///
+/// End it with [`shutdown`](Self::shutdown) (stop now, let running
+/// handlers finish) or [`join`](Self::join) (let the workers drain a closed
+/// queue). Dropping it stops the workers without waiting: running handlers
+/// finish in the background, their leases still kept alive.
+pub struct WorkerPool<T> {
+    pool: Arc<Pool<T>>,
+    threads: Vec<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl<T: Message> WorkerPool<T> {
+    /// Each worker's counts so far, by thread index.
+    pub fn stats(&self) -> Vec<WorkerStats> {
+        self.pool.counts.iter().map(Counts::read).collect()
+    }
+
+    /// The counts of all workers together.
+    pub fn totals(&self) -> WorkerStats {
+        self.stats().into_iter().sum()
+    }
+
+    /// Stops taking new messages; running handlers go on. Returns at once.
+    pub fn stop(&self) {
+        self.pool.stop();
+    }
+
+    /// Stops taking new messages, waits until `timeout` for running
+    /// handlers to finish and settle, joins the threads and reports.
+    ///
+    /// Messages not yet received stay in the queue. If a handler is still
+    /// running at the deadline, its thread is left to finish on its own
+    /// (threads cannot be cancelled) and listed in
+    /// [`unfinished`](ShutdownReport::unfinished); its message is released
+    /// back to the queue at once (a failed attempt, as if its lease had
+    /// expired: it is retried, or dead-lettered if that was its last
+    /// receive), and that handler's own settle is then refused and counted
+    /// in `lease_lost`.
+    pub fn shutdown(self, timeout: Duration) -> ShutdownReport {
+        self.pool.stop();
+        self.finish(timeout)
+    }
+
+    /// Waits until `timeout` for the workers to stop by themselves, which
+    /// they do once the queue is closed and drained
+    /// ([`RecvError::Closed`](crate::RecvError::Closed)), then reports. At
+    /// the deadline it acts as [`shutdown`](Self::shutdown) with no time
+    /// left: it stops the workers and releases what they hold.
+    pub fn join(self, timeout: Duration) -> ShutdownReport {
+        self.finish(timeout)
+    }
+
+    fn finish(mut self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.pool.state.lock();
+        while state.running > 0 {
+            let timed_out = match deadline {
+                Some(deadline) => self
+                    .pool
+                    .changed
+                    .wait_until(&mut state, deadline)
+                    .timed_out(),
+                None => {
+                    self.pool.changed.wait(&mut state);
+                    false
+                }
+            };
+            if timed_out {
+                break;
+            }
+        }
+        self.pool.stopping.store(true, SeqCst);
+        let abandoned: Vec<LeaseHandle<T>> = (state.active.iter_mut())
+            .filter_map(|slot| slot.take().map(|active| active.lease))
+            .collect();
+        let unfinished: Vec<usize> = (0..state.finished.len())
+            .filter(|&index| !state.finished[index])
+            .collect();
+        state.heartbeat_stop = true;
+        drop(state);
+        self.pool.changed.notify_all();
+
+        // Outside the lock: releasing may call the queue's event hook.
+        let released = abandoned
+            .iter()
+            .filter(|lease| lease.release().is_ok())
+            .count();
+        for (index, thread) in self.threads.drain(..).enumerate() {
+            if !unfinished.contains(&index) {
+                let _ = thread.join(); // it has finished; a panic here is not the handler's
+            }
+        }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.join();
+        }
+        ShutdownReport {
+            workers: self.stats(),
+            unfinished,
+            released,
+        }
+    }
+}
+
+impl<T> Drop for WorkerPool<T> {
+    fn drop(&mut self) {
+        self.pool.stopping.store(true, SeqCst);
+    }
+}
+
+impl<T> fmt::Debug for WorkerPool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.threads.len())
+            .field("stopping", &self.pool.stopping.load(SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the worker threads share.
+struct Pool<T> {
+    consumer: Consumer<T>,
+    stopping: AtomicBool,
+    counts: Box<[Counts]>,
+    state: Mutex<State<T>>,
+    /// Signalled when a lease is taken or given back, or a worker exits.
+    changed: Condvar,
+}
+
+struct State<T> {
+    /// The lease each worker's handler is running under, if any.
+    active: Vec<Option<Active<T>>>,
+    finished: Vec<bool>,
+    running: usize,
+    heartbeat_stop: bool,
+}
+
+struct Active<T> {
+    lease: LeaseHandle<T>,
+    /// When the lease was taken or last extended, on the queue's clock.
+    since: Nanos,
+    /// The heartbeat could not extend it (it had already expired).
+    lost: bool,
+}
+
+impl<T: Message> Pool<T> {
+    fn new(consumer: Consumer<T>, threads: usize) -> Self {
+        Pool {
+            consumer,
+            stopping: AtomicBool::new(false),
+            counts: (0..threads).map(|_| Counts::default()).collect(),
+            state: Mutex::new(State {
+                active: (0..threads).map(|_| None).collect(),
+                finished: vec![false; threads],
+                running: threads,
+                heartbeat_stop: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// One worker thread.
+    fn work<F, E>(&self, index: usize, handler: &F)
+    where
+        F: Fn(&T) -> Result<(), E>,
+        E: fmt::Display,
+    {
+        let counts = &self.counts[index];
+        while !self.stopping.load(SeqCst) {
+            let delivery = match self.consumer.recv_timeout(POLL) {
+                Ok(delivery) => delivery,
+                Err(RecvError::Timeout | RecvError::Empty) => continue,
+                Err(_) => break, // closed and drained
+            };
+            Counts::bump(&counts.received);
+            self.handle(index, delivery, handler);
+        }
+        let mut state = self.state.lock();
+        state.finished[index] = true;
+        state.running -= 1;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    fn handle<F, E>(&self, index: usize, delivery: Delivery<T>, handler: &F)
+    where
+        F: Fn(&T) -> Result<(), E>,
+        E: fmt::Display,
+    {
+        let counts = &self.counts[index];
+        self.state.lock().active[index] = Some(Active {
+            lease: delivery.lease(),
+            since: self.consumer.now(),
+            lost: false,
+        });
+        self.changed.notify_all();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(delivery.payload())));
+        // Taken back before settling, so the heartbeat leaves it alone.
+        self.state.lock().active[index] = None;
+        let settled = match outcome {
+            Ok(Ok(())) => {
+                let settled = delivery.ack();
+                if settled.is_ok() {
+                    Counts::bump(&counts.acked);
+                }
+                settled
+            }
+            Ok(Err(error)) => {
+                Counts::bump(&counts.failed);
+                delivery.fail(error.to_string())
+            }
+            Err(panic) => {
+                Counts::bump(&counts.panicked);
+                delivery.fail(format!("panicked: {}", panic_message(&*panic)))
+            }
+        };
+        if settled.is_err() {
+            Counts::bump(&counts.lease_lost);
+        }
+    }
+
+    /// The heartbeat thread: extends the leases of long-running handlers.
+    fn heartbeat(&self) {
+        let timeout = self.consumer.visibility_timeout();
+        let half = clock::duration_nanos(timeout / 2).max(1);
+        let mut state = self.state.lock();
+        loop {
+            if state.heartbeat_stop || (self.stopping.load(SeqCst) && state.running == 0) {
+                return;
+            }
+            let now = self.consumer.now();
+            let mut next_due: Option<Nanos> = None;
+            for (index, slot) in state.active.iter_mut().enumerate() {
+                let Some(active) = slot.as_mut().filter(|a| !a.lost) else {
+                    continue;
+                };
+                if now.saturating_sub(active.since) >= half {
+                    match active.lease.extend(timeout) {
+                        Ok(()) => {
+                            active.since = now;
+                            Counts::bump(&self.counts[index].lease_extensions);
+                        }
+                        Err(_) => {
+                            active.lost = true; // the worker's settle will tell
+                            continue;
+                        }
+                    }
+                }
+                let due = active.since.saturating_add(half);
+                next_due = Some(next_due.map_or(due, |d| d.min(due)));
+            }
+            match next_due {
+                None => self.changed.wait(&mut state),
+                Some(due) => {
+                    let nap = Duration::from_nanos(due.saturating_sub(now)).min(MAX_NAP);
+                    self.changed.wait_for(&mut state, nap);
+                }
+            }
+        }
+    }
+}
+
+/// The text of a panic payload: `panic!` gives a `&str` or a `String`.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text
+    } else {
+        "a non-string payload"
+    }
+}
+
+/// One worker's counters.
+#[derive(Default)]
+struct Counts {
+    received: AtomicU64,
+    acked: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    lease_extensions: AtomicU64,
+    lease_lost: AtomicU64,
+}
+
+impl Counts {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    fn read(&self) -> WorkerStats {
+        WorkerStats {
+            received: self.received.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            panicked: self.panicked.load(Relaxed),
+            lease_extensions: self.lease_extensions.load(Relaxed),
+            lease_lost: self.lease_lost.load(Relaxed),
+        }
+    }
+}
+
+/// What one worker (or, summed, a pool) has done.
+///
+/// Every received message ends in exactly one of `acked`, `failed` or
+/// `panicked`, once its handler returns; `lease_lost` counts those whose
+/// settle was refused because the lease had run out (or was released at a
+/// shutdown deadline), so the queue redelivers them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Deliveries taken from the queue.
+    pub received: u64,
+    /// Handler returned `Ok` and the ack went through.
+    pub acked: u64,
+    /// Handler returned `Err`.
+    pub failed: u64,
+    /// Handler panicked.
+    pub panicked: u64,
+    /// Leases extended by the heartbeat.
+    pub lease_extensions: u64,
+    /// Settles refused because the lease had already run out.
+    pub lease_lost: u64,
+}
+
+impl Sum for WorkerStats {
+    fn sum<I: Iterator<Item = WorkerStats>>(iter: I) -> WorkerStats {
+        iter.fold(WorkerStats::default(), |a, b| WorkerStats {
+            received: a.received + b.received,
+            acked: a.acked + b.acked,
+            failed: a.failed + b.failed,
+            panicked: a.panicked + b.panicked,
+            lease_extensions: a.lease_extensions + b.lease_extensions,
+            lease_lost: a.lease_lost + b.lease_lost,
+        })
+    }
+}
+
+/// What [`WorkerPool::shutdown`] or [`WorkerPool::join`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Each worker's counts when the pool ended, by thread index.
+    pub workers: Vec<WorkerStats>,
+    /// Workers whose handler was still running at the deadline; their
+    /// threads finish on their own, detached.
+    pub unfinished: Vec<usize>,
+    /// Messages those handlers held, released back to the queue.
+    pub released: usize,
+}
+
+impl ShutdownReport {
+    /// The counts of all workers together.
+    pub fn totals(&self) -> WorkerStats {
+        self.workers.iter().copied().sum()
+    }
+}
