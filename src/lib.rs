@@ -82,6 +82,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod alert;
 mod backoff;
 mod builder;
 mod capacity;
@@ -107,6 +108,7 @@ mod topic;
 mod wal;
 mod workers;
 
+pub use alert::{Alert, RateAlert};
 pub use backoff::Backoff;
 pub use builder::{Builder, MAX_CAPACITY};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
