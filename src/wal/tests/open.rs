@@ -1,0 +1,203 @@
+//! Opening: the lock, the type fingerprint, versions, real files,
+//! durability levels and group commit.
+
+use super::*;
+use std::io::Read;
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, options()).unwrap();
+    assert!(matches!(open(&s, options()), Err(WalError::Locked { .. })));
+    drop(wal);
+    assert!(open(&s, options()).is_ok());
+
+    let dir = tempfile::tempdir().unwrap();
+    let fs = || Arc::new(FsStorage::new(dir.path()).unwrap()) as Arc<dyn Storage>;
+    let (wal, _) = Wal::open(fs(), options()).unwrap();
+    let err = Wal::open(fs(), options()).unwrap_err();
+    assert!(matches!(err, WalError::Locked { .. }));
+    assert!(err.to_string().contains("already open"), "{err}");
+    drop(wal);
+    assert!(Wal::open(fs(), options()).is_ok());
+}
+
+#[test]
+fn another_message_type_or_a_newer_format_is_refused() {
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, options()).unwrap();
+    append(&wal, &workload(1, 1)[0]).unwrap();
+    wal.close().unwrap();
+    let other = WalOptions::new(FINGERPRINT + 1);
+    match open(&s, other) {
+        Err(WalError::WrongType {
+            expected, found, ..
+        }) => {
+            assert_eq!((expected, found), (FINGERPRINT + 1, FINGERPRINT));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let name = last_log_file(&s);
+    let mut bytes = s.read(&name).unwrap();
+    bytes[8] = 2; // format version 2
+    s.overwrite(&name, bytes);
+    assert!(matches!(
+        open(&s, options()),
+        Err(WalError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn real_files_round_trip_with_owner_only_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = workload(200, 31);
+    let states = prefix_states(&frames);
+    let storage = || Arc::new(FsStorage::new(dir.path()).unwrap()) as Arc<dyn Storage>;
+    let (wal, _) = Wal::open(
+        storage(),
+        WalOptions {
+            segment_size: 2048,
+            ..options()
+        },
+    )
+    .unwrap();
+    for f in &frames {
+        append(&wal, f).unwrap();
+    }
+    wal.close().unwrap();
+    let (wal, recovered) = Wal::open(storage(), options()).unwrap();
+    assert_eq!(state_of(&recovered), states[frames.len()]);
+    drop(wal);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        let mut head = [0u8; 8];
+        if entry.file_name() != "LOCK" {
+            std::fs::File::open(entry.path())
+                .unwrap()
+                .read_exact(&mut head)
+                .unwrap();
+            assert_eq!(&head, b"\x89SPOOL\r\n");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                entry.metadata().unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}
+
+#[test]
+fn group_commit_shares_one_sync_among_concurrent_callers() {
+    let s = SimStorage::new();
+    s.sync_delay(Duration::from_millis(2));
+    let (wal, _) = open(&s, options()).unwrap();
+    let syncs_before = s.syncs();
+    let threads = 8;
+    let per_thread = 40u64;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let wal = &wal;
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    let id = t * per_thread + i + 1;
+                    let payload = id.to_le_bytes();
+                    wal.append_commit(&[Record::Enqueue {
+                        id,
+                        enqueued_at: 1,
+                        visible_at: 1,
+                        key: None,
+                        payload: &payload,
+                    }])
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let appends = threads * per_thread;
+    let syncs = s.syncs() - syncs_before;
+    assert!(syncs * 2 < appends, "{syncs} syncs for {appends} appends");
+    drop(wal);
+    let (_, recovered) = open(&s.crash(Torn::Lost), options()).unwrap();
+    assert_eq!(recovered.messages.len() as u64, appends);
+    assert!(recovered
+        .messages
+        .iter()
+        .all(|m| m.payload == m.id.to_le_bytes()));
+}
+
+#[test]
+fn interval_and_none_hand_frames_to_the_os_and_sync_later() {
+    let frames = workload(10, 41);
+    let states = prefix_states(&frames);
+    // Interval: in the OS at once, on disk within the interval.
+    let s = SimStorage::new();
+    let (wal, _) = open(
+        &s,
+        WalOptions {
+            durability: Durability::Interval(Duration::from_millis(20)),
+            ..options()
+        },
+    )
+    .unwrap();
+    let syncs = s.syncs();
+    for f in &frames {
+        append(&wal, f).unwrap();
+    }
+    let (_, in_os) = open(&s.snapshot(), options()).unwrap();
+    assert_eq!(state_of(&in_os), states[frames.len()]);
+    assert!(s.syncs() - syncs < frames.len() as u64);
+    std::thread::sleep(Duration::from_millis(150));
+    let (_, on_disk) = open(&s.crash(Torn::Lost), options()).unwrap();
+    assert_eq!(state_of(&on_disk), states[frames.len()]);
+    drop(wal);
+
+    // None: in the OS at once; on disk after an explicit sync (or close).
+    let s = SimStorage::new();
+    let (wal, _) = open(
+        &s,
+        WalOptions {
+            durability: Durability::None,
+            ..options()
+        },
+    )
+    .unwrap();
+    let syncs = s.syncs();
+    for f in &frames {
+        append(&wal, f).unwrap();
+    }
+    assert_eq!(s.syncs(), syncs, "None never syncs on its own");
+    let (_, lost) = open(&s.crash(Torn::Lost), options()).unwrap();
+    assert_eq!(state_of(&lost), states[0]);
+    wal.sync().unwrap();
+    let (_, synced) = open(&s.crash(Torn::Lost), options()).unwrap();
+    assert_eq!(state_of(&synced), states[frames.len()]);
+}
+
+#[test]
+fn a_cut_short_segment_header_is_removed_but_garbage_elsewhere_is_corruption() {
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, options()).unwrap();
+    append(&wal, &workload(1, 1)[0]).unwrap();
+    wal.close().unwrap();
+    // A crash while creating the next segment left 30 bytes of it.
+    let mut f = s.create(&file_name(99)).unwrap();
+    f.write_all(&[0xAB; 30]).unwrap();
+    let (wal, recovered) = open(&s, options()).unwrap();
+    assert_eq!(recovered.report.torn_files_removed, 1);
+    assert_eq!(recovered.messages.len(), 1);
+    drop(wal);
+    // The same garbage before the last file is not a torn tail.
+    let mut f = s.create(&file_name(50)).unwrap();
+    f.write_all(&[0xAB; 30]).unwrap();
+    assert!(matches!(
+        open(&s, options()),
+        Err(WalError::Corrupted { offset: 0, .. })
+    ));
+}
