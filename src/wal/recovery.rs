@@ -287,10 +287,15 @@ pub(crate) fn recover(
     let (state, end) = replay_files(storage, &survey.files, true, salvage, &mut report)?;
 
     let mut dir_changed = false;
-    if let (FileEnd::Torn(offset), Some(file)) = (end, survey.files.last()) {
-        storage
-            .truncate(&file.name, offset)
-            .map_err(io_err(storage, "truncate", &file.name))?;
+    if let Some(file) = survey.files.last() {
+        // The last file becomes a sealed one once a new segment follows it:
+        // make it durable as replayed (a process crash can leave it valid
+        // but unsynced in the page cache), or cut its torn tail durably.
+        match end {
+            FileEnd::Torn(offset) => storage.truncate(&file.name, offset),
+            FileEnd::Clean => storage.sync_file(&file.name),
+        }
+        .map_err(io_err(storage, "sync", &file.name))?;
     }
     let removals = survey
         .tmp

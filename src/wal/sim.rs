@@ -143,6 +143,22 @@ impl SimStorage {
         }
     }
 
+    /// A copy of the directory as another process would find it after this
+    /// one died: everything written, with what is synced and what is not
+    /// (no lock, no faults).
+    pub(crate) fn fork(&self) -> SimStorage {
+        let sim = self.sim.lock();
+        let fresh = Sim {
+            inodes: sim.inodes.clone(),
+            dir: sim.dir.clone(),
+            durable_dir: sim.durable_dir.clone(),
+            ..Sim::default()
+        };
+        SimStorage {
+            sim: Arc::new(Mutex::new(fresh)),
+        }
+    }
+
     /// Every mutating operation after `n` more fails (the power is gone).
     pub(crate) fn cut_power_after(&self, n: u64) {
         let mut sim = self.sim.lock();
@@ -271,6 +287,16 @@ impl Storage for SimStorage {
     fn len(&self, name: &str) -> io::Result<u64> {
         let sim = self.sim.lock();
         Ok(sim.inodes[sim.inode(name)?].data.len() as u64)
+    }
+
+    fn sync_file(&self, name: &str) -> io::Result<()> {
+        let mut sim = self.sim.lock();
+        sim.begin()?;
+        sim.syncs += 1;
+        let ino = sim.inode(name)?;
+        let inode = &mut sim.inodes[ino];
+        inode.synced = inode.data.clone();
+        Ok(())
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {

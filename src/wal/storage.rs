@@ -30,6 +30,8 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>>;
     /// The length of a file in bytes.
     fn len(&self, name: &str) -> io::Result<u64>;
+    /// Makes a whole existing file durable (`fdatasync`).
+    fn sync_file(&self, name: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes and syncs it.
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to` (durable after [`Storage::sync_dir`]).
@@ -146,6 +148,13 @@ impl Storage for FsStorage {
 
     fn len(&self, name: &str) -> io::Result<u64> {
         Ok(fs::metadata(self.path(name))?.len())
+    }
+
+    fn sync_file(&self, name: &str) -> io::Result<()> {
+        OpenOptions::new()
+            .write(true)
+            .open(self.path(name))?
+            .sync_data()
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
