@@ -22,15 +22,7 @@
 //! A message is never half-accepted silently: whatever did not reach a
 //! subscription comes back in a [`PublishError::Refused`] that names it.
 //!
-//! # Subscription names
-//!
-//! A subscription will later be stored as the directory
-//! `<topic path>/<name>`, so names are restricted to what is a safe
-//! directory name on every common file system: 1 to 64 bytes of lowercase
-//! ASCII letters, digits, `-` and `_`, starting with a letter or a digit,
-//! and not a reserved Windows device name (`con`, `prn`, `aux`, `nul`,
-//! `com1`–`com9`, `lpt1`–`lpt9`). Lowercase only, so that two names never
-//! meet on a case-insensitive file system.
+//! The rules users rely on (publish order, names) are on [`Topic`].
 
 use crate::builder::Builder;
 use crate::error::{OpenError, SendError};
@@ -63,6 +55,29 @@ pub const MAX_SUBSCRIPTION_NAME: usize = 64;
 /// | no subscriptions | `Ok` with an empty [`Published`]: nobody was listening |
 /// | a subscription's queue closed | refused there (`Refusal::Closed`), delivered elsewhere |
 /// | [`close`](Self::close) | every subscription queue closes; consumers drain, then see `Closed` |
+///
+/// # How a publish runs
+///
+/// 1. It takes a snapshot of the subscription list: a subscription whose
+///    `subscribe` returned before the publish started gets the message.
+/// 2. It offers the message to every subscription without waiting,
+///    cloning it for all but the last.
+/// 3. [`publish`](Self::publish) then waits, in subscription order, on each
+///    subscription that was full. So subscriptions with room have the
+///    message at once, even while the publisher waits for a full one: a
+///    stuck subscriber delays nobody until its queue is full, and then only
+///    the publisher (backpressure), never the other subscribers' copies.
+///
+/// # Subscription names
+///
+/// A persistent topic will keep each subscription in the directory
+/// `<topic path>/<name>`, so names are restricted to what is a safe
+/// directory name on every common file system: 1 to
+/// [`MAX_SUBSCRIPTION_NAME`] (64) bytes of lowercase ASCII letters, digits,
+/// `-` and `_`, starting with a letter or a digit, and not a reserved
+/// Windows device name (`con`, `prn`, `aux`, `nul`, `com1`–`com9`,
+/// `lpt1`–`lpt9`). Lowercase only, so that two names never meet on a
+/// case-insensitive file system; no `.`, so never `.`, `..` or hidden.
 ///
 /// Cloning a `Topic` gives another handle on the same subscriptions.
 /// Messages are cloned once per subscription (the last one gets the
@@ -125,7 +140,7 @@ impl<T: Message + Clone> Topic<T> {
     /// returns that queue. It receives every message published after this
     /// returns; earlier messages are not replayed.
     ///
-    /// `name` must follow the rule in the [module docs](self) (lowercase
+    /// `name` must follow the [naming rule](Topic#subscription-names) (lowercase
     /// letters, digits, `-`, `_`; at most 64 bytes). The topic keeps a
     /// handle on the queue, so it stays open (consumers block rather than
     /// see `Closed`) until [`close`](Self::close), [`unsubscribe`](Self::unsubscribe)
@@ -546,8 +561,8 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscribeError {
-    /// The name is not a safe directory name (see the [`Topic`] module
-    /// rule: lowercase letters, digits, `-`, `_`, at most 64 bytes).
+    /// The name is not a safe directory name (see the
+    /// [naming rule](Topic#subscription-names): lowercase letters, digits, `-`, `_`, at most 64 bytes).
     #[error("invalid subscription name {name:?}: {reason}")]
     InvalidName {
         /// The name given.

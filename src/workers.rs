@@ -43,6 +43,16 @@ const MAX_NAP: Duration = Duration::from_millis(25);
 
 /// Runs a handler over a [`Consumer`] on a pool of threads.
 ///
+/// Each worker receives one message at a time and settles it by the
+/// handler's outcome (see [`spawn`](Self::spawn)); failures go through the
+/// queue's own retry rule, so its backoff and `max_receives` apply and the
+/// error texts reach its dead-letter queue. While a handler runs, a
+/// heartbeat thread extends its lease by a full visibility timeout each
+/// time half a timeout has passed on the queue's clock (checked at least
+/// every 25 ms, so a [`ManualClock`](crate::ManualClock) that jumps is seen
+/// too). Workers check for [`stop`](WorkerPool::stop) every 20 ms while
+/// idle.
+///
 /// ```
 /// use spool::{Queue, Workers};
 /// use std::time::Duration;
