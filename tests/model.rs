@@ -1,0 +1,1411 @@
+//! Model-based test of the in-memory queue.
+//!
+//! A plain reference model (a `VecDeque` for the ready FIFO, maps for
+//! leases, delayed messages, dead letters and idempotency keys, and the
+//! counters) runs beside a real [`Queue`] with a [`ManualClock`]. proptest
+//! generates sequences of operations (sends of every kind, receives,
+//! settling held deliveries in every way, clock jumps, dead-letter
+//! operations, close) and shrinks any disagreement to a minimal sequence.
+//!
+//! After every step the test compares each result the queue returned with
+//! the model's (ids, duplicates, error variants, each delivery's payload,
+//! key, receive count and enqueue time), then the full `stats()` and the
+//! full dead-letter list (reasons, errors, receive counts, times), in order.
+//!
+//! The model follows the queue's rules as written in `src/shared.rs`:
+//!
+//! - Deadlines are processed lazily. Only consumer-side calls (`recv` and
+//!   friends, `stats`, every dead-letter operation) first process what is
+//!   due at the clock's `now`: leases with `deadline <= now` and delayed
+//!   messages with `due <= now`. Sends, settling and `close` do not, so a
+//!   message released after the clock jumped can get ahead of one whose
+//!   lease had already run out ([`Op::AdvanceThen`] exercises this).
+//! - Each deadline takes effect as of its own time, however late it is
+//!   processed: an expired lease's backoff runs from its deadline, it is
+//!   dead-lettered "at" its deadline, and a message counts as ready (for
+//!   `oldest_ready_age`) from the instant it became visible. Messages made
+//!   visible in one processing join the back of the ready queue in order
+//!   of (instant they became visible, id). `oldest_ready_age` is the age of
+//!   the message at the front of the ready queue.
+//! - Ids are handed out only to messages enqueued: refused and duplicate
+//!   sends use none (single-threaded; under contention a send that loses a
+//!   key race after taking its slot would burn one).
+//! - A closed queue refuses every send with `Closed` first, keyed or not,
+//!   and batches of any size. Otherwise a keyed send looks its key up
+//!   before taking room, so a duplicate or a conflict is reported even when
+//!   the queue is full. A redrive checks `NotFound`, then `Closed`, then
+//!   `Full`.
+//! - The event hook sees `LeaseExpired`, `DeadLettered` and `Redriven` in
+//!   the order they happen; the test compares them after every step.
+//!
+//! Not covered here: threads and real blocking (a blocking call the model
+//! says would wait is made as a `try_` call instead; a batch that would
+//! wait is skipped), backoff jitter, dropping every `Queue`/`Producer`
+//! handle, payloads that fail to encode, and persistence.
+//!
+//! All times are whole milliseconds since the clock was created.
+
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use spool::{
+    Backoff, Consumer, DeadLetter, DeadLetterReason, DeadLetters, Delivery, Event, ManualClock,
+    MessageId, Producer, Queue, RecvError, RedriveError, SendError, SendOptions, Sent, SettleError,
+    Stats,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+// ----- configuration and operations ------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    capacity: usize,
+    max_receives: u32,
+    visibility: u64,
+    dedup_window: u64,
+    backoff: ModelBackoff,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ModelBackoff {
+    None,
+    Fixed(u64),
+    /// Without jitter, so that delays are exact.
+    Exponential {
+        initial: u64,
+        max: u64,
+    },
+}
+
+impl ModelBackoff {
+    fn policy(self) -> Backoff {
+        match self {
+            ModelBackoff::None => Backoff::None,
+            ModelBackoff::Fixed(d) => Backoff::Fixed(ms(d)),
+            ModelBackoff::Exponential { initial, max } => Backoff::Exponential {
+                initial: ms(initial),
+                max: ms(max),
+                jitter: false,
+            },
+        }
+    }
+
+    /// The delay after `receive_count` failed attempts.
+    fn delay(self, receive_count: u32) -> u64 {
+        match self {
+            ModelBackoff::None => 0,
+            ModelBackoff::Fixed(d) => d,
+            ModelBackoff::Exponential { initial, max } => {
+                let doublings = receive_count.saturating_sub(1).min(63);
+                initial
+                    .checked_mul(1u64 << doublings)
+                    .unwrap_or(max)
+                    .min(max)
+            }
+        }
+    }
+}
+
+/// How a send or receive waits. A blocking call that the model says would
+/// wait forever is made without waiting instead (and expects `Full` or
+/// `Empty`): the test is single-threaded.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    Blocking,
+    Try,
+    /// `send_timeout` / `recv_timeout` with a zero timeout: one attempt.
+    ZeroTimeout,
+}
+
+/// How far a clock step goes.
+#[derive(Debug, Clone, Copy)]
+enum Advance {
+    By(u64),
+    /// To the next lease deadline, delay or key expiry, plus -1, 0 or +1 ms.
+    ToDeadline(i8),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `send`, `try_send` or `send_timeout(0)`, fresh payload, no key.
+    Send {
+        wait: Wait,
+    },
+    /// A keyed send: few keys, two payloads per key.
+    SendKeyed {
+        key: u8,
+        variant: u8,
+        delay: u64,
+        blocking: bool,
+    },
+    /// `send_with` / `try_send_with` with a delay.
+    SendDelayed {
+        delay: u64,
+        blocking: bool,
+    },
+    /// Skipped when it would block (fits the capacity but not the room left).
+    SendBatch {
+        len: usize,
+    },
+    /// `recv`, `try_recv` or `recv_timeout(0)`.
+    Recv {
+        wait: Wait,
+    },
+    /// `recv_batch(max, 0)`.
+    RecvBatch {
+        max: usize,
+    },
+    /// Settles one held delivery (index modulo how many are held).
+    Settle {
+        which: usize,
+        how: Settle,
+    },
+    Advance(Advance),
+    /// Jumps the clock, then does something that does not process deadlines
+    /// before anything else observes the queue.
+    AdvanceThen(Advance, Box<Op>),
+    /// `len`, `is_empty` and `get` of one id the queue has handed out.
+    Inspect {
+        which: usize,
+    },
+    /// Redrives one id: from the dead-letter list, or any id seen so far.
+    Redrive {
+        which: usize,
+        from_dlq: bool,
+    },
+    RedriveWith {
+        which: usize,
+        from_dlq: bool,
+    },
+    RedriveAll,
+    RedriveWhere(Select),
+    Purge,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Ack,
+    Nack,
+    Fail,
+    RetryAfter(u64),
+    Extend(u64),
+    DeadLetter,
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Select {
+    OddIds,
+    MaxReceives,
+    Rejected,
+    WithErrors,
+}
+
+impl Select {
+    fn matches(self, id: u64, reason: &DeadLetterReason, errors: &[String]) -> bool {
+        match self {
+            Select::OddIds => id % 2 == 1,
+            Select::MaxReceives => matches!(reason, DeadLetterReason::MaxReceives(_)),
+            Select::Rejected => matches!(reason, DeadLetterReason::Rejected(_)),
+            Select::WithErrors => !errors.is_empty(),
+        }
+    }
+}
+
+// ----- what the queue returns, in comparable form ------------------------------
+
+#[derive(Debug, PartialEq)]
+enum SendOutcome {
+    Enqueued(u64),
+    Duplicate(u64),
+    Full(u32),
+    Timeout(u32),
+    Closed(u32),
+    Conflict { message: u32, original: u64 },
+    Other(String),
+}
+
+fn send_outcome(result: Result<Sent, SendError<u32>>) -> SendOutcome {
+    match result {
+        Ok(Sent::Enqueued(id)) => SendOutcome::Enqueued(id.get()),
+        Ok(Sent::Duplicate(id)) => SendOutcome::Duplicate(id.get()),
+        Err(SendError::Full(m)) => SendOutcome::Full(m),
+        Err(SendError::Timeout(m)) => SendOutcome::Timeout(m),
+        Err(SendError::Closed(m)) => SendOutcome::Closed(m),
+        Err(SendError::KeyConflict { message, original }) => SendOutcome::Conflict {
+            message,
+            original: original.get(),
+        },
+        Err(other) => SendOutcome::Other(format!("{other:?}")),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum BatchOutcome {
+    Ids(Vec<u64>),
+    Full(Vec<u32>),
+    Closed(Vec<u32>),
+    Other(String),
+}
+
+fn batch_outcome(result: Result<Vec<MessageId>, SendError<Vec<u32>>>) -> BatchOutcome {
+    match result {
+        Ok(ids) => BatchOutcome::Ids(ids.into_iter().map(MessageId::get).collect()),
+        Err(SendError::Full(m)) => BatchOutcome::Full(m),
+        Err(SendError::Closed(m)) => BatchOutcome::Closed(m),
+        Err(other) => BatchOutcome::Other(format!("{other:?}")),
+    }
+}
+
+/// A delivery as a consumer sees it.
+#[derive(Debug, PartialEq)]
+struct Got {
+    id: u64,
+    payload: u32,
+    key: Option<String>,
+    receive_count: u32,
+    enqueued_at: SystemTime,
+}
+
+fn got(delivery: &Delivery<u32>) -> Got {
+    Got {
+        id: delivery.id().get(),
+        payload: *delivery.payload(),
+        key: delivery.key().map(str::to_owned),
+        receive_count: delivery.receive_count(),
+        enqueued_at: delivery.enqueued_at(),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum SettleOutcome {
+    Ok,
+    LeaseExpired(u64),
+    Other(String),
+}
+
+fn settle_outcome(result: Result<(), SettleError>) -> SettleOutcome {
+    match result {
+        Ok(()) => SettleOutcome::Ok,
+        Err(SettleError::LeaseExpired { id }) => SettleOutcome::LeaseExpired(id.get()),
+        Err(other) => SettleOutcome::Other(format!("{other:?}")),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum RedriveOutcome {
+    NotFound(u64),
+    Full { redriven: usize },
+    Closed,
+    Other(String),
+}
+
+fn redrive_outcome<V>(result: Result<V, RedriveError>) -> Result<V, RedriveOutcome> {
+    result.map_err(|e| match e {
+        RedriveError::NotFound(id) => RedriveOutcome::NotFound(id.get()),
+        RedriveError::Full { redriven } => RedriveOutcome::Full { redriven },
+        RedriveError::Closed => RedriveOutcome::Closed,
+        other => RedriveOutcome::Other(format!("{other:?}")),
+    })
+}
+
+/// An event as the hook saw it.
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    DeadLettered(u64, DeadLetterReason),
+    LeaseExpired(u64, u32),
+    Redriven(u64),
+    Other(String),
+}
+
+fn ev(event: &Event) -> Ev {
+    match event {
+        Event::DeadLettered { id, reason } => Ev::DeadLettered(id.get(), reason.clone()),
+        Event::LeaseExpired { id, receive_count } => Ev::LeaseExpired(id.get(), *receive_count),
+        Event::Redriven { id } => Ev::Redriven(id.get()),
+        other => Ev::Other(format!("{other:?}")),
+    }
+}
+
+/// A dead letter as `list()` and `get()` show it.
+#[derive(Debug, PartialEq)]
+struct LetterView {
+    id: u64,
+    key: Option<String>,
+    payload: u32,
+    receive_count: u32,
+    reason: DeadLetterReason,
+    errors: Vec<String>,
+    enqueued_at: SystemTime,
+    dead_lettered_at: SystemTime,
+}
+
+fn letter_view(letter: &DeadLetter<u32>) -> LetterView {
+    LetterView {
+        id: letter.id().get(),
+        key: letter.key().map(str::to_owned),
+        payload: *letter.payload(),
+        receive_count: letter.receive_count(),
+        reason: letter.reason().clone(),
+        errors: letter.errors().to_vec(),
+        enqueued_at: letter.enqueued_at(),
+        dead_lettered_at: letter.dead_lettered_at(),
+    }
+}
+
+// ----- the reference model -----------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Msg {
+    id: u64,
+    payload: u32,
+    key: Option<String>,
+    enqueued_at: u64,
+    receive_count: u32,
+    errors: Vec<String>,
+}
+
+struct Lease {
+    token: u64,
+    deadline: u64,
+    msg: Msg,
+}
+
+struct Letter {
+    msg: Msg,
+    reason: DeadLetterReason,
+    at: u64,
+}
+
+struct Seen {
+    id: u64,
+    payload: u32,
+    expires: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: u64,
+    duplicates: u64,
+    acked: u64,
+    nacked: u64,
+    expired: u64,
+    dead_lettered: u64,
+    redriven: u64,
+    purged: u64,
+}
+
+/// How the model settles a lease.
+enum Settling {
+    Ack,
+    Release {
+        delay: Option<u64>,
+        error: Option<String>,
+    },
+    Reject(String),
+    Extend(u64),
+}
+
+struct Model {
+    config: Config,
+    now: u64,
+    next_id: u64,
+    next_token: u64,
+    closed: bool,
+    /// Ready messages, front first, with the instant each became ready.
+    ready: VecDeque<(Msg, u64)>,
+    /// In flight by id (including leases run out but not yet processed).
+    leases: BTreeMap<u64, Lease>,
+    /// (due, message), in no particular order.
+    delayed: Vec<(u64, Msg)>,
+    dead: BTreeMap<u64, Letter>,
+    keys: HashMap<String, Seen>,
+    counters: Counters,
+    /// Events for the hook, not yet compared.
+    events: Vec<Ev>,
+}
+
+impl Model {
+    fn new(config: Config) -> Self {
+        Model {
+            config,
+            now: 0,
+            next_id: 1,
+            next_token: 1,
+            closed: false,
+            ready: VecDeque::new(),
+            leases: BTreeMap::new(),
+            delayed: Vec::new(),
+            dead: BTreeMap::new(),
+            keys: HashMap::new(),
+            counters: Counters::default(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Slots taken: ready + in flight + delayed.
+    fn held(&self) -> usize {
+        self.ready.len() + self.leases.len() + self.delayed.len()
+    }
+
+    fn free(&self) -> usize {
+        self.config.capacity - self.held()
+    }
+
+    fn live_key(&self, key: &str) -> Option<&Seen> {
+        self.keys.get(key).filter(|seen| seen.expires > self.now)
+    }
+
+    /// The next instant anything changes by itself, after `now`.
+    fn next_deadline(&self) -> Option<u64> {
+        let leases = self.leases.values().map(|l| l.deadline);
+        let delays = self.delayed.iter().map(|(due, _)| *due);
+        let keys = self.keys.values().map(|s| s.expires);
+        leases
+            .chain(delays)
+            .chain(keys)
+            .filter(|&t| t > self.now)
+            .min()
+    }
+
+    /// Processes every lease deadline and delay due at `now`.
+    fn tick(&mut self) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut expired: Vec<Lease> = expired
+            .into_iter()
+            .map(|id| self.leases.remove(&id).expect("listed"))
+            .collect();
+        expired.sort_by_key(|l| (l.deadline, l.msg.id));
+        let (mut visible, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(due, _)| *due <= now);
+        self.delayed = waiting;
+        // Each expiry takes effect as of its deadline: the backoff runs from
+        // there, and a message already visible by `now` counts as ready
+        // since then.
+        for Lease { deadline, msg, .. } in expired {
+            self.counters.expired += 1;
+            self.events
+                .push(Ev::LeaseExpired(msg.id, msg.receive_count));
+            match self.after_failure(msg, None, deadline) {
+                Err((msg, reason)) => self.bury(msg, reason, deadline),
+                Ok((at, msg)) if at <= now => visible.push((at, msg)),
+                Ok((at, msg)) => self.delayed.push((at, msg)),
+            }
+        }
+        visible.sort_by_key(|(at, msg)| (*at, msg.id));
+        self.ready
+            .extend(visible.into_iter().map(|(at, msg)| (msg, at)));
+    }
+
+    /// Where a message goes after an attempt failed at `at`: visible again
+    /// at some instant, or (`Err`) to the dead-letter queue.
+    fn after_failure(
+        &self,
+        msg: Msg,
+        delay: Option<u64>,
+        at: u64,
+    ) -> Result<(u64, Msg), (Msg, DeadLetterReason)> {
+        if msg.receive_count >= self.config.max_receives {
+            let reason = DeadLetterReason::MaxReceives(msg.receive_count);
+            return Err((msg, reason));
+        }
+        let delay = delay.unwrap_or_else(|| self.config.backoff.delay(msg.receive_count));
+        Ok((at + delay, msg))
+    }
+
+    /// A failed attempt now (a release by the consumer).
+    fn retry(&mut self, msg: Msg, delay: Option<u64>) {
+        match self.after_failure(msg, delay, self.now) {
+            Err((msg, reason)) => self.bury(msg, reason, self.now),
+            Ok((at, msg)) if at <= self.now => self.ready.push_back((msg, at)),
+            Ok((at, msg)) => self.delayed.push((at, msg)),
+        }
+    }
+
+    fn bury(&mut self, msg: Msg, reason: DeadLetterReason, at: u64) {
+        self.counters.dead_lettered += 1;
+        self.events.push(Ev::DeadLettered(msg.id, reason.clone()));
+        self.dead.insert(msg.id, Letter { msg, reason, at });
+    }
+
+    fn send_would_block(&self, key: Option<&str>) -> bool {
+        !self.closed && key.and_then(|k| self.live_key(k)).is_none() && self.free() == 0
+    }
+
+    /// A send that does not wait for room.
+    fn send(&mut self, payload: u32, key: Option<&str>, delay: u64) -> SendOutcome {
+        if self.closed {
+            return SendOutcome::Closed(payload);
+        }
+        if let Some(seen) = key.and_then(|k| self.live_key(k)) {
+            if seen.payload == payload {
+                let id = seen.id;
+                self.counters.duplicates += 1;
+                return SendOutcome::Duplicate(id);
+            }
+            return SendOutcome::Conflict {
+                message: payload,
+                original: seen.id,
+            };
+        }
+        if self.free() == 0 {
+            return SendOutcome::Full(payload);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(k) = key {
+            let expires = self.now + self.config.dedup_window;
+            self.keys.insert(
+                k.to_owned(),
+                Seen {
+                    id,
+                    payload,
+                    expires,
+                },
+            );
+        }
+        self.counters.sent += 1;
+        let msg = Msg {
+            id,
+            payload,
+            key: key.map(str::to_owned),
+            enqueued_at: self.now,
+            receive_count: 0,
+            errors: Vec::new(),
+        };
+        if delay == 0 {
+            self.ready.push_back((msg, self.now));
+        } else {
+            self.delayed.push((self.now + delay, msg));
+        }
+        SendOutcome::Enqueued(id)
+    }
+
+    fn batch_would_block(&self, len: usize) -> bool {
+        len <= self.config.capacity && !self.closed && len > self.free()
+    }
+
+    fn send_batch(&mut self, payloads: Vec<u32>) -> BatchOutcome {
+        if self.closed {
+            return BatchOutcome::Closed(payloads);
+        }
+        if payloads.len() > self.config.capacity {
+            return BatchOutcome::Full(payloads);
+        }
+        assert!(payloads.len() <= self.free(), "batch_would_block checked");
+        let mut ids = Vec::new();
+        for payload in payloads {
+            let id = self.next_id;
+            self.next_id += 1;
+            ids.push(id);
+            self.counters.sent += 1;
+            let msg = Msg {
+                id,
+                payload,
+                key: None,
+                enqueued_at: self.now,
+                receive_count: 0,
+                errors: Vec::new(),
+            };
+            self.ready.push_back((msg, self.now));
+        }
+        BatchOutcome::Ids(ids)
+    }
+
+    /// Leases the front of the ready queue (after processing deadlines).
+    fn recv(&mut self) -> Result<(Msg, u64), RecvError> {
+        self.tick();
+        self.take_ready().ok_or(if self.drained() {
+            RecvError::Closed
+        } else {
+            RecvError::Empty
+        })
+    }
+
+    /// Closed, and nothing ready, in flight or delayed.
+    fn drained(&self) -> bool {
+        self.closed && self.held() == 0
+    }
+
+    fn take_ready(&mut self) -> Option<(Msg, u64)> {
+        let (mut msg, _) = self.ready.pop_front()?;
+        msg.receive_count += 1;
+        let token = self.next_token;
+        self.next_token += 1;
+        let lease = Lease {
+            token,
+            deadline: self.now + self.config.visibility,
+            msg: msg.clone(),
+        };
+        self.leases.insert(msg.id, lease);
+        Some((msg, token))
+    }
+
+    /// Settling does not process deadlines; it needs the current lease and
+    /// a deadline still ahead.
+    fn settle(&mut self, id: u64, token: u64, how: Settling) -> SettleOutcome {
+        let now = self.now;
+        let Some(lease) = self
+            .leases
+            .get_mut(&id)
+            .filter(|l| l.token == token && l.deadline > now)
+        else {
+            return SettleOutcome::LeaseExpired(id);
+        };
+        if let Settling::Extend(by) = how {
+            lease.deadline = now + by;
+            return SettleOutcome::Ok;
+        }
+        let mut msg = self.leases.remove(&id).expect("checked").msg;
+        match how {
+            Settling::Ack => self.counters.acked += 1,
+            Settling::Release { delay, error } => {
+                msg.errors.extend(error);
+                self.counters.nacked += 1;
+                self.retry(msg, delay);
+            }
+            Settling::Reject(reason) => {
+                self.bury(msg, DeadLetterReason::Rejected(reason), now);
+            }
+            Settling::Extend(_) => unreachable!("handled above"),
+        }
+        SettleOutcome::Ok
+    }
+
+    /// One redrive; the caller has processed deadlines.
+    fn redrive(&mut self, id: u64, replacement: Option<u32>) -> Result<(), RedriveOutcome> {
+        if !self.dead.contains_key(&id) {
+            return Err(RedriveOutcome::NotFound(id));
+        }
+        if self.closed {
+            return Err(RedriveOutcome::Closed);
+        }
+        if self.free() == 0 {
+            return Err(RedriveOutcome::Full { redriven: 0 });
+        }
+        let mut msg = self.dead.remove(&id).expect("checked").msg;
+        msg.receive_count = 0;
+        msg.errors.clear();
+        if let Some(payload) = replacement {
+            msg.payload = payload;
+        }
+        self.counters.redriven += 1;
+        self.events.push(Ev::Redriven(id));
+        self.ready.push_back((msg, self.now));
+        Ok(())
+    }
+
+    fn redrive_each(&mut self, ids: Vec<u64>) -> Result<usize, RedriveOutcome> {
+        let mut redriven = 0;
+        for id in ids {
+            match self.redrive(id, None) {
+                Ok(()) => redriven += 1,
+                Err(RedriveOutcome::NotFound(_)) => {}
+                Err(RedriveOutcome::Full { .. }) => {
+                    return Err(RedriveOutcome::Full { redriven });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(redriven)
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.tick();
+        let mut stats = Stats::default();
+        stats.capacity = self.config.capacity;
+        stats.ready = self.ready.len();
+        stats.in_flight = self.leases.len();
+        stats.delayed = self.delayed.len();
+        stats.dead_letters = self.dead.len();
+        stats.oldest_ready_age = self.ready.front().map(|(_, since)| ms(self.now - since));
+        let c = &self.counters;
+        stats.sent = c.sent;
+        stats.duplicates = c.duplicates;
+        stats.acked = c.acked;
+        stats.nacked = c.nacked;
+        stats.expired = c.expired;
+        stats.dead_lettered = c.dead_lettered;
+        stats.redriven = c.redriven;
+        stats.purged = c.purged;
+        stats
+    }
+
+    fn letter(&self, letter: &Letter, start: SystemTime) -> LetterView {
+        LetterView {
+            id: letter.msg.id,
+            key: letter.msg.key.clone(),
+            payload: letter.msg.payload,
+            receive_count: letter.msg.receive_count,
+            reason: letter.reason.clone(),
+            errors: letter.msg.errors.clone(),
+            enqueued_at: start + ms(letter.msg.enqueued_at),
+            dead_lettered_at: start + ms(letter.at),
+        }
+    }
+
+    fn got(msg: &Msg, start: SystemTime) -> Got {
+        Got {
+            id: msg.id,
+            payload: msg.payload,
+            key: msg.key.clone(),
+            receive_count: msg.receive_count,
+            enqueued_at: start + ms(msg.enqueued_at),
+        }
+    }
+}
+
+// ----- the harness: one real queue, one model -----------------------------------
+
+struct Held {
+    delivery: Delivery<u32>,
+    id: u64,
+    token: u64,
+}
+
+struct Harness {
+    clock: ManualClock,
+    start: SystemTime,
+    queue: Queue<u32>,
+    producer: Producer<u32>,
+    consumer: Consumer<u32>,
+    dlq: DeadLetters<u32>,
+    /// Deliveries not yet settled, including ones whose lease ran out.
+    held: Vec<Held>,
+    /// Every id the queue handed out.
+    ids: BTreeMap<u64, MessageId>,
+    model: Model,
+    /// What the event hook was called with, not yet compared.
+    events: Arc<Mutex<Vec<Ev>>>,
+    next_payload: u32,
+    next_text: u32,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let clock = ManualClock::new();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let hook = Arc::clone(&events);
+        let queue = Queue::builder()
+            .capacity(config.capacity)
+            .max_receives(config.max_receives)
+            .visibility_timeout(ms(config.visibility))
+            .dedup_window(ms(config.dedup_window))
+            .backoff(config.backoff.policy())
+            .clock(clock.clone())
+            .jitter_seed(7)
+            .on_event(move |event| hook.lock().expect("hook").push(ev(event)))
+            .open()
+            .expect("valid configuration");
+        Harness {
+            start: spool::Clock::now(&clock),
+            clock,
+            producer: queue.producer(),
+            consumer: queue.consumer(),
+            dlq: queue.dead_letters(),
+            queue,
+            held: Vec::new(),
+            ids: BTreeMap::new(),
+            model: Model::new(config),
+            events,
+            next_payload: 1_000,
+            next_text: 0,
+        }
+    }
+
+    fn fresh_payload(&mut self) -> u32 {
+        self.next_payload += 1;
+        self.next_payload
+    }
+
+    fn fresh_text(&mut self, what: &str) -> String {
+        self.next_text += 1;
+        format!("{what} {}", self.next_text)
+    }
+
+    fn remember(&mut self, id: MessageId) {
+        self.ids.insert(id.get(), id);
+    }
+
+    fn apply(&mut self, op: &Op, step: &str) {
+        match *op {
+            Op::Send { wait } => {
+                let payload = self.fresh_payload();
+                self.send(payload, None, 0, wait, step);
+            }
+            Op::SendKeyed {
+                key,
+                variant,
+                delay,
+                blocking,
+            } => {
+                let payload = 100 * u32::from(key) + u32::from(variant);
+                let wait = if blocking { Wait::Blocking } else { Wait::Try };
+                self.send(payload, Some(format!("key-{key}")), delay, wait, step);
+            }
+            Op::SendDelayed { delay, blocking } => {
+                let payload = self.fresh_payload();
+                let wait = if blocking { Wait::Blocking } else { Wait::Try };
+                self.send(payload, None, delay, wait, step);
+            }
+            Op::SendBatch { len } => self.send_batch(len, step),
+            Op::Recv { wait } => self.recv(wait, step),
+            Op::RecvBatch { max } => self.recv_batch(max, step),
+            Op::Settle { which, how } => self.settle(which, how, step),
+            Op::Advance(advance) => self.advance(advance),
+            Op::AdvanceThen(advance, ref then) => {
+                self.advance(advance);
+                self.apply(then, step);
+            }
+            Op::Inspect { which } => self.inspect(which, step),
+            Op::Redrive { which, from_dlq } => self.redrive(which, from_dlq, false, step),
+            Op::RedriveWith { which, from_dlq } => self.redrive(which, from_dlq, true, step),
+            Op::RedriveAll => {
+                self.model.tick();
+                let ids = self.model.dead.keys().copied().collect();
+                let expected = self.model.redrive_each(ids);
+                let real = redrive_outcome(self.dlq.redrive_all());
+                assert_eq!(real, expected, "{step}: redrive_all");
+            }
+            Op::RedriveWhere(select) => {
+                self.model.tick();
+                let snapshot: Vec<u64> = self.model.dead.keys().copied().collect();
+                let chosen = self
+                    .model
+                    .dead
+                    .values()
+                    .filter(|l| select.matches(l.msg.id, &l.reason, &l.msg.errors))
+                    .map(|l| l.msg.id)
+                    .collect();
+                let expected = self.model.redrive_each(chosen);
+                let mut seen = Vec::new();
+                let real = redrive_outcome(self.dlq.redrive_where(|letter| {
+                    seen.push(letter.id().get());
+                    select.matches(letter.id().get(), letter.reason(), letter.errors())
+                }));
+                assert_eq!(seen, snapshot, "{step}: letters shown to the predicate");
+                assert_eq!(real, expected, "{step}: redrive_where");
+            }
+            Op::Purge => {
+                self.model.tick();
+                let expected = self.model.dead.len();
+                self.model.dead.clear();
+                self.model.counters.purged += expected as u64;
+                assert_eq!(self.dlq.purge(), expected, "{step}: purge");
+            }
+            Op::Close => {
+                self.model.closed = true;
+                self.queue.close();
+            }
+        }
+    }
+
+    fn send(&mut self, payload: u32, key: Option<String>, delay: u64, wait: Wait, step: &str) {
+        let wait = match wait {
+            Wait::Blocking if self.model.send_would_block(key.as_deref()) => Wait::Try,
+            other => other,
+        };
+        let mut expected = self.model.send(payload, key.as_deref(), delay);
+        if let (Wait::ZeroTimeout, SendOutcome::Full(m)) = (wait, &expected) {
+            expected = SendOutcome::Timeout(*m);
+        }
+        let real = if key.is_none() && delay == 0 {
+            let real = match wait {
+                Wait::Blocking => self.producer.send(payload),
+                Wait::Try => self.producer.try_send(payload),
+                Wait::ZeroTimeout => self.producer.send_timeout(payload, Duration::ZERO),
+            };
+            real.map(Sent::Enqueued)
+        } else {
+            let mut options = SendOptions::new().delay(ms(delay));
+            if let Some(key) = key {
+                options = options.key(key);
+            }
+            match wait {
+                Wait::Blocking => self.producer.send_with(payload, options),
+                Wait::Try | Wait::ZeroTimeout => self.producer.try_send_with(payload, options),
+            }
+        };
+        if let Ok(sent) = real {
+            self.remember(sent.id());
+        }
+        assert_eq!(send_outcome(real), expected, "{step}: send result");
+    }
+
+    fn send_batch(&mut self, len: usize, step: &str) {
+        if self.model.batch_would_block(len) {
+            return; // there is no try_send_batch; this would wait forever
+        }
+        let payloads: Vec<u32> = (0..len).map(|_| self.fresh_payload()).collect();
+        let expected = self.model.send_batch(payloads.clone());
+        let real = self.producer.send_batch(payloads);
+        if let Ok(ids) = &real {
+            for id in ids {
+                self.remember(*id);
+            }
+        }
+        assert_eq!(batch_outcome(real), expected, "{step}: send_batch result");
+    }
+
+    fn recv(&mut self, wait: Wait, step: &str) {
+        // Both sides process what is due before looking, so the model may
+        // do it first to tell whether `recv` would block.
+        self.model.tick();
+        let would_block = self.model.ready.is_empty() && !self.model.drained();
+        let expected = match (self.model.recv(), wait) {
+            (Err(RecvError::Empty), Wait::ZeroTimeout) => Err(RecvError::Timeout),
+            (other, _) => other,
+        };
+        let real = match wait {
+            Wait::Blocking if !would_block => self.consumer.recv(),
+            Wait::Blocking | Wait::Try => self.consumer.try_recv(),
+            Wait::ZeroTimeout => self.consumer.recv_timeout(Duration::ZERO),
+        };
+        self.compare_deliveries(real.map(|d| vec![d]), expected.map(|e| vec![e]), step);
+    }
+
+    fn recv_batch(&mut self, max: usize, step: &str) {
+        let expected = if max == 0 {
+            Ok(Vec::new()) // returns before looking at the queue
+        } else {
+            match self.model.recv() {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < max {
+                        match self.model.take_ready() {
+                            Some(next) => batch.push(next),
+                            None => break,
+                        }
+                    }
+                    Ok(batch)
+                }
+                // A zero timeout runs out at once.
+                Err(RecvError::Empty) => Err(RecvError::Timeout),
+                Err(other) => Err(other),
+            }
+        };
+        let real = self.consumer.recv_batch(max, Duration::ZERO);
+        self.compare_deliveries(real, expected, step);
+    }
+
+    fn compare_deliveries(
+        &mut self,
+        real: Result<Vec<Delivery<u32>>, RecvError>,
+        expected: Result<Vec<(Msg, u64)>, RecvError>,
+        step: &str,
+    ) {
+        let real_view = real
+            .as_ref()
+            .map(|ds| ds.iter().map(got).collect::<Vec<_>>());
+        let expected_view = expected.as_ref().map(|ms| {
+            ms.iter()
+                .map(|(m, _)| Model::got(m, self.start))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(real_view, expected_view, "{step}: received");
+        if let (Ok(deliveries), Ok(expected)) = (real, expected) {
+            for (delivery, (msg, token)) in deliveries.into_iter().zip(expected) {
+                self.remember(delivery.id());
+                self.held.push(Held {
+                    delivery,
+                    id: msg.id,
+                    token,
+                });
+            }
+        }
+    }
+
+    fn settle(&mut self, which: usize, how: Settle, step: &str) {
+        if self.held.is_empty() {
+            return;
+        }
+        let index = which % self.held.len();
+        if let Settle::Extend(by) = how {
+            let Held { id, token, .. } = self.held[index];
+            let expected = self.model.settle(id, token, Settling::Extend(by));
+            let real = self.held[index].delivery.extend(ms(by));
+            assert_eq!(settle_outcome(real), expected, "{step}: extend #{id}");
+            return;
+        }
+        let Held {
+            delivery,
+            id,
+            token,
+        } = self.held.remove(index);
+        let (settling, real) = match how {
+            Settle::Ack => (Settling::Ack, delivery.ack()),
+            Settle::Nack => (
+                Settling::Release {
+                    delay: None,
+                    error: None,
+                },
+                delivery.nack(),
+            ),
+            Settle::Fail => {
+                let text = self.fresh_text("error");
+                let settling = Settling::Release {
+                    delay: None,
+                    error: Some(text.clone()),
+                };
+                (settling, delivery.fail(text))
+            }
+            Settle::RetryAfter(d) => (
+                Settling::Release {
+                    delay: Some(d),
+                    error: None,
+                },
+                delivery.retry_after(ms(d)),
+            ),
+            Settle::DeadLetter => {
+                let reason = self.fresh_text("reason");
+                (
+                    Settling::Reject(reason.clone()),
+                    delivery.dead_letter(reason),
+                )
+            }
+            Settle::Drop => {
+                drop(delivery);
+                // Dropping is a nack that reports nothing.
+                let settling = Settling::Release {
+                    delay: None,
+                    error: None,
+                };
+                let _ = self.model.settle(id, token, settling);
+                return;
+            }
+            Settle::Extend(_) => unreachable!("handled above"),
+        };
+        let expected = self.model.settle(id, token, settling);
+        assert_eq!(settle_outcome(real), expected, "{step}: {how:?} #{id}");
+    }
+
+    fn advance(&mut self, advance: Advance) {
+        let by = match advance {
+            Advance::By(by) => by,
+            Advance::ToDeadline(offset) => match self.model.next_deadline() {
+                Some(at) => at
+                    .saturating_add_signed(i64::from(offset))
+                    .saturating_sub(self.model.now),
+                None => 1,
+            },
+        };
+        self.model.now += by;
+        self.clock.advance(ms(by));
+    }
+
+    fn inspect(&mut self, which: usize, step: &str) {
+        self.model.tick();
+        let len = self.model.dead.len();
+        assert_eq!(self.dlq.len(), len, "{step}: dead_letters().len()");
+        assert_eq!(self.dlq.is_empty(), len == 0, "{step}: is_empty()");
+        if self.ids.is_empty() {
+            return;
+        }
+        let id = *self
+            .ids
+            .values()
+            .nth(which % self.ids.len())
+            .expect("index");
+        let expected = self
+            .model
+            .dead
+            .get(&id.get())
+            .map(|l| self.model.letter(l, self.start));
+        let real = self.dlq.get(id).as_ref().map(letter_view);
+        assert_eq!(real, expected, "{step}: get({id})");
+    }
+
+    fn redrive(&mut self, which: usize, from_dlq: bool, fix: bool, step: &str) {
+        self.model.tick();
+        let id = if from_dlq {
+            let dead: Vec<u64> = self.model.dead.keys().copied().collect();
+            if dead.is_empty() {
+                return;
+            }
+            self.ids[&dead[which % dead.len()]]
+        } else {
+            if self.ids.is_empty() {
+                return;
+            }
+            *self
+                .ids
+                .values()
+                .nth(which % self.ids.len())
+                .expect("index")
+        };
+        let replacement = fix.then(|| self.fresh_payload());
+        let expected = self.model.redrive(id.get(), replacement);
+        let real = match replacement {
+            Some(payload) => self.dlq.redrive_with(id, payload),
+            None => self.dlq.redrive(id),
+        };
+        assert_eq!(redrive_outcome(real), expected, "{step}: redrive {id}");
+    }
+
+    /// Compares everything observable without changing anything (beyond
+    /// processing what is due, which both sides do here).
+    fn check(&mut self, step: &str) {
+        let expected = self.model.stats();
+        assert_eq!(self.queue.stats(), expected, "{step}: stats");
+        let expected: Vec<LetterView> = self
+            .model
+            .dead
+            .values()
+            .map(|l| self.model.letter(l, self.start))
+            .collect();
+        let real: Vec<LetterView> = self.dlq.list().iter().map(letter_view).collect();
+        assert_eq!(real, expected, "{step}: dead-letter list");
+        let real = std::mem::take(&mut *self.events.lock().expect("hook"));
+        let expected = std::mem::take(&mut self.model.events);
+        assert_eq!(real, expected, "{step}: events");
+        assert_eq!(
+            self.queue.is_closed(),
+            self.model.closed,
+            "{step}: is_closed"
+        );
+        assert_eq!(
+            self.producer.is_closed(),
+            self.model.closed,
+            "{step}: producer.is_closed"
+        );
+        assert_eq!(
+            spool::Clock::now(&self.clock),
+            self.start + ms(self.model.now),
+            "{step}: clock"
+        );
+    }
+}
+
+fn run(config: Config, ops: &[Op]) {
+    let mut harness = Harness::new(config);
+    harness.check("before any step");
+    for (n, op) in ops.iter().enumerate() {
+        let step = format!("step {n} ({op:?}) at t={}ms", harness.model.now);
+        harness.apply(op, &step);
+        harness.check(&step);
+    }
+}
+
+// ----- strategies ----------------------------------------------------------------
+
+fn config_strategy() -> impl Strategy<Value = Config> {
+    let backoff = prop_oneof![
+        Just(ModelBackoff::None),
+        Just(ModelBackoff::Fixed(0)),
+        Just(ModelBackoff::Fixed(3)),
+        // Doubling, and the cap (2, then 4 capped at 3).
+        Just(ModelBackoff::Exponential {
+            initial: 1,
+            max: 10
+        }),
+        Just(ModelBackoff::Exponential { initial: 2, max: 3 }),
+    ];
+    (
+        prop_oneof![1 => 1usize..=2, 4 => 3usize..=6],
+        1u32..=3,
+        prop_oneof![Just(4u64), Just(10)],
+        prop_oneof![Just(6u64), Just(25)],
+        backoff,
+    )
+        .prop_map(
+            |(capacity, max_receives, visibility, dedup_window, backoff)| Config {
+                capacity,
+                max_receives,
+                visibility,
+                dedup_window,
+                backoff,
+            },
+        )
+}
+
+fn delay_strategy() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), Just(1), Just(3), Just(5), Just(12)]
+}
+
+fn advance_strategy() -> impl Strategy<Value = Advance> {
+    prop_oneof![
+        3 => prop_oneof![Just(0u64), Just(1), Just(2), Just(3), Just(5), Just(10), Just(30)]
+            .prop_map(Advance::By),
+        2 => (-1i8..=1).prop_map(Advance::ToDeadline),
+    ]
+}
+
+fn settle_strategy() -> impl Strategy<Value = Settle> {
+    prop_oneof![
+        3 => Just(Settle::Ack),
+        2 => Just(Settle::Nack),
+        3 => Just(Settle::Fail),
+        2 => delay_strategy().prop_map(Settle::RetryAfter),
+        2 => prop_oneof![Just(0u64), Just(1), Just(4), Just(15)].prop_map(Settle::Extend),
+        1 => Just(Settle::DeadLetter),
+        1 => Just(Settle::Drop),
+    ]
+}
+
+fn wait_strategy() -> impl Strategy<Value = Wait> {
+    prop_oneof![
+        Just(Wait::Blocking),
+        Just(Wait::Try),
+        Just(Wait::ZeroTimeout)
+    ]
+}
+
+fn send_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => wait_strategy().prop_map(|wait| Op::Send { wait }),
+        3 => (0u8..3, 0u8..2, prop_oneof![3 => Just(0u64), 1 => delay_strategy()], any::<bool>())
+            .prop_map(|(key, variant, delay, blocking)| Op::SendKeyed {
+                key,
+                variant,
+                delay,
+                blocking,
+            }),
+        1 => (delay_strategy(), any::<bool>())
+            .prop_map(|(delay, blocking)| Op::SendDelayed { delay, blocking }),
+        1 => (0usize..=7).prop_map(|len| Op::SendBatch { len }),
+    ]
+}
+
+/// Operations that do not process deadlines first.
+fn lazy_op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => send_strategy(),
+        20 => (any::<usize>(), settle_strategy()).prop_map(|(which, how)| Op::Settle { which, how }),
+        1 => Just(Op::Close),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        40 => send_strategy(),
+        32 => wait_strategy().prop_map(|wait| Op::Recv { wait }),
+        4 => (0usize..=3).prop_map(|max| Op::RecvBatch { max }),
+        48 => (any::<usize>(), settle_strategy()).prop_map(|(which, how)| Op::Settle { which, how }),
+        24 => advance_strategy().prop_map(Op::Advance),
+        8 => (advance_strategy(), lazy_op_strategy())
+            .prop_map(|(advance, then)| Op::AdvanceThen(advance, Box::new(then))),
+        4 => any::<usize>().prop_map(|which| Op::Inspect { which }),
+        8 => (any::<usize>(), prop_oneof![3 => Just(true), 1 => Just(false)])
+            .prop_map(|(which, from_dlq)| Op::Redrive { which, from_dlq }),
+        4 => (any::<usize>(), any::<bool>())
+            .prop_map(|(which, from_dlq)| Op::RedriveWith { which, from_dlq }),
+        4 => Just(Op::RedriveAll),
+        4 => prop_oneof![
+            Just(Select::OddIds),
+            Just(Select::MaxReceives),
+            Just(Select::Rejected),
+            Just(Select::WithErrors),
+        ]
+        .prop_map(Op::RedriveWhere),
+        2 => Just(Op::Purge),
+        1 => Just(Op::Close),
+    ]
+}
+
+/// Sequences are short enough that a thousand of them take well under a
+/// second; `PROPTEST_CASES` overrides the count.
+const DEFAULT_CASES: u32 = 1024;
+const MAX_STEPS: usize = 80;
+
+fn proptest_config() -> ProptestConfig {
+    let mut config = ProptestConfig {
+        // Failures are kept as named regression tests below, not in a file.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = DEFAULT_CASES;
+    }
+    config
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    #[test]
+    fn queue_matches_the_model(
+        config in config_strategy(),
+        ops in proptest::collection::vec(op_strategy(), 1..MAX_STEPS),
+    ) {
+        run(config, &ops);
+    }
+}
+
+// ----- regression tests and fixed scenarios --------------------------------------
+
+const SMALL: Config = Config {
+    capacity: 4,
+    max_receives: 2,
+    visibility: 10,
+    dedup_window: 25,
+    backoff: ModelBackoff::None,
+};
+
+/// A lease that ran out but was not yet processed when another delivery was
+/// released: the released one goes first.
+#[test]
+fn lazy_expiry_orders_after_an_earlier_release() {
+    run(
+        SMALL,
+        &[
+            Op::Send {
+                wait: Wait::Blocking,
+            },
+            Op::Send {
+                wait: Wait::Blocking,
+            },
+            Op::Recv { wait: Wait::Try },
+            Op::Advance(Advance::By(5)),
+            Op::Recv { wait: Wait::Try },
+            Op::AdvanceThen(
+                Advance::By(5),
+                Box::new(Op::Settle {
+                    which: 1,
+                    how: Settle::Nack,
+                }),
+            ),
+            Op::Recv { wait: Wait::Try },
+            Op::Recv { wait: Wait::Try },
+        ],
+    );
+}
+
+/// Settling exactly at the deadline is refused and changes nothing.
+#[test]
+fn settling_at_the_deadline_is_refused() {
+    run(
+        SMALL,
+        &[
+            Op::Send {
+                wait: Wait::Blocking,
+            },
+            Op::Recv { wait: Wait::Try },
+            Op::AdvanceThen(
+                Advance::ToDeadline(0),
+                Box::new(Op::Settle {
+                    which: 0,
+                    how: Settle::Ack,
+                }),
+            ),
+            Op::Recv { wait: Wait::Try },
+            Op::Settle {
+                which: 0,
+                how: Settle::Fail,
+            },
+            Op::Recv { wait: Wait::Try },
+        ],
+    );
+}
