@@ -81,7 +81,10 @@ impl Wal {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("spool-wal".into())
-                .spawn(move || writer.run(&shared))
+                .spawn(move || {
+                    let _stopped = StopGuard(&shared);
+                    writer.run(&shared);
+                })
                 .map_err(|e| WalError::io("spawn writer thread", storage.describe(""), e))?
         };
         let wal = Wal {
@@ -216,6 +219,22 @@ impl Wal {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Marks the writer stopped however its thread ends, so that no caller
+/// waits forever; a panic poisons the log.
+struct StopGuard<'a>(&'a Shared);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        if std::thread::panicking() && st.poison.is_none() {
+            let panic = io::Error::other("the writer thread panicked");
+            st.poison = Some(Arc::new(WalError::io("write", "spool-wal", panic)));
+        }
+        st.stopped = true;
+        self.0.done.notify_all();
     }
 }
 
