@@ -12,7 +12,8 @@
 //! queue's own lock; dead letters through the store's.
 //!
 //! Deadlines (lease expiry, delays and backoffs coming due) are handled by
-//! [`Shared::tick`], which every consumer-side operation calls first. It
+//! [`Shared::tick`], which every operation calls first, so that whatever
+//! came due is queued before anything the operation adds. It
 //! costs one clock read and one atomic load unless something is due, and
 //! then pops only what is due. Blocked consumers sleep no later than the
 //! next deadline, so a lease expires on time even if nobody calls in.
@@ -228,6 +229,7 @@ impl<T> Shared<T> {
     where
         T: Serialize,
     {
+        self.tick(self.now());
         if self.is_closed() {
             return Err(SendError::Closed(message));
         }
@@ -290,6 +292,7 @@ impl<T> Shared<T> {
         messages: Vec<T>,
         wait: Wait,
     ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        self.tick(self.now());
         if let Err(no_room) = self.take_slots(messages.len(), wait) {
             return Err(no_room.refuse(messages));
         }
@@ -433,7 +436,9 @@ impl<T> Shared<T> {
     // ----- settling --------------------------------------------------------
 
     pub(crate) fn ack(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
-        self.leases.remove(id, token, self.now())?;
+        let now = self.now();
+        self.tick(now);
+        self.leases.remove(id, token, now)?;
         Counters::bump(&self.counters.acked, 1);
         self.free_slots(1);
         Ok(())
@@ -449,6 +454,7 @@ impl<T> Shared<T> {
         error: Option<String>,
     ) -> Result<(), SettleError> {
         let now = self.now();
+        self.tick(now);
         let mut entry = self.leases.remove(id, token, now)?;
         entry.errors.extend(error);
         Counters::bump(&self.counters.nacked, 1);
@@ -463,6 +469,7 @@ impl<T> Shared<T> {
         by: Duration,
     ) -> Result<(), SettleError> {
         let now = self.now();
+        self.tick(now);
         let deadline = now.saturating_add(clock::duration_nanos(by));
         self.leases.extend(id, token, now, deadline)?;
         self.register_deadline(deadline);
@@ -476,6 +483,7 @@ impl<T> Shared<T> {
         reason: String,
     ) -> Result<(), SettleError> {
         let now = self.now();
+        self.tick(now);
         let entry = self.leases.remove(id, token, now)?;
         self.bury(entry, DeadLetterReason::Rejected(reason), now);
         Ok(())

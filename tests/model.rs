@@ -654,8 +654,8 @@ impl Model {
         Some((msg, token))
     }
 
-    /// Settling does not process deadlines; it needs the current lease and
-    /// a deadline still ahead.
+    /// Settling needs the current lease and a deadline still ahead (the
+    /// caller has processed deadlines).
     fn settle(&mut self, id: u64, token: u64, how: Settling) -> SettleOutcome {
         let now = self.now;
         let Some(lease) = self
@@ -914,6 +914,7 @@ impl Harness {
     }
 
     fn send(&mut self, payload: u32, key: Option<String>, delay: u64, wait: Wait, step: &str) {
+        self.model.tick(); // every operation processes what is due first
         let wait = match wait {
             Wait::Blocking if self.model.send_would_block(key.as_deref()) => Wait::Try,
             other => other,
@@ -946,6 +947,7 @@ impl Harness {
     }
 
     fn send_batch(&mut self, len: usize, step: &str) {
+        self.model.tick();
         if self.model.batch_would_block(len) {
             return; // there is no try_send_batch; this would wait forever
         }
@@ -1032,6 +1034,7 @@ impl Harness {
         if self.held.is_empty() {
             return;
         }
+        self.model.tick();
         let index = which % self.held.len();
         if let Settle::Extend(by) = how {
             let Held { id, token, .. } = self.held[index];

@@ -181,3 +181,21 @@ fn a_growing_dead_letter_queue_shows_in_stats() {
         assert_eq!(stats.nacked, u64::from(n) + 1);
     }
 }
+
+#[test]
+fn a_message_that_came_due_is_queued_ahead_of_a_later_send() {
+    let (clock, builder) = manual();
+    let queue = builder.open().unwrap();
+    let producer = queue.producer();
+    producer
+        .send_with(1, SendOptions::new().delay(5 * SEC))
+        .unwrap();
+    clock.advance(7 * SEC);
+
+    producer.send(2).unwrap();
+
+    assert_eq!(queue.stats().oldest_ready_age, Some(2 * SEC));
+    let consumer = queue.consumer();
+    assert_eq!(*consumer.try_recv().unwrap(), 1);
+    assert_eq!(*consumer.try_recv().unwrap(), 2);
+}
