@@ -4,16 +4,23 @@ use crate::backoff::Backoff;
 use crate::clock::{self, Clock, SystemClock};
 use crate::error::OpenError;
 use crate::event::{Event, EventHook};
+use crate::persist::{Journal, PersistConfig};
 use crate::queue::Queue;
 use crate::shared::Shared;
+use crate::wal::Durability;
 use crate::Message;
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest capacity a queue accepts.
 pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// The largest [`max_message_bytes`](Builder::max_message_bytes) accepted
+/// (512 MiB; a write-ahead frame holds at most 1 GiB).
+pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 
 /// A queue's settings, fixed when it is opened.
 #[derive(Debug, Clone)]
@@ -24,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) max_receives: u32,
     pub(crate) dedup_window: Duration,
     pub(crate) backoff: Backoff,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) persist: Option<PersistConfig>,
 }
 
 impl Default for Config {
@@ -35,6 +44,8 @@ impl Default for Config {
             max_receives: 5,
             dedup_window: Duration::from_secs(300),
             backoff: Backoff::None,
+            max_message_bytes: 1 << 20,
+            persist: None,
         }
     }
 }
@@ -58,6 +69,11 @@ impl fmt::Debug for EventHookDebug {
 /// | [`max_receives`](Self::max_receives) | 5 |
 /// | [`dedup_window`](Self::dedup_window) | 5 min |
 /// | [`backoff`](Self::backoff) | [`Backoff::None`] |
+/// | [`path`](Self::path) | none: the queue lives in memory |
+/// | [`durability`](Self::durability) | [`Durability::Sync`] (with a path) |
+/// | [`max_message_bytes`](Self::max_message_bytes) | 1 MiB (with a path) |
+/// | [`segment_size`](Self::segment_size) | 64 MiB (with a path) |
+/// | [`salvage`](Self::salvage) | off |
 /// | [`clock`](Self::clock) | [`SystemClock`] |
 pub struct Builder<T> {
     config: Config,
@@ -154,6 +170,82 @@ impl<T: Message> Builder<T> {
         self
     }
 
+    /// Makes the queue persistent: its state is kept in a write-ahead file
+    /// in directory `path` (created if missing) and restored on the next
+    /// open, after a clean shutdown or a crash. See
+    /// [`durability`](Self::durability) for what survives a crash, and
+    /// `docs/FORMAT.md` for the files.
+    ///
+    /// Only one queue at a time may have a directory open, in this process
+    /// or another ([`OpenError::Locked`]). It stays open until every handle
+    /// of the queue (including deliveries) is dropped.
+    ///
+    /// ```
+    /// use spool::{Durability, Queue};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("spool-doc-{}", std::process::id()));
+    /// {
+    ///     let queue: Queue<String> = Queue::builder().path(&dir).open()?;
+    ///     queue.producer().send("survives a restart".to_string())?;
+    /// } // dropped: closed cleanly (a crash would do as well)
+    /// let queue: Queue<String> = Queue::builder()
+    ///     .path(&dir)
+    ///     .durability(Durability::Sync)
+    ///     .open()?;
+    /// let delivery = queue.consumer().try_recv()?;
+    /// assert_eq!(*delivery, "survives a restart");
+    /// delivery.ack()?;
+    /// # drop(queue);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.persistence().path = path.into();
+        self
+    }
+
+    /// When an operation's record counts as written, for a queue with a
+    /// [`path`](Self::path) (ignored without one). See [`Durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.persistence().durability = durability;
+        self
+    }
+
+    /// The largest encoded message a persistent queue accepts; a larger one
+    /// is refused with [`SendError::TooLarge`](crate::SendError::TooLarge).
+    /// Lengths read back from disk are checked against it before anything
+    /// is allocated.
+    pub fn max_message_bytes(mut self, max: usize) -> Self {
+        self.config.max_message_bytes = max;
+        self
+    }
+
+    /// The size at which a persistent queue starts a new log segment; older
+    /// segments are compacted so that acknowledged messages stop taking
+    /// disk space. Smaller segments reclaim sooner and compact more often.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.persistence().segment_size = bytes;
+        self
+    }
+
+    /// Opens a persistent queue even if records in the middle of its
+    /// write-ahead file are damaged, skipping them (they are listed in
+    /// [`Queue::recovery_report`]). Off by default: damage is an
+    /// [`OpenError::Corrupted`] that says where.
+    pub fn salvage(mut self, salvage: bool) -> Self {
+        self.persistence().salvage = salvage;
+        self
+    }
+
+    fn persistence(&mut self) -> &mut PersistConfig {
+        self.config.persist.get_or_insert_with(|| PersistConfig {
+            path: PathBuf::new(),
+            durability: Durability::Sync,
+            segment_size: 64 << 20,
+            salvage: false,
+        })
+    }
+
     /// Seeds the backoff jitter, for reproducible tests.
     pub fn jitter_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -162,6 +254,19 @@ impl<T: Message> Builder<T> {
 
     /// Checks the settings and opens the queue.
     pub fn open(self) -> Result<Queue<T>, OpenError> {
+        self.open_on(None)
+    }
+
+    /// Opens a persistent queue on a simulated disk (the path only names it).
+    #[cfg(test)]
+    pub(crate) fn open_on_storage(
+        self,
+        storage: Arc<dyn crate::wal::Storage>,
+    ) -> Result<Queue<T>, OpenError> {
+        self.open_on(Some(storage))
+    }
+
+    fn open_on(self, storage: Option<Arc<dyn crate::wal::Storage>>) -> Result<Queue<T>, OpenError> {
         let config = self.config;
         if config.capacity == 0 {
             return Err(OpenError::ZeroCapacity);
@@ -185,9 +290,29 @@ impl<T: Message> Builder<T> {
             .backoff
             .validate()
             .map_err(OpenError::InvalidBackoff)?;
+        if config.max_message_bytes == 0 || config.max_message_bytes > MAX_MESSAGE_BYTES {
+            return Err(OpenError::InvalidMaxMessageBytes {
+                requested: config.max_message_bytes,
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
         let seed = self
             .seed
             .unwrap_or_else(|| clock::to_nanos(std::time::SystemTime::now()));
-        Ok(Queue::new(Shared::new(config, self.clock, seed)))
+        let Some(persist) = config.persist.clone() else {
+            return Ok(Queue::new(Shared::new(config, self.clock, seed, None)));
+        };
+        if persist.path.as_os_str().is_empty() {
+            return Err(OpenError::NoPath);
+        }
+        let opened = match storage {
+            Some(storage) => Journal::open_on::<T>(storage, &persist, config.max_message_bytes),
+            None => Journal::open::<T>(&persist, config.max_message_bytes),
+        };
+        let (journal, recovered) = opened?;
+        let report = recovered.report.clone();
+        let shared = Shared::new(config, self.clock, seed, Some((journal, report)));
+        shared.restore(recovered)?;
+        Ok(Queue::new(shared))
     }
 }

@@ -38,7 +38,7 @@ impl Capacity {
     pub(crate) fn try_take(&self, n: usize) -> bool {
         let mut held = self.held.load(SeqCst);
         loop {
-            if n > self.limit - held {
+            if held > self.limit || n > self.limit - held {
                 return false;
             }
             match self
@@ -49,6 +49,12 @@ impl Capacity {
                 Err(now) => held = now,
             }
         }
+    }
+
+    /// Takes `n` slots whatever the limit: messages restored from disk were
+    /// admitted before.
+    pub(crate) fn force_take(&self, n: usize) {
+        self.held.fetch_add(n, SeqCst);
     }
 
     /// Gives `n` slots back and wakes waiting producers.

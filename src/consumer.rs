@@ -30,37 +30,33 @@ impl<T: Message> Consumer<T> {
     /// Receives a message, blocking until one is ready or the queue is
     /// closed and drained.
     pub fn recv(&self) -> Result<Delivery<T>, RecvError> {
-        self.shared.receive(Wait::Forever)
+        self.one(Wait::Forever)
     }
 
     /// Receives a message if one is ready now ([`RecvError::Empty`] if not).
     pub fn try_recv(&self) -> Result<Delivery<T>, RecvError> {
-        self.shared.receive(Wait::No)
+        self.one(Wait::No)
     }
 
     /// Receives a message, waiting at most `timeout`
     /// ([`RecvError::Timeout`] if none came).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Delivery<T>, RecvError> {
-        self.shared.receive(Wait::timeout(timeout))
+        self.one(Wait::timeout(timeout))
     }
 
     /// Waits up to `timeout` for a first message, then takes up to `max` in
     /// all of those ready without waiting further. Each has its own lease.
+    /// On a persistent queue their receives are recorded together.
     pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery<T>>, RecvError> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let first = self.recv_timeout(timeout)?;
-        let mut batch = Vec::with_capacity(max.min(1024));
-        batch.push(first);
-        let now = self.shared.now();
-        while batch.len() < max {
-            match self.shared.take_ready(now) {
-                Some(delivery) => batch.push(delivery),
-                None => break,
-            }
-        }
-        Ok(batch)
+        self.shared.receive(max, Wait::timeout(timeout))
+    }
+
+    fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {
+        let mut batch = self.shared.receive(1, wait)?;
+        Ok(batch.pop().expect("receive returns at least one delivery"))
     }
 
     /// The queue's visibility timeout (for the worker pool's heartbeat).

@@ -8,7 +8,7 @@
 //! not count against the queue's capacity.
 
 use crate::clock::{self, Nanos};
-use crate::error::RedriveError;
+use crate::error::{RedriveError, StorageError};
 use crate::message::{Entry, MessageId};
 use crate::shared::Shared;
 use crate::Message;
@@ -137,14 +137,6 @@ impl<T> Default for DeadLetterStore<T> {
 }
 
 impl<T> DeadLetterStore<T> {
-    pub(crate) fn insert(&self, letter: DeadLetter<T>) {
-        self.letters.lock().insert(letter.id(), letter);
-    }
-
-    pub(crate) fn remove(&self, id: MessageId) -> Option<DeadLetter<T>> {
-        self.letters.lock().remove(&id)
-    }
-
     pub(crate) fn contains(&self, id: MessageId) -> bool {
         self.letters.lock().contains_key(&id)
     }
@@ -165,8 +157,43 @@ impl<T> DeadLetterStore<T> {
         self.letters.lock().keys().copied().collect()
     }
 
-    pub(crate) fn clear(&self) -> usize {
-        std::mem::take(&mut *self.letters.lock()).len()
+    /// Inserts `letter`, first calling `log` under the store's lock, so that
+    /// its record reaches the log before any redrive or purge of it can.
+    pub(crate) fn insert_logged<R>(
+        &self,
+        letter: DeadLetter<T>,
+        log: impl FnOnce(&DeadLetter<T>) -> R,
+    ) -> R {
+        let mut letters = self.letters.lock();
+        let logged = log(&letter);
+        letters.insert(letter.id(), letter);
+        logged
+    }
+
+    /// Removes the letter `id` if `log` (called under the lock) succeeds.
+    pub(crate) fn remove_logged<R, E>(
+        &self,
+        id: MessageId,
+        log: impl FnOnce(&DeadLetter<T>) -> Result<R, E>,
+    ) -> Option<Result<(DeadLetter<T>, R), E>> {
+        let mut letters = self.letters.lock();
+        let logged = match log(letters.get(&id)?) {
+            Ok(logged) => logged,
+            Err(error) => return Some(Err(error)),
+        };
+        let letter = letters.remove(&id).expect("present under the lock");
+        Some(Ok((letter, logged)))
+    }
+
+    /// Removes every letter if `log` (called under the lock) succeeds;
+    /// returns how many.
+    pub(crate) fn clear_logged<R, E>(
+        &self,
+        log: impl FnOnce() -> Result<R, E>,
+    ) -> Result<(usize, R), E> {
+        let mut letters = self.letters.lock();
+        let logged = log()?;
+        Ok((std::mem::take(&mut *letters).len(), logged))
     }
 }
 
@@ -273,7 +300,7 @@ impl<T: Message> DeadLetters<T> {
     }
 
     /// Deletes every dead letter; returns how many.
-    pub fn purge(&self) -> usize {
+    pub fn purge(&self) -> Result<usize, StorageError> {
         self.shared.dead_letters();
         self.shared.purge()
     }

@@ -53,6 +53,11 @@ impl Dedup {
         }
     }
 
+    /// How long a key is remembered.
+    pub(crate) fn window(&self) -> Nanos {
+        self.window
+    }
+
     fn shard(&self, key: &str) -> &Mutex<Shard> {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);

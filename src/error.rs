@@ -5,7 +5,69 @@
 //! [`SendError::into_inner`].
 
 use crate::message::MessageId;
+use crate::wal::WalError;
 use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// A failure of the write-ahead file while the queue runs: an I/O error, a
+/// full disk, or (after one of those) the poisoned state that refuses every
+/// later write. Nothing that failed this way was acknowledged; reopening the
+/// queue restores the last durable state.
+#[derive(Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct StorageError(pub(crate) Arc<WalError>);
+
+impl StorageError {
+    /// Whether the disk (or a quota) was full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self.root(), WalError::DiskFull { .. })
+    }
+
+    /// Whether this is the echo of an earlier failure: the write-ahead file
+    /// stopped then and writes nothing more until the queue is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(*self.0, WalError::Poisoned(_))
+    }
+
+    /// The operating system's error behind it, if there is one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self.root() {
+            WalError::Io { source, .. } | WalError::DiskFull { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    fn root(&self) -> &WalError {
+        let mut error = &*self.0;
+        while let WalError::Poisoned(cause) = error {
+            error = cause;
+        }
+        error
+    }
+}
+
+impl From<WalError> for StorageError {
+    fn from(error: WalError) -> Self {
+        StorageError(Arc::new(error))
+    }
+}
+
+impl fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Two storage errors are equal when they are the same failure (or echoes
+/// of it).
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StorageError {}
 
 /// Why a queue could not be opened: its configuration is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +96,65 @@ pub enum OpenError {
     /// The retry backoff policy is inconsistent.
     #[error("invalid backoff policy: {0}")]
     InvalidBackoff(&'static str),
+    /// `max_message_bytes` is zero or above
+    /// [`MAX_MESSAGE_BYTES`](crate::MAX_MESSAGE_BYTES).
+    #[error("max_message_bytes must be between 1 and {max}, not {requested}")]
+    InvalidMaxMessageBytes {
+        /// What was asked for.
+        requested: usize,
+        /// The largest accepted.
+        max: usize,
+    },
+    /// Persistence settings (durability, salvage, ...) were given without a
+    /// [`path`](crate::Builder::path).
+    #[error("persistence settings need a path")]
+    NoPath,
+    /// Another queue, in this process or another, has the directory open.
+    #[error("{path} is already open by another queue")]
+    Locked {
+        /// The queue's directory.
+        path: String,
+    },
+    /// A record in the middle of the write-ahead file is damaged (a torn
+    /// record at the very end is not an error: it is truncated and counted
+    /// in the [`RecoveryReport`](crate::RecoveryReport)). Opening with
+    /// [`salvage`](crate::Builder::salvage) skips damaged records instead.
+    #[error("write-ahead file {file} is corrupted at offset {offset}: {reason}")]
+    Corrupted {
+        /// The damaged file.
+        file: String,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// The directory was written by a queue of another message type.
+    #[error("{file} was written for another message type")]
+    WrongMessageType {
+        /// The file whose header says so.
+        file: String,
+    },
+    /// The directory was written by another version of spool's format.
+    #[error("{file} has format version {found}; this build reads version {supported}")]
+    UnsupportedFormat {
+        /// The file whose header says so.
+        file: String,
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A stored payload could not be decoded as the message type.
+    #[error("stored message {id} does not decode as this message type: {reason}")]
+    Undecodable {
+        /// The message.
+        id: MessageId,
+        /// What the codec said.
+        reason: String,
+    },
+    /// Reading or writing the directory failed.
+    #[error(transparent)]
+    Storage(StorageError),
 }
 
 /// Why a message was not enqueued. Every variant that refuses a message
@@ -73,6 +194,25 @@ pub enum SendError<T> {
         /// What the codec said.
         reason: String,
     },
+    /// The encoded payload is larger than the queue's
+    /// [`max_message_bytes`](crate::Builder::max_message_bytes).
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The refused message.
+        message: T,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The write-ahead file failed; the message was not enqueued.
+    #[error("message not enqueued: {error}")]
+    Storage {
+        /// The refused message.
+        message: T,
+        /// What failed.
+        error: StorageError,
+    },
 }
 
 impl<T> SendError<T> {
@@ -80,7 +220,10 @@ impl<T> SendError<T> {
     pub fn into_inner(self) -> T {
         match self {
             SendError::Full(m) | SendError::Timeout(m) | SendError::Closed(m) => m,
-            SendError::KeyConflict { message, .. } | SendError::Encode { message, .. } => message,
+            SendError::KeyConflict { message, .. }
+            | SendError::Encode { message, .. }
+            | SendError::TooLarge { message, .. }
+            | SendError::Storage { message, .. } => message,
         }
     }
 }
@@ -99,12 +242,21 @@ impl<T> fmt::Debug for SendError<T> {
                 .debug_struct("Encode")
                 .field("reason", reason)
                 .finish_non_exhaustive(),
+            SendError::TooLarge { size, max, .. } => f
+                .debug_struct("TooLarge")
+                .field("size", size)
+                .field("max", max)
+                .finish_non_exhaustive(),
+            SendError::Storage { error, .. } => f
+                .debug_struct("Storage")
+                .field("error", error)
+                .finish_non_exhaustive(),
         }
     }
 }
 
 /// Why no delivery was received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvError {
     /// Nothing is ready right now ([`try_recv`](crate::Consumer::try_recv)).
@@ -118,6 +270,10 @@ pub enum RecvError {
     /// delayed.
     #[error("queue is closed and drained")]
     Closed,
+    /// The receive could not be recorded in the write-ahead file, so no
+    /// delivery was handed out.
+    #[error("receive not recorded: {0}")]
+    Storage(StorageError),
 }
 
 /// Why settling a delivery (ack, nack, extend, ...) changed nothing.
@@ -132,6 +288,11 @@ pub enum SettleError {
         /// The message whose lease expired.
         id: MessageId,
     },
+    /// The settlement could not be recorded in the write-ahead file. It took
+    /// effect in memory, but a reopen may not see it (for an ack: the
+    /// message may be delivered again).
+    #[error("settlement not recorded: {0}")]
+    Storage(StorageError),
 }
 
 /// Why a redrive from the dead-letter queue did not (fully) happen.
@@ -151,4 +312,10 @@ pub enum RedriveError {
     /// The source queue is closed.
     #[error("queue is closed")]
     Closed,
+    /// The corrected payload could not be encoded for the write-ahead file.
+    #[error("corrected payload could not be encoded: {0}")]
+    Encode(String),
+    /// The redrive could not be recorded in the write-ahead file.
+    #[error("redrive not recorded: {0}")]
+    Storage(StorageError),
 }

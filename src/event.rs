@@ -1,6 +1,8 @@
-//! Notifications of what happens to messages, for alerting and metrics.
+//! Notifications of what happens to messages and to the queue, for
+//! alerting and metrics.
 
 use crate::dead_letter::DeadLetterReason;
+use crate::error::StorageError;
 use crate::message::MessageId;
 use std::sync::Arc;
 
@@ -27,6 +29,13 @@ pub enum Event {
     Redriven {
         /// The message.
         id: MessageId,
+    },
+    /// The write-ahead file failed (a write, a sync, a full disk): from now
+    /// on every operation that needs a record fails, until the queue is
+    /// reopened. Sent once per queue.
+    Poisoned {
+        /// The first failure.
+        error: StorageError,
     },
 }
 

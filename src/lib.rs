@@ -96,6 +96,7 @@ mod error;
 mod event;
 mod lease;
 mod message;
+mod persist;
 mod producer;
 mod queue;
 mod ready;
@@ -104,18 +105,17 @@ mod signal;
 mod stats;
 mod timer;
 mod topic;
-#[allow(dead_code)] // wired into the queue once complete
 mod wal;
 mod workers;
 
 pub use alert::{Alert, RateAlert};
 pub use backoff::Backoff;
-pub use builder::{Builder, MAX_CAPACITY};
+pub use builder::{Builder, MAX_CAPACITY, MAX_MESSAGE_BYTES};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
-pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError};
+pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError, StorageError};
 pub use event::Event;
 pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent};
@@ -124,6 +124,7 @@ pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,
 };
+pub use wal::{Durability, RecoveryReport, SalvagedRegion};
 pub use workers::{ShutdownReport, WorkerPool, WorkerStats, Workers};
 
 /// What a queue can carry: any `serde` type that can cross threads.

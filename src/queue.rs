@@ -3,9 +3,11 @@
 use crate::builder::Builder;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetters;
+use crate::error::StorageError;
 use crate::producer::Producer;
 use crate::shared::Shared;
 use crate::stats::Stats;
+use crate::wal::RecoveryReport;
 use crate::Message;
 use std::fmt;
 use std::sync::Arc;
@@ -87,6 +89,28 @@ impl<T: Message> Queue<T> {
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// Makes every operation recorded so far durable (on disk), whatever
+    /// the [`Durability`](crate::Durability) level; for `Interval` and
+    /// `None` queues, a checkpoint before a planned shutdown. A no-op in
+    /// memory.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.shared.sync()
+    }
+
+    /// Bytes the write-ahead files take on disk (0 in memory). Acknowledged
+    /// messages are reclaimed by compaction as segments fill, so this stays
+    /// within a small multiple of the live messages plus two segments.
+    pub fn disk_usage(&self) -> Result<u64, StorageError> {
+        self.shared.disk_usage()
+    }
+
+    /// For a persistent queue, what opening it found and repaired: files
+    /// and records replayed, a torn tail truncated, damaged regions skipped
+    /// by salvage. `None` for an in-memory queue.
+    pub fn recovery_report(&self) -> Option<RecoveryReport> {
+        self.shared.recovery_report().cloned()
     }
 }
 

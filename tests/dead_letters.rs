@@ -270,7 +270,7 @@ fn purge_deletes_every_dead_letter_and_counts_them() {
         reject(&queue, payload);
     }
 
-    assert_eq!(queue.dead_letters().purge(), 3);
+    assert_eq!(queue.dead_letters().purge(), Ok(3));
 
     assert!(queue.dead_letters().is_empty());
     let stats = queue.stats();
@@ -278,7 +278,7 @@ fn purge_deletes_every_dead_letter_and_counts_them() {
         (stats.purged, stats.dead_letters, stats.dead_lettered),
         (3, 0, 3)
     );
-    assert_eq!(queue.dead_letters().purge(), 0);
+    assert_eq!(queue.dead_letters().purge(), Ok(0));
 }
 
 #[test]
@@ -378,7 +378,7 @@ fn a_purged_or_redriven_letter_is_not_found_again() {
     let purged = reject(&queue, 2);
     let dlq = queue.dead_letters();
     dlq.redrive(redriven).unwrap();
-    dlq.purge();
+    dlq.purge().unwrap();
 
     assert_eq!(dlq.redrive(redriven), Err(RedriveError::NotFound(redriven)));
     assert_eq!(dlq.redrive(purged), Err(RedriveError::NotFound(purged)));

@@ -904,7 +904,7 @@ impl Harness {
                 let expected = self.model.dead.len();
                 self.model.dead.clear();
                 self.model.counters.purged += expected as u64;
-                assert_eq!(self.dlq.purge(), expected, "{step}: purge");
+                assert_eq!(self.dlq.purge(), Ok(expected), "{step}: purge");
             }
             Op::Close => {
                 self.model.closed = true;

@@ -116,7 +116,7 @@ fn stats_are_exact_after_each_step_of_a_scripted_run() {
     (expected.dead_letters, expected.dead_lettered) = (1, 2);
     assert_eq!(queue.stats(), expected, "after a rejection");
 
-    assert_eq!(dlq.purge(), 1);
+    assert_eq!(dlq.purge(), Ok(1));
     (expected.dead_letters, expected.purged) = (0, 1);
     assert_eq!(queue.stats(), expected, "after a purge");
 

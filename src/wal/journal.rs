@@ -137,6 +137,7 @@ impl Wal {
     }
 
     /// [`Wal::append`] then [`Wal::commit`].
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn append_commit(&self, records: &[Record<'_>]) -> Result<(), WalError> {
         let ticket = self.append(records)?;
         self.commit(ticket)
@@ -170,6 +171,7 @@ impl Wal {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Seals the active segment and compacts every sealed file into one
     /// base file; runs on the writer thread (appends wait meanwhile).
     pub(crate) fn compact(&self) -> Result<CompactionReport, WalError> {
@@ -202,6 +204,7 @@ impl Wal {
         Ok(total)
     }
 
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Writes and syncs everything appended, stops the writer, and
     /// releases the lock. Dropping a `Wal` does the same, ignoring errors.
     pub(crate) fn close(mut self) -> Result<(), WalError> {

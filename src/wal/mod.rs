@@ -39,8 +39,12 @@ mod writer;
 pub(crate) use compaction::CompactionReport;
 pub(crate) use error::WalError;
 pub(crate) use journal::{Ticket, Wal};
-pub(crate) use options::{Durability, WalOptions};
+pub use options::Durability;
+pub(crate) use options::WalOptions;
 pub(crate) use record::{KeyRef, MessageRef, ReasonRef, Record};
-pub(crate) use recovery::{Recovered, RecoveryReport, SalvagedRegion};
+pub(crate) use recovery::Recovered;
+pub use recovery::{RecoveryReport, SalvagedRegion};
+#[cfg(test)]
+pub(crate) use sim::{SimStorage, Torn};
 pub(crate) use state::{DeadLettered, RecoveredKey, RecoveredMessage};
 pub(crate) use storage::{FsStorage, Storage};

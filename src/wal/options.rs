@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// When an append counts as done (FORMAT.md, section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
+pub enum Durability {
     /// An append returns only after its record is on disk (`fdatasync`);
     /// concurrent appends share one sync.
     Sync,

@@ -42,33 +42,40 @@ pub(crate) struct Survey {
     pub(crate) max_seq: u64,
 }
 
-/// A region that salvage skipped.
+/// A damaged region of a write-ahead file that
+/// [`salvage`](crate::Builder::salvage) skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SalvagedRegion {
-    pub(crate) file: String,
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
+#[non_exhaustive]
+pub struct SalvagedRegion {
+    /// The file.
+    pub file: String,
+    /// Where the skipped bytes start.
+    pub offset: u64,
+    /// How many bytes were skipped.
+    pub len: u64,
 }
 
-/// What recovery did.
+/// What opening a persistent queue found and repaired, from
+/// [`Queue::recovery_report`](crate::Queue::recovery_report).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct RecoveryReport {
+#[non_exhaustive]
+pub struct RecoveryReport {
     /// Files replayed (base file and segments).
-    pub(crate) files_read: usize,
+    pub files_read: usize,
     /// Frames replayed.
-    pub(crate) frames: u64,
+    pub frames: u64,
     /// Records replayed.
-    pub(crate) records: u64,
+    pub records: u64,
     /// Records about ids that were not live (changed nothing).
-    pub(crate) ignored_records: u64,
+    pub ignored_records: u64,
     /// Bytes of torn tail truncated from the last file.
-    pub(crate) torn_bytes: u64,
+    pub torn_bytes: u64,
     /// Last files removed because their header was cut short.
-    pub(crate) torn_files_removed: usize,
+    pub torn_files_removed: usize,
     /// Files superseded by a base file, and unfinished compactions, removed.
-    pub(crate) obsolete_files_removed: usize,
+    pub obsolete_files_removed: usize,
     /// Damaged regions skipped (salvage only).
-    pub(crate) salvaged: Vec<SalvagedRegion>,
+    pub salvaged: Vec<SalvagedRegion>,
 }
 
 /// The state of the queue as the directory recorded it.

@@ -200,16 +200,6 @@ impl SimStorage {
         self.sim.lock().syncs
     }
 
-    /// Writes so far.
-    pub(crate) fn writes(&self) -> u64 {
-        self.sim.lock().writes
-    }
-
-    /// Mutating operations so far.
-    pub(crate) fn ops(&self) -> u64 {
-        self.sim.lock().ops
-    }
-
     /// Total bytes of the files in the directory.
     pub(crate) fn used(&self) -> u64 {
         self.sim.lock().used()

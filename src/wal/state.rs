@@ -223,11 +223,6 @@ impl Replay {
         self.messages.values()
     }
 
-    /// Bytes of live payloads (for the compaction bound).
-    pub(crate) fn live_bytes(&self) -> u64 {
-        self.messages.values().map(|m| m.payload.len() as u64).sum()
-    }
-
     /// Keys of gone messages that are still in their window (as far as the
     /// log can tell) and not taken over by a live message, sorted by key.
     pub(crate) fn gone_keys(&self) -> Vec<&RecoveredKey> {

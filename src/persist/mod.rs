@@ -1,0 +1,140 @@
+//! The queue's side of the write-ahead file: opening a directory, turning
+//! state changes into records, and restoring the state recovered from it.
+//!
+//! The rules the queue follows (see `docs/FORMAT.md` for the file itself):
+//!
+//! - A record is appended before its change becomes visible to another
+//!   thread, so that the log's order is a valid order of the changes.
+//! - `send`, `ack`, `dead_letter`, `redrive` and `purge` return only once
+//!   their record is as durable as the [`Durability`] level promises, and so
+//!   does every receive, before its delivery is handed out: a message that
+//!   crashes the process on every delivery still reaches the dead-letter
+//!   queue after `max_receives` restarts.
+//! - Releases (nack, fail, expiry) are appended without waiting: losing one
+//!   in a crash only loses a backoff or an error text, since a message in
+//!   flight comes back ready anyway.
+//! - The first failed write or sync poisons the log: every later operation
+//!   that needs a record fails with [`StorageError`], and a reopen returns
+//!   to the last durable state.
+
+use crate::error::{OpenError, StorageError};
+use crate::wal::{
+    Durability, FsStorage, Record, Recovered, Storage, Ticket, Wal, WalError, WalOptions,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where and how a persistent queue keeps its write-ahead file.
+#[derive(Debug, Clone)]
+pub(crate) struct PersistConfig {
+    pub(crate) path: PathBuf,
+    pub(crate) durability: Durability,
+    pub(crate) segment_size: u64,
+    pub(crate) salvage: bool,
+}
+
+/// An open write-ahead file, as the queue uses it.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    wal: Wal,
+}
+
+impl Journal {
+    /// Locks and recovers the directory for a queue of message type `T`.
+    pub(crate) fn open<T>(
+        config: &PersistConfig,
+        max_message_bytes: usize,
+    ) -> Result<(Journal, Recovered), OpenError> {
+        let storage = FsStorage::new(&config.path).map_err(|source| {
+            let path = config.path.display().to_string();
+            open_error(WalError::io("create directory", path, source))
+        })?;
+        Self::open_on::<T>(Arc::new(storage), config, max_message_bytes)
+    }
+
+    /// Like [`open`](Self::open), on any storage (tests use a simulated
+    /// disk that can lose power).
+    pub(crate) fn open_on<T>(
+        storage: Arc<dyn Storage>,
+        config: &PersistConfig,
+        max_message_bytes: usize,
+    ) -> Result<(Journal, Recovered), OpenError> {
+        let mut options = WalOptions::new(type_fingerprint::<T>());
+        options.durability = config.durability;
+        options.segment_size = config.segment_size;
+        options.salvage = config.salvage;
+        // Room for the largest message and its metadata (key, times).
+        let frame = max_message_bytes.saturating_add(64 << 10);
+        options.max_frame = u32::try_from(frame).unwrap_or(u32::MAX);
+        let (wal, recovered) = Wal::open(storage, options).map_err(open_error)?;
+        Ok((Journal { wal }, recovered))
+    }
+
+    /// Appends records (one frame: they recover together or not at all).
+    pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, StorageError> {
+        Ok(self.wal.append(records)?)
+    }
+
+    /// Waits until `ticket` is as durable as the durability level promises.
+    pub(crate) fn commit(&self, ticket: Ticket) -> Result<(), StorageError> {
+        Ok(self.wal.commit(ticket)?)
+    }
+
+    /// Appends and waits.
+    pub(crate) fn record(&self, records: &[Record<'_>]) -> Result<(), StorageError> {
+        self.commit(self.append(records)?)
+    }
+
+    /// Waits until everything appended so far is as durable as promised
+    /// (a duplicate send waits for its original this way).
+    pub(crate) fn flush(&self) -> Result<(), StorageError> {
+        self.record(&[])
+    }
+
+    /// Waits until everything appended so far is on disk, whatever the
+    /// durability level.
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// Bytes of log files in the directory.
+    pub(crate) fn disk_usage(&self) -> Result<u64, StorageError> {
+        Ok(self.wal.disk_usage()?)
+    }
+}
+
+/// Identifies a message type in file headers: FNV-1a of its Rust type
+/// name. Type names are not guaranteed stable across compiler versions;
+/// a mismatch after a toolchain change is refused rather than misread.
+fn type_fingerprint<T>() -> u64 {
+    crate::codec::fingerprint(std::any::type_name::<T>().as_bytes())
+}
+
+fn open_error(error: WalError) -> OpenError {
+    match error {
+        WalError::Locked { path } => OpenError::Locked { path },
+        WalError::Corrupted {
+            file,
+            offset,
+            reason,
+        } => OpenError::Corrupted {
+            file,
+            offset,
+            reason,
+        },
+        WalError::WrongType { file, .. } => OpenError::WrongMessageType { file },
+        WalError::UnsupportedVersion {
+            file,
+            found,
+            supported,
+        } => OpenError::UnsupportedFormat {
+            file,
+            found,
+            supported,
+        },
+        other => OpenError::Storage(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+//! The dead-letter queue's operations that move messages: redrive, purge.
+
+use super::{NoRoom, Shared, Wait};
+use crate::codec;
+use crate::dead_letter::DeadLetterStore;
+use crate::error::{RedriveError, StorageError};
+use crate::event::Event;
+use crate::message::MessageId;
+use crate::stats::Counters;
+use crate::wal::Record;
+use serde::Serialize;
+use std::sync::Arc;
+
+impl<T> Shared<T> {
+    /// The dead-letter store, after processing what came due (an expiry
+    /// may dead-letter a message).
+    pub(crate) fn dead_letters(&self) -> &DeadLetterStore<T> {
+        self.tick(self.now());
+        &self.dead
+    }
+
+    /// Deletes every dead letter; returns how many.
+    pub(crate) fn purge(&self) -> Result<usize, StorageError> {
+        let (purged, ticket) = self
+            .dead
+            .clear_logged(|| self.log(&[Record::PurgeDeadLetters]))?;
+        Counters::bump(&self.counters.purged, purged as u64);
+        self.durable(ticket)?;
+        Ok(purged)
+    }
+}
+
+impl<T: Serialize> Shared<T> {
+    /// Moves one dead letter back to the ready queue with a fresh receive
+    /// count, optionally with a corrected payload.
+    pub(crate) fn redrive(
+        &self,
+        id: MessageId,
+        replacement: Option<T>,
+    ) -> Result<(), RedriveError> {
+        if !self.dead.contains(id) {
+            return Err(RedriveError::NotFound(id));
+        }
+        let encoded = match (&self.journal, &replacement) {
+            (Some(_), Some(payload)) => Some(codec::encode(payload).map_err(RedriveError::Encode)?),
+            _ => None,
+        };
+        match self.take_slots(1, Wait::No) {
+            Ok(()) => {}
+            Err(NoRoom::Closed) => return Err(RedriveError::Closed),
+            Err(_) => return Err(RedriveError::Full { redriven: 0 }),
+        }
+        let now = self.now();
+        let removed = self.dead.remove_logged(id, |_| {
+            self.log(&[Record::Redrive {
+                id: id.0,
+                at: now,
+                payload: encoded.as_deref(),
+            }])
+        });
+        let (letter, ticket) = match removed {
+            Some(Ok(removed)) => removed,
+            Some(Err(error)) => {
+                self.free_slots(1);
+                return Err(RedriveError::Storage(error));
+            }
+            None => {
+                self.free_slots(1); // redriven or purged meanwhile
+                return Err(RedriveError::NotFound(id));
+            }
+        };
+        let mut entry = letter.into_entry();
+        entry.receive_count = 0;
+        entry.errors.clear();
+        if let Some(payload) = replacement {
+            entry.payload = Arc::new(payload);
+        }
+        Counters::bump(&self.counters.redriven, 1);
+        self.ready.push(entry, now);
+        self.ready.signal.notify_one();
+        self.emit(|| Event::Redriven { id });
+        self.durable(ticket).map_err(RedriveError::Storage)
+    }
+
+    /// Redrives each of `ids` in turn, stopping at the first refusal.
+    pub(crate) fn redrive_each(&self, ids: Vec<MessageId>) -> Result<usize, RedriveError> {
+        let mut redriven = 0;
+        for id in ids {
+            match self.redrive(id, None) {
+                Ok(()) => redriven += 1,
+                Err(RedriveError::NotFound(_)) => {} // purged or redriven meanwhile
+                Err(RedriveError::Full { .. }) => return Err(RedriveError::Full { redriven }),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(redriven)
+    }
+}

@@ -1,0 +1,330 @@
+//! The state every handle of one queue shares, and every state change.
+//!
+//! A message is in exactly one place: the ready queue, the delay queue, the
+//! lease table, or the dead-letter store (or it is gone, acknowledged).
+//! Each operation moves an [`Entry`] from one place to another, so a
+//! message can be neither lost nor duplicated by the bookkeeping itself.
+//!
+//! Nothing here takes a lock that all operations share. Send takes a
+//! capacity slot (an atomic) and pushes onto the lock-free ready queue;
+//! receive pops and inserts into one lease shard; ack removes from that
+//! shard and returns the slot. Delays and retries go through the delay
+//! queue's own lock; dead letters through the store's.
+//!
+//! Deadlines (lease expiry, delays and backoffs coming due) are handled by
+//! [`Shared::tick`], which every operation calls first, so that whatever
+//! came due is queued before anything the operation adds. It costs one
+//! clock read and one atomic load unless something is due, and then pops
+//! only what is due. Blocked consumers sleep no later than the next
+//! deadline, so a lease expires on time even if nobody calls in.
+//!
+//! A persistent queue also appends a record of each change to its
+//! [`Journal`] before the change becomes visible to another thread (see
+//! `persist.rs` for which operations wait for their record).
+//!
+//! | file | operations |
+//! |---|---|
+//! | `send` | send, send_batch, delays |
+//! | `receive` | receive, tick (deadlines) |
+//! | `settle` | ack, release, extend, reject, retries, dead-lettering |
+//! | `dead_letters` | redrive, purge |
+//! | `restore` | rebuilding the state a journal recovered |
+
+mod dead_letters;
+mod receive;
+mod restore;
+mod send;
+mod settle;
+
+use crate::backoff::Random;
+use crate::builder::Config;
+use crate::capacity::Capacity;
+use crate::clock::{self, Clock, ClockListener, Nanos};
+use crate::dead_letter::{DeadLetterReason, DeadLetterStore};
+use crate::dedup::Dedup;
+use crate::error::{SendError, StorageError};
+use crate::event::Event;
+use crate::lease::LeaseTable;
+use crate::message::Entry;
+use crate::persist::Journal;
+use crate::ready::ReadyQueue;
+use crate::stats::{Counters, Stats};
+use crate::timer::DelayQueue;
+use crate::wal::{Record, RecoveryReport, Ticket};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an operation may block.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all.
+    No,
+    /// Until it can go ahead.
+    Forever,
+    /// Until this instant.
+    Until(Instant),
+}
+
+impl Wait {
+    pub(crate) fn timeout(timeout: Duration) -> Wait {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until)
+    }
+}
+
+/// Where a message goes after a failed attempt.
+enum Next<T> {
+    Dead(Entry<T>, DeadLetterReason),
+    VisibleAt(Nanos, Entry<T>),
+}
+
+/// Why a capacity slot was not taken.
+enum NoRoom {
+    Full,
+    Timeout,
+    Closed,
+}
+
+impl NoRoom {
+    fn refuse<T>(self, message: T) -> SendError<T> {
+        match self {
+            NoRoom::Full => SendError::Full(message),
+            NoRoom::Timeout => SendError::Timeout(message),
+            NoRoom::Closed => SendError::Closed(message),
+        }
+    }
+}
+
+pub(crate) struct Shared<T> {
+    pub(crate) config: Config,
+    clock: Arc<dyn Clock>,
+    ready: ReadyQueue<T>,
+    capacity: Capacity,
+    leases: LeaseTable<T>,
+    delayed: DelayQueue<T>,
+    dedup: Dedup,
+    dead: DeadLetterStore<T>,
+    counters: Counters,
+    random: Random,
+    next_id: AtomicU64,
+    next_token: AtomicU64,
+    closed: AtomicBool,
+    /// `Queue` and `Producer` handles alive: when none is left, nothing new
+    /// can be sent and the queue counts as closed.
+    senders: AtomicUsize,
+    /// No lease expires and no delayed message comes due before this.
+    next_deadline: AtomicU64,
+    ticking: Mutex<()>,
+    journal: Option<Journal>,
+    recovery: Option<RecoveryReport>,
+    /// Whether the event hook was told that the journal failed.
+    poison_reported: AtomicBool,
+}
+
+impl<T: Send + Sync + 'static> Shared<T> {
+    pub(crate) fn new(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+        persisted: Option<(Journal, RecoveryReport)>,
+    ) -> Arc<Self> {
+        let (journal, recovery) = persisted.unzip();
+        let shared = Arc::new(Shared {
+            ready: ReadyQueue::new(config.capacity),
+            capacity: Capacity::new(config.capacity),
+            leases: LeaseTable::new(),
+            delayed: DelayQueue::new(),
+            dedup: Dedup::new(clock::duration_nanos(config.dedup_window)),
+            dead: DeadLetterStore::default(),
+            counters: Counters::default(),
+            random: Random::new(seed),
+            next_id: AtomicU64::new(1),
+            next_token: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            senders: AtomicUsize::new(0),
+            next_deadline: AtomicU64::new(Nanos::MAX),
+            ticking: Mutex::new(()),
+            journal,
+            recovery,
+            poison_reported: AtomicBool::new(false),
+            config,
+            clock,
+        });
+        let listener: Arc<dyn ClockListener> = shared.clone();
+        shared
+            .clock
+            .register_waker(clock::ClockWaker(Arc::downgrade(&listener)));
+        shared
+    }
+}
+
+impl<T: Send + Sync> ClockListener for Shared<T> {
+    fn clock_jumped(&self) {
+        self.ready.signal.notify_all();
+    }
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn now(&self) -> Nanos {
+        self.clock.now_nanos()
+    }
+
+    // ----- handles and closing -------------------------------------------
+
+    pub(crate) fn add_sender(&self) {
+        self.senders.fetch_add(1, SeqCst);
+    }
+
+    pub(crate) fn drop_sender(&self) {
+        if self.senders.fetch_sub(1, SeqCst) == 1 {
+            self.wake_everyone();
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+        self.wake_everyone();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst) || self.senders.load(SeqCst) == 0
+    }
+
+    /// Closed, and nothing ready, in flight or delayed: nothing can arrive.
+    fn is_drained(&self) -> bool {
+        self.is_closed() && self.capacity.held() == 0
+    }
+
+    fn wake_everyone(&self) {
+        self.ready.signal.notify_all();
+        self.capacity.signal.notify_all();
+    }
+
+    // ----- capacity --------------------------------------------------------
+
+    fn take_slots(&self, n: usize, wait: Wait) -> Result<(), NoRoom> {
+        if self.is_closed() {
+            return Err(NoRoom::Closed);
+        }
+        if n > self.capacity.limit() {
+            return Err(NoRoom::Full);
+        }
+        let attempt = || {
+            if self.is_closed() {
+                return Some(Err(NoRoom::Closed));
+            }
+            if !self.capacity.try_take(n) {
+                return None;
+            }
+            // Checked again after taking: a consumer that saw the queue
+            // closed and empty must not miss this message (see `is_drained`).
+            if self.is_closed() {
+                self.free_slots(n);
+                return Some(Err(NoRoom::Closed));
+            }
+            Some(Ok(()))
+        };
+        let signal = &self.capacity.signal;
+        match wait {
+            Wait::No => attempt().unwrap_or(Err(NoRoom::Full)),
+            Wait::Forever => signal
+                .wait(None, || None, attempt)
+                .unwrap_or(Err(NoRoom::Timeout)),
+            Wait::Until(deadline) => signal
+                .wait(Some(deadline), || None, attempt)
+                .unwrap_or(Err(NoRoom::Timeout)),
+        }
+    }
+
+    /// Gives slots back; once closed, the last one lets consumers finish.
+    fn free_slots(&self, n: usize) {
+        self.capacity.give_back(n);
+        if self.is_closed() {
+            self.ready.signal.notify_all();
+        }
+    }
+
+    // ----- the journal -------------------------------------------------------
+
+    /// Appends records to the journal, if the queue has one, without
+    /// waiting for them to be durable.
+    fn log(&self, records: &[Record<'_>]) -> Result<Option<Ticket>, StorageError> {
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        journal
+            .append(records)
+            .map(Some)
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Waits until a logged record is as durable as the queue promises.
+    fn durable(&self, ticket: Option<Ticket>) -> Result<(), StorageError> {
+        match (&self.journal, ticket) {
+            (Some(journal), Some(ticket)) => journal.commit(ticket).map_err(|e| self.failed(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends and waits.
+    fn log_durably(&self, records: &[Record<'_>]) -> Result<(), StorageError> {
+        let ticket = self.log(records)?;
+        self.durable(ticket)
+    }
+
+    /// Tells the event hook (once) that the journal stopped.
+    fn failed(&self, error: StorageError) -> StorageError {
+        if !self.poison_reported.swap(true, SeqCst) {
+            self.emit(|| Event::Poisoned {
+                error: error.clone(),
+            });
+        }
+        error
+    }
+
+    // ----- observing -------------------------------------------------------
+
+    /// Tells the event hook, if there is one.
+    fn emit(&self, event: impl FnOnce() -> Event) {
+        if let Some(hook) = &self.config.on_event {
+            (hook.0)(&event());
+        }
+    }
+
+    pub(crate) fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.recovery.as_ref()
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), StorageError> {
+        match &self.journal {
+            Some(journal) => journal.sync().map_err(|e| self.failed(e)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn disk_usage(&self) -> Result<u64, StorageError> {
+        self.journal.as_ref().map_or(Ok(0), Journal::disk_usage)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let now = self.now();
+        self.tick(now);
+        let mut stats = Stats {
+            capacity: self.capacity.limit(),
+            ready: self.ready.len(),
+            in_flight: self.leases.len(),
+            delayed: self.delayed.len(),
+            dead_letters: self.dead.len(),
+            oldest_ready_age: self
+                .ready
+                .oldest_since()
+                .map(|since| Duration::from_nanos(now.saturating_sub(since))),
+            ..Stats::default()
+        };
+        self.counters.fill(&mut stats);
+        stats
+    }
+}

@@ -1,0 +1,151 @@
+//! Receiving, and the deadlines that bring messages back.
+
+use super::{Next, Shared, Wait};
+use crate::clock::{self, Nanos};
+use crate::delivery::Delivery;
+use crate::error::RecvError;
+use crate::event::Event;
+use crate::stats::Counters;
+use crate::wal::Record;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl<T> Shared<T> {
+    pub(crate) fn receive(
+        self: &Arc<Self>,
+        max: usize,
+        wait: Wait,
+    ) -> Result<Vec<Delivery<T>>, RecvError> {
+        let attempt = || {
+            let now = self.now();
+            self.tick(now);
+            match self.take_ready(max, now) {
+                Ok(batch) if batch.is_empty() => {
+                    self.is_drained().then_some(Err(RecvError::Closed))
+                }
+                done => Some(done),
+            }
+        };
+        let signal = &self.ready.signal;
+        match wait {
+            Wait::No => attempt().unwrap_or(Err(RecvError::Empty)),
+            Wait::Forever => signal
+                .wait(None, || self.next_wake(), attempt)
+                .unwrap_or(Err(RecvError::Timeout)),
+            Wait::Until(deadline) => signal
+                .wait(Some(deadline), || self.next_wake(), attempt)
+                .unwrap_or(Err(RecvError::Timeout)),
+        }
+    }
+
+    /// Leases up to `max` of the oldest ready messages. Their receives are
+    /// recorded (as one frame) before any delivery is handed out.
+    fn take_ready(self: &Arc<Self>, max: usize, now: Nanos) -> Result<Vec<Delivery<T>>, RecvError> {
+        let mut entries = Vec::new();
+        while entries.len() < max {
+            let Some(mut entry) = self.ready.pop() else {
+                break;
+            };
+            entry.receive_count = entry.receive_count.saturating_add(1);
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<Record<'_>> = entries
+            .iter()
+            .map(|entry| Record::Receive {
+                id: entry.id.0,
+                receive_count: entry.receive_count,
+            })
+            .collect();
+        if let Err(error) = self.log_durably(&records) {
+            // Not recorded, so not handed out: back to the queue.
+            for mut entry in entries {
+                entry.receive_count -= 1;
+                self.ready.push(entry, now);
+            }
+            self.ready.signal.notify_all();
+            return Err(RecvError::Storage(error));
+        }
+        let deadline = now.saturating_add(clock::duration_nanos(self.config.visibility_timeout));
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let token = self.next_token.fetch_add(1, Relaxed);
+            deliveries.push(Delivery::new(Arc::clone(self), &entry, token));
+            self.leases.insert(entry, token, deadline);
+        }
+        self.register_deadline(deadline);
+        Ok(deliveries)
+    }
+
+    /// Moves whatever is due at `now`: expired leases are released (with
+    /// backoff, or to the dead-letter queue), due delayed messages become
+    /// ready. Each happens as of the time it came due, however late the
+    /// tick: a backoff runs from the lease's expiry. Messages made visible
+    /// in one tick go in order of the time they became visible, then of id.
+    pub(crate) fn tick(&self, now: Nanos) {
+        if now < self.next_deadline.load(SeqCst) {
+            return;
+        }
+        let Some(guard) = self.ticking.try_lock() else {
+            return; // another thread is on it
+        };
+        self.next_deadline.store(Nanos::MAX, SeqCst);
+        let mut expired = Vec::new();
+        let mut due = Vec::new();
+        let next = self
+            .leases
+            .expire(now, &mut expired)
+            .min(self.delayed.pop_due(now, &mut due));
+        self.next_deadline.fetch_min(next, SeqCst);
+        drop(guard);
+
+        expired.sort_by_key(|(at, entry)| (*at, entry.id));
+        let mut visible = due;
+        for (expired_at, entry) in expired {
+            Counters::bump(&self.counters.expired, 1);
+            self.emit(|| Event::LeaseExpired {
+                id: entry.id,
+                receive_count: entry.receive_count,
+            });
+            // A failed record poisons the journal and is reported there;
+            // the message still moves on in memory.
+            match self.after_failure(entry, None, expired_at) {
+                Next::Dead(entry, reason) => {
+                    let _ = self.bury(entry, reason, expired_at, None);
+                }
+                Next::VisibleAt(at, entry) => {
+                    let _ = self.log(&[Record::Release {
+                        id: entry.id.0,
+                        visible_at: at,
+                        error: None,
+                    }]);
+                    if at <= now {
+                        visible.push((at, entry));
+                    } else {
+                        self.hold_until(at, entry);
+                    }
+                }
+            }
+        }
+        visible.sort_by_key(|(at, entry)| (*at, entry.id));
+        for (at, entry) in visible {
+            self.ready.push(entry, at);
+        }
+        // Also when nothing moved: a consumer that read `next_deadline`
+        // while it was reset must recompute how long to sleep.
+        self.ready.signal.notify_all();
+    }
+
+    /// The next instant a sleeping consumer should look again.
+    fn next_wake(&self) -> Option<Instant> {
+        let next = self.next_deadline.load(SeqCst);
+        if next == Nanos::MAX {
+            return None;
+        }
+        let wait = Duration::from_nanos(next.saturating_sub(self.now()));
+        Instant::now().checked_add(wait)
+    }
+}

@@ -1,0 +1,105 @@
+//! Rebuilding a queue from the state its journal recovered.
+
+use super::Shared;
+use crate::clock::Nanos;
+use crate::codec;
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::error::OpenError;
+use crate::message::{Entry, MessageId};
+use crate::wal::{Recovered, RecoveredKey, RecoveredMessage};
+use serde::de::DeserializeOwned;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+impl<T: DeserializeOwned> Shared<T> {
+    /// Puts every recovered message back where it was: dead letters in the
+    /// dead-letter queue, future deliveries in the delay queue, the rest
+    /// ready, in order of when they became visible. A message that was in
+    /// flight at the crash is ready again with its receive count; if that
+    /// receive was its last allowed one, the crash counts as its failed
+    /// attempt and it is dead-lettered.
+    ///
+    /// Live messages take capacity slots even beyond the capacity (if it
+    /// was lowered since): sends wait until the queue is below it again.
+    pub(crate) fn restore(&self, recovered: Recovered) -> Result<(), OpenError> {
+        let now = self.now();
+        self.next_id.store(recovered.next_id.max(1), SeqCst);
+        for key in &recovered.dedup_keys {
+            self.remember_key(key, now);
+        }
+        let mut messages = Vec::with_capacity(recovered.messages.len());
+        for message in recovered.messages {
+            if let Some(key) = &message.key {
+                self.remember_key(key, now);
+            }
+            messages.push(decode::<T>(message)?);
+        }
+        let live = messages.iter().filter(|m| m.dead.is_none()).count();
+        self.capacity.force_take(live);
+        let mut ready = Vec::new();
+        for Restored {
+            entry,
+            visible_at,
+            dead,
+        } in messages
+        {
+            match dead {
+                Some((at, reason)) => {
+                    self.dead
+                        .insert_logged(DeadLetter::new(entry, reason, at), |_| ());
+                }
+                None if entry.receive_count >= self.config.max_receives => {
+                    let reason = DeadLetterReason::MaxReceives(entry.receive_count);
+                    self.bury(entry, reason, now, None)
+                        .and_then(|ticket| self.durable(ticket))
+                        .map_err(OpenError::Storage)?;
+                }
+                None if visible_at > now => self.hold_until(visible_at, entry),
+                None => ready.push((visible_at, entry)),
+            }
+        }
+        ready.sort_by_key(|(at, entry)| (*at, entry.id));
+        for (at, entry) in ready {
+            self.ready.push(entry, at);
+        }
+        Ok(())
+    }
+
+    fn remember_key(&self, key: &RecoveredKey, now: Nanos) {
+        if key.expires_at > now {
+            let name: Arc<str> = key.key.as_str().into();
+            self.dedup.insert(
+                &name,
+                key.payload_hash,
+                MessageId(key.id),
+                key.expires_at,
+                now,
+            );
+        }
+    }
+}
+
+/// A recovered message, decoded.
+struct Restored<T> {
+    entry: Entry<T>,
+    visible_at: Nanos,
+    dead: Option<(Nanos, DeadLetterReason)>,
+}
+
+fn decode<T: DeserializeOwned>(message: RecoveredMessage) -> Result<Restored<T>, OpenError> {
+    let id = MessageId(message.id);
+    let payload = codec::decode::<T>(&message.payload)
+        .map_err(|reason| OpenError::Undecodable { id, reason })?;
+    Ok(Restored {
+        entry: Entry {
+            id,
+            payload: Arc::new(payload),
+            enqueued_at: message.enqueued_at,
+            receive_count: message.receive_count,
+            key: message.key.map(|key| key.key.into()),
+            errors: message.errors,
+        },
+        visible_at: message.visible_at,
+        dead: message.dead.map(|dead| (dead.at, dead.reason)),
+    })
+}

@@ -1,0 +1,225 @@
+//! Sending: capacity, idempotency keys, the enqueue record, visibility.
+
+use super::{Shared, Wait};
+use crate::clock::{self, Nanos};
+use crate::codec;
+use crate::dedup::KeyStatus;
+use crate::error::SendError;
+use crate::message::{Entry, MessageId};
+use crate::producer::{SendOptions, Sent};
+use crate::stats::Counters;
+use crate::wal::{KeyRef, Record};
+use serde::Serialize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+
+impl<T: Serialize> Shared<T> {
+    pub(crate) fn send(
+        &self,
+        message: T,
+        options: SendOptions,
+        wait: Wait,
+    ) -> Result<Sent, SendError<T>> {
+        self.tick(self.now());
+        if self.is_closed() {
+            return Err(SendError::Closed(message));
+        }
+        // The bytes are needed for the journal and to compare keyed payloads.
+        let encoded = if self.journal.is_some() || options.key.is_some() {
+            match codec::encode(&message) {
+                Ok(bytes) => bytes,
+                Err(reason) => return Err(SendError::Encode { message, reason }),
+            }
+        } else {
+            Vec::new()
+        };
+        if self.journal.is_some() && encoded.len() > self.config.max_message_bytes {
+            let (size, max) = (encoded.len(), self.config.max_message_bytes);
+            return Err(SendError::TooLarge { message, size, max });
+        }
+        let hash = codec::fingerprint(&encoded);
+        if let Some(key) = &options.key {
+            match self.dedup.check(key, hash, self.now()) {
+                KeyStatus::New => {}
+                KeyStatus::Duplicate(original) => return self.duplicate(message, original),
+                KeyStatus::Conflict(original) => {
+                    return Err(SendError::KeyConflict { message, original })
+                }
+            }
+        }
+        if let Err(no_room) = self.take_slots(1, wait) {
+            return Err(no_room.refuse(message));
+        }
+        let now = self.now();
+        let id = MessageId(self.next_id.fetch_add(1, Relaxed));
+        if let Some(key) = &options.key {
+            // Claimed only now that the message has room: a send that times
+            // out must not leave its key behind.
+            match self.dedup.claim(key, hash, id, now) {
+                KeyStatus::New => {}
+                KeyStatus::Duplicate(original) => {
+                    self.free_slots(1);
+                    return self.duplicate(message, original);
+                }
+                KeyStatus::Conflict(original) => {
+                    self.free_slots(1);
+                    return Err(SendError::KeyConflict { message, original });
+                }
+            }
+        }
+        let delay = clock::duration_nanos(options.delay);
+        let record = Record::Enqueue {
+            id: id.0,
+            enqueued_at: now,
+            visible_at: now.saturating_add(delay),
+            key: options.key.as_deref().map(|key| KeyRef {
+                key,
+                payload_hash: hash,
+                expires_at: now.saturating_add(self.dedup.window()),
+            }),
+            payload: &encoded,
+        };
+        if let Err(error) = self.log_durably(&[record]) {
+            self.free_slots(1);
+            return Err(SendError::Storage { message, error });
+        }
+        let entry = Entry {
+            id,
+            payload: Arc::new(message),
+            enqueued_at: now,
+            receive_count: 0,
+            key: options.key,
+            errors: Vec::new(),
+        };
+        Counters::bump(&self.counters.sent, 1);
+        self.make_visible(entry, delay, now);
+        Ok(Sent::Enqueued(id))
+    }
+
+    /// A send whose key was seen: nothing is enqueued. It is reported only
+    /// once the original is as durable as the queue promises.
+    fn duplicate(&self, message: T, original: MessageId) -> Result<Sent, SendError<T>> {
+        if let Some(journal) = &self.journal {
+            if let Err(error) = journal.flush() {
+                return Err(SendError::Storage {
+                    message,
+                    error: self.failed(error),
+                });
+            }
+        }
+        Counters::bump(&self.counters.duplicates, 1);
+        Ok(Sent::Duplicate(original))
+    }
+
+    pub(crate) fn send_batch(
+        &self,
+        messages: Vec<T>,
+        wait: Wait,
+    ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        self.tick(self.now());
+        if self.is_closed() {
+            return Err(SendError::Closed(messages));
+        }
+        let mut encoded = Vec::new();
+        if self.journal.is_some() {
+            for message in &messages {
+                match codec::encode(message) {
+                    Ok(bytes) if bytes.len() > self.config.max_message_bytes => {
+                        let (size, max) = (bytes.len(), self.config.max_message_bytes);
+                        return Err(SendError::TooLarge {
+                            message: messages,
+                            size,
+                            max,
+                        });
+                    }
+                    Ok(bytes) => encoded.push(bytes),
+                    Err(reason) => {
+                        return Err(SendError::Encode {
+                            message: messages,
+                            reason,
+                        })
+                    }
+                }
+            }
+        }
+        if let Err(no_room) = self.take_slots(messages.len(), wait) {
+            return Err(no_room.refuse(messages));
+        }
+        let now = self.now();
+        let count = messages.len() as u64;
+        let first = self.next_id.fetch_add(count, Relaxed);
+        let ids: Vec<MessageId> = (first..first + count).map(MessageId).collect();
+        // One frame: the batch recovers all together or not at all.
+        let records: Vec<Record<'_>> = ids
+            .iter()
+            .zip(&encoded)
+            .map(|(id, payload)| Record::Enqueue {
+                id: id.0,
+                enqueued_at: now,
+                visible_at: now,
+                key: None,
+                payload,
+            })
+            .collect();
+        if let Err(error) = self.log_durably(&records) {
+            self.free_slots(messages.len());
+            return Err(SendError::Storage {
+                message: messages,
+                error,
+            });
+        }
+        drop(records);
+        for (id, message) in ids.iter().zip(messages) {
+            let entry = Entry {
+                id: *id,
+                payload: Arc::new(message),
+                enqueued_at: now,
+                receive_count: 0,
+                key: None,
+                errors: Vec::new(),
+            };
+            self.ready.push(entry, now);
+        }
+        Counters::bump(&self.counters.sent, count);
+        self.ready.signal.notify_all();
+        Ok(ids)
+    }
+}
+
+impl<T> Shared<T> {
+    /// Puts a message where consumers will find it: ready now, or delayed.
+    pub(super) fn make_visible(&self, entry: Entry<T>, delay: Nanos, now: Nanos) {
+        if delay == 0 {
+            self.ready.push(entry, now);
+            self.ready.signal.notify_one();
+        } else {
+            self.hold_until(now.saturating_add(delay), entry);
+        }
+    }
+
+    /// Makes a message visible at `due`: now if that has passed, else later.
+    pub(super) fn place(&self, due: Nanos, entry: Entry<T>, now: Nanos) {
+        if due <= now {
+            self.ready.push(entry, due);
+            self.ready.signal.notify_one();
+        } else {
+            self.hold_until(due, entry);
+        }
+    }
+
+    /// Keeps a message in the delay queue until `due`.
+    pub(super) fn hold_until(&self, due: Nanos, entry: Entry<T>) {
+        self.delayed.push(due, entry);
+        self.register_deadline(due);
+    }
+
+    /// Makes sure `tick` runs by `deadline`, waking sleeping consumers if
+    /// it is earlier than what they sleep towards.
+    pub(super) fn register_deadline(&self, deadline: Nanos) {
+        if deadline < self.next_deadline.load(SeqCst)
+            && deadline < self.next_deadline.fetch_min(deadline, SeqCst)
+        {
+            self.ready.signal.notify_all();
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Settling deliveries: ack, release (nack, fail, retry_after, drop),
+//! extend, and dead-lettering.
+
+use super::{Next, Shared};
+use crate::clock::{self, Nanos};
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::error::{SettleError, StorageError};
+use crate::event::Event;
+use crate::message::{Entry, MessageId};
+use crate::stats::Counters;
+use crate::wal::{ReasonRef, Record, Ticket};
+use std::time::Duration;
+
+impl<T> Shared<T> {
+    pub(crate) fn ack(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
+        let now = self.now();
+        self.tick(now);
+        self.leases.remove(id, token, now)?;
+        let logged = self.log(&[Record::Ack { id: id.0 }]);
+        Counters::bump(&self.counters.acked, 1);
+        self.free_slots(1);
+        self.settled(logged)
+    }
+
+    /// Ends a lease early: the message is retried after `delay` (or the
+    /// backoff), or dead-lettered if it has used up its receives.
+    pub(crate) fn release(
+        &self,
+        id: MessageId,
+        token: u64,
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), SettleError> {
+        let now = self.now();
+        self.tick(now);
+        let mut entry = self.leases.remove(id, token, now)?;
+        entry.errors.extend(error.clone());
+        Counters::bump(&self.counters.nacked, 1);
+        match self.after_failure(entry, delay.map(clock::duration_nanos), now) {
+            Next::Dead(entry, reason) => {
+                let logged = self.bury(entry, reason, now, error);
+                self.settled(logged)
+            }
+            Next::VisibleAt(due, entry) => {
+                // Not waited for: if it is lost, the message comes back
+                // ready anyway, only without this backoff and error text.
+                let logged = self.log(&[Record::Release {
+                    id: id.0,
+                    visible_at: due,
+                    error: error.as_deref(),
+                }]);
+                self.place(due, entry, now);
+                logged.map(drop).map_err(SettleError::Storage)
+            }
+        }
+    }
+
+    pub(crate) fn extend(
+        &self,
+        id: MessageId,
+        token: u64,
+        by: Duration,
+    ) -> Result<(), SettleError> {
+        let now = self.now();
+        self.tick(now);
+        let deadline = now.saturating_add(clock::duration_nanos(by));
+        self.leases.extend(id, token, now, deadline)?;
+        self.register_deadline(deadline);
+        Ok(())
+    }
+
+    pub(crate) fn reject(
+        &self,
+        id: MessageId,
+        token: u64,
+        reason: String,
+    ) -> Result<(), SettleError> {
+        let now = self.now();
+        self.tick(now);
+        let entry = self.leases.remove(id, token, now)?;
+        let logged = self.bury(entry, DeadLetterReason::Rejected(reason), now, None);
+        self.settled(logged)
+    }
+
+    /// Waits for a settlement's record, if it was logged.
+    fn settled(&self, logged: Result<Option<Ticket>, StorageError>) -> Result<(), SettleError> {
+        logged
+            .and_then(|ticket| self.durable(ticket))
+            .map_err(SettleError::Storage)
+    }
+
+    /// Where a message goes after a failed attempt at `at`.
+    pub(super) fn after_failure(
+        &self,
+        entry: Entry<T>,
+        delay: Option<Nanos>,
+        at: Nanos,
+    ) -> Next<T> {
+        if entry.receive_count >= self.config.max_receives {
+            let reason = DeadLetterReason::MaxReceives(entry.receive_count);
+            return Next::Dead(entry, reason);
+        }
+        let delay = delay.unwrap_or_else(|| {
+            let backoff = self.config.backoff.delay(entry.receive_count, &self.random);
+            clock::duration_nanos(backoff)
+        });
+        Next::VisibleAt(at.saturating_add(delay), entry)
+    }
+
+    /// Moves a message to the dead-letter queue at `at`; `error` is the
+    /// failure text that sent it there, if any (already in its errors).
+    pub(super) fn bury(
+        &self,
+        entry: Entry<T>,
+        reason: DeadLetterReason,
+        at: Nanos,
+        error: Option<String>,
+    ) -> Result<Option<Ticket>, StorageError> {
+        let id = entry.id;
+        let letter = DeadLetter::new(entry, reason, at);
+        let event_reason = self
+            .config
+            .on_event
+            .is_some()
+            .then(|| letter.reason().clone());
+        let logged = self.dead.insert_logged(letter, |letter| {
+            self.log(&[Record::DeadLetter {
+                id: id.0,
+                at,
+                reason: match letter.reason() {
+                    DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
+                    DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+                },
+                error: error.as_deref(),
+            }])
+        });
+        Counters::bump(&self.counters.dead_lettered, 1);
+        self.free_slots(1);
+        if let Some(reason) = event_reason {
+            self.emit(|| Event::DeadLettered { id, reason });
+        }
+        logged
+    }
+}
