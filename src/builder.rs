@@ -237,6 +237,14 @@ impl<T: Message> Builder<T> {
         self
     }
 
+    /// Whether [`path`](Self::path) was given.
+    pub(crate) fn has_path(&self) -> bool {
+        self.config
+            .persist
+            .as_ref()
+            .is_some_and(|p| !p.path.as_os_str().is_empty())
+    }
+
     fn persistence(&mut self) -> &mut PersistConfig {
         self.config.persist.get_or_insert_with(|| PersistConfig {
             path: PathBuf::new(),

@@ -32,6 +32,7 @@ use crate::queue::Queue;
 use crate::Message;
 use parking_lot::{Mutex, RwLock};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -70,8 +71,8 @@ pub const MAX_SUBSCRIPTION_NAME: usize = 64;
 ///
 /// # Subscription names
 ///
-/// A persistent topic will keep each subscription in the directory
-/// `<topic path>/<name>`, so names are restricted to what is a safe
+/// A persistent topic ([`Topic::with_path`]) keeps each subscription in the
+/// directory `<topic path>/<name>`, so names are restricted to what is a safe
 /// directory name on every common file system: 1 to
 /// [`MAX_SUBSCRIPTION_NAME`] (64) bytes of lowercase ASCII letters, digits,
 /// `-` and `_`, starting with a letter or a digit, and not a reserved
@@ -111,6 +112,8 @@ pub struct Topic<T> {
 }
 
 struct Inner<T> {
+    /// Where a persistent topic keeps its subscriptions, one directory each.
+    path: Option<PathBuf>,
     subscriptions: RwLock<Vec<Arc<Subscription<T>>>>,
     /// Serialises `subscribe`, so the name check and the insert agree while
     /// the queue is opened outside the list's lock.
@@ -127,8 +130,44 @@ struct Subscription<T> {
 impl<T: Message + Clone> Topic<T> {
     /// A topic with no subscriptions, in memory.
     pub fn new() -> Self {
+        Self::with_path_option(None)
+    }
+
+    /// A persistent topic: each subscription is a persistent queue in the
+    /// directory `<path>/<name>` (unless its builder names another path),
+    /// opened with the durability its builder gives ([`Durability::Sync`]
+    /// by default). Subscribing again under the same name after a restart
+    /// reopens that subscription with everything it held.
+    ///
+    /// Under `Sync`, [`publish`](Self::publish) returns only once the
+    /// message is on disk in every subscription that accepted it.
+    ///
+    /// ```
+    /// use spool::{Queue, Topic};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("spool-topic-doc-{}", std::process::id()));
+    /// {
+    ///     let topic: Topic<String> = Topic::with_path(&dir);
+    ///     topic.subscribe("mailer", Queue::builder())?;
+    ///     topic.publish("welcome alice".to_string())?;
+    /// } // the process may stop here, cleanly or not
+    /// let topic: Topic<String> = Topic::with_path(&dir);
+    /// let mailer = topic.subscribe("mailer", Queue::builder())?;
+    /// assert_eq!(*mailer.consumer().try_recv()?, "welcome alice");
+    /// # drop((mailer, topic));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`Durability::Sync`]: crate::Durability::Sync
+    pub fn with_path(path: impl Into<PathBuf>) -> Self {
+        Self::with_path_option(Some(path.into()))
+    }
+
+    fn with_path_option(path: Option<PathBuf>) -> Self {
         Topic {
             inner: Arc::new(Inner {
+                path,
                 subscriptions: RwLock::new(Vec::new()),
                 subscribing: Mutex::new(()),
                 closed: AtomicBool::new(false),
@@ -175,10 +214,13 @@ impl<T: Message + Clone> Topic<T> {
         Ok(queue)
     }
 
-    /// Where a subscription's queue is opened: the one place a persistent
-    /// topic will add `<path>/<name>` to the builder.
-    fn open_subscription(&self, _name: &str, builder: Builder<T>) -> Result<Queue<T>, OpenError> {
-        builder.open()
+    /// Where a subscription's queue is opened: a persistent topic puts it
+    /// in `<path>/<name>` unless the builder already has a path.
+    fn open_subscription(&self, name: &str, builder: Builder<T>) -> Result<Queue<T>, OpenError> {
+        match &self.inner.path {
+            Some(path) if !builder.has_path() => builder.path(path.join(name)).open(),
+            _ => builder.open(),
+        }
     }
 
     /// Removes a subscription from the fan-out and returns its queue, which

@@ -313,3 +313,36 @@ fn a_topic_without_subscriptions_accepts_and_reports_nobody() {
     let published = topic.publish(1).unwrap();
     assert!(published.is_empty() && !published.is_duplicate());
 }
+
+#[test]
+fn a_persistent_topic_keeps_each_subscriptions_state_across_a_reopen() {
+    let dir = std::env::temp_dir().join(format!("spool-topic-reopen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let topic: Topic<u32> = Topic::with_path(&dir);
+        let mailer = topic.subscribe("mailer", Queue::builder()).unwrap();
+        let audit = topic.subscribe("audit", Queue::builder()).unwrap();
+        for n in 1..=3 {
+            topic
+                .publish_with(n, SendOptions::new().key(format!("n{n}")))
+                .unwrap();
+        }
+        // The mailer handles one message; the audit log none yet.
+        let first = mailer.consumer().try_recv().unwrap();
+        assert_eq!(*first, 1);
+        first.ack().unwrap();
+        drop(audit);
+    }
+    assert!(dir.join("mailer").is_dir() && dir.join("audit").is_dir());
+
+    let topic: Topic<u32> = Topic::with_path(&dir);
+    let mailer = topic.subscribe("mailer", Queue::builder()).unwrap();
+    let audit = topic.subscribe("audit", Queue::builder()).unwrap();
+    assert_eq!(ack_all_ready(&mailer.consumer()), [2, 3]);
+    assert_eq!(ack_all_ready(&audit.consumer()), [1, 2, 3]);
+    // The idempotency keys survived too: a retried publish is a duplicate.
+    let again = topic.publish_with(2, SendOptions::new().key("n2")).unwrap();
+    assert!(again.is_duplicate());
+    drop((mailer, audit, topic));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

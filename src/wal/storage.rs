@@ -104,9 +104,7 @@ impl Storage for FsStorage {
         self.path(name).display().to_string()
     }
 
-    // `File::try_lock` is stable since Rust 1.89; the crate's rust-version
-    // must be raised to match when the WAL is wired in.
-    #[allow(clippy::incompatible_msrv)]
+    // `File::try_lock` (Rust 1.89, the crate's minimum).
     fn lock(&self) -> io::Result<LockGuard> {
         let file = Self::options()
             .read(true)
