@@ -6,12 +6,13 @@
 //! its slot all along, so it always has room to come back. Taking a slot is
 //! one compare-and-swap; producers that find no room sleep on a [`Signal`].
 
+use crate::padded::Padded;
 use crate::signal::Signal;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 pub(crate) struct Capacity {
     limit: usize,
-    held: AtomicUsize,
+    held: Padded<AtomicUsize>,
     /// Producers wait here for room (or for the queue to close).
     pub(crate) signal: Signal,
 }
@@ -20,7 +21,7 @@ impl Capacity {
     pub(crate) fn new(limit: usize) -> Self {
         Capacity {
             limit,
-            held: AtomicUsize::new(0),
+            held: Padded(AtomicUsize::new(0)),
             signal: Signal::default(),
         }
     }

@@ -51,12 +51,11 @@ impl<T: Message> Consumer<T> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.shared.receive(max, Wait::timeout(timeout))
+        self.shared.receive_batch(max, Wait::timeout(timeout))
     }
 
     fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {
-        let mut batch = self.shared.receive(1, wait)?;
-        Ok(batch.pop().expect("receive returns at least one delivery"))
+        self.shared.receive_one(wait)
     }
 
     /// The queue's visibility timeout (for the worker pool's heartbeat).

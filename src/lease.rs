@@ -19,6 +19,7 @@
 use crate::clock::Nanos;
 use crate::error::SettleError;
 use crate::message::{Entry, MessageId};
+use crate::padded::Padded;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -31,10 +32,6 @@ pub(crate) struct LeaseTable<T> {
     shards: Box<[Padded<Mutex<Shard<T>>>]>,
     in_flight: AtomicUsize,
 }
-
-/// Keeps each shard on its own cache lines.
-#[repr(align(128))]
-struct Padded<T>(T);
 
 struct Shard<T> {
     leases: HashMap<u64, Lease<T>, BuildHasherDefault<IdHasher>>,

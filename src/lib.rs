@@ -96,6 +96,7 @@ mod error;
 mod event;
 mod lease;
 mod message;
+mod padded;
 mod persist;
 mod producer;
 mod queue;

@@ -17,6 +17,7 @@
 
 use crate::clock::Nanos;
 use crate::message::Entry;
+use crate::padded::Padded;
 use crate::signal::Signal;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -27,8 +28,10 @@ pub(crate) const MAX_AGE_SLOTS: usize = 1 << 20;
 pub(crate) struct ReadyQueue<T> {
     sender: Sender<Entry<T>>,
     receiver: Receiver<Entry<T>>,
-    pushed: AtomicU64,
-    popped: AtomicU64,
+    /// Bumped by producers.
+    pushed: Padded<AtomicU64>,
+    /// Bumped by consumers.
+    popped: Padded<AtomicU64>,
     ready_since: Box<[AtomicU64]>,
     /// Consumers wait here for a message (or a deadline, or the end).
     pub(crate) signal: Signal,
@@ -41,8 +44,8 @@ impl<T> ReadyQueue<T> {
         ReadyQueue {
             sender,
             receiver,
-            pushed: AtomicU64::new(0),
-            popped: AtomicU64::new(0),
+            pushed: Padded::default(),
+            popped: Padded::default(),
             ready_since: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             signal: Signal::default(),
         }

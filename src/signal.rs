@@ -5,15 +5,18 @@
 //! classic *event count* (Vyukov; the same idea as crossbeam-channel's
 //! `SyncWaker`): a waiter registers, takes the current epoch, tries once
 //! more, and sleeps only if the epoch has not moved. A notifier changes the
-//! state first, then bumps the epoch, and takes the mutex only when someone
-//! is registered. No wake-up can be lost: either the waiter's last try sees
-//! the new state, or the notifier sees the waiter.
+//! state first, then looks for registered waiters, and only if there are
+//! any bumps the epoch and takes the mutex. No wake-up can be lost: either
+//! the waiter's last try sees the new state, or the notifier sees the
+//! waiter (and then the epoch check or the condition variable catches the
+//! wake-up).
 //!
 //! The `attempt` closure runs without the signal's mutex held, so it may
 //! itself notify this or any other signal. Like crossbeam's `Backoff`, a
 //! waiter first retries while spinning and yielding for a few microseconds,
 //! because the other side is usually about to act.
 
+use crate::padded::Padded;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Instant;
@@ -25,7 +28,7 @@ const YIELD_STEPS: u32 = 4;
 
 #[derive(Default)]
 pub(crate) struct Signal {
-    waiters: AtomicUsize,
+    waiters: Padded<AtomicUsize>,
     epoch: AtomicU64,
     lock: Mutex<()>,
     condvar: Condvar,
@@ -34,8 +37,8 @@ pub(crate) struct Signal {
 impl Signal {
     /// Wakes one waiter, if any. Call after the state change is visible.
     pub(crate) fn notify_one(&self) {
-        self.epoch.fetch_add(1, SeqCst);
-        if self.waiters.load(SeqCst) > 0 {
+        if self.has_waiters() {
+            self.epoch.fetch_add(1, SeqCst);
             let _guard = self.lock.lock();
             self.condvar.notify_one();
         }
@@ -43,11 +46,20 @@ impl Signal {
 
     /// Wakes every waiter, if any. Call after the state change is visible.
     pub(crate) fn notify_all(&self) {
-        self.epoch.fetch_add(1, SeqCst);
-        if self.waiters.load(SeqCst) > 0 {
+        if self.has_waiters() {
+            self.epoch.fetch_add(1, SeqCst);
             let _guard = self.lock.lock();
             self.condvar.notify_all();
         }
+    }
+
+    /// Whether anyone is registered. The fence pairs with the waiter's
+    /// registration: either this load sees the waiter, or the waiter's
+    /// second attempt (after registering) sees the state change made before
+    /// this call. Without waiters a notify costs a fence and a load.
+    fn has_waiters(&self) -> bool {
+        std::sync::atomic::fence(SeqCst);
+        self.waiters.load(SeqCst) > 0
     }
 
     /// Calls `attempt` until it returns `Some`, sleeping between tries until
@@ -81,6 +93,7 @@ impl Signal {
                 return None;
             }
             self.waiters.fetch_add(1, SeqCst);
+            std::sync::atomic::fence(SeqCst); // pairs with `has_waiters`
             let epoch = self.epoch.load(SeqCst);
             if let Some(done) = attempt() {
                 self.waiters.fetch_sub(1, SeqCst);

@@ -1,5 +1,6 @@
 //! Counts and counters, for dashboards and alerts.
 
+use crate::padded::Padded;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -45,11 +46,12 @@ pub struct Stats {
 }
 
 /// The counters behind [`Stats`]: plain atomics, bumped as things happen.
+/// Producers bump `sent`, consumers `acked`: each on its own cache line.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) sent: AtomicU64,
+    pub(crate) sent: Padded<AtomicU64>,
+    pub(crate) acked: Padded<AtomicU64>,
     pub(crate) duplicates: AtomicU64,
-    pub(crate) acked: AtomicU64,
     pub(crate) nacked: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,

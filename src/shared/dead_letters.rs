@@ -46,7 +46,7 @@ impl<T: Serialize> Shared<T> {
             _ => None,
         };
         match self.take_slots(1, Wait::No) {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(NoRoom::Closed) => return Err(RedriveError::Closed),
             Err(_) => return Err(RedriveError::Full { redriven: 0 }),
         }

@@ -81,6 +81,12 @@ enum Next<T> {
     VisibleAt(Nanos, Entry<T>),
 }
 
+/// Whether taking capacity had to wait (and the clock must be read again).
+enum Waited {
+    No,
+    Yes,
+}
+
 /// Why a capacity slot was not taken.
 enum NoRoom {
     Full,
@@ -205,14 +211,17 @@ impl<T> Shared<T> {
 
     // ----- capacity --------------------------------------------------------
 
-    fn take_slots(&self, n: usize, wait: Wait) -> Result<(), NoRoom> {
+    /// Takes `n` capacity slots, waiting as allowed.
+    fn take_slots(&self, n: usize, wait: Wait) -> Result<Waited, NoRoom> {
         if self.is_closed() {
             return Err(NoRoom::Closed);
         }
         if n > self.capacity.limit() {
             return Err(NoRoom::Full);
         }
+        let attempts = std::cell::Cell::new(0u32);
         let attempt = || {
+            attempts.set(attempts.get() + 1);
             if self.is_closed() {
                 return Some(Err(NoRoom::Closed));
             }
@@ -225,17 +234,24 @@ impl<T> Shared<T> {
                 self.free_slots(n);
                 return Some(Err(NoRoom::Closed));
             }
-            Some(Ok(()))
+            let waited = if attempts.get() == 1 {
+                Waited::No
+            } else {
+                Waited::Yes
+            };
+            Some(Ok(waited))
         };
         let signal = &self.capacity.signal;
-        match wait {
-            Wait::No => attempt().unwrap_or(Err(NoRoom::Full)),
-            Wait::Forever => signal
-                .wait(None, || None, attempt)
-                .unwrap_or(Err(NoRoom::Timeout)),
-            Wait::Until(deadline) => signal
-                .wait(Some(deadline), || None, attempt)
-                .unwrap_or(Err(NoRoom::Timeout)),
+        let taken = match wait {
+            Wait::No => attempt(),
+            Wait::Forever => signal.wait(None, || None, attempt),
+            Wait::Until(deadline) => signal.wait(Some(deadline), || None, attempt),
+        };
+        match taken {
+            Some(Ok(waited)) => Ok(waited),
+            Some(Err(no_room)) => Err(no_room),
+            None if matches!(wait, Wait::No) => Err(NoRoom::Full),
+            None => Err(NoRoom::Timeout),
         }
     }
 

@@ -5,6 +5,7 @@ use crate::clock::{self, Nanos};
 use crate::delivery::Delivery;
 use crate::error::RecvError;
 use crate::event::Event;
+use crate::message::Entry;
 use crate::stats::Counters;
 use crate::wal::Record;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -12,19 +13,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl<T> Shared<T> {
-    pub(crate) fn receive(
+    /// Receives one message.
+    pub(crate) fn receive_one(self: &Arc<Self>, wait: Wait) -> Result<Delivery<T>, RecvError> {
+        self.receive_with(wait, |now| self.take_one(now))
+    }
+
+    /// Receives up to `max` messages (at least one).
+    pub(crate) fn receive_batch(
         self: &Arc<Self>,
         max: usize,
         wait: Wait,
     ) -> Result<Vec<Delivery<T>>, RecvError> {
+        self.receive_with(wait, |now| {
+            let batch = self.take_batch(max, now)?;
+            Ok((!batch.is_empty()).then_some(batch))
+        })
+    }
+
+    /// Tries `take` until it finds something, the queue is drained, or the
+    /// wait runs out.
+    fn receive_with<R>(
+        &self,
+        wait: Wait,
+        take: impl Fn(Nanos) -> Result<Option<R>, RecvError>,
+    ) -> Result<R, RecvError> {
         let attempt = || {
             let now = self.now();
             self.tick(now);
-            match self.take_ready(max, now) {
-                Ok(batch) if batch.is_empty() => {
-                    self.is_drained().then_some(Err(RecvError::Closed))
-                }
-                done => Some(done),
+            match take(now) {
+                Ok(Some(taken)) => Some(Ok(taken)),
+                Ok(None) => self.is_drained().then_some(Err(RecvError::Closed)),
+                Err(error) => Some(Err(error)),
             }
         };
         let signal = &self.ready.signal;
@@ -39,9 +58,30 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Leases the oldest ready message, if any, once its receive is
+    /// recorded.
+    fn take_one(self: &Arc<Self>, now: Nanos) -> Result<Option<Delivery<T>>, RecvError> {
+        let Some(mut entry) = self.ready.pop() else {
+            return Ok(None);
+        };
+        entry.receive_count = entry.receive_count.saturating_add(1);
+        let record = Record::Receive {
+            id: entry.id.0,
+            receive_count: entry.receive_count,
+        };
+        if let Err(error) = self.log_durably(&[record]) {
+            self.unreceive(vec![entry], now);
+            return Err(RecvError::Storage(error));
+        }
+        let deadline = self.lease_deadline(now);
+        let delivery = self.lease(entry, deadline);
+        self.register_deadline(deadline);
+        Ok(Some(delivery))
+    }
+
     /// Leases up to `max` of the oldest ready messages. Their receives are
     /// recorded (as one frame) before any delivery is handed out.
-    fn take_ready(self: &Arc<Self>, max: usize, now: Nanos) -> Result<Vec<Delivery<T>>, RecvError> {
+    fn take_batch(self: &Arc<Self>, max: usize, now: Nanos) -> Result<Vec<Delivery<T>>, RecvError> {
         let mut entries = Vec::new();
         while entries.len() < max {
             let Some(mut entry) = self.ready.pop() else {
@@ -53,31 +93,47 @@ impl<T> Shared<T> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<Record<'_>> = entries
-            .iter()
-            .map(|entry| Record::Receive {
-                id: entry.id.0,
-                receive_count: entry.receive_count,
-            })
-            .collect();
-        if let Err(error) = self.log_durably(&records) {
-            // Not recorded, so not handed out: back to the queue.
-            for mut entry in entries {
-                entry.receive_count -= 1;
-                self.ready.push(entry, now);
+        if self.journal.is_some() {
+            let records: Vec<Record<'_>> = entries
+                .iter()
+                .map(|entry| Record::Receive {
+                    id: entry.id.0,
+                    receive_count: entry.receive_count,
+                })
+                .collect();
+            if let Err(error) = self.log_durably(&records) {
+                self.unreceive(entries, now);
+                return Err(RecvError::Storage(error));
             }
-            self.ready.signal.notify_all();
-            return Err(RecvError::Storage(error));
         }
-        let deadline = now.saturating_add(clock::duration_nanos(self.config.visibility_timeout));
-        let mut deliveries = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let token = self.next_token.fetch_add(1, Relaxed);
-            deliveries.push(Delivery::new(Arc::clone(self), &entry, token));
-            self.leases.insert(entry, token, deadline);
-        }
+        let deadline = self.lease_deadline(now);
+        let deliveries = entries
+            .into_iter()
+            .map(|entry| self.lease(entry, deadline))
+            .collect();
         self.register_deadline(deadline);
         Ok(deliveries)
+    }
+
+    fn lease_deadline(&self, now: Nanos) -> Nanos {
+        now.saturating_add(clock::duration_nanos(self.config.visibility_timeout))
+    }
+
+    /// Puts `entry` in flight under a new lease and hands out its delivery.
+    fn lease(self: &Arc<Self>, entry: Entry<T>, deadline: Nanos) -> Delivery<T> {
+        let token = self.next_token.fetch_add(1, Relaxed);
+        let delivery = Delivery::new(Arc::clone(self), &entry, token);
+        self.leases.insert(entry, token, deadline);
+        delivery
+    }
+
+    /// Receives that could not be recorded are undone: back to the queue.
+    fn unreceive(&self, entries: Vec<Entry<T>>, now: Nanos) {
+        for mut entry in entries {
+            entry.receive_count -= 1;
+            self.ready.push(entry, now);
+        }
+        self.ready.signal.notify_all();
     }
 
     /// Moves whatever is due at `now`: expired leases are released (with

@@ -1,6 +1,6 @@
 //! Sending: capacity, idempotency keys, the enqueue record, visibility.
 
-use super::{Shared, Wait};
+use super::{Shared, Wait, Waited};
 use crate::clock::{self, Nanos};
 use crate::codec;
 use crate::dedup::KeyStatus;
@@ -20,7 +20,8 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
-        self.tick(self.now());
+        let mut now = self.now();
+        self.tick(now);
         if self.is_closed() {
             return Err(SendError::Closed(message));
         }
@@ -39,7 +40,7 @@ impl<T: Serialize> Shared<T> {
         }
         let hash = codec::fingerprint(&encoded);
         if let Some(key) = &options.key {
-            match self.dedup.check(key, hash, self.now()) {
+            match self.dedup.check(key, hash, now) {
                 KeyStatus::New => {}
                 KeyStatus::Duplicate(original) => return self.duplicate(message, original),
                 KeyStatus::Conflict(original) => {
@@ -47,10 +48,11 @@ impl<T: Serialize> Shared<T> {
                 }
             }
         }
-        if let Err(no_room) = self.take_slots(1, wait) {
-            return Err(no_room.refuse(message));
+        match self.take_slots(1, wait) {
+            Ok(Waited::No) => {}
+            Ok(Waited::Yes) => now = self.now(),
+            Err(no_room) => return Err(no_room.refuse(message)),
         }
-        let now = self.now();
         let id = MessageId(self.next_id.fetch_add(1, Relaxed));
         if let Some(key) = &options.key {
             // Claimed only now that the message has room: a send that times
