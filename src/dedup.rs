@@ -9,7 +9,7 @@
 use crate::clock::Nanos;
 use crate::message::MessageId;
 use parking_lot::Mutex;
-use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -75,6 +75,7 @@ impl Dedup {
 
     /// Records `key` for message `id` unless it is live already; returns
     /// what was there. Only `New` means the key is now taken by `id`.
+    #[cfg(test)]
     pub(crate) fn claim(
         &self,
         key: &Arc<str>,
@@ -82,38 +83,69 @@ impl Dedup {
         id: MessageId,
         now: Nanos,
     ) -> KeyStatus {
-        self.insert(key, payload_hash, id, now.saturating_add(self.window), now)
+        let claimed = self.claim_with(key, payload_hash, id, now, || Ok::<(), ()>(()));
+        claimed.unwrap_or(KeyStatus::New)
     }
 
-    /// Records a key with a known expiry (used when restoring state).
-    pub(crate) fn insert(
+    /// Like `claim`, but takes the key only if `record` (called under the
+    /// shard's lock, only when the key is new) succeeds. A persistent queue
+    /// appends the message's record here, so that a duplicate send, which
+    /// needs this lock to see the key, can only find it once the original's
+    /// record is in the log (and then waits for that record to be durable).
+    pub(crate) fn claim_with<E>(
+        &self,
+        key: &Arc<str>,
+        payload_hash: u64,
+        id: MessageId,
+        now: Nanos,
+        record: impl FnOnce() -> Result<(), E>,
+    ) -> Result<KeyStatus, E> {
+        let mut shard = self.shard(key).lock();
+        shard.forget_expired(now);
+        if let Some(seen) = shard.keys.get(key).filter(|seen| seen.expires > now) {
+            return Ok(seen.status(payload_hash));
+        }
+        record()?;
+        let expires = now.saturating_add(self.window);
+        shard.put(
+            key,
+            Seen {
+                id,
+                payload_hash,
+                expires,
+            },
+        );
+        Ok(KeyStatus::New)
+    }
+
+    /// Restores a key with a known expiry; of two entries for one key, the
+    /// one that expires later wins.
+    pub(crate) fn restore(
         &self,
         key: &Arc<str>,
         payload_hash: u64,
         id: MessageId,
         expires: Nanos,
         now: Nanos,
-    ) -> KeyStatus {
+    ) {
         let mut shard = self.shard(key).lock();
         shard.forget_expired(now);
-        let seen = Seen {
-            id,
-            payload_hash,
-            expires,
-        };
-        match shard.keys.entry(Arc::clone(key)) {
-            MapEntry::Occupied(live) if live.get().expires > now => {
-                return live.get().status(payload_hash)
-            }
-            MapEntry::Occupied(mut old) => {
-                old.insert(seen);
-            }
-            MapEntry::Vacant(slot) => {
-                slot.insert(seen);
-            }
+        if expires <= now
+            || shard
+                .keys
+                .get(key)
+                .is_some_and(|seen| seen.expires >= expires)
+        {
+            return;
         }
-        shard.by_expiry.push_back((expires, Arc::clone(key)));
-        KeyStatus::New
+        shard.put(
+            key,
+            Seen {
+                id,
+                payload_hash,
+                expires,
+            },
+        );
     }
 
     /// How many keys are remembered (including some that expired but were
@@ -135,6 +167,11 @@ impl Seen {
 }
 
 impl Shard {
+    fn put(&mut self, key: &Arc<str>, seen: Seen) {
+        self.by_expiry.push_back((seen.expires, Arc::clone(key)));
+        self.keys.insert(Arc::clone(key), seen);
+    }
+
     fn forget_expired(&mut self, now: Nanos) {
         while let Some((expires, _)) = self.by_expiry.front() {
             if *expires > now {

@@ -91,12 +91,13 @@ impl<T> Delivery<T> {
         self.shared.release(self.id, self.token, None, None)
     }
 
-    /// A `nack` that records why the attempt failed; the text is kept with
-    /// the message and shown if it is dead-lettered.
+    /// A `nack` that records why the attempt failed; the text (up to
+    /// [`MAX_TEXT_BYTES`](crate::MAX_TEXT_BYTES)) is kept with the message
+    /// and shown if it is dead-lettered.
     pub fn fail(mut self, error: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
-        self.shared
-            .release(self.id, self.token, None, Some(error.into()))
+        let error = crate::producer::bounded_text(error.into());
+        self.shared.release(self.id, self.token, None, Some(error))
     }
 
     /// A `nack` with an explicit delay instead of the queue's backoff.
@@ -108,7 +109,8 @@ impl<T> Delivery<T> {
     /// Moves the message to the dead-letter queue now, with `reason`.
     pub fn dead_letter(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
-        self.shared.reject(self.id, self.token, reason.into())
+        let reason = crate::producer::bounded_text(reason.into());
+        self.shared.reject(self.id, self.token, reason)
     }
 
     /// Keeps the lease for `by` from now (the heartbeat of a long job).

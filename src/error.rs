@@ -38,6 +38,12 @@ impl StorageError {
         }
     }
 
+    /// Whether the journal stopped because of it (an I/O failure, a full
+    /// disk, or the echo of one), rather than refusing one record.
+    pub(crate) fn stops_the_journal(&self) -> bool {
+        self.is_poisoned() || self.io_error().is_some()
+    }
+
     fn root(&self) -> &WalError {
         let mut error = &*self.0;
         while let WalError::Poisoned(cause) = error {
@@ -194,8 +200,21 @@ pub enum SendError<T> {
         /// What the codec said.
         reason: String,
     },
+    /// The idempotency key is longer than
+    /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
+    #[error("idempotency key of {len} bytes exceeds the maximum of {max}")]
+    KeyTooLong {
+        /// The refused message.
+        message: T,
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The encoded payload is larger than the queue's
-    /// [`max_message_bytes`](crate::Builder::max_message_bytes).
+    /// [`max_message_bytes`](crate::Builder::max_message_bytes) (for a
+    /// batch on a persistent queue: the batch is larger than one write-ahead
+    /// frame, 16 MiB or `max_message_bytes` + 64 KiB, whichever is larger).
     #[error("message of {size} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// The refused message.
@@ -223,6 +242,7 @@ impl<T> SendError<T> {
             SendError::KeyConflict { message, .. }
             | SendError::Encode { message, .. }
             | SendError::TooLarge { message, .. }
+            | SendError::KeyTooLong { message, .. }
             | SendError::Storage { message, .. } => message,
         }
     }
@@ -241,6 +261,11 @@ impl<T> fmt::Debug for SendError<T> {
             SendError::Encode { reason, .. } => f
                 .debug_struct("Encode")
                 .field("reason", reason)
+                .finish_non_exhaustive(),
+            SendError::KeyTooLong { len, max, .. } => f
+                .debug_struct("KeyTooLong")
+                .field("len", len)
+                .field("max", max)
                 .finish_non_exhaustive(),
             SendError::TooLarge { size, max, .. } => f
                 .debug_struct("TooLarge")
@@ -312,6 +337,15 @@ pub enum RedriveError {
     /// The source queue is closed.
     #[error("queue is closed")]
     Closed,
+    /// The corrected payload is larger than the queue's
+    /// [`max_message_bytes`](crate::Builder::max_message_bytes).
+    #[error("corrected payload of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The corrected payload could not be encoded for the write-ahead file.
     #[error("corrected payload could not be encoded: {0}")]
     Encode(String),

@@ -119,7 +119,7 @@ pub use delivery::Delivery;
 pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError, StorageError};
 pub use event::Event;
 pub use message::MessageId;
-pub use producer::{Producer, SendOptions, Sent};
+pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::Queue;
 pub use stats::Stats;
 pub use topic::{

@@ -8,6 +8,25 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// The longest error text or dead-letter reason kept, in bytes; longer ones
+/// are cut (at a character boundary).
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// Cuts `text` to [`MAX_TEXT_BYTES`].
+pub(crate) fn bounded_text(mut text: String) -> String {
+    if text.len() > MAX_TEXT_BYTES {
+        let mut end = MAX_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// Options for one send: an idempotency key and a delay.
 ///
 /// ```
@@ -33,7 +52,7 @@ impl SendOptions {
     /// queue's dedup window enqueues nothing and returns
     /// [`Sent::Duplicate`] with the first message's id (even after that
     /// message was acknowledged). The same key with a different payload is
-    /// refused with [`SendError::KeyConflict`].
+    /// refused with [`SendError::KeyConflict`]. At most [`MAX_KEY_BYTES`].
     pub fn key(mut self, key: impl Into<Arc<str>>) -> Self {
         self.key = Some(key.into());
         self

@@ -106,6 +106,11 @@ impl<T: Message> Queue<T> {
         self.shared.disk_usage()
     }
 
+    #[cfg(test)]
+    pub(crate) fn journal_poisoned(&self) -> bool {
+        self.shared.journal_poisoned()
+    }
+
     /// For a persistent queue, what opening it found and repaired: files
     /// and records replayed, a torn tail truncated, damaged regions skipped
     /// by salvage. `None` for an in-memory queue.

@@ -37,6 +37,7 @@ pub(crate) struct PersistConfig {
 #[derive(Debug)]
 pub(crate) struct Journal {
     wal: Wal,
+    max_frame: usize,
 }
 
 impl Journal {
@@ -63,11 +64,18 @@ impl Journal {
         options.durability = config.durability;
         options.segment_size = config.segment_size;
         options.salvage = config.salvage;
-        // Room for the largest message and its metadata (key, times).
-        let frame = max_message_bytes.saturating_add(64 << 10);
+        // Room for the largest message with its key and texts
+        // (each at most 4 KiB), and for batches of many small ones.
+        let frame = max_message_bytes.saturating_add(64 << 10).max(16 << 20);
         options.max_frame = u32::try_from(frame).unwrap_or(u32::MAX);
+        let max_frame = options.max_frame() as usize;
         let (wal, recovered) = Wal::open(storage, options).map_err(open_error)?;
-        Ok((Journal { wal }, recovered))
+        Ok((Journal { wal, max_frame }, recovered))
+    }
+
+    /// The largest frame (one append) in bytes of records.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// Appends records (one frame: they recover together or not at all).
@@ -95,6 +103,12 @@ impl Journal {
     /// durability level.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
         Ok(self.wal.sync()?)
+    }
+
+    /// Whether the writer has stopped after a failure.
+    #[cfg(test)]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.wal.is_poisoned()
     }
 
     /// Bytes of log files in the directory.

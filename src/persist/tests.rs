@@ -184,3 +184,213 @@ fn a_message_that_kills_every_delivery_ends_dead_lettered_after_max_receives_res
     assert_eq!(letters.len(), 1);
     assert_eq!((letters[0].id(), letters[0].receive_count()), (id, 3));
 }
+
+// Regressions found in review: each failed before its fix.
+
+fn sim_builder(clock: &ManualClock) -> crate::Builder<u32> {
+    Queue::builder().path("sim").clock(clock.clone())
+}
+
+fn on(disk: &SimStorage) -> Arc<dyn Storage> {
+    Arc::new(disk.clone())
+}
+
+#[test]
+fn regression_a_key_survives_a_reopen_when_an_older_live_message_holds_it() {
+    let disk = SimStorage::new();
+    let clock = ManualClock::new();
+    let open = || {
+        sim_builder(&clock)
+            .dedup_window(60 * SEC)
+            .open_on_storage(on(&disk))
+            .unwrap()
+    };
+    let queue = open();
+    let producer = queue.producer();
+    // A holds key k but is delayed an hour, long past its key's window.
+    producer
+        .send_with(1, SendOptions::new().key("k").delay(3600 * SEC))
+        .unwrap();
+    clock.advance(120 * SEC);
+    // B takes the key anew and is acked.
+    assert!(!producer
+        .send_with(2, SendOptions::new().key("k"))
+        .unwrap()
+        .is_duplicate());
+    queue.consumer().try_recv().unwrap().ack().unwrap();
+    drop((producer, queue));
+
+    let queue = open();
+    let again = queue
+        .producer()
+        .send_with(2, SendOptions::new().key("k"))
+        .unwrap();
+    assert!(again.is_duplicate(), "B's key was forgotten: {again:?}");
+}
+
+#[test]
+fn regression_an_overlong_key_is_refused_and_claims_nothing() {
+    let disk = SimStorage::new();
+    let clock = ManualClock::new();
+    let events = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let queue = sim_builder(&clock)
+        .max_message_bytes(1024)
+        .on_event(move |event| seen.lock().push(event.clone()))
+        .open_on_storage(on(&disk))
+        .unwrap();
+    let producer = queue.producer();
+    let key = "x".repeat(crate::MAX_KEY_BYTES + 1);
+    for _ in 0..2 {
+        let refused = producer.send_with(5, SendOptions::new().key(key.as_str()));
+        assert!(
+            matches!(
+                refused,
+                Err(crate::SendError::KeyTooLong { message: 5, .. })
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        producer.send(6).unwrap(),
+        MessageId(1),
+        "no id was used, nothing poisoned"
+    );
+    assert!(events.lock().is_empty(), "{:?}", events.lock());
+}
+
+#[test]
+fn regression_large_batches_fit_in_frames() {
+    let disk = SimStorage::new();
+    let clock = ManualClock::new();
+    let queue = sim_builder(&clock)
+        .max_message_bytes(1024)
+        .capacity(20_000)
+        .open_on_storage(on(&disk))
+        .unwrap();
+    queue.producer().send_batch((0..6000).collect()).unwrap();
+    let batch = queue.consumer().recv_batch(6000, Duration::ZERO).unwrap();
+    assert_eq!(batch.len(), 6000);
+    assert!(batch.iter().zip(0..).all(|(delivery, n)| **delivery == n));
+}
+
+#[test]
+fn regression_an_event_hook_may_call_back_when_the_journal_fails() {
+    let disk = SimStorage::new();
+    let clock = ManualClock::new();
+    let cell: Arc<std::sync::OnceLock<Queue<u32>>> = Arc::new(std::sync::OnceLock::new());
+    let hook_cell = cell.clone();
+    let queue = sim_builder(&clock)
+        .on_event(move |event| {
+            if let (crate::Event::Poisoned { .. }, Some(queue)) = (event, hook_cell.get()) {
+                let _ = queue.stats(); // a hook that looks at the queue
+            }
+        })
+        .open_on_storage(on(&disk))
+        .unwrap();
+    queue.producer().send_batch(vec![1, 2]).unwrap();
+    let consumer = queue.consumer();
+    let (first, second) = (consumer.try_recv().unwrap(), consumer.try_recv().unwrap());
+    // A release nobody waits for fails in the writer; nobody is told yet.
+    disk.fail_write(1);
+    let _ = first.nack();
+    let deadline = std::time::Instant::now() + 10 * SEC;
+    while !queue.journal_poisoned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never failed"
+        );
+        std::thread::yield_now();
+    }
+    let _ = cell.set(queue);
+    // The next dead-lettering hears of it first, with the store's lock taken.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || drop(tx.send(second.dead_letter("bad"))));
+    let settled = rx.recv_timeout(10 * SEC).expect("dead_letter deadlocked");
+    assert!(
+        matches!(settled, Err(crate::SettleError::Storage(_))),
+        "{settled:?}"
+    );
+}
+
+#[test]
+fn regression_a_duplicate_is_reported_only_once_its_original_is_durable() {
+    let clock = ManualClock::new();
+    for round in 0..40u32 {
+        let disk = SimStorage::new();
+        disk.sync_delay(Duration::from_millis(2));
+        let queue: Arc<Queue<Vec<u8>>> = Arc::new(
+            Queue::builder()
+                .path("sim")
+                .clock(clock.clone())
+                .open_on_storage(on(&disk))
+                .unwrap(),
+        );
+        let key = format!("k{round}");
+        let body = vec![round as u8; 100_000];
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let original = {
+            let (queue, key, body, start) =
+                (queue.clone(), key.clone(), body.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                queue
+                    .producer()
+                    .send_with(body, SendOptions::new().key(key.as_str()))
+            })
+        };
+        start.wait();
+        let resent = queue
+            .producer()
+            .send_with(body, SendOptions::new().key(key.as_str()));
+        // The moment a duplicate is reported, cut the power.
+        let crashed =
+            matches!(resent, Ok(crate::Sent::Duplicate(_))).then(|| disk.crash(Torn::Lost));
+        original.join().unwrap().unwrap();
+        drop(queue);
+        if let Some(crashed) = crashed {
+            let queue: Queue<Vec<u8>> = Queue::builder()
+                .path("sim")
+                .clock(clock.clone())
+                .open_on_storage(on(&crashed))
+                .unwrap();
+            assert!(
+                queue.consumer().try_recv().is_ok(),
+                "round {round}: the original was lost"
+            );
+        }
+    }
+}
+
+#[test]
+fn regression_a_long_dead_letter_reason_is_cut_and_recorded() {
+    let disk = SimStorage::new();
+    let clock = ManualClock::new();
+    let open = || {
+        sim_builder(&clock)
+            .max_message_bytes(1024)
+            .open_on_storage(on(&disk))
+            .unwrap()
+    };
+    let queue = open();
+    queue.producer().send(9).unwrap();
+    let delivery = queue.consumer().try_recv().unwrap();
+    delivery.dead_letter("r".repeat(70_000)).unwrap();
+    let letters = queue.dead_letters().list();
+    let crate::DeadLetterReason::Rejected(reason) = letters[0].reason() else {
+        panic!("{:?}", letters[0].reason());
+    };
+    assert_eq!(reason.len(), crate::MAX_TEXT_BYTES);
+    assert_eq!(queue.dead_letters().purge(), Ok(1));
+    queue.producer().send(10).unwrap();
+    drop(queue);
+
+    let queue = open();
+    let consumer = queue.consumer();
+    let mut back = Vec::new();
+    while let Ok(delivery) = consumer.try_recv() {
+        back.push(*delivery);
+        delivery.ack().unwrap();
+    }
+    assert_eq!(back, [10], "the purged message came back");
+}

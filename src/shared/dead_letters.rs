@@ -23,7 +23,8 @@ impl<T> Shared<T> {
     pub(crate) fn purge(&self) -> Result<usize, StorageError> {
         let (purged, ticket) = self
             .dead
-            .clear_logged(|| self.log(&[Record::PurgeDeadLetters]))?;
+            .clear_logged(|| self.append(&[Record::PurgeDeadLetters]))
+            .map_err(|e| self.failed(e))?;
         Counters::bump(&self.counters.purged, purged as u64);
         self.durable(ticket)?;
         Ok(purged)
@@ -45,6 +46,12 @@ impl<T: Serialize> Shared<T> {
             (Some(_), Some(payload)) => Some(codec::encode(payload).map_err(RedriveError::Encode)?),
             _ => None,
         };
+        if let Some(size) = encoded.as_ref().map(Vec::len) {
+            let max = self.config.max_message_bytes;
+            if size > max {
+                return Err(RedriveError::TooLarge { size, max });
+            }
+        }
         match self.take_slots(1, Wait::No) {
             Ok(_) => {}
             Err(NoRoom::Closed) => return Err(RedriveError::Closed),
@@ -52,7 +59,7 @@ impl<T: Serialize> Shared<T> {
         }
         let now = self.now();
         let removed = self.dead.remove_logged(id, |_| {
-            self.log(&[Record::Redrive {
+            self.append(&[Record::Redrive {
                 id: id.0,
                 at: now,
                 payload: encoded.as_deref(),
@@ -62,7 +69,7 @@ impl<T: Serialize> Shared<T> {
             Some(Ok(removed)) => removed,
             Some(Err(error)) => {
                 self.free_slots(1);
-                return Err(RedriveError::Storage(error));
+                return Err(RedriveError::Storage(self.failed(error)));
             }
             None => {
                 self.free_slots(1); // redriven or purged meanwhile

@@ -266,15 +266,19 @@ impl<T> Shared<T> {
     // ----- the journal -------------------------------------------------------
 
     /// Appends records to the journal, if the queue has one, without
-    /// waiting for them to be durable.
+    /// waiting for them to be durable and without telling the event hook
+    /// about a failure: safe under a lock. Pass an error through
+    /// [`failed`](Self::failed) once the lock is released.
+    fn append(&self, records: &[Record<'_>]) -> Result<Option<Ticket>, StorageError> {
+        match &self.journal {
+            Some(journal) => journal.append(records).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`append`](Self::append), reporting a failure. Not under a lock.
     fn log(&self, records: &[Record<'_>]) -> Result<Option<Ticket>, StorageError> {
-        let Some(journal) = &self.journal else {
-            return Ok(None);
-        };
-        journal
-            .append(records)
-            .map(Some)
-            .map_err(|e| self.failed(e))
+        self.append(records).map_err(|e| self.failed(e))
     }
 
     /// Waits until a logged record is as durable as the queue promises.
@@ -291,9 +295,10 @@ impl<T> Shared<T> {
         self.durable(ticket)
     }
 
-    /// Tells the event hook (once) that the journal stopped.
+    /// Tells the event hook (once) that the journal stopped, if `error` is
+    /// such a failure. Never call it under a lock: the hook may call back.
     fn failed(&self, error: StorageError) -> StorageError {
-        if !self.poison_reported.swap(true, SeqCst) {
+        if error.stops_the_journal() && !self.poison_reported.swap(true, SeqCst) {
             self.emit(|| Event::Poisoned {
                 error: error.clone(),
             });
@@ -303,10 +308,13 @@ impl<T> Shared<T> {
 
     // ----- observing -------------------------------------------------------
 
-    /// Tells the event hook, if there is one.
+    /// Tells the event hook, if there is one. A panic in the hook is
+    /// contained: it must not leave a message half moved.
     fn emit(&self, event: impl FnOnce() -> Event) {
         if let Some(hook) = &self.config.on_event {
-            (hook.0)(&event());
+            let event = event();
+            let call = std::panic::AssertUnwindSafe(|| (hook.0)(&event));
+            let _ = std::panic::catch_unwind(call);
         }
     }
 
@@ -319,6 +327,11 @@ impl<T> Shared<T> {
             Some(journal) => journal.sync().map_err(|e| self.failed(e)),
             None => Ok(()),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn journal_poisoned(&self) -> bool {
+        self.journal.as_ref().is_some_and(Journal::is_poisoned)
     }
 
     pub(crate) fn disk_usage(&self) -> Result<u64, StorageError> {

@@ -3,7 +3,7 @@
 use super::{Next, Shared, Wait};
 use crate::clock::{self, Nanos};
 use crate::delivery::Delivery;
-use crate::error::RecvError;
+use crate::error::{RecvError, StorageError};
 use crate::event::Event;
 use crate::message::Entry;
 use crate::stats::Counters;
@@ -11,6 +11,10 @@ use crate::wal::Record;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Receive records per frame in a batch (about 13 bytes each, far below the
+/// smallest frame limit).
+const RECEIVES_PER_FRAME: usize = 65_536;
 
 impl<T> Shared<T> {
     /// Receives one message.
@@ -94,14 +98,7 @@ impl<T> Shared<T> {
             return Ok(Vec::new());
         }
         if self.journal.is_some() {
-            let records: Vec<Record<'_>> = entries
-                .iter()
-                .map(|entry| Record::Receive {
-                    id: entry.id.0,
-                    receive_count: entry.receive_count,
-                })
-                .collect();
-            if let Err(error) = self.log_durably(&records) {
+            if let Err(error) = self.log_receives(&entries) {
                 self.unreceive(entries, now);
                 return Err(RecvError::Storage(error));
             }
@@ -113,6 +110,23 @@ impl<T> Shared<T> {
             .collect();
         self.register_deadline(deadline);
         Ok(deliveries)
+    }
+
+    /// Records the receives of a batch, in frames of at most
+    /// `RECEIVES_PER_FRAME` records, and waits for the last.
+    fn log_receives(&self, entries: &[Entry<T>]) -> Result<(), StorageError> {
+        let mut ticket = None;
+        for chunk in entries.chunks(RECEIVES_PER_FRAME) {
+            let records: Vec<Record<'_>> = chunk
+                .iter()
+                .map(|entry| Record::Receive {
+                    id: entry.id.0,
+                    receive_count: entry.receive_count,
+                })
+                .collect();
+            ticket = self.log(&records)?;
+        }
+        self.durable(ticket)
     }
 
     fn lease_deadline(&self, now: Nanos) -> Nanos {
@@ -162,10 +176,8 @@ impl<T> Shared<T> {
         let mut visible = due;
         for (expired_at, entry) in expired {
             Counters::bump(&self.counters.expired, 1);
-            self.emit(|| Event::LeaseExpired {
-                id: entry.id,
-                receive_count: entry.receive_count,
-            });
+            let (id, receive_count) = (entry.id, entry.receive_count);
+            self.emit(|| Event::LeaseExpired { id, receive_count });
             // A failed record poisons the journal and is reported there;
             // the message still moves on in memory.
             match self.after_failure(entry, None, expired_at) {
@@ -174,7 +186,7 @@ impl<T> Shared<T> {
                 }
                 Next::VisibleAt(at, entry) => {
                     let _ = self.log(&[Record::Release {
-                        id: entry.id.0,
+                        id: id.0,
                         visible_at: at,
                         error: None,
                     }]);

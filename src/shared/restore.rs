@@ -23,6 +23,13 @@ impl<T: DeserializeOwned> Shared<T> {
     /// was lowered since): sends wait until the queue is below it again.
     pub(crate) fn restore(&self, recovered: Recovered) -> Result<(), OpenError> {
         let now = self.now();
+        if recovered.next_id > MAX_ID {
+            return Err(OpenError::Corrupted {
+                file: String::new(),
+                offset: 0,
+                reason: format!("message id {} is out of range", recovered.next_id),
+            });
+        }
         self.next_id.store(recovered.next_id.max(1), SeqCst);
         for key in &recovered.dedup_keys {
             self.remember_key(key, now);
@@ -66,18 +73,16 @@ impl<T: DeserializeOwned> Shared<T> {
     }
 
     fn remember_key(&self, key: &RecoveredKey, now: Nanos) {
-        if key.expires_at > now {
-            let name: Arc<str> = key.key.as_str().into();
-            self.dedup.insert(
-                &name,
-                key.payload_hash,
-                MessageId(key.id),
-                key.expires_at,
-                now,
-            );
-        }
+        let name: Arc<str> = key.key.as_str().into();
+        let id = MessageId(key.id);
+        self.dedup
+            .restore(&name, key.payload_hash, id, key.expires_at, now);
     }
 }
+
+/// Ids above this are refused on open: a log claiming such an id (which a
+/// queue cannot reach by sending) is damaged, and ids must never wrap.
+const MAX_ID: u64 = 1 << 62;
 
 /// A recovered message, decoded.
 struct Restored<T> {

@@ -6,12 +6,16 @@ use crate::codec;
 use crate::dedup::KeyStatus;
 use crate::error::SendError;
 use crate::message::{Entry, MessageId};
+use crate::producer::MAX_KEY_BYTES;
 use crate::producer::{SendOptions, Sent};
 use crate::stats::Counters;
 use crate::wal::{KeyRef, Record};
 use serde::Serialize;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
+
+/// An upper bound on an enqueue record's bytes besides its payload.
+const ENQUEUE_OVERHEAD: usize = 64;
 
 impl<T: Serialize> Shared<T> {
     pub(crate) fn send(
@@ -38,6 +42,15 @@ impl<T: Serialize> Shared<T> {
             let (size, max) = (encoded.len(), self.config.max_message_bytes);
             return Err(SendError::TooLarge { message, size, max });
         }
+        if let Some(len) = options
+            .key
+            .as_ref()
+            .map(|k| k.len())
+            .filter(|&l| l > MAX_KEY_BYTES)
+        {
+            let max = MAX_KEY_BYTES;
+            return Err(SendError::KeyTooLong { message, len, max });
+        }
         let hash = codec::fingerprint(&encoded);
         if let Some(key) = &options.key {
             match self.dedup.check(key, hash, now) {
@@ -54,21 +67,6 @@ impl<T: Serialize> Shared<T> {
             Err(no_room) => return Err(no_room.refuse(message)),
         }
         let id = MessageId(self.next_id.fetch_add(1, Relaxed));
-        if let Some(key) = &options.key {
-            // Claimed only now that the message has room: a send that times
-            // out must not leave its key behind.
-            match self.dedup.claim(key, hash, id, now) {
-                KeyStatus::New => {}
-                KeyStatus::Duplicate(original) => {
-                    self.free_slots(1);
-                    return self.duplicate(message, original);
-                }
-                KeyStatus::Conflict(original) => {
-                    self.free_slots(1);
-                    return Err(SendError::KeyConflict { message, original });
-                }
-            }
-        }
         let delay = clock::duration_nanos(options.delay);
         let record = Record::Enqueue {
             id: id.0,
@@ -81,7 +79,33 @@ impl<T: Serialize> Shared<T> {
             }),
             payload: &encoded,
         };
-        if let Err(error) = self.log_durably(&[record]) {
+        let mut ticket = None;
+        let appended = match &options.key {
+            // The key is claimed only now that the message has room (a send
+            // that times out leaves no key behind), and only together with
+            // its record (see `Dedup::claim_with`).
+            Some(key) => self.dedup.claim_with(key, hash, id, now, || {
+                ticket = self.append(&[record])?;
+                Ok(())
+            }),
+            None => self.append(&[record]).map(|appended| {
+                ticket = appended;
+                KeyStatus::New
+            }),
+        };
+        let error = match appended {
+            Ok(KeyStatus::New) => self.durable(ticket).err(),
+            Ok(KeyStatus::Duplicate(original)) => {
+                self.free_slots(1);
+                return self.duplicate(message, original);
+            }
+            Ok(KeyStatus::Conflict(original)) => {
+                self.free_slots(1);
+                return Err(SendError::KeyConflict { message, original });
+            }
+            Err(error) => Some(self.failed(error)),
+        };
+        if let Some(error) = error {
             self.free_slots(1);
             return Err(SendError::Storage { message, error });
         }
@@ -142,6 +166,21 @@ impl<T: Serialize> Shared<T> {
                         })
                     }
                 }
+            }
+        }
+        if let Some(journal) = &self.journal {
+            // One frame, so that the batch recovers all or nothing.
+            let size: usize = encoded
+                .iter()
+                .map(|bytes| bytes.len() + ENQUEUE_OVERHEAD)
+                .sum();
+            if size > journal.max_frame() {
+                let max = journal.max_frame();
+                return Err(SendError::TooLarge {
+                    message: messages,
+                    size,
+                    max,
+                });
             }
         }
         if let Err(no_room) = self.take_slots(messages.len(), wait) {

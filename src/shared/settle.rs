@@ -124,7 +124,7 @@ impl<T> Shared<T> {
             .is_some()
             .then(|| letter.reason().clone());
         let logged = self.dead.insert_logged(letter, |letter| {
-            self.log(&[Record::DeadLetter {
+            self.append(&[Record::DeadLetter {
                 id: id.0,
                 at,
                 reason: match letter.reason() {
@@ -134,6 +134,7 @@ impl<T> Shared<T> {
                 error: error.as_deref(),
             }])
         });
+        let logged = logged.map_err(|e| self.failed(e));
         Counters::bump(&self.counters.dead_lettered, 1);
         self.free_slots(1);
         if let Some(reason) = event_reason {

@@ -190,6 +190,12 @@ impl Wal {
         outcome.recv().unwrap_or(Err(WalError::Closed))
     }
 
+    /// Whether an earlier write or sync failed.
+    #[cfg(test)]
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.shared.state.lock().poison.is_some()
+    }
+
     /// Bytes of log files in the directory (for the compaction bound).
     pub(crate) fn disk_usage(&self) -> Result<u64, WalError> {
         let io = |e| WalError::io("list", self.storage.describe(""), e);

@@ -224,17 +224,20 @@ impl Replay {
     }
 
     /// Keys of gone messages that are still in their window (as far as the
-    /// log can tell) and not taken over by a live message, sorted by key.
+    /// log can tell) and not superseded by a live message holding the same
+    /// key for at least as long, sorted by key.
     pub(crate) fn gone_keys(&self) -> Vec<&RecoveredKey> {
-        let held: std::collections::HashSet<&str> = self
-            .messages
-            .values()
-            .filter_map(|m| m.key.as_ref().map(|k| k.key.as_str()))
-            .collect();
+        let mut held: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for key in self.messages.values().filter_map(|m| m.key.as_ref()) {
+            let expires = held.entry(key.key.as_str()).or_insert(0);
+            *expires = (*expires).max(key.expires_at);
+        }
+        let superseded =
+            |k: &RecoveredKey| held.get(k.key.as_str()).is_some_and(|&e| e >= k.expires_at);
         let mut keys: Vec<&RecoveredKey> = self
             .gone_keys
             .values()
-            .filter(|k| k.expires_at > self.log_time && !held.contains(k.key.as_str()))
+            .filter(|k| k.expires_at > self.log_time && !superseded(k))
             .collect();
         keys.sort_by(|a, b| a.key.cmp(&b.key));
         keys
