@@ -65,7 +65,7 @@ impl<T> DeadLetter<T> {
 
     /// The idempotency key it was sent with, if any.
     pub fn key(&self) -> Option<&str> {
-        self.entry.key.as_deref()
+        self.entry.key().map(|key| &**key)
     }
 
     /// The payload.
@@ -96,7 +96,7 @@ impl<T> DeadLetter<T> {
     /// The error texts consumers gave with
     /// [`Delivery::fail`](crate::Delivery::fail), oldest first.
     pub fn errors(&self) -> &[String] {
-        &self.entry.errors
+        self.entry.errors()
     }
 }
 

@@ -44,7 +44,7 @@ impl<T> Delivery<T> {
             payload: Arc::clone(&entry.payload),
             id: entry.id,
             token,
-            key: entry.key.clone(),
+            key: entry.key().cloned(),
             receive_count: entry.receive_count,
             enqueued_at: entry.enqueued_at,
             settled: false,

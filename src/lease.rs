@@ -200,17 +200,11 @@ impl Hasher for IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn entry(id: u64) -> Entry<u32> {
-        Entry {
-            id: MessageId(id),
-            payload: Arc::new(id as u32),
-            enqueued_at: 0,
-            receive_count: 1,
-            key: None,
-            errors: Vec::new(),
-        }
+        let mut entry = Entry::new(MessageId(id), id as u32, 0, None);
+        entry.receive_count = 1;
+        entry
     }
 
     #[test]

@@ -92,17 +92,9 @@ impl<T> DelayQueue<T> {
 mod tests {
     use super::*;
     use crate::message::MessageId;
-    use std::sync::Arc;
 
     fn entry(id: u64) -> Entry<()> {
-        Entry {
-            id: MessageId(id),
-            payload: Arc::new(()),
-            enqueued_at: 0,
-            receive_count: 0,
-            key: None,
-            errors: Vec::new(),
-        }
+        Entry::new(MessageId(id), (), 0, None)
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl<T: Serialize> Shared<T> {
         };
         let mut entry = letter.into_entry();
         entry.receive_count = 0;
-        entry.errors.clear();
+        entry.set_errors(Vec::new());
         if let Some(payload) = replacement {
             entry.payload = Arc::new(payload);
         }

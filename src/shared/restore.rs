@@ -96,13 +96,12 @@ fn decode<T: DeserializeOwned>(message: RecoveredMessage) -> Result<Restored<T>,
     let payload = codec::decode::<T>(&message.payload)
         .map_err(|reason| OpenError::Undecodable { id, reason })?;
     Ok(Restored {
-        entry: Entry {
-            id,
-            payload: Arc::new(payload),
-            enqueued_at: message.enqueued_at,
-            receive_count: message.receive_count,
-            key: message.key.map(|key| key.key.into()),
-            errors: message.errors,
+        entry: {
+            let key = message.key.map(|key| key.key.into());
+            let mut entry = Entry::new(id, payload, message.enqueued_at, key);
+            entry.receive_count = message.receive_count;
+            entry.set_errors(message.errors);
+            entry
         },
         visible_at: message.visible_at,
         dead: message.dead.map(|dead| (dead.at, dead.reason)),

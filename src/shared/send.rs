@@ -12,7 +12,6 @@ use crate::stats::Counters;
 use crate::wal::{KeyRef, Record};
 use serde::Serialize;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::Arc;
 
 /// An upper bound on an enqueue record's bytes besides its payload.
 const ENQUEUE_OVERHEAD: usize = 64;
@@ -109,14 +108,7 @@ impl<T: Serialize> Shared<T> {
             self.free_slots(1);
             return Err(SendError::Storage { message, error });
         }
-        let entry = Entry {
-            id,
-            payload: Arc::new(message),
-            enqueued_at: now,
-            receive_count: 0,
-            key: options.key,
-            errors: Vec::new(),
-        };
+        let entry = Entry::new(id, message, now, options.key);
         Counters::bump(&self.counters.sent, 1);
         self.make_visible(entry, delay, now);
         Ok(Sent::Enqueued(id))
@@ -211,14 +203,7 @@ impl<T: Serialize> Shared<T> {
         }
         drop(records);
         for (id, message) in ids.iter().zip(messages) {
-            let entry = Entry {
-                id: *id,
-                payload: Arc::new(message),
-                enqueued_at: now,
-                receive_count: 0,
-                key: None,
-                errors: Vec::new(),
-            };
+            let entry = Entry::new(*id, message, now, None);
             self.ready.push(entry, now);
         }
         Counters::bump(&self.counters.sent, count);

@@ -34,7 +34,9 @@ impl<T> Shared<T> {
         let now = self.now();
         self.tick(now);
         let mut entry = self.leases.remove(id, token, now)?;
-        entry.errors.extend(error.clone());
+        if let Some(error) = &error {
+            entry.push_error(error.clone());
+        }
         Counters::bump(&self.counters.nacked, 1);
         match self.after_failure(entry, delay.map(clock::duration_nanos), now) {
             Next::Dead(entry, reason) => {
