@@ -639,3 +639,32 @@ fn disk_use_stays_bounded_under_churn() {
         assert_eq!((&**delivery, delivery.receive_count()), (&vec![i; 64], 2));
     }
 }
+
+/// DESIGN section 3: "Disk use stays bounded ... whatever the consumer
+/// pattern", also for a queue reopened often (a CLI tool, a service in a
+/// restart loop): every open starts a new segment, and opening compacts
+/// once they pile up.
+#[test]
+fn reopening_often_keeps_disk_use_bounded() {
+    const SEGMENT: u64 = 16 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut most = (0, 0);
+    for i in 0..300u32 {
+        let queue: Queue<Vec<u8>> = Queue::builder()
+            .path(dir.path())
+            .segment_size(SEGMENT)
+            .open()
+            .unwrap();
+        queue.producer().send(i.to_le_bytes().repeat(16)).unwrap();
+        queue.consumer().try_recv().unwrap().ack().unwrap();
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        most = most.max((queue.disk_usage().unwrap(), files));
+    }
+    // Nothing is live: FORMAT.md section 8 promises below about 2 segments.
+    assert!(
+        most.0 <= 2 * SEGMENT + 4096,
+        "300 opens with nothing live left {} bytes in {} files",
+        most.0,
+        most.1
+    );
+}

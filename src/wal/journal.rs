@@ -24,6 +24,12 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Appends wait while the writer has this many bytes still to write.
+const MAX_PENDING_BYTES: usize = 4 << 20;
+
+/// Sealed segments that make an open compact them (FORMAT.md, section 8).
+const COMPACT_AT_OPEN_FILES: usize = 8;
+
 /// A place in the log: what [`Wal::append`] returns and [`Wal::commit`]
 /// waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,8 +76,14 @@ impl Wal {
             base_bytes: layout.base_bytes,
             sealed_bytes: layout.sealed_bytes,
         };
-        if !recovered.report.salvaged.is_empty() {
-            // Rewrite the damaged files now, so the damage is gone from disk.
+        // Each open starts a new segment, so a queue reopened often would
+        // pile up small files that only a rotation compacts: compact at
+        // open too once there are many, or once they outgrow a segment.
+        let piled_up = options.auto_compact
+            && (layout.sealed_files >= COMPACT_AT_OPEN_FILES
+                || layout.sealed_bytes >= layout.base_bytes.max(options.segment_size));
+        if !recovered.report.salvaged.is_empty() || piled_up {
+            // Rewrite the files now (a salvaged one: so the damage is gone).
             let report = compact(&*storage, layout.next_seq - 1, &options)?;
             writer.base_bytes = report.bytes_out;
             writer.sealed_bytes = 0;
@@ -123,6 +135,15 @@ impl Wal {
         if body.is_empty() {
             return Ok(Ticket(st.appended));
         }
+        // Backpressure: a writer that falls behind (under `Interval` and
+        // `None` nobody waits for it) must not let memory grow unbounded.
+        while st.pending_bytes >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
+            self.shared.done.wait(&mut st);
+        }
+        if let Some(poison) = &st.poison {
+            return Err(WalError::Poisoned(Arc::clone(poison)));
+        }
+        st.pending_bytes += body.len();
         st.queue.push(body);
         st.appended += 1;
         self.shared.work.notify_one();
@@ -130,10 +151,17 @@ impl Wal {
     }
 
     /// Waits until the frame of `ticket` (and every frame before it) is
-    /// as durable as the durability level promises: on disk under `Sync`,
-    /// handed to the OS otherwise.
+    /// as durable as the durability level promises: on disk under `Sync`.
+    /// Under `Interval` and `None` it does not wait at all (the writer
+    /// thread writes continuously): it only reports an earlier failure.
     pub(crate) fn commit(&self, ticket: Ticket) -> Result<(), WalError> {
-        self.wait(ticket, self.durability == Durability::Sync)
+        if self.durability == Durability::Sync {
+            return self.wait(ticket, true);
+        }
+        match &self.shared.state.lock().poison {
+            Some(poison) => Err(WalError::Poisoned(Arc::clone(poison))),
+            None => Ok(()),
+        }
     }
 
     /// [`Wal::append`] then [`Wal::commit`].
@@ -190,6 +218,13 @@ impl Wal {
         outcome.recv().unwrap_or(Err(WalError::Closed))
     }
 
+    /// Waits until every frame appended so far is written to the OS.
+    #[cfg(test)]
+    pub(crate) fn wait_written(&self) -> Result<(), WalError> {
+        let ticket = Ticket(self.shared.state.lock().appended);
+        self.wait(ticket, false)
+    }
+
     /// Whether an earlier write or sync failed.
     #[cfg(test)]
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -204,7 +239,12 @@ impl Wal {
             if super::format::parse_file_name(&name).is_some()
                 || name.ends_with(super::format::TMP_SUFFIX)
             {
-                total += self.storage.len(&name).map_err(io)?;
+                match self.storage.len(&name) {
+                    Ok(len) => total += len,
+                    // Removed by a compaction since the listing.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
             }
         }
         Ok(total)

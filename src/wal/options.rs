@@ -9,12 +9,14 @@ pub enum Durability {
     /// An append returns only after its record is on disk (`fdatasync`);
     /// concurrent appends share one sync.
     Sync,
-    /// An append returns once its record is handed to the OS (it survives
-    /// a crash of the process); the file is synced at least every `d`, so
-    /// a power loss loses at most the last `d`.
+    /// Operations return without waiting for the disk; records are written
+    /// as they come and synced at least every `d`, so a crash (of the
+    /// process or the machine) loses at most the operations of the last `d`.
     Interval(Duration),
-    /// An append returns once its record is handed to the OS (it survives
-    /// a crash of the process); when it reaches the disk is up to the OS.
+    /// Operations return without waiting; records are written as they come
+    /// and never synced by spool, so a crash of the process loses the last
+    /// moments (records not yet written), and a power loss whatever the OS
+    /// had not yet put on disk.
     None,
 }
 

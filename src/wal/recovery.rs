@@ -99,6 +99,8 @@ pub(crate) struct Layout {
     pub(crate) base_bytes: u64,
     /// Size of the other files.
     pub(crate) sealed_bytes: u64,
+    /// How many other files there are.
+    pub(crate) sealed_files: usize,
 }
 
 fn io_err(
@@ -336,6 +338,7 @@ pub(crate) fn recover(
             layout.base_bytes += len;
         } else {
             layout.sealed_bytes += len;
+            layout.sealed_files += 1;
         }
     }
     let (messages, dedup_keys, next_id) = state.finish();

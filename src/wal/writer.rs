@@ -43,6 +43,8 @@ pub(crate) type CompactionReply = Sender<Result<CompactionReport, WalError>>;
 pub(crate) struct State {
     /// Frame bodies waiting for the writer, in ticket order.
     pub(crate) queue: Vec<Vec<u8>>,
+    /// Their bytes: appends wait while it exceeds `MAX_PENDING_BYTES`.
+    pub(crate) pending_bytes: usize,
     /// Tickets handed out (the last one's number).
     pub(crate) appended: u64,
     /// Tickets up to this one are in the OS.
@@ -171,6 +173,11 @@ impl Writer {
                 self.write_buf(&mut buf)?;
                 self.rotate()?;
                 rotated = true;
+                // Within a long batch too, so that disk use stays bounded.
+                // A failed compaction leaves the log as it was.
+                if self.should_compact() {
+                    let _ = self.compact_now();
+                }
             }
         }
         self.write_buf(&mut buf)?;
@@ -222,6 +229,7 @@ impl Writer {
                 }
             }
             let bodies = std::mem::take(&mut st.queue);
+            st.pending_bytes = 0;
             let last = st.appended;
             let wants_sync = st.want_durable > st.durable || st.closing;
             let closing = st.closing;

@@ -128,6 +128,7 @@ fn a_process_crash_then_a_power_loss_after_reopening_loses_nothing_replayed() {
     for f in &frames {
         append(&wal, f).unwrap();
     }
+    wal.wait_written().unwrap(); // appends return at once; the writer follows
     let after_process_crash = s.fork();
     drop(wal);
     let (wal, recovered) = open(&after_process_crash, options()).unwrap();

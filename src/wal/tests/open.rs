@@ -150,6 +150,7 @@ fn interval_and_none_hand_frames_to_the_os_and_sync_later() {
     for f in &frames {
         append(&wal, f).unwrap();
     }
+    wal.wait_written().unwrap(); // appends return at once; the writer follows
     let (_, in_os) = open(&s.snapshot(), options()).unwrap();
     assert_eq!(state_of(&in_os), states[frames.len()]);
     assert!(s.syncs() - syncs < frames.len() as u64);
