@@ -69,6 +69,14 @@ fn spool_round(producers: u64, consumers: u64, batch: usize) -> Duration {
             let consumer = queue.consumer();
             s.spawn(move || {
                 let mut left = split(MESSAGES, consumers, c) as usize;
+                if batch == 1 {
+                    for _ in 0..left {
+                        let delivery = consumer.recv().unwrap();
+                        black_box(delivery[0]);
+                        delivery.ack().unwrap();
+                    }
+                    return;
+                }
                 while left > 0 {
                     let deliveries = consumer
                         .recv_batch(batch.min(left), Duration::from_secs(10))
