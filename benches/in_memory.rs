@@ -82,10 +82,10 @@ fn spool_round(producers: u64, consumers: u64, batch: usize) -> Duration {
                         .recv_batch(batch.min(left), Duration::from_secs(10))
                         .unwrap();
                     left -= deliveries.len();
-                    for delivery in deliveries {
+                    for delivery in &deliveries {
                         black_box(delivery[0]);
-                        delivery.ack().unwrap();
                     }
+                    consumer.ack_batch(deliveries).unwrap();
                 }
             });
         }

@@ -1,7 +1,7 @@
 //! The receiving side.
 
 use crate::delivery::Delivery;
-use crate::error::RecvError;
+use crate::error::{RecvError, SettleError};
 use crate::shared::{Shared, Wait};
 use crate::Message;
 use std::fmt;
@@ -52,6 +52,54 @@ impl<T: Message> Consumer<T> {
             return Ok(Vec::new());
         }
         self.shared.receive_batch(max, Wait::timeout(timeout))
+    }
+
+    /// Acknowledges several deliveries at once: one capacity release for
+    /// all, and on a persistent queue one write (and one wait for the disk)
+    /// for all. Returns how many were acknowledged: a delivery whose lease
+    /// has expired is skipped, as its own [`ack`](Delivery::ack) would have
+    /// failed, and changes nothing.
+    ///
+    /// ```
+    /// use spool::Queue;
+    /// use std::time::Duration;
+    ///
+    /// let queue: Queue<u32> = Queue::builder().open()?;
+    /// queue.producer().send_batch((0..64).collect())?;
+    /// let consumer = queue.consumer();
+    /// let batch = consumer.recv_batch(64, Duration::from_secs(1))?;
+    /// let total: u32 = batch.iter().map(|delivery| **delivery).sum();
+    /// assert_eq!(consumer.ack_batch(batch)?, 64);
+    /// assert_eq!((total, queue.stats().acked), (2016, 64));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Deliveries from another queue are acknowledged on their own queue,
+    /// one by one.
+    pub fn ack_batch(
+        &self,
+        deliveries: impl IntoIterator<Item = Delivery<T>>,
+    ) -> Result<usize, SettleError> {
+        let mut leases = Vec::new();
+        let mut acked = 0;
+        let mut first_error = None;
+        for delivery in deliveries {
+            let (shared, id, token) = delivery.take_lease();
+            if Arc::ptr_eq(&shared, &self.shared) {
+                leases.push((id, token));
+            } else {
+                match shared.ack(id, token) {
+                    Ok(()) => acked += 1,
+                    Err(SettleError::LeaseExpired { .. }) => {}
+                    Err(error) => first_error = first_error.or(Some(error)),
+                }
+            }
+        }
+        acked += self.shared.ack_batch(&leases)?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(acked),
+        }
     }
 
     fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {

@@ -120,6 +120,13 @@ impl<T> Delivery<T> {
 
     /// A handle on this delivery's lease that another thread can extend or
     /// release while this delivery is busy (the worker pool's heartbeat).
+    /// Hands the settling over to the caller (a batch ack): dropping the
+    /// delivery then releases nothing.
+    pub(crate) fn take_lease(mut self) -> (Arc<Shared<T>>, MessageId, u64) {
+        self.settled = true;
+        (Arc::clone(&self.shared), self.id, self.token)
+    }
+
     pub(crate) fn lease(&self) -> LeaseHandle<T> {
         LeaseHandle {
             shared: Arc::clone(&self.shared),

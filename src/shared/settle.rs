@@ -11,6 +11,9 @@ use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
 use std::time::Duration;
 
+/// Ack records per frame in a batch ack (9 bytes each).
+const ACKS_PER_FRAME: usize = 65_536;
+
 impl<T> Shared<T> {
     pub(crate) fn ack(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
         let now = self.now();
@@ -20,6 +23,35 @@ impl<T> Shared<T> {
         Counters::bump(&self.counters.acked, 1);
         self.free_slots(1);
         self.settled(logged)
+    }
+
+    /// Acknowledges every current lease of `leases`, skipping expired
+    /// ones; returns how many. One capacity release, one wait for the disk.
+    pub(crate) fn ack_batch(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
+        let now = self.now();
+        self.tick(now);
+        let acked: Vec<MessageId> = leases
+            .iter()
+            .filter(|(id, token)| self.leases.remove(*id, *token, now).is_ok())
+            .map(|(id, _)| *id)
+            .collect();
+        if acked.is_empty() {
+            return Ok(0);
+        }
+        let mut logged = Ok(None);
+        if self.journal.is_some() {
+            for chunk in acked.chunks(ACKS_PER_FRAME) {
+                let records: Vec<Record<'_>> =
+                    chunk.iter().map(|id| Record::Ack { id: id.0 }).collect();
+                logged = self.log(&records);
+                if logged.is_err() {
+                    break;
+                }
+            }
+        }
+        Counters::bump(&self.counters.acked, acked.len() as u64);
+        self.free_slots(acked.len());
+        self.settled(logged).map(|()| acked.len())
     }
 
     /// Ends a lease early: the message is retried after `delay` (or the
