@@ -84,15 +84,14 @@ impl<T: Message> Consumer<T> {
         let mut acked = 0;
         let mut first_error = None;
         for delivery in deliveries {
-            let (shared, id, token) = delivery.take_lease();
-            if Arc::ptr_eq(&shared, &self.shared) {
-                leases.push((id, token));
-            } else {
-                match shared.ack(id, token) {
-                    Ok(()) => acked += 1,
-                    Err(SettleError::LeaseExpired { .. }) => {}
-                    Err(error) => first_error = first_error.or(Some(error)),
-                }
+            if delivery.is_from(&self.shared) {
+                leases.push(delivery.into_lease());
+                continue;
+            }
+            match delivery.ack() {
+                Ok(()) => acked += 1,
+                Err(SettleError::LeaseExpired { .. }) => {}
+                Err(error) => first_error = first_error.or(Some(error)),
             }
         }
         acked += self.shared.ack_batch(&leases)?;

@@ -120,11 +120,16 @@ impl<T> Delivery<T> {
 
     /// A handle on this delivery's lease that another thread can extend or
     /// release while this delivery is busy (the worker pool's heartbeat).
+    /// Whether this delivery came from `shared`.
+    pub(crate) fn is_from(&self, shared: &Arc<Shared<T>>) -> bool {
+        Arc::ptr_eq(&self.shared, shared)
+    }
+
     /// Hands the settling over to the caller (a batch ack): dropping the
     /// delivery then releases nothing.
-    pub(crate) fn take_lease(mut self) -> (Arc<Shared<T>>, MessageId, u64) {
+    pub(crate) fn into_lease(mut self) -> (MessageId, u64) {
         self.settled = true;
-        (Arc::clone(&self.shared), self.id, self.token)
+        (self.id, self.token)
     }
 
     pub(crate) fn lease(&self) -> LeaseHandle<T> {

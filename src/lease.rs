@@ -86,7 +86,7 @@ impl<T> LeaseTable<T> {
     }
 
     fn shard(&self, id: MessageId) -> &Mutex<Shard<T>> {
-        &self.shards[id.0 as usize % SHARDS].0
+        &self.shards[shard_of(id)].0
     }
 
     /// How many messages are in flight.
@@ -109,6 +109,59 @@ impl<T> LeaseTable<T> {
         );
         drop(shard);
         self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Puts several entries in flight until `deadline`, each under its own
+    /// token, locking each shard once.
+    pub(crate) fn insert_many(&self, mut leases: Vec<(Entry<T>, u64)>, deadline: Nanos) {
+        let count = leases.len();
+        leases.sort_by_key(|(entry, _)| shard_of(entry.id));
+        let mut leases = leases.into_iter().peekable();
+        while let Some((entry, token)) = leases.next() {
+            let index = shard_of(entry.id);
+            let mut shard = self.shards[index].0.lock();
+            let mut next = Some((entry, token));
+            while let Some((entry, token)) = next {
+                let id = entry.id.0;
+                shard.push_deadline(deadline, id, token);
+                shard.leases.insert(
+                    id,
+                    Lease {
+                        entry,
+                        token,
+                        deadline,
+                    },
+                );
+                next = leases.next_if(|(entry, _)| shard_of(entry.id) == index);
+            }
+        }
+        self.in_flight.fetch_add(count, Relaxed);
+    }
+
+    /// Ends every current lease of `leases` (skipping expired ones),
+    /// locking each shard once; returns the messages.
+    pub(crate) fn remove_many(&self, leases: &[(MessageId, u64)], now: Nanos) -> Vec<Entry<T>> {
+        let mut order: Vec<usize> = (0..leases.len()).collect();
+        order.sort_by_key(|&i| shard_of(leases[i].0));
+        let mut removed = Vec::with_capacity(leases.len());
+        let mut i = 0;
+        while i < order.len() {
+            let index = shard_of(leases[order[i]].0);
+            let mut shard = self.shards[index].0.lock();
+            while i < order.len() && shard_of(leases[order[i]].0) == index {
+                let (id, token) = leases[order[i]];
+                if shard
+                    .leases
+                    .get(&id.0)
+                    .is_some_and(|lease| lease.token == token && lease.deadline > now)
+                {
+                    removed.push(shard.leases.remove(&id.0).expect("checked above").entry);
+                }
+                i += 1;
+            }
+        }
+        self.in_flight.fetch_sub(removed.len(), Relaxed);
+        removed
     }
 
     /// Ends lease `token` on `id` and hands the message back, if the lease
@@ -174,6 +227,10 @@ impl<T> LeaseTable<T> {
     }
 }
 
+fn shard_of(id: MessageId) -> usize {
+    id.0 as usize % SHARDS
+}
+
 /// A hasher for message ids: a multiply and a fold, much cheaper than SipHash.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
@@ -235,6 +292,33 @@ mod tests {
         assert_eq!(ids, [0, 1, 2, 5]);
         assert_eq!(earliest, 106);
         assert_eq!(table.len(), 5);
+    }
+
+    #[test]
+    fn many_at_once_behave_as_one_at_a_time() {
+        let table = LeaseTable::new();
+        let leases = (0..100u64).map(|id| (entry(id), id + 1_000)).collect();
+        table.insert_many(leases, 500);
+        assert_eq!(table.len(), 100);
+        // Current tokens for the even ids, stale ones for the odd ids.
+        let settle: Vec<(MessageId, u64)> = (0..100u64)
+            .map(|id| (MessageId(id), if id % 2 == 0 { id + 1_000 } else { id }))
+            .collect();
+        let mut removed: Vec<u64> = table
+            .remove_many(&settle, 499)
+            .iter()
+            .map(|e| e.id.0)
+            .collect();
+        removed.sort_unstable();
+        assert_eq!(removed, (0..100).step_by(2).collect::<Vec<_>>());
+        assert_eq!(table.len(), 50);
+        assert!(
+            table.remove_many(&[(MessageId(1), 1_001)], 500).is_empty(),
+            "expired"
+        );
+        let mut expired = Vec::new();
+        table.expire(500, &mut expired);
+        assert_eq!(expired.len(), 50);
     }
 
     #[test]

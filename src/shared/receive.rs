@@ -104,10 +104,14 @@ impl<T> Shared<T> {
             }
         }
         let deadline = self.lease_deadline(now);
-        let deliveries = entries
-            .into_iter()
-            .map(|entry| self.lease(entry, deadline))
-            .collect();
+        let mut deliveries = Vec::with_capacity(entries.len());
+        let mut leases = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let token = self.next_token.fetch_add(1, Relaxed);
+            deliveries.push(Delivery::new(Arc::clone(self), &entry, token));
+            leases.push((entry, token));
+        }
+        self.leases.insert_many(leases, deadline);
         self.register_deadline(deadline);
         Ok(deliveries)
     }

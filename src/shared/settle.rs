@@ -30,11 +30,9 @@ impl<T> Shared<T> {
     pub(crate) fn ack_batch(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
         let now = self.now();
         self.tick(now);
-        let acked: Vec<MessageId> = leases
-            .iter()
-            .filter(|(id, token)| self.leases.remove(*id, *token, now).is_ok())
-            .map(|(id, _)| *id)
-            .collect();
+        let removed = self.leases.remove_many(leases, now);
+        let acked: Vec<MessageId> = removed.iter().map(|entry| entry.id).collect();
+        drop(removed);
         if acked.is_empty() {
             return Ok(0);
         }
