@@ -143,8 +143,11 @@ impl<T: Message> Builder<T> {
     }
 
     /// Calls `hook` for every [`Event`]: dead-lettered, lease expired,
-    /// redriven. It runs on the thread that caused the event with no lock
-    /// of the queue held; keep it quick (count, or send to a channel).
+    /// redriven, and a poisoned write-ahead file. It runs on the thread
+    /// that caused the event with no lock of the queue held (it may call
+    /// back into the queue); keep it quick (count, or send to a channel).
+    /// A panic in the hook is caught and ignored. Messages dead-lettered
+    /// while a persistent queue is opened are reported during `open`.
     ///
     /// ```
     /// use spool::{Event, Queue};
@@ -204,17 +207,20 @@ impl<T: Message> Builder<T> {
         self
     }
 
-    /// When an operation's record counts as written, for a queue with a
-    /// [`path`](Self::path) (ignored without one). See [`Durability`].
+    /// When an operation's record counts as written. Only for a queue with
+    /// a [`path`](Self::path): without one, `open` fails with
+    /// [`OpenError::NoPath`] (as it does for `segment_size` and `salvage`).
+    /// See [`Durability`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.persistence().durability = durability;
         self
     }
 
     /// The largest encoded message a persistent queue accepts; a larger one
-    /// is refused with [`SendError::TooLarge`](crate::SendError::TooLarge).
-    /// Lengths read back from disk are checked against it before anything
-    /// is allocated.
+    /// is refused with [`SendError::TooLarge`](crate::SendError::TooLarge)
+    /// (in memory nothing is encoded, so nothing is checked). Frames read
+    /// back from disk are checked, before anything is allocated, against
+    /// the limit recorded in each file's header.
     pub fn max_message_bytes(mut self, max: usize) -> Self {
         self.config.max_message_bytes = max;
         self
@@ -231,7 +237,9 @@ impl<T: Message> Builder<T> {
     /// Opens a persistent queue even if records in the middle of its
     /// write-ahead file are damaged, skipping them (they are listed in
     /// [`Queue::recovery_report`]). Off by default: damage is an
-    /// [`OpenError::Corrupted`] that says where.
+    /// [`OpenError::Corrupted`] that says where. The records in a skipped
+    /// region are lost: a salvaged queue may bring back acknowledged
+    /// messages or miss sent ones.
     pub fn salvage(mut self, salvage: bool) -> Self {
         self.persistence().salvage = salvage;
         self

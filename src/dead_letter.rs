@@ -263,7 +263,8 @@ impl<T: Message> DeadLetters<T> {
     }
 
     /// Moves one dead letter back into the queue, with a fresh receive
-    /// count and no recorded errors.
+    /// count and no recorded errors. It does not wait for room:
+    /// [`RedriveError::Full`] at once if the queue is full.
     pub fn redrive(&self, id: MessageId) -> Result<(), RedriveError> {
         self.shared.dead_letters();
         self.shared.redrive(id, None)

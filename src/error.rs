@@ -213,8 +213,9 @@ pub enum SendError<T> {
     },
     /// The encoded payload is larger than the queue's
     /// [`max_message_bytes`](crate::Builder::max_message_bytes) (for a
-    /// batch on a persistent queue: the batch is larger than one write-ahead
-    /// frame, 16 MiB or `max_message_bytes` + 64 KiB, whichever is larger).
+    /// batch on a persistent queue: the batch, counting 64 bytes of
+    /// overhead per message, is larger than one write-ahead frame, 16 MiB
+    /// or `max_message_bytes` + 64 KiB, whichever is larger).
     #[error("message of {size} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// The refused message.
@@ -301,7 +302,9 @@ pub enum RecvError {
     Storage(StorageError),
 }
 
-/// Why settling a delivery (ack, nack, extend, ...) changed nothing.
+/// Why settling a delivery (ack, nack, extend, ...) failed: with
+/// `LeaseExpired` nothing changed; with `Storage` the change happened in
+/// memory but was not recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettleError {

@@ -16,6 +16,12 @@
 //!   within a window, and **delays** ([`SendOptions::delay`]).
 //! - **Exact statistics** ([`Queue::stats`]) and a replaceable [`Clock`]
 //!   so that tests of timeouts are exact.
+//! - **Persistence**, optional: [`Builder::path`] keeps the queue in a
+//!   write-ahead file, so that with [`Durability::Sync`] nothing
+//!   acknowledged to a producer is lost when the process or the machine
+//!   dies (format: `docs/FORMAT.md`).
+//! - **Fan-out** with [`Topic`] (each subscription a full queue), **worker
+//!   pools** with [`Workers`], and [`RateAlert`] on the dead-letter rate.
 //!
 //! # Example
 //!
@@ -60,6 +66,9 @@
 //! | `ack` | the message is gone for good; its slot frees |
 //! | `nack`, `fail`, drop unsettled | visible again after the backoff; `fail` records the error text |
 //! | `retry_after(d)` | visible again after `d` |
+//! | `extend(d)` | the lease now runs until `d` from now |
+//! | `send_with(.., delay(d))` | invisible for `d` |
+//! | `redrive` from the dead-letter queue | back in the queue with a fresh receive count |
 //! | lease expires | as a `nack`; counted in `expired` |
 //! | any failure on the `max_receives`-th receive | dead-lettered instead |
 //! | `dead_letter(reason)` | dead-lettered now |
@@ -131,7 +140,8 @@ pub use workers::{ShutdownReport, WorkerPool, WorkerStats, Workers};
 /// What a queue can carry: any `serde` type that can cross threads.
 ///
 /// Implemented for every such type. The payload is encoded only when
-/// needed: to compare payloads under an idempotency key.
+/// needed: for a persistent queue's write-ahead file, and to compare
+/// payloads under an idempotency key.
 pub trait Message: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
 
 impl<T> Message for T where T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static

@@ -105,7 +105,10 @@ impl<T: Message> Producer<T> {
 
     /// Sends a message, blocking while the queue is full.
     ///
-    /// Fails only with [`SendError::Closed`]. Blocked senders are not served
+    /// In memory, fails only with [`SendError::Closed`]; a persistent queue
+    /// can also refuse with `TooLarge` (above `max_message_bytes`), `Encode`
+    /// or `Storage` (its write-ahead file failed). Every variant gives the
+    /// message back. Blocked senders are not served
     /// first come, first served: when a slot frees, whichever sender takes
     /// it first wins, so under sustained pressure one sender can wait much
     /// longer than another.

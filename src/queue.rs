@@ -92,8 +92,9 @@ impl<T: Message> Queue<T> {
     }
 
     /// Makes every operation recorded so far durable (on disk), whatever
-    /// the [`Durability`](crate::Durability) level; for `Interval` and
-    /// `None` queues, a checkpoint before a planned shutdown. A no-op in
+    /// the [`Durability`](crate::Durability) level. Dropping the last handle
+    /// also syncs, but ignores a failure: call `sync` before a planned
+    /// shutdown of an `Interval` or `None` queue to see it. A no-op in
     /// memory.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.shared.sync()

@@ -182,8 +182,10 @@ impl<T: Message + Clone> Topic<T> {
     /// `name` must follow the [naming rule](Topic#subscription-names) (lowercase
     /// letters, digits, `-`, `_`; at most 64 bytes). The topic keeps a
     /// handle on the queue, so it stays open (consumers block rather than
-    /// see `Closed`) until [`close`](Self::close), [`unsubscribe`](Self::unsubscribe)
-    /// or the last `Topic` handle is dropped.
+    /// see `Closed`) until [`close`](Self::close), or until the subscription
+    /// is gone from the topic ([`unsubscribe`](Self::unsubscribe), or the
+    /// last `Topic` handle dropped) and the `Queue` handles it returned are
+    /// dropped too.
     pub fn subscribe(&self, name: &str, builder: Builder<T>) -> Result<Queue<T>, SubscribeError> {
         validate_name(name).map_err(|reason| SubscribeError::InvalidName {
             name: name.to_owned(),
@@ -429,6 +431,15 @@ impl<T> Round<T> {
                         reason: reason.clone(),
                     },
                     SendError::Closed(_) => Refusal::Closed,
+                    SendError::TooLarge { size, max, .. } => Refusal::TooLarge {
+                        size: *size,
+                        max: *max,
+                    },
+                    SendError::KeyTooLong { len, max, .. } => Refusal::KeyTooLong {
+                        len: *len,
+                        max: *max,
+                    },
+                    SendError::Storage { error, .. } => Refusal::Storage(error.clone()),
                     // Full, and Timeout which a topic never asks for.
                     _ => Refusal::Full,
                 };
@@ -597,6 +608,26 @@ pub enum Refusal {
         /// What the codec said.
         reason: String,
     },
+    /// The encoded message is larger than the subscription's
+    /// `max_message_bytes` (a persistent subscription).
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The idempotency key is longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
+    #[error("idempotency key of {len} bytes exceeds the maximum of {max}")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The subscription's write-ahead file failed.
+    #[error("storage failed: {0}")]
+    Storage(crate::StorageError),
 }
 
 /// Why a subscription was not added.

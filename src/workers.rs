@@ -193,9 +193,9 @@ impl<T: Message> WorkerPool<T> {
     /// running at the deadline, its thread is left to finish on its own
     /// (threads cannot be cancelled) and listed in
     /// [`unfinished`](ShutdownReport::unfinished); its message is released
-    /// back to the queue at once (a failed attempt, as if its lease had
-    /// expired: it is retried, or dead-lettered if that was its last
-    /// receive), and that handler's own settle is then refused and counted
+    /// back to the queue at once (a failed attempt released as by `nack`,
+    /// counted in `stats().nacked`: it is retried, or dead-lettered if that
+    /// was its last receive), and that handler's own settle is then refused and counted
     /// in `lease_lost`.
     pub fn shutdown(self, timeout: Duration) -> ShutdownReport {
         self.pool.stop();
@@ -204,7 +204,9 @@ impl<T: Message> WorkerPool<T> {
 
     /// Waits until `timeout` for the workers to stop by themselves, which
     /// they do once the queue is closed and drained
-    /// ([`RecvError::Closed`](crate::RecvError::Closed)), then reports. At
+    /// ([`RecvError::Closed`](crate::RecvError::Closed)), or when a receive
+    /// fails because a persistent queue's write-ahead file failed (watch
+    /// [`Event::Poisoned`](crate::Event::Poisoned)), then reports. At
     /// the deadline it acts as [`shutdown`](Self::shutdown) with no time
     /// left: it stops the workers and releases what they hold.
     pub fn join(self, timeout: Duration) -> ShutdownReport {
@@ -467,9 +469,11 @@ impl Counts {
 /// What one worker (or, summed, a pool) has done.
 ///
 /// Every received message ends in exactly one of `acked`, `failed` or
-/// `panicked`, once its handler returns; `lease_lost` counts those whose
-/// settle was refused because the lease had run out (or was released at a
-/// shutdown deadline), so the queue redelivers them.
+/// `panicked` once its handler returns, except an `Ok` whose ack was
+/// refused, which counts only in `lease_lost`. `lease_lost` counts settles
+/// refused because the lease had run out (or was released at a shutdown
+/// deadline), so the queue redelivers them, or because a persistent
+/// queue's write-ahead file failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerStats {

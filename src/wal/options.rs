@@ -3,20 +3,33 @@
 use super::format::MAX_FRAME_LIMIT;
 use std::time::Duration;
 
-/// When an append counts as done (FORMAT.md, section 6).
+/// When an operation of a persistent queue counts as done: what a crash
+/// can lose ([`Builder::durability`](crate::Builder::durability);
+/// `docs/FORMAT.md`, section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// An append returns only after its record is on disk (`fdatasync`);
-    /// concurrent appends share one sync.
+    /// `send`, `send_batch`, every receive, `ack`, `dead_letter`, `redrive`
+    /// and `purge` return only after their record is on disk
+    /// (`fdatasync`); concurrent callers share one sync. Releases (`nack`,
+    /// `fail`, `retry_after`, a dropped delivery, a lease expiry) are
+    /// written without waiting: a crash just after one can lose its
+    /// backoff and error text, and the message then comes back ready at
+    /// once. Lease extensions are not recorded (in-flight messages come
+    /// back ready on reopen anyway).
     Sync,
-    /// Operations return without waiting for the disk; records are written
-    /// as they come and synced at least every `d`, so a crash (of the
-    /// process or the machine) loses at most the operations of the last `d`.
+    /// Operations return without waiting for the disk (they wait only if
+    /// 4 MiB of records are pending); records are written as they come and
+    /// synced about every `d`, so a crash (of the process or the machine)
+    /// loses about the last `d` of operations; while the writer compacts
+    /// or the disk is slow, that window can grow beyond `d`.
     Interval(Duration),
     /// Operations return without waiting; records are written as they come
-    /// and never synced by spool, so a crash of the process loses the last
-    /// moments (records not yet written), and a power loss whatever the OS
-    /// had not yet put on disk.
+    /// and synced only when a segment fills, on [`Queue::sync`] and when the
+    /// queue is dropped, so a crash of the process loses the last moments
+    /// (records not yet written), and a power loss whatever the OS had not
+    /// yet put on disk.
+    ///
+    /// [`Queue::sync`]: crate::Queue::sync
     None,
 }
 
