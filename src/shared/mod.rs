@@ -46,6 +46,7 @@ use crate::error::{SendError, StorageError};
 use crate::event::Event;
 use crate::lease::LeaseTable;
 use crate::message::Entry;
+use crate::padded::Padded;
 use crate::persist::Journal;
 use crate::ready::ReadyQueue;
 use crate::stats::{Counters, Stats};
@@ -115,8 +116,10 @@ pub(crate) struct Shared<T> {
     dead: DeadLetterStore<T>,
     counters: Counters,
     random: Random,
-    next_id: AtomicU64,
-    next_token: AtomicU64,
+    /// Bumped by producers.
+    next_id: Padded<AtomicU64>,
+    /// Bumped by consumers: on its own cache line, apart from `next_id`.
+    next_token: Padded<AtomicU64>,
     closed: AtomicBool,
     /// `Queue` and `Producer` handles alive: when none is left, nothing new
     /// can be sent and the queue counts as closed.
@@ -147,8 +150,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
             dead: DeadLetterStore::default(),
             counters: Counters::default(),
             random: Random::new(seed),
-            next_id: AtomicU64::new(1),
-            next_token: AtomicU64::new(1),
+            next_id: Padded(AtomicU64::new(1)),
+            next_token: Padded(AtomicU64::new(1)),
             closed: AtomicBool::new(false),
             senders: AtomicUsize::new(0),
             next_deadline: AtomicU64::new(Nanos::MAX),
