@@ -109,7 +109,9 @@ fn a_long_handler_keeps_its_lease_alive() {
     let expired = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&expired);
     let queue: Queue<u32> = Queue::builder()
-        .visibility_timeout(Duration::from_millis(150))
+        // The heartbeat extends at half the timeout: 200 ms of margin for a
+        // descheduled thread on a loaded CI machine.
+        .visibility_timeout(Duration::from_millis(400))
         .on_event(move |event| {
             if let Event::LeaseExpired { .. } = event {
                 seen.fetch_add(1, Ordering::SeqCst);
@@ -123,7 +125,7 @@ fn a_long_handler_keeps_its_lease_alive() {
         .threads(2) // an idle second worker would pick up an expired lease
         .spawn(move |_: &u32| {
             counted.fetch_add(1, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(500));
+            thread::sleep(Duration::from_millis(1_000)); // 2.5 timeouts
             Ok::<(), String>(())
         })
         .unwrap();
