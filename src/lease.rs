@@ -46,6 +46,30 @@ struct Lease<T> {
 }
 
 impl<T> Shard<T> {
+    /// Puts `entry` in flight under `token` until `deadline`.
+    fn put(&mut self, entry: Entry<T>, token: u64, deadline: Nanos) {
+        let id = entry.id.0;
+        self.push_deadline(deadline, id, token);
+        self.leases.insert(
+            id,
+            Lease {
+                entry,
+                token,
+                deadline,
+            },
+        );
+    }
+
+    /// Removes the lease on `id` if `token` is current and it has not run
+    /// out at `now` (the fencing rule).
+    fn take_current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<Entry<T>> {
+        let current = self.leases.get(&id.0)?;
+        if current.token != token || current.deadline <= now {
+            return None;
+        }
+        self.leases.remove(&id.0).map(|lease| lease.entry)
+    }
+
     fn is_live(&self, &(deadline, id, token): &(Nanos, u64, u64)) -> bool {
         self.leases
             .get(&id)
@@ -96,18 +120,7 @@ impl<T> LeaseTable<T> {
 
     /// Puts `entry` in flight under lease `token` until `deadline`.
     pub(crate) fn insert(&self, entry: Entry<T>, token: u64, deadline: Nanos) {
-        let id = entry.id.0;
-        let mut shard = self.shard(entry.id).lock();
-        shard.push_deadline(deadline, id, token);
-        shard.leases.insert(
-            id,
-            Lease {
-                entry,
-                token,
-                deadline,
-            },
-        );
-        drop(shard);
+        self.shard(entry.id).lock().put(entry, token, deadline);
         self.in_flight.fetch_add(1, Relaxed);
     }
 
@@ -122,16 +135,7 @@ impl<T> LeaseTable<T> {
             let mut shard = self.shards[index].0.lock();
             let mut next = Some((entry, token));
             while let Some((entry, token)) = next {
-                let id = entry.id.0;
-                shard.push_deadline(deadline, id, token);
-                shard.leases.insert(
-                    id,
-                    Lease {
-                        entry,
-                        token,
-                        deadline,
-                    },
-                );
+                shard.put(entry, token, deadline);
                 next = leases.next_if(|(entry, _)| shard_of(entry.id) == index);
             }
         }
@@ -150,13 +154,7 @@ impl<T> LeaseTable<T> {
             let mut shard = self.shards[index].0.lock();
             while i < order.len() && shard_of(leases[order[i]].0) == index {
                 let (id, token) = leases[order[i]];
-                if shard
-                    .leases
-                    .get(&id.0)
-                    .is_some_and(|lease| lease.token == token && lease.deadline > now)
-                {
-                    removed.push(shard.leases.remove(&id.0).expect("checked above").entry);
-                }
+                removed.extend(shard.take_current(id, token, now));
                 i += 1;
             }
         }
@@ -172,15 +170,10 @@ impl<T> LeaseTable<T> {
         token: u64,
         now: Nanos,
     ) -> Result<Entry<T>, SettleError> {
-        let mut shard = self.shard(id).lock();
-        match shard.leases.get(&id.0) {
-            Some(lease) if lease.token == token && lease.deadline > now => {}
-            _ => return Err(SettleError::LeaseExpired { id }),
-        }
-        let lease = shard.leases.remove(&id.0).expect("checked above");
-        drop(shard);
+        let entry = self.shard(id).lock().take_current(id, token, now);
+        let entry = entry.ok_or(SettleError::LeaseExpired { id })?;
         self.in_flight.fetch_sub(1, Relaxed);
-        Ok(lease.entry)
+        Ok(entry)
     }
 
     /// Moves the deadline of a current lease to `deadline`.
