@@ -18,7 +18,7 @@
 
 use crate::clock::Nanos;
 use crate::error::SettleError;
-use crate::message::{Entry, MessageId};
+use crate::message::{Held, MessageId};
 use crate::padded::Padded;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
@@ -30,7 +30,8 @@ const SHARDS: usize = 16;
 
 pub(crate) struct LeaseTable<T> {
     shards: Box<[Padded<Mutex<Shard<T>>>]>,
-    in_flight: AtomicUsize,
+    /// Bumped by consumers: on its own line, away from what producers read.
+    in_flight: Padded<AtomicUsize>,
 }
 
 struct Shard<T> {
@@ -40,14 +41,14 @@ struct Shard<T> {
 }
 
 struct Lease<T> {
-    entry: Entry<T>,
+    entry: Held<T>,
     token: u64,
     deadline: Nanos,
 }
 
 impl<T> Shard<T> {
     /// Puts `entry` in flight under `token` until `deadline`.
-    fn put(&mut self, entry: Entry<T>, token: u64, deadline: Nanos) {
+    fn put(&mut self, entry: Held<T>, token: u64, deadline: Nanos) {
         let id = entry.id.0;
         self.push_deadline(deadline, id, token);
         self.leases.insert(
@@ -62,7 +63,7 @@ impl<T> Shard<T> {
 
     /// Removes the lease on `id` if `token` is current and it has not run
     /// out at `now` (the fencing rule).
-    fn take_current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<Entry<T>> {
+    fn take_current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<Held<T>> {
         let current = self.leases.get(&id.0)?;
         if current.token != token || current.deadline <= now {
             return None;
@@ -105,7 +106,7 @@ impl<T> LeaseTable<T> {
             .collect();
         LeaseTable {
             shards,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Padded(AtomicUsize::new(0)),
         }
     }
 
@@ -119,14 +120,14 @@ impl<T> LeaseTable<T> {
     }
 
     /// Puts `entry` in flight under lease `token` until `deadline`.
-    pub(crate) fn insert(&self, entry: Entry<T>, token: u64, deadline: Nanos) {
+    pub(crate) fn insert(&self, entry: Held<T>, token: u64, deadline: Nanos) {
         self.shard(entry.id).lock().put(entry, token, deadline);
         self.in_flight.fetch_add(1, Relaxed);
     }
 
     /// Puts several entries in flight until `deadline`, each under its own
     /// token, locking each shard once.
-    pub(crate) fn insert_many(&self, mut leases: Vec<(Entry<T>, u64)>, deadline: Nanos) {
+    pub(crate) fn insert_many(&self, mut leases: Vec<(Held<T>, u64)>, deadline: Nanos) {
         let count = leases.len();
         leases.sort_by_key(|(entry, _)| shard_of(entry.id));
         let mut leases = leases.into_iter().peekable();
@@ -144,7 +145,7 @@ impl<T> LeaseTable<T> {
 
     /// Ends every current lease of `leases` (skipping expired ones),
     /// locking each shard once; returns the messages.
-    pub(crate) fn remove_many(&self, leases: &[(MessageId, u64)], now: Nanos) -> Vec<Entry<T>> {
+    pub(crate) fn remove_many(&self, leases: &[(MessageId, u64)], now: Nanos) -> Vec<Held<T>> {
         let mut order: Vec<usize> = (0..leases.len()).collect();
         order.sort_by_key(|&i| shard_of(leases[i].0));
         let mut removed = Vec::with_capacity(leases.len());
@@ -169,7 +170,7 @@ impl<T> LeaseTable<T> {
         id: MessageId,
         token: u64,
         now: Nanos,
-    ) -> Result<Entry<T>, SettleError> {
+    ) -> Result<Held<T>, SettleError> {
         let entry = self.shard(id).lock().take_current(id, token, now);
         let entry = entry.ok_or(SettleError::LeaseExpired { id })?;
         self.in_flight.fetch_sub(1, Relaxed);
@@ -199,7 +200,7 @@ impl<T> LeaseTable<T> {
     /// its deadline and message to `expired`. Returns the earliest deadline
     /// left (which may be that of a stale entry, never later than a live
     /// one).
-    pub(crate) fn expire(&self, now: Nanos, expired: &mut Vec<(Nanos, Entry<T>)>) -> Nanos {
+    pub(crate) fn expire(&self, now: Nanos, expired: &mut Vec<(Nanos, Held<T>)>) -> Nanos {
         let mut earliest = Nanos::MAX;
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
@@ -250,9 +251,10 @@ impl Hasher for IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Entry;
 
-    fn entry(id: u64) -> Entry<u32> {
-        let mut entry = Entry::new(MessageId(id), id as u32, 0, None);
+    fn entry(id: u64) -> Held<u32> {
+        let mut entry = Entry::new(MessageId(id), id as u32, 0, None).into_held();
         entry.receive_count = 1;
         entry
     }
