@@ -9,7 +9,7 @@
 
 use crate::clock::{self, Nanos};
 use crate::error::{RedriveError, StorageError};
-use crate::message::{Entry, MessageId};
+use crate::message::{Held, MessageId};
 use crate::shared::Shared;
 use crate::Message;
 use parking_lot::Mutex;
@@ -40,13 +40,13 @@ impl fmt::Display for DeadLetterReason {
 
 /// A message in the dead-letter queue, with its history.
 pub struct DeadLetter<T> {
-    entry: Entry<T>,
+    entry: Held<T>,
     reason: DeadLetterReason,
     dead_lettered_at: Nanos,
 }
 
 impl<T> DeadLetter<T> {
-    pub(crate) fn new(entry: Entry<T>, reason: DeadLetterReason, at: Nanos) -> Self {
+    pub(crate) fn new(entry: Held<T>, reason: DeadLetterReason, at: Nanos) -> Self {
         DeadLetter {
             entry,
             reason,
@@ -54,7 +54,7 @@ impl<T> DeadLetter<T> {
         }
     }
 
-    pub(crate) fn into_entry(self) -> Entry<T> {
+    pub(crate) fn into_entry(self) -> Held<T> {
         self.entry
     }
 

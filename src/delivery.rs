@@ -2,7 +2,7 @@
 
 use crate::clock::{self, Nanos};
 use crate::error::SettleError;
-use crate::message::{Entry, MessageId};
+use crate::message::{Held, MessageId};
 use crate::shared::Shared;
 use std::fmt;
 use std::ops::Deref;
@@ -38,7 +38,7 @@ pub struct Delivery<T> {
 }
 
 impl<T> Delivery<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>, entry: &Entry<T>, token: u64) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<T>>, entry: &Held<T>, token: u64) -> Self {
         Delivery {
             shared,
             payload: Arc::clone(&entry.payload),

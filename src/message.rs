@@ -26,18 +26,46 @@ impl fmt::Display for MessageId {
     }
 }
 
-/// A message with the metadata that travels with it.
+/// A message with the metadata that travels with it; `P` is how its payload
+/// is held (see [`Queued`] and [`Held`]).
 ///
-/// Kept small (40 bytes) because a deep queue holds millions: the rarely
-/// used idempotency key and error texts live behind one optional box.
-pub(crate) struct Entry<T> {
+/// Kept small (the payload plus 40 bytes) because a deep queue holds
+/// millions: the rarely used idempotency key and error texts live behind
+/// one optional box.
+pub(crate) struct Entry<P> {
     pub(crate) id: MessageId,
-    pub(crate) payload: Arc<T>,
+    pub(crate) payload: P,
     /// When the message was first enqueued (kept across retries and redrives).
     pub(crate) enqueued_at: Nanos,
     /// Deliveries so far; reset by a redrive.
     pub(crate) receive_count: u32,
     extra: Option<Box<Extra>>,
+}
+
+/// A message in the ready or the delay queue. A message never delivered
+/// carries its payload by value: nothing is allocated for it between the
+/// producer and the consumer, and the consumer that receives it allocates
+/// (and later frees) its shared copy on its own thread.
+pub(crate) type Queued<T> = Entry<Payload<T>>;
+
+/// A message in flight or dead-lettered: deliveries and dead letters handed
+/// out share its payload, which stays readable while they live.
+pub(crate) type Held<T> = Entry<Arc<T>>;
+
+/// A queued message's payload: by value until its first delivery, shared
+/// after (an expired delivery may still be reading it).
+pub(crate) enum Payload<T> {
+    Owned(T),
+    Shared(Arc<T>),
+}
+
+impl<T> Payload<T> {
+    fn share(self) -> Arc<T> {
+        match self {
+            Payload::Owned(payload) => Arc::new(payload),
+            Payload::Shared(payload) => payload,
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -47,7 +75,7 @@ struct Extra {
     errors: Vec<String>,
 }
 
-impl<T> Entry<T> {
+impl<T> Queued<T> {
     /// A message as sent: no receives, no errors.
     pub(crate) fn new(
         id: MessageId,
@@ -57,7 +85,7 @@ impl<T> Entry<T> {
     ) -> Self {
         let mut entry = Entry {
             id,
-            payload: Arc::new(payload),
+            payload: Payload::Owned(payload),
             enqueued_at,
             receive_count: 0,
             extra: None,
@@ -66,6 +94,31 @@ impl<T> Entry<T> {
             entry.extra_mut().key = key;
         }
         entry
+    }
+
+    /// Its payload made shareable, to put it in flight or in the
+    /// dead-letter queue.
+    pub(crate) fn into_held(self) -> Held<T> {
+        self.map_payload(Payload::share)
+    }
+}
+
+impl<T> Held<T> {
+    /// Back in the queue (after an expiry, a release or a redrive).
+    pub(crate) fn into_queued(self) -> Queued<T> {
+        self.map_payload(Payload::Shared)
+    }
+}
+
+impl<P> Entry<P> {
+    fn map_payload<Q>(self, f: impl FnOnce(P) -> Q) -> Entry<Q> {
+        Entry {
+            id: self.id,
+            payload: f(self.payload),
+            enqueued_at: self.enqueued_at,
+            receive_count: self.receive_count,
+            extra: self.extra,
+        }
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
@@ -93,7 +146,7 @@ impl<T> Entry<T> {
     }
 }
 
-impl<T> Clone for Entry<T> {
+impl<T> Clone for Held<T> {
     fn clone(&self) -> Self {
         Entry {
             id: self.id,
@@ -111,7 +164,8 @@ mod tests {
 
     #[test]
     fn an_entry_without_key_or_errors_stays_small() {
-        assert!(std::mem::size_of::<Entry<[u64; 8]>>() <= 40);
+        assert!(std::mem::size_of::<Held<[u64; 8]>>() <= 40);
+        assert!(std::mem::size_of::<Queued<[u64; 8]>>() <= 64 + 40);
         let mut entry = Entry::new(MessageId(1), 7u32, 0, None);
         assert!(entry.key().is_none() && entry.errors().is_empty());
         entry.push_error("boom".into());

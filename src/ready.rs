@@ -16,7 +16,7 @@
 //! exact.
 
 use crate::clock::Nanos;
-use crate::message::Entry;
+use crate::message::Queued;
 use crate::padded::Padded;
 use crate::signal::Signal;
 use crossbeam_channel::{Receiver, Sender};
@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 pub(crate) const MAX_AGE_SLOTS: usize = 1 << 20;
 
 pub(crate) struct ReadyQueue<T> {
-    sender: Sender<Entry<T>>,
-    receiver: Receiver<Entry<T>>,
+    sender: Sender<Queued<T>>,
+    receiver: Receiver<Queued<T>>,
     /// Bumped by producers.
     pushed: Padded<AtomicU64>,
     /// Bumped by consumers.
@@ -56,7 +56,7 @@ impl<T> ReadyQueue<T> {
     }
 
     /// Makes `entry` visible; the caller wakes a consumer.
-    pub(crate) fn push(&self, entry: Entry<T>, now: Nanos) {
+    pub(crate) fn push(&self, entry: Queued<T>, now: Nanos) {
         let sequence = self.pushed.fetch_add(1, SeqCst);
         self.slot(sequence).store(now, Relaxed);
         // Cannot fail: `self.receiver` keeps the channel connected.
@@ -64,7 +64,7 @@ impl<T> ReadyQueue<T> {
     }
 
     /// Takes the oldest ready message, if any.
-    pub(crate) fn pop(&self) -> Option<Entry<T>> {
+    pub(crate) fn pop(&self) -> Option<Queued<T>> {
         let entry = self.receiver.try_recv().ok()?;
         self.popped.fetch_add(1, SeqCst);
         Some(entry)

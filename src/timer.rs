@@ -6,7 +6,7 @@
 //! plain send → recv → ack path never does.
 
 use crate::clock::Nanos;
-use crate::message::Entry;
+use crate::message::Queued;
 use parking_lot::Mutex;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -25,7 +25,7 @@ struct Heap<T> {
 struct Delayed<T> {
     due: Nanos,
     arrival: u64,
-    entry: Entry<T>,
+    entry: Queued<T>,
 }
 
 impl<T> PartialEq for Delayed<T> {
@@ -62,7 +62,7 @@ impl<T> DelayQueue<T> {
     }
 
     /// Holds `entry` back until `due`.
-    pub(crate) fn push(&self, due: Nanos, entry: Entry<T>) {
+    pub(crate) fn push(&self, due: Nanos, entry: Queued<T>) {
         let mut heap = self.heap.lock();
         let arrival = heap.arrivals;
         heap.arrivals += 1;
@@ -77,7 +77,7 @@ impl<T> DelayQueue<T> {
 
     /// Moves every message due at or before `now` to `due` with its due
     /// time, earliest first. Returns the next due time left, or `Nanos::MAX`.
-    pub(crate) fn pop_due(&self, now: Nanos, due: &mut Vec<(Nanos, Entry<T>)>) -> Nanos {
+    pub(crate) fn pop_due(&self, now: Nanos, due: &mut Vec<(Nanos, Queued<T>)>) -> Nanos {
         let mut heap = self.heap.lock();
         while heap.items.peek().is_some_and(|Reverse(d)| d.due <= now) {
             let Reverse(item) = heap.items.pop().expect("peeked");
@@ -91,9 +91,9 @@ impl<T> DelayQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageId;
+    use crate::message::{Entry, MessageId};
 
-    fn entry(id: u64) -> Entry<()> {
+    fn entry(id: u64) -> Queued<()> {
         Entry::new(MessageId(id), (), 0, None)
     }
 

@@ -5,11 +5,10 @@ use crate::codec;
 use crate::dead_letter::DeadLetterStore;
 use crate::error::{RedriveError, StorageError};
 use crate::event::Event;
-use crate::message::MessageId;
+use crate::message::{MessageId, Payload};
 use crate::stats::Counters;
 use crate::wal::Record;
 use serde::Serialize;
-use std::sync::Arc;
 
 impl<T> Shared<T> {
     /// The dead-letter store, after processing what came due (an expiry
@@ -76,11 +75,11 @@ impl<T: Serialize> Shared<T> {
                 return Err(RedriveError::NotFound(id));
             }
         };
-        let mut entry = letter.into_entry();
+        let mut entry = letter.into_entry().into_queued();
         entry.receive_count = 0;
         entry.set_errors(Vec::new());
         if let Some(payload) = replacement {
-            entry.payload = Arc::new(payload);
+            entry.payload = Payload::Owned(payload);
         }
         Counters::bump(&self.counters.redriven, 1);
         self.ready.push(entry, now);

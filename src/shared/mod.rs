@@ -45,7 +45,7 @@ use crate::dedup::Dedup;
 use crate::error::{SendError, StorageError};
 use crate::event::Event;
 use crate::lease::LeaseTable;
-use crate::message::Entry;
+use crate::message::Held;
 use crate::padded::Padded;
 use crate::persist::Journal;
 use crate::ready::ReadyQueue;
@@ -78,8 +78,8 @@ impl Wait {
 
 /// Where a message goes after a failed attempt.
 enum Next<T> {
-    Dead(Entry<T>, DeadLetterReason),
-    VisibleAt(Nanos, Entry<T>),
+    Dead(Held<T>, DeadLetterReason),
+    VisibleAt(Nanos, Held<T>),
 }
 
 /// Whether taking capacity had to wait (and the clock must be read again).

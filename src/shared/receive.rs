@@ -5,7 +5,7 @@ use crate::clock::{self, Nanos};
 use crate::delivery::Delivery;
 use crate::error::{RecvError, StorageError};
 use crate::event::Event;
-use crate::message::Entry;
+use crate::message::{Held, Queued};
 use crate::stats::Counters;
 use crate::wal::Record;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -78,7 +78,7 @@ impl<T> Shared<T> {
             return Err(RecvError::Storage(error));
         }
         let deadline = self.lease_deadline(now);
-        let delivery = self.lease(entry, deadline);
+        let delivery = self.lease(entry.into_held(), deadline);
         self.register_deadline(deadline);
         Ok(Some(delivery))
     }
@@ -107,6 +107,7 @@ impl<T> Shared<T> {
         let mut deliveries = Vec::with_capacity(entries.len());
         let mut leases = Vec::with_capacity(entries.len());
         for entry in entries {
+            let entry = entry.into_held();
             let token = self.next_token.fetch_add(1, Relaxed);
             deliveries.push(Delivery::new(Arc::clone(self), &entry, token));
             leases.push((entry, token));
@@ -118,7 +119,7 @@ impl<T> Shared<T> {
 
     /// Records the receives of a batch, in frames of at most
     /// `RECEIVES_PER_FRAME` records, and waits for the last.
-    fn log_receives(&self, entries: &[Entry<T>]) -> Result<(), StorageError> {
+    fn log_receives(&self, entries: &[Queued<T>]) -> Result<(), StorageError> {
         let mut ticket = None;
         for chunk in entries.chunks(RECEIVES_PER_FRAME) {
             let records: Vec<Record<'_>> = chunk
@@ -138,7 +139,7 @@ impl<T> Shared<T> {
     }
 
     /// Puts `entry` in flight under a new lease and hands out its delivery.
-    fn lease(self: &Arc<Self>, entry: Entry<T>, deadline: Nanos) -> Delivery<T> {
+    fn lease(self: &Arc<Self>, entry: Held<T>, deadline: Nanos) -> Delivery<T> {
         let token = self.next_token.fetch_add(1, Relaxed);
         let delivery = Delivery::new(Arc::clone(self), &entry, token);
         self.leases.insert(entry, token, deadline);
@@ -146,7 +147,7 @@ impl<T> Shared<T> {
     }
 
     /// Receives that could not be recorded are undone: back to the queue.
-    fn unreceive(&self, entries: Vec<Entry<T>>, now: Nanos) {
+    fn unreceive(&self, entries: Vec<Queued<T>>, now: Nanos) {
         for mut entry in entries {
             entry.receive_count -= 1;
             self.ready.push(entry, now);
@@ -195,9 +196,9 @@ impl<T> Shared<T> {
                         error: None,
                     }]);
                     if at <= now {
-                        visible.push((at, entry));
+                        visible.push((at, entry.into_queued()));
                     } else {
-                        self.hold_until(at, entry);
+                        self.hold_until(at, entry.into_queued());
                     }
                 }
             }

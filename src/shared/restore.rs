@@ -5,7 +5,7 @@ use crate::clock::Nanos;
 use crate::codec;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::OpenError;
-use crate::message::{Entry, MessageId};
+use crate::message::{Entry, MessageId, Queued};
 use crate::wal::{Recovered, RecoveredKey, RecoveredMessage};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering::SeqCst;
@@ -53,11 +53,11 @@ impl<T: DeserializeOwned> Shared<T> {
             match dead {
                 Some((at, reason)) => {
                     self.dead
-                        .insert_logged(DeadLetter::new(entry, reason, at), |_| ());
+                        .insert_logged(DeadLetter::new(entry.into_held(), reason, at), |_| ());
                 }
                 None if entry.receive_count >= self.config.max_receives => {
                     let reason = DeadLetterReason::MaxReceives(entry.receive_count);
-                    self.bury(entry, reason, now, None)
+                    self.bury(entry.into_held(), reason, now, None)
                         .and_then(|ticket| self.durable(ticket))
                         .map_err(OpenError::Storage)?;
                 }
@@ -86,7 +86,7 @@ const MAX_ID: u64 = 1 << 62;
 
 /// A recovered message, decoded.
 struct Restored<T> {
-    entry: Entry<T>,
+    entry: Queued<T>,
     visible_at: Nanos,
     dead: Option<(Nanos, DeadLetterReason)>,
 }

@@ -5,7 +5,7 @@ use crate::clock::{self, Nanos};
 use crate::codec;
 use crate::dedup::KeyStatus;
 use crate::error::SendError;
-use crate::message::{Entry, MessageId};
+use crate::message::{Entry, MessageId, Queued};
 use crate::producer::MAX_KEY_BYTES;
 use crate::producer::{SendOptions, Sent};
 use crate::stats::Counters;
@@ -214,7 +214,7 @@ impl<T: Serialize> Shared<T> {
 
 impl<T> Shared<T> {
     /// Puts a message where consumers will find it: ready now, or delayed.
-    pub(super) fn make_visible(&self, entry: Entry<T>, delay: Nanos, now: Nanos) {
+    pub(super) fn make_visible(&self, entry: Queued<T>, delay: Nanos, now: Nanos) {
         if delay == 0 {
             self.ready.push(entry, now);
             self.ready.signal.notify_one();
@@ -224,7 +224,7 @@ impl<T> Shared<T> {
     }
 
     /// Makes a message visible at `due`: now if that has passed, else later.
-    pub(super) fn place(&self, due: Nanos, entry: Entry<T>, now: Nanos) {
+    pub(super) fn place(&self, due: Nanos, entry: Queued<T>, now: Nanos) {
         if due <= now {
             self.ready.push(entry, due);
             self.ready.signal.notify_one();
@@ -234,7 +234,7 @@ impl<T> Shared<T> {
     }
 
     /// Keeps a message in the delay queue until `due`.
-    pub(super) fn hold_until(&self, due: Nanos, entry: Entry<T>) {
+    pub(super) fn hold_until(&self, due: Nanos, entry: Queued<T>) {
         self.delayed.push(due, entry);
         self.register_deadline(due);
     }

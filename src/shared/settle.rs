@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::{SettleError, StorageError};
 use crate::event::Event;
-use crate::message::{Entry, MessageId};
+use crate::message::{Held, MessageId};
 use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
 use std::time::Duration;
@@ -81,7 +81,7 @@ impl<T> Shared<T> {
                     visible_at: due,
                     error: error.as_deref(),
                 }]);
-                self.place(due, entry, now);
+                self.place(due, entry.into_queued(), now);
                 logged.map(drop).map_err(SettleError::Storage)
             }
         }
@@ -122,12 +122,7 @@ impl<T> Shared<T> {
     }
 
     /// Where a message goes after a failed attempt at `at`.
-    pub(super) fn after_failure(
-        &self,
-        entry: Entry<T>,
-        delay: Option<Nanos>,
-        at: Nanos,
-    ) -> Next<T> {
+    pub(super) fn after_failure(&self, entry: Held<T>, delay: Option<Nanos>, at: Nanos) -> Next<T> {
         if entry.receive_count >= self.config.max_receives {
             let reason = DeadLetterReason::MaxReceives(entry.receive_count);
             return Next::Dead(entry, reason);
@@ -143,7 +138,7 @@ impl<T> Shared<T> {
     /// failure text that sent it there, if any (already in its errors).
     pub(super) fn bury(
         &self,
-        entry: Entry<T>,
+        entry: Held<T>,
         reason: DeadLetterReason,
         at: Nanos,
         error: Option<String>,
