@@ -51,6 +51,22 @@ fn crc32(parts: &[&[u8]]) -> u32 {
     hasher.finalize()
 }
 
+/// The CRC-32 of a file's 4 salt bytes: every frame checksum of the file
+/// starts from it ([`FrameHeader::verifies`], [`seal_frame`]), so the salt
+/// is hashed once per file rather than once per frame.
+pub(crate) fn salt_crc(salt: u32) -> u32 {
+    crc32(&[&salt.to_le_bytes()])
+}
+
+/// The CRC-32 of the salt bytes followed by `parts`, from [`salt_crc`].
+fn salted_crc32(salt_crc: u32, parts: &[&[u8]]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(salt_crc);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()
+}
+
 /// What a file header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
@@ -164,14 +180,36 @@ pub(crate) fn le_u64(b: &[u8]) -> u64 {
 /// Appends one frame holding `body` to `out`. The caller has checked
 /// `body.len()` against the file's max frame.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, salt: u32, synced: u64, body: &[u8]) {
-    let len = u32::try_from(body.len()).expect("frame length checked against the max frame");
     let start = out.len();
+    push_frame_header(out, body.len());
+    out.extend_from_slice(body);
+    seal_frame(&mut out[start..], salt_crc(salt), synced);
+}
+
+/// Appends the header of a frame whose `len`-byte body the caller appends
+/// next: the length is set, the checksum and synced offset are left for
+/// [`seal_frame`] (the writer knows them only when it writes the frame).
+/// The caller has checked `len` against the file's max frame.
+pub(crate) fn push_frame_header(out: &mut Vec<u8>, len: usize) {
+    let len = u32::try_from(len).expect("frame length checked against the max frame");
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&synced.to_le_bytes());
-    out.extend_from_slice(body);
-    let crc = crc32(&[&salt.to_le_bytes(), &out[start + 4..]]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+}
+
+/// The length of the frame at the start of `frames` (header included), a
+/// frame laid out by [`push_frame_header`] and its body.
+pub(crate) fn frame_len(frames: &[u8]) -> usize {
+    FRAME_HEADER_LEN as usize + le_u32(&frames[4..8]) as usize
+}
+
+/// Completes a frame laid out by [`push_frame_header`] and its body
+/// (`frame` is exactly the frame): writes its synced offset, then its
+/// checksum, seeded with the file's [`salt_crc`].
+pub(crate) fn seal_frame(frame: &mut [u8], salt_crc: u32, synced: u64) {
+    frame[8..16].copy_from_slice(&synced.to_le_bytes());
+    let crc = salted_crc32(salt_crc, &[&frame[4..]]);
+    frame[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The parsed fixed part of a frame.
@@ -225,7 +263,7 @@ impl FrameHeader {
         header: &[u8; FRAME_HEADER_LEN as usize],
         body: &[u8],
     ) -> bool {
-        crc32(&[&salt.to_le_bytes(), &header[4..], body]) == self.crc
+        salted_crc32(salt_crc(salt), &[&header[4..], body]) == self.crc
     }
 }
 
@@ -332,5 +370,22 @@ mod tests {
         assert!(fh.implausible(64, out.len() as u64 - 1, 1024).is_some());
         assert!(fh.implausible(64, out.len() as u64, 4).is_some());
         assert!(fh.implausible(63, out.len() as u64, 1024).is_some());
+    }
+
+    #[test]
+    fn a_frame_sealed_in_place_is_the_frame_encoded_whole() {
+        let body = b"records of one append, long enough to take the folding path of crc32fast";
+        let mut whole = Vec::new();
+        encode_frame(&mut whole, 0xdead_beef, 4096, body);
+        let mut in_place = Vec::new();
+        push_frame_header(&mut in_place, body.len());
+        in_place.extend_from_slice(body);
+        assert_eq!(frame_len(&in_place), in_place.len());
+        seal_frame(&mut in_place, salt_crc(0xdead_beef), 4096);
+        assert_eq!(in_place, whole);
+        // The checksum is the CRC-32 of salt, then bytes 4.. of the frame.
+        let mut salted = 0xdead_beef_u32.to_le_bytes().to_vec();
+        salted.extend_from_slice(&whole[4..]);
+        assert_eq!(le_u32(&whole[0..4]), crc32(&[&salted]));
     }
 }

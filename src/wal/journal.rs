@@ -15,11 +15,12 @@
 
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
+use super::format::{frame_len, push_frame_header, FRAME_HEADER_LEN};
 use super::options::{Durability, WalOptions};
 use super::record::Record;
 use super::recovery::{recover, Recovered};
 use super::storage::{LockGuard, Storage};
-use super::writer::{create_segment, Shared, Writer};
+use super::writer::{create_segment, Shared, Writer, WRITE_AT_BYTES};
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -113,6 +114,10 @@ impl Wal {
     /// Queues `records` as one frame: they recover all together or not at
     /// all. Returns at once; [`Wal::commit`] waits for the frame.
     /// `TooLarge` refuses the frame without harming the log.
+    ///
+    /// The records are encoded straight into the writer's pending buffer,
+    /// under its lock: no allocation per frame, and the lock is held for
+    /// little more than copying their bytes.
     pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, WalError> {
         let len: u64 = records.iter().map(Record::encoded_len).sum();
         if len > u64::from(self.max_frame) {
@@ -121,10 +126,6 @@ impl Wal {
                 max: u64::from(self.max_frame),
             });
         }
-        let mut body = Vec::with_capacity(len as usize);
-        for record in records {
-            record.encode(&mut body);
-        }
         let mut st = self.shared.state.lock();
         if let Some(poison) = &st.poison {
             return Err(WalError::Poisoned(Arc::clone(poison)));
@@ -132,31 +133,48 @@ impl Wal {
         if st.closing {
             return Err(WalError::Closed);
         }
-        if body.is_empty() {
+        if len == 0 {
             return Ok(Ticket(st.appended));
         }
         // Backpressure: a writer that falls behind (under `Interval` and
         // `None` nobody waits for it) must not let memory grow unbounded.
-        while st.pending_bytes >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
+        while st.pending.len() >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
             self.shared.done.wait(&mut st);
         }
         if let Some(poison) = &st.poison {
             return Err(WalError::Poisoned(Arc::clone(poison)));
         }
-        st.pending_bytes += body.len();
-        st.queue.push(body);
+        let before = st.pending.len();
+        // Fits in usize: at most the max frame.
+        st.pending.reserve(FRAME_HEADER_LEN as usize + len as usize);
+        push_frame_header(&mut st.pending, len as usize);
+        for record in records {
+            record.encode(&mut st.pending);
+        }
+        let after = st.pending.len();
+        debug_assert_eq!(after - before, frame_len(&st.pending[before..]));
         st.appended += 1;
-        self.shared.work.notify_one();
-        Ok(Ticket(st.appended))
+        let ticket = Ticket(st.appended);
+        drop(st);
+        // An idle writer needs waking; a gathering one only once enough
+        // is pending (see `writer.rs`).
+        if before == 0 || (before < WRITE_AT_BYTES && after >= WRITE_AT_BYTES) {
+            self.shared.work.notify_one();
+        }
+        Ok(ticket)
     }
 
     /// Waits until the frame of `ticket` (and every frame before it) is
     /// as durable as the durability level promises: on disk under `Sync`.
     /// Under `Interval` and `None` it does not wait at all (the writer
-    /// thread writes continuously): it only reports an earlier failure.
+    /// thread writes within `WRITE_DELAY` on its own): it only reports an
+    /// earlier failure, without taking the lock when there was none.
     pub(crate) fn commit(&self, ticket: Ticket) -> Result<(), WalError> {
         if self.durability == Durability::Sync {
             return self.wait(ticket, true);
+        }
+        if !self.shared.is_poisoned() {
+            return Ok(());
         }
         match &self.shared.state.lock().poison {
             Some(poison) => Err(WalError::Poisoned(Arc::clone(poison))),
@@ -180,8 +198,12 @@ impl Wal {
 
     fn wait(&self, Ticket(ticket): Ticket, on_disk: bool) -> Result<(), WalError> {
         let mut st = self.shared.state.lock();
-        if on_disk && st.want_durable < ticket {
-            st.want_durable = ticket;
+        let wanted = match on_disk {
+            true => &mut st.want_durable,
+            false => &mut st.want_written,
+        };
+        if *wanted < ticket {
+            *wanted = ticket;
             self.shared.work.notify_one();
         }
         loop {
@@ -228,7 +250,7 @@ impl Wal {
     /// Whether an earlier write or sync failed.
     #[cfg(test)]
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.shared.state.lock().poison.is_some()
+        self.shared.is_poisoned()
     }
 
     /// Bytes of log files in the directory (for the compaction bound).
@@ -278,9 +300,10 @@ struct StopGuard<'a>(&'a Shared);
 impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
         let mut st = self.0.state.lock();
-        if std::thread::panicking() && st.poison.is_none() {
+        if std::thread::panicking() {
             let panic = io::Error::other("the writer thread panicked");
-            st.poison = Some(Arc::new(WalError::io("write", "spool-wal", panic)));
+            self.0
+                .poison(&mut st, WalError::io("write", "spool-wal", panic));
         }
         st.stopped = true;
         self.0.done.notify_all();

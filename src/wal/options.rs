@@ -18,16 +18,18 @@ pub enum Durability {
     /// back ready on reopen anyway).
     Sync,
     /// Operations return without waiting for the disk (they wait only if
-    /// 4 MiB of records are pending); records are written as they come and
-    /// synced about every `d`, so a crash (of the process or the machine)
-    /// loses about the last `d` of operations; while the writer compacts
-    /// or the disk is slow, that window can grow beyond `d`.
+    /// 4 MiB of records are pending); records are written in batches
+    /// (within a millisecond, or `d` if shorter) and synced about every
+    /// `d`, so a crash (of the process or the machine) loses about the last
+    /// `d` of operations; while the writer compacts or the disk is slow,
+    /// that window can grow beyond `d`.
     Interval(Duration),
-    /// Operations return without waiting; records are written as they come
-    /// and synced only when a segment fills, on [`Queue::sync`] and when the
-    /// queue is dropped, so a crash of the process loses the last moments
-    /// (records not yet written), and a power loss whatever the OS had not
-    /// yet put on disk.
+    /// Operations return without waiting; records are written in batches
+    /// (within about a millisecond) and synced only when a segment fills,
+    /// on [`Queue::sync`] and when the queue is dropped, so a crash of the
+    /// process loses the last moments (records not yet written: about the
+    /// last millisecond), and a power loss whatever the OS had not yet put
+    /// on disk.
     ///
     /// [`Queue::sync`]: crate::Queue::sync
     None,

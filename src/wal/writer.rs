@@ -1,14 +1,25 @@
 //! The writer thread: group commit, rotation, poisoning (FORMAT.md,
 //! section 6).
 //!
-//! Callers hand encoded frame bodies to [`Shared`] under its mutex, in call
-//! order, each getting a ticket (a counter). The one writer thread loops:
-//! take every waiting body, frame them into one buffer, write it with one
+//! Callers encode their frames straight into one shared buffer under
+//! [`Shared`]'s mutex, in call order, each getting a ticket (a counter):
+//! the frame's length, then its records; the checksum and the synced
+//! offset are left for the writer, which alone knows them. The one writer
+//! thread loops: swap the buffer for its spare (so neither side allocates
+//! in the steady state), seal every frame in it, write it with one
 //! `write`, `fdatasync` once (under `Sync`), publish the last ticket as
 //! written/durable and wake all waiters. While it writes and syncs, new
 //! callers queue up and go out together in the next round, so the number
 //! of syncs adapts to the load: one caller, one sync per append; many
 //! callers, one sync per round (the classic group commit of database logs).
+//!
+//! When the writer wakes: an append into an empty buffer wakes it. Under
+//! `Sync` it writes at once. Under `Interval` and `None` nobody waits for
+//! the write, so the writer lets appends gather for up to [`WRITE_DELAY`]
+//! (or until [`WRITE_AT_BYTES`] are pending, whichever comes first) and
+//! writes them in one go: one wake-up and one `write` per batch rather
+//! than per append, which matters when the writer shares two cores with
+//! the producers and consumers.
 //!
 //! Any failure of a write, a sync or a file creation poisons the writer:
 //! it stops writing, and every waiting or later caller gets the error.
@@ -17,15 +28,27 @@
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
 use super::format::{
-    encode_frame, file_name, random_salt, Header, CODEC_BINCODE2, FRAME_HEADER_LEN, HEADER_LEN,
+    file_name, frame_len, random_salt, salt_crc, seal_frame, Header, CODEC_BINCODE2, HEADER_LEN,
     KIND_SEGMENT,
 };
 use super::options::{Durability, WalOptions};
 use super::storage::{Storage, WriteFile};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Under `Interval` and `None`, the longest the writer lets appends gather
+/// before it writes them (at most the interval itself). A crash of the
+/// process loses what was not yet written: at most about this much.
+pub(crate) const WRITE_DELAY: Duration = Duration::from_millis(1);
+
+/// Pending bytes that make the writer write at once, whatever the level.
+pub(crate) const WRITE_AT_BYTES: usize = 64 << 10;
+
+/// The writer keeps a spare buffer up to this size between rounds.
+const KEEP_BUFFER_BYTES: usize = 4 << 20;
 
 /// State shared by callers and the writer thread.
 #[derive(Default)]
@@ -35,16 +58,34 @@ pub(crate) struct Shared {
     pub(crate) work: Condvar,
     /// Wakes callers waiting for their ticket.
     pub(crate) done: Condvar,
+    /// Whether `state.poison` is set, readable without the lock (so that
+    /// a commit that waits for nothing takes no lock).
+    poisoned: AtomicBool,
+}
+
+impl Shared {
+    /// Records the first failure; later ones are dropped.
+    pub(crate) fn poison(&self, st: &mut State, error: WalError) {
+        if st.poison.is_none() {
+            st.poison = Some(Arc::new(error));
+            self.poisoned.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether an earlier write or sync failed (without the lock).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
 }
 
 pub(crate) type CompactionReply = Sender<Result<CompactionReport, WalError>>;
 
 #[derive(Default)]
 pub(crate) struct State {
-    /// Frame bodies waiting for the writer, in ticket order.
-    pub(crate) queue: Vec<Vec<u8>>,
-    /// Their bytes: appends wait while it exceeds `MAX_PENDING_BYTES`.
-    pub(crate) pending_bytes: usize,
+    /// Frames waiting for the writer, back to back in ticket order, each
+    /// laid out by `format::push_frame_header` and its body: not yet
+    /// sealed. Appends wait while it holds `MAX_PENDING_BYTES` or more.
+    pub(crate) pending: Vec<u8>,
     /// Tickets handed out (the last one's number).
     pub(crate) appended: u64,
     /// Tickets up to this one are in the OS.
@@ -53,6 +94,8 @@ pub(crate) struct State {
     pub(crate) durable: u64,
     /// A caller waits for tickets up to this one to be on disk.
     pub(crate) want_durable: u64,
+    /// A caller waits for tickets up to this one to be in the OS.
+    pub(crate) want_written: u64,
     /// The first failure; set once, never cleared.
     pub(crate) poison: Option<Arc<WalError>>,
     /// No more appends; the writer finishes the queue, syncs and exits.
@@ -66,7 +109,8 @@ pub(crate) struct State {
 pub(crate) struct Active {
     seq: u64,
     file: Box<dyn WriteFile>,
-    salt: u32,
+    /// The CRC of the file's salt, where every frame checksum starts.
+    salt_crc: u32,
     /// Bytes written (the offset of the next frame).
     len: u64,
     /// Bytes known to be on disk.
@@ -103,7 +147,7 @@ pub(crate) fn create_segment(
     Ok(Active {
         seq,
         file,
-        salt,
+        salt_crc: salt_crc(salt),
         len: HEADER_LEN,
         synced: HEADER_LEN,
     })
@@ -136,12 +180,11 @@ impl Writer {
         Ok(())
     }
 
-    fn write_buf(&mut self, buf: &mut Vec<u8>) -> Result<(), WalError> {
-        if !buf.is_empty() {
-            let result = self.active.file.write_all(buf);
+    fn write_buf(&mut self, bytes: &[u8]) -> Result<(), WalError> {
+        if !bytes.is_empty() {
+            let result = self.active.file.write_all(bytes);
             // Count the bytes even on failure: the file may hold part of them.
-            self.active.len += buf.len() as u64;
-            buf.clear();
+            self.active.len += bytes.len() as u64;
             result.map_err(|e| WalError::io("write", self.path(), e))?;
         }
         Ok(())
@@ -156,21 +199,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `bodies` as frames, one write per segment touched, rotating
-    /// when a segment fills up. Returns whether it rotated.
-    fn write(&mut self, bodies: &[Vec<u8>]) -> Result<bool, WalError> {
+    /// Seals the pending `frames` and writes them, one write per segment
+    /// touched, rotating when a segment fills up. Returns whether it
+    /// rotated.
+    fn write(&mut self, frames: &mut [u8]) -> Result<bool, WalError> {
         let mut rotated = false;
-        let mut buf = Vec::with_capacity(
-            bodies
-                .iter()
-                .map(|b| b.len() + FRAME_HEADER_LEN as usize)
-                .sum(),
-        );
-        for body in bodies {
-            let offset = self.active.len + buf.len() as u64;
-            encode_frame(&mut buf, self.active.salt, self.active.synced, body);
-            if offset + (FRAME_HEADER_LEN + body.len() as u64) >= self.options.segment_size {
-                self.write_buf(&mut buf)?;
+        // `frames[start..at]` is sealed and not yet written.
+        let mut start = 0;
+        let mut at = 0;
+        while at < frames.len() {
+            let end = at + frame_len(&frames[at..]);
+            // Sealed as it is written: after a rotation, with the new
+            // file's salt and synced offset.
+            seal_frame(
+                &mut frames[at..end],
+                self.active.salt_crc,
+                self.active.synced,
+            );
+            at = end;
+            if self.active.len + (at - start) as u64 >= self.options.segment_size {
+                self.write_buf(&frames[start..at])?;
+                start = at;
                 self.rotate()?;
                 rotated = true;
                 // Within a long batch too, so that disk use stays bounded.
@@ -180,7 +229,7 @@ impl Writer {
                 }
             }
         }
-        self.write_buf(&mut buf)?;
+        self.write_buf(&frames[start..])?;
         Ok(rotated)
     }
 
@@ -199,37 +248,52 @@ impl Writer {
 
     /// The writer thread's loop; returns when the log is closed.
     pub(crate) fn run(mut self, shared: &Shared) {
-        let mut last_sync = Instant::now();
         let interval = match self.options.durability {
             Durability::Interval(d) => Some(d),
             _ => None,
         };
+        // How long appends may gather before they are written.
+        let write_delay = match self.options.durability {
+            Durability::Sync => Duration::ZERO,
+            Durability::Interval(d) => d.min(WRITE_DELAY),
+            Durability::None => WRITE_DELAY,
+        };
+        let mut last_sync = Instant::now();
+        // When the writer first saw the pending frames.
+        let mut pending_since: Option<Instant> = None;
+        // The buffer swapped with the callers' at each round.
+        let mut frames = Vec::new();
         let mut st = shared.state.lock();
         loop {
             // Wait for something to do.
             loop {
-                let dirty = st.written > st.durable;
-                let interval_due = dirty && interval.is_some_and(|d| last_sync.elapsed() >= d);
-                if !st.queue.is_empty()
-                    || st.closing
+                let asked = st.want_durable > st.durable || st.want_written > st.written;
+                if st.closing
                     || !st.compactions.is_empty()
-                    || (st.want_durable > st.durable && st.poison.is_none())
-                    || interval_due
+                    || (asked && st.poison.is_none())
+                    || st.pending.len() >= WRITE_AT_BYTES
+                    || (!st.pending.is_empty() && write_delay.is_zero())
                 {
                     break;
                 }
-                match interval {
-                    Some(d) if dirty => {
-                        let left = d
-                            .saturating_sub(last_sync.elapsed())
-                            .max(Duration::from_micros(100));
-                        shared.work.wait_for(&mut st, left);
+                let mut deadline = None;
+                if !st.pending.is_empty() {
+                    deadline = Some(*pending_since.get_or_insert_with(Instant::now) + write_delay);
+                }
+                if let Some(d) = interval.filter(|_| st.written > st.durable) {
+                    let sync_at = last_sync + d;
+                    deadline = Some(deadline.map_or(sync_at, |at: Instant| at.min(sync_at)));
+                }
+                match deadline {
+                    Some(at) if Instant::now() >= at => break,
+                    Some(at) => {
+                        shared.work.wait_until(&mut st, at);
                     }
-                    _ => shared.work.wait(&mut st),
+                    None => shared.work.wait(&mut st),
                 }
             }
-            let bodies = std::mem::take(&mut st.queue);
-            st.pending_bytes = 0;
+            pending_since = None;
+            std::mem::swap(&mut st.pending, &mut frames);
             let last = st.appended;
             let wants_sync = st.want_durable > st.durable || st.closing;
             let closing = st.closing;
@@ -242,7 +306,7 @@ impl Writer {
             let result = match poisoned {
                 Some(p) => Err(WalError::Poisoned(p)),
                 None => (|| {
-                    rotated = self.write(&bodies)?;
+                    rotated = self.write(&mut frames)?;
                     if compaction.is_some() && self.active.len > HEADER_LEN {
                         // Seal what the caller appended before asking.
                         self.rotate()?;
@@ -261,6 +325,10 @@ impl Writer {
                     Ok(())
                 })(),
             };
+            frames.clear();
+            if frames.capacity() > KEEP_BUFFER_BYTES {
+                frames = Vec::new(); // after a burst of huge frames
+            }
 
             st = shared.state.lock();
             match result {
@@ -271,7 +339,7 @@ impl Writer {
                     }
                 }
                 Err(WalError::Poisoned(_)) => {}
-                Err(e) => st.poison = Some(Arc::new(e)),
+                Err(e) => shared.poison(&mut st, e),
             }
             shared.done.notify_all();
             let poison = st.poison.clone();
@@ -289,7 +357,7 @@ impl Writer {
                 }
                 st = shared.state.lock();
             }
-            if closing && st.queue.is_empty() && st.compactions.is_empty() {
+            if closing && st.pending.is_empty() && st.compactions.is_empty() {
                 st.stopped = true;
                 shared.done.notify_all();
                 return;
