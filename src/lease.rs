@@ -24,14 +24,11 @@ use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const SHARDS: usize = 16;
 
 pub(crate) struct LeaseTable<T> {
     shards: Box<[Padded<Mutex<Shard<T>>>]>,
-    /// Bumped by consumers: on its own line, away from what producers read.
-    in_flight: Padded<AtomicUsize>,
 }
 
 struct Shard<T> {
@@ -104,31 +101,31 @@ impl<T> LeaseTable<T> {
                 }))
             })
             .collect();
-        LeaseTable {
-            shards,
-            in_flight: Padded(AtomicUsize::new(0)),
-        }
+        LeaseTable { shards }
     }
 
     fn shard(&self, id: MessageId) -> &Mutex<Shard<T>> {
         &self.shards[shard_of(id)].0
     }
 
-    /// How many messages are in flight.
+    /// How many messages are in flight: counted shard by shard, so exact
+    /// only when no lease changes meanwhile (a count kept in one atomic
+    /// would cost every receive and settle a shared write).
     pub(crate) fn len(&self) -> usize {
-        self.in_flight.load(Relaxed)
+        self.shards
+            .iter()
+            .map(|shard| shard.0.lock().leases.len())
+            .sum()
     }
 
     /// Puts `entry` in flight under lease `token` until `deadline`.
     pub(crate) fn insert(&self, entry: Held<T>, token: u64, deadline: Nanos) {
         self.shard(entry.id).lock().put(entry, token, deadline);
-        self.in_flight.fetch_add(1, Relaxed);
     }
 
     /// Puts several entries in flight until `deadline`, each under its own
     /// token, locking each shard once.
     pub(crate) fn insert_many(&self, mut leases: Vec<(Held<T>, u64)>, deadline: Nanos) {
-        let count = leases.len();
         leases.sort_by_key(|(entry, _)| shard_of(entry.id));
         let mut leases = leases.into_iter().peekable();
         while let Some((entry, token)) = leases.next() {
@@ -140,7 +137,6 @@ impl<T> LeaseTable<T> {
                 next = leases.next_if(|(entry, _)| shard_of(entry.id) == index);
             }
         }
-        self.in_flight.fetch_add(count, Relaxed);
     }
 
     /// Ends every current lease of `leases` (skipping expired ones),
@@ -159,7 +155,6 @@ impl<T> LeaseTable<T> {
                 i += 1;
             }
         }
-        self.in_flight.fetch_sub(removed.len(), Relaxed);
         removed
     }
 
@@ -172,9 +167,7 @@ impl<T> LeaseTable<T> {
         now: Nanos,
     ) -> Result<Held<T>, SettleError> {
         let entry = self.shard(id).lock().take_current(id, token, now);
-        let entry = entry.ok_or(SettleError::LeaseExpired { id })?;
-        self.in_flight.fetch_sub(1, Relaxed);
-        Ok(entry)
+        entry.ok_or(SettleError::LeaseExpired { id })
     }
 
     /// Moves the deadline of a current lease to `deadline`.
@@ -211,7 +204,6 @@ impl<T> LeaseTable<T> {
                 shard.deadlines.pop();
                 if shard.is_live(&top) {
                     let lease = shard.leases.remove(&top.1).expect("live lease");
-                    self.in_flight.fetch_sub(1, Relaxed);
                     expired.push((top.0, lease.entry));
                 }
             }

@@ -105,6 +105,7 @@ mod error;
 mod event;
 mod lease;
 mod message;
+mod monotonic;
 mod padded;
 mod persist;
 mod producer;

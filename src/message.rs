@@ -39,6 +39,10 @@ pub(crate) struct Entry<P> {
     pub(crate) enqueued_at: Nanos,
     /// Deliveries so far; reset by a redrive.
     pub(crate) receive_count: u32,
+    /// Leases granted so far in this process, never reset: the number of
+    /// the current lease, which with the id names it uniquely (a delivery
+    /// from before a redrive cannot settle a later one).
+    leases: u32,
     extra: Option<Box<Extra>>,
 }
 
@@ -88,6 +92,7 @@ impl<T> Queued<T> {
             payload: Payload::Owned(payload),
             enqueued_at,
             receive_count: 0,
+            leases: 0,
             extra: None,
         };
         if key.is_some() {
@@ -117,8 +122,17 @@ impl<P> Entry<P> {
             payload: f(self.payload),
             enqueued_at: self.enqueued_at,
             receive_count: self.receive_count,
+            leases: self.leases,
             extra: self.extra,
         }
+    }
+
+    /// Counts a new lease on it and returns its token: unique for this
+    /// message in this process (it would take 2^32 deliveries of one
+    /// message, while a delivery from the first is still held, to repeat).
+    pub(crate) fn next_lease(&mut self) -> u64 {
+        self.leases = self.leases.wrapping_add(1);
+        u64::from(self.leases)
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
@@ -153,6 +167,7 @@ impl<T> Clone for Held<T> {
             payload: Arc::clone(&self.payload),
             enqueued_at: self.enqueued_at,
             receive_count: self.receive_count,
+            leases: self.leases,
             extra: self.extra.clone(),
         }
     }

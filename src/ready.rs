@@ -5,9 +5,10 @@
 //! Consumers that find it empty sleep on a [`Signal`].
 //!
 //! For the age of the oldest ready message, every push takes a sequence
-//! number and writes its time into a ring at that position; pops count up.
-//! Pops follow push order, so the oldest ready message is the one at
-//! position `popped`, and its time is in the ring as long as the ring holds
+//! number and writes its time into a ring at that position. Pops follow
+//! push order, so the oldest ready message is the one at position
+//! `pushed - len` (the channel counts what it holds, so consumers need no
+//! counter of their own), and its time is in the ring as long as it holds
 //! at least as many slots as there are ready messages. The ring has one
 //! slot per unit of capacity, up to [`MAX_AGE_SLOTS`]; beyond that many
 //! ready messages the age reported is that of a younger message. Under
@@ -30,8 +31,6 @@ pub(crate) struct ReadyQueue<T> {
     receiver: Receiver<Queued<T>>,
     /// Bumped by producers.
     pushed: Padded<AtomicU64>,
-    /// Bumped by consumers.
-    popped: Padded<AtomicU64>,
     ready_since: Box<[AtomicU64]>,
     /// Consumers wait here for a message (or a deadline, or the end).
     pub(crate) signal: Signal,
@@ -45,7 +44,6 @@ impl<T> ReadyQueue<T> {
             sender,
             receiver,
             pushed: Padded::default(),
-            popped: Padded::default(),
             ready_since: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             signal: Signal::default(),
         }
@@ -65,24 +63,22 @@ impl<T> ReadyQueue<T> {
 
     /// Takes the oldest ready message, if any.
     pub(crate) fn pop(&self) -> Option<Queued<T>> {
-        let entry = self.receiver.try_recv().ok()?;
-        self.popped.fetch_add(1, SeqCst);
-        Some(entry)
+        self.receiver.try_recv().ok()
     }
 
     /// How many messages are ready.
     pub(crate) fn len(&self) -> usize {
-        let popped = self.popped.load(SeqCst);
-        let pushed = self.pushed.load(SeqCst);
-        pushed.saturating_sub(popped) as usize
+        self.receiver.len()
     }
 
     /// When the oldest ready message became ready, if any is.
     pub(crate) fn oldest_since(&self) -> Option<Nanos> {
-        let popped = self.popped.load(SeqCst);
-        if self.pushed.load(SeqCst) <= popped {
+        let len = self.receiver.len() as u64;
+        if len == 0 {
             return None;
         }
+        // Read after the length: a push counted in `len` is counted here.
+        let popped = self.pushed.load(SeqCst).saturating_sub(len);
         Some(self.slot(popped).load(Relaxed))
     }
 }

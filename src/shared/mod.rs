@@ -108,6 +108,9 @@ impl NoRoom {
 pub(crate) struct Shared<T> {
     pub(crate) config: Config,
     clock: Arc<dyn Clock>,
+    /// How far the clock's coarse reading may lag: added to every lease
+    /// deadline set from one, so that leases do not run out early.
+    coarse_lag: Nanos,
     ready: ReadyQueue<T>,
     capacity: Capacity,
     leases: LeaseTable<T>,
@@ -118,8 +121,6 @@ pub(crate) struct Shared<T> {
     random: Random,
     /// Bumped by producers.
     next_id: Padded<AtomicU64>,
-    /// Bumped by consumers: on its own cache line, apart from `next_id`.
-    next_token: Padded<AtomicU64>,
     closed: AtomicBool,
     /// `Queue` and `Producer` handles alive: when none is left, nothing new
     /// can be sent and the queue counts as closed.
@@ -151,7 +152,6 @@ impl<T: Send + Sync + 'static> Shared<T> {
             counters: Counters::default(),
             random: Random::new(seed),
             next_id: Padded(AtomicU64::new(1)),
-            next_token: Padded(AtomicU64::new(1)),
             closed: AtomicBool::new(false),
             senders: AtomicUsize::new(0),
             next_deadline: AtomicU64::new(Nanos::MAX),
@@ -160,6 +160,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
             recovery,
             poison_reported: AtomicBool::new(false),
             config,
+            coarse_lag: clock::duration_nanos(clock.coarse_lag()),
             clock,
         });
         let listener: Arc<dyn ClockListener> = shared.clone();
@@ -179,6 +180,13 @@ impl<T: Send + Sync> ClockListener for Shared<T> {
 impl<T> Shared<T> {
     pub(crate) fn now(&self) -> Nanos {
         self.clock.now_nanos()
+    }
+
+    /// The time, up to `coarse_lag` behind: for receive and acknowledge,
+    /// the hot paths where a millisecond does not matter (see
+    /// [`Clock::now_coarse_nanos`]).
+    fn now_coarse(&self) -> Nanos {
+        self.clock.now_coarse_nanos()
     }
 
     // ----- handles and closing -------------------------------------------

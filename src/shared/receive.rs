@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::message::{Held, Queued};
 use crate::stats::Counters;
 use crate::wal::Record;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ impl<T> Shared<T> {
         take: impl Fn(Nanos) -> Result<Option<R>, RecvError>,
     ) -> Result<R, RecvError> {
         let attempt = || {
-            let now = self.now();
+            let now = self.now_coarse();
             self.tick(now);
             match take(now) {
                 Ok(Some(taken)) => Some(Ok(taken)),
@@ -107,8 +107,8 @@ impl<T> Shared<T> {
         let mut deliveries = Vec::with_capacity(entries.len());
         let mut leases = Vec::with_capacity(entries.len());
         for entry in entries {
-            let entry = entry.into_held();
-            let token = self.next_token.fetch_add(1, Relaxed);
+            let mut entry = entry.into_held();
+            let token = entry.next_lease();
             deliveries.push(Delivery::new(Arc::clone(self), &entry, token));
             leases.push((entry, token));
         }
@@ -134,13 +134,15 @@ impl<T> Shared<T> {
         self.durable(ticket)
     }
 
+    /// The deadline of a lease granted at `now`, a coarse reading.
     fn lease_deadline(&self, now: Nanos) -> Nanos {
-        now.saturating_add(clock::duration_nanos(self.config.visibility_timeout))
+        now.saturating_add(self.coarse_lag)
+            .saturating_add(clock::duration_nanos(self.config.visibility_timeout))
     }
 
     /// Puts `entry` in flight under a new lease and hands out its delivery.
-    fn lease(self: &Arc<Self>, entry: Held<T>, deadline: Nanos) -> Delivery<T> {
-        let token = self.next_token.fetch_add(1, Relaxed);
+    fn lease(self: &Arc<Self>, mut entry: Held<T>, deadline: Nanos) -> Delivery<T> {
+        let token = entry.next_lease();
         let delivery = Delivery::new(Arc::clone(self), &entry, token);
         self.leases.insert(entry, token, deadline);
         delivery

@@ -16,7 +16,7 @@ const ACKS_PER_FRAME: usize = 65_536;
 
 impl<T> Shared<T> {
     pub(crate) fn ack(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
-        let now = self.now();
+        let now = self.now_coarse();
         self.tick(now);
         self.leases.remove(id, token, now)?;
         let logged = self.log(&[Record::Ack { id: id.0 }]);
@@ -28,7 +28,7 @@ impl<T> Shared<T> {
     /// Acknowledges every current lease of `leases`, skipping expired
     /// ones; returns how many. One capacity release, one wait for the disk.
     pub(crate) fn ack_batch(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
-        let now = self.now();
+        let now = self.now_coarse();
         self.tick(now);
         let removed = self.leases.remove_many(leases, now);
         let acked: Vec<MessageId> = removed.iter().map(|entry| entry.id).collect();
