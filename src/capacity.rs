@@ -107,7 +107,10 @@ impl Capacity {
     /// asleep with room free. Nobody pays for this unless someone waits.
     pub(crate) fn give_back(&self, n: usize) {
         self.returned.fetch_add(n, SeqCst);
-        self.signal.notify_all();
+        // Waiters read `returned` with SeqCst loads (`try_take` reads it
+        // before it gives up), so the fetch_add above orders itself with
+        // their registration: no fence needed.
+        self.signal.notify_all_after_seqcst_rmw();
     }
 }
 

@@ -35,6 +35,9 @@ struct Shard<T> {
     leases: HashMap<u64, Lease<T>, BuildHasherDefault<IdHasher>>,
     /// (deadline, message id, token); may hold stale entries.
     deadlines: BinaryHeap<Reverse<(Nanos, u64, u64)>>,
+    /// Leases ended by an acknowledgement, ever: counted here, under the
+    /// lock the ack takes anyway, rather than in a shared atomic.
+    acked: u64,
 }
 
 struct Lease<T> {
@@ -98,6 +101,7 @@ impl<T> LeaseTable<T> {
                 Padded(Mutex::new(Shard {
                     leases: HashMap::default(),
                     deadlines: BinaryHeap::new(),
+                    acked: 0,
                 }))
             })
             .collect();
@@ -139,9 +143,28 @@ impl<T> LeaseTable<T> {
         }
     }
 
-    /// Ends every current lease of `leases` (skipping expired ones),
-    /// locking each shard once; returns the messages.
-    pub(crate) fn remove_many(&self, leases: &[(MessageId, u64)], now: Nanos) -> Vec<Held<T>> {
+    /// Acknowledgements so far (see [`ack`](Self::ack)).
+    pub(crate) fn acked(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.0.lock().acked).sum()
+    }
+
+    /// [`remove`](Self::remove), counted as an acknowledgement.
+    pub(crate) fn ack(
+        &self,
+        id: MessageId,
+        token: u64,
+        now: Nanos,
+    ) -> Result<Held<T>, SettleError> {
+        let mut shard = self.shard(id).lock();
+        let entry = shard.take_current(id, token, now);
+        shard.acked += u64::from(entry.is_some());
+        drop(shard);
+        entry.ok_or(SettleError::LeaseExpired { id })
+    }
+
+    /// Acknowledges every current lease of `leases` (skipping expired
+    /// ones), locking each shard once; returns the messages.
+    pub(crate) fn ack_many(&self, leases: &[(MessageId, u64)], now: Nanos) -> Vec<Held<T>> {
         let mut order: Vec<usize> = (0..leases.len()).collect();
         order.sort_by_key(|&i| shard_of(leases[i].0));
         let mut removed = Vec::with_capacity(leases.len());
@@ -151,7 +174,10 @@ impl<T> LeaseTable<T> {
             let mut shard = self.shards[index].0.lock();
             while i < order.len() && shard_of(leases[order[i]].0) == index {
                 let (id, token) = leases[order[i]];
-                removed.extend(shard.take_current(id, token, now));
+                if let Some(entry) = shard.take_current(id, token, now) {
+                    shard.acked += 1;
+                    removed.push(entry);
+                }
                 i += 1;
             }
         }
@@ -292,15 +318,16 @@ mod tests {
             .map(|id| (MessageId(id), if id % 2 == 0 { id + 1_000 } else { id }))
             .collect();
         let mut removed: Vec<u64> = table
-            .remove_many(&settle, 499)
+            .ack_many(&settle, 499)
             .iter()
             .map(|e| e.id.0)
             .collect();
         removed.sort_unstable();
         assert_eq!(removed, (0..100).step_by(2).collect::<Vec<_>>());
         assert_eq!(table.len(), 50);
+        assert_eq!(table.acked(), 50);
         assert!(
-            table.remove_many(&[(MessageId(1), 1_001)], 500).is_empty(),
+            table.ack_many(&[(MessageId(1), 1_001)], 500).is_empty(),
             "expired"
         );
         let mut expired = Vec::new();

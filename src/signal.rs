@@ -53,6 +53,21 @@ impl Signal {
         }
     }
 
+    /// [`notify_all`](Self::notify_all) after a state change made by a
+    /// `SeqCst` read-modify-write that waiters check with `SeqCst` loads.
+    /// The change, the waiter's registration, its check of the state and
+    /// this check of the waiters all take part in the single total order of
+    /// `SeqCst` operations, which forbids both checks missing: the fence of
+    /// [`has_waiters`](Self::has_waiters) is not needed (it costs as much
+    /// as the rest of a notify without waiters).
+    pub(crate) fn notify_all_after_seqcst_rmw(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            self.epoch.fetch_add(1, SeqCst);
+            let _guard = self.lock.lock();
+            self.condvar.notify_all();
+        }
+    }
+
     /// Whether anyone is registered. The fence pairs with the waiter's
     /// registration: either this load sees the waiter, or the waiter's
     /// second attempt (after registering) sees the state change made before

@@ -46,11 +46,11 @@ pub struct Stats {
 }
 
 /// The counters behind [`Stats`]: plain atomics, bumped as things happen.
-/// Producers bump `sent`, consumers `acked`: each on its own cache line.
+/// Producers bump `sent`, on its own cache line. Acknowledgements, the
+/// consumers' hot path, are counted by the lease table under its locks.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) sent: Padded<AtomicU64>,
-    pub(crate) acked: Padded<AtomicU64>,
     pub(crate) duplicates: AtomicU64,
     pub(crate) nacked: AtomicU64,
     pub(crate) expired: AtomicU64,
@@ -67,7 +67,6 @@ impl Counters {
     pub(crate) fn fill(&self, stats: &mut Stats) {
         stats.sent = self.sent.load(Relaxed);
         stats.duplicates = self.duplicates.load(Relaxed);
-        stats.acked = self.acked.load(Relaxed);
         stats.nacked = self.nacked.load(Relaxed);
         stats.expired = self.expired.load(Relaxed);
         stats.dead_lettered = self.dead_lettered.load(Relaxed);

@@ -365,6 +365,7 @@ impl<T> Shared<T> {
             ..Stats::default()
         };
         self.counters.fill(&mut stats);
+        stats.acked = self.leases.acked();
         stats
     }
 }

@@ -18,9 +18,8 @@ impl<T> Shared<T> {
     pub(crate) fn ack(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
         let now = self.now_coarse();
         self.tick(now);
-        self.leases.remove(id, token, now)?;
+        self.leases.ack(id, token, now)?;
         let logged = self.log(&[Record::Ack { id: id.0 }]);
-        Counters::bump(&self.counters.acked, 1);
         self.free_slots(1);
         self.settled(logged)
     }
@@ -30,7 +29,7 @@ impl<T> Shared<T> {
     pub(crate) fn ack_batch(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
         let now = self.now_coarse();
         self.tick(now);
-        let removed = self.leases.remove_many(leases, now);
+        let removed = self.leases.ack_many(leases, now);
         let acked: Vec<MessageId> = removed.iter().map(|entry| entry.id).collect();
         drop(removed);
         if acked.is_empty() {
@@ -47,7 +46,6 @@ impl<T> Shared<T> {
                 }
             }
         }
-        Counters::bump(&self.counters.acked, acked.len() as u64);
         self.free_slots(acked.len());
         self.settled(logged).map(|()| acked.len())
     }
