@@ -1,6 +1,6 @@
 //! The receiving side.
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, SettleError};
 use crate::shared::{Shared, Wait};
 use crate::Message;
@@ -20,11 +20,14 @@ use std::time::Duration;
 /// its backoff, if any), so retries do not keep their place.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
+    /// What this handle's deliveries hold on to (see [`Origin`]).
+    origin: Arc<Origin<T>>,
 }
 
 impl<T: Message> Consumer<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        Consumer { shared }
+        let origin = Arc::new(Origin(Arc::clone(&shared)));
+        Consumer { shared, origin }
     }
 
     /// Receives a message, blocking until one is ready or the queue is
@@ -51,7 +54,8 @@ impl<T: Message> Consumer<T> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.shared.receive_batch(max, Wait::timeout(timeout))
+        self.shared
+            .receive_batch(&self.origin, max, Wait::timeout(timeout))
     }
 
     /// Acknowledges several deliveries at once: one capacity release for
@@ -102,7 +106,7 @@ impl<T: Message> Consumer<T> {
     }
 
     fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {
-        self.shared.receive_one(wait)
+        self.shared.receive_one(&self.origin, wait)
     }
 
     /// The queue's visibility timeout (for the worker pool's heartbeat).
@@ -117,9 +121,12 @@ impl<T: Message> Consumer<T> {
 }
 
 impl<T> Clone for Consumer<T> {
+    /// A handle of its own: clones used on different threads count their
+    /// deliveries' references apart.
     fn clone(&self) -> Self {
         Consumer {
             shared: Arc::clone(&self.shared),
+            origin: Arc::new(Origin(Arc::clone(&self.shared))),
         }
     }
 }

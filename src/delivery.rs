@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 ///
 /// A `Delivery` derefs to the payload.
 pub struct Delivery<T> {
-    shared: Arc<Shared<T>>,
+    origin: Arc<Origin<T>>,
     payload: Arc<T>,
     id: MessageId,
     token: u64,
@@ -37,10 +37,17 @@ pub struct Delivery<T> {
     settled: bool,
 }
 
+/// The queue, as the deliveries of one [`Consumer`](crate::Consumer) handle
+/// hold it. A delivery must keep its queue alive, which costs an atomic
+/// increment when it is made and a decrement when it is dropped; through
+/// one `Origin` per handle, consumers on different threads do those on
+/// different cache lines instead of all on the queue's one count.
+pub(crate) struct Origin<T>(pub(crate) Arc<Shared<T>>);
+
 impl<T> Delivery<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>, entry: &Held<T>, token: u64) -> Self {
+    pub(crate) fn new(origin: Arc<Origin<T>>, entry: &Held<T>, token: u64) -> Self {
         Delivery {
-            shared,
+            origin,
             payload: Arc::clone(&entry.payload),
             id: entry.id,
             token,
@@ -80,7 +87,7 @@ impl<T> Delivery<T> {
     /// Done: removes the message from the queue for good.
     pub fn ack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        self.shared.ack(self.id, self.token)
+        self.origin.0.ack(self.id, self.token)
     }
 
     /// Not done: makes the message visible again after the queue's
@@ -88,7 +95,7 @@ impl<T> Delivery<T> {
     /// if this was its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        self.shared.release(self.id, self.token, None, None)
+        self.origin.0.release(self.id, self.token, None, None)
     }
 
     /// A `nack` that records why the attempt failed; the text (up to
@@ -97,32 +104,36 @@ impl<T> Delivery<T> {
     pub fn fail(mut self, error: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
         let error = crate::producer::bounded_text(error.into());
-        self.shared.release(self.id, self.token, None, Some(error))
+        self.origin
+            .0
+            .release(self.id, self.token, None, Some(error))
     }
 
     /// A `nack` with an explicit delay instead of the queue's backoff.
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
         self.settled = true;
-        self.shared.release(self.id, self.token, Some(delay), None)
+        self.origin
+            .0
+            .release(self.id, self.token, Some(delay), None)
     }
 
     /// Moves the message to the dead-letter queue now, with `reason`.
     pub fn dead_letter(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
         let reason = crate::producer::bounded_text(reason.into());
-        self.shared.reject(self.id, self.token, reason)
+        self.origin.0.reject(self.id, self.token, reason)
     }
 
     /// Keeps the lease for `by` from now (the heartbeat of a long job).
     pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
-        self.shared.extend(self.id, self.token, by)
+        self.origin.0.extend(self.id, self.token, by)
     }
 
     /// A handle on this delivery's lease that another thread can extend or
     /// release while this delivery is busy (the worker pool's heartbeat).
     /// Whether this delivery came from `shared`.
     pub(crate) fn is_from(&self, shared: &Arc<Shared<T>>) -> bool {
-        Arc::ptr_eq(&self.shared, shared)
+        Arc::ptr_eq(&self.origin.0, shared)
     }
 
     /// Hands the settling over to the caller (a batch ack): dropping the
@@ -134,7 +145,7 @@ impl<T> Delivery<T> {
 
     pub(crate) fn lease(&self) -> LeaseHandle<T> {
         LeaseHandle {
-            shared: Arc::clone(&self.shared),
+            shared: Arc::clone(&self.origin.0),
             id: self.id,
             token: self.token,
         }
@@ -173,7 +184,7 @@ impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         if !self.settled {
             // An expired lease has nothing left to release.
-            let _ = self.shared.release(self.id, self.token, None, None);
+            let _ = self.origin.0.release(self.id, self.token, None, None);
         }
     }
 }

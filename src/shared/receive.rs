@@ -2,7 +2,7 @@
 
 use super::{Next, Shared, Wait};
 use crate::clock::{self, Nanos};
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, StorageError};
 use crate::event::Event;
 use crate::message::{Held, Queued};
@@ -18,18 +18,23 @@ const RECEIVES_PER_FRAME: usize = 65_536;
 
 impl<T> Shared<T> {
     /// Receives one message.
-    pub(crate) fn receive_one(self: &Arc<Self>, wait: Wait) -> Result<Delivery<T>, RecvError> {
-        self.receive_with(wait, |now| self.take_one(now))
+    pub(crate) fn receive_one(
+        &self,
+        origin: &Arc<Origin<T>>,
+        wait: Wait,
+    ) -> Result<Delivery<T>, RecvError> {
+        self.receive_with(wait, |now| self.take_one(origin, now))
     }
 
     /// Receives up to `max` messages (at least one).
     pub(crate) fn receive_batch(
-        self: &Arc<Self>,
+        &self,
+        origin: &Arc<Origin<T>>,
         max: usize,
         wait: Wait,
     ) -> Result<Vec<Delivery<T>>, RecvError> {
         self.receive_with(wait, |now| {
-            let batch = self.take_batch(max, now)?;
+            let batch = self.take_batch(origin, max, now)?;
             Ok((!batch.is_empty()).then_some(batch))
         })
     }
@@ -64,7 +69,11 @@ impl<T> Shared<T> {
 
     /// Leases the oldest ready message, if any, once its receive is
     /// recorded.
-    fn take_one(self: &Arc<Self>, now: Nanos) -> Result<Option<Delivery<T>>, RecvError> {
+    fn take_one(
+        &self,
+        origin: &Arc<Origin<T>>,
+        now: Nanos,
+    ) -> Result<Option<Delivery<T>>, RecvError> {
         let Some(mut entry) = self.ready.pop() else {
             return Ok(None);
         };
@@ -78,14 +87,19 @@ impl<T> Shared<T> {
             return Err(RecvError::Storage(error));
         }
         let deadline = self.lease_deadline(now);
-        let delivery = self.lease(entry.into_held(), deadline);
+        let delivery = self.lease(origin, entry.into_held(), deadline);
         self.register_deadline(deadline);
         Ok(Some(delivery))
     }
 
     /// Leases up to `max` of the oldest ready messages. Their receives are
     /// recorded (as one frame) before any delivery is handed out.
-    fn take_batch(self: &Arc<Self>, max: usize, now: Nanos) -> Result<Vec<Delivery<T>>, RecvError> {
+    fn take_batch(
+        &self,
+        origin: &Arc<Origin<T>>,
+        max: usize,
+        now: Nanos,
+    ) -> Result<Vec<Delivery<T>>, RecvError> {
         let mut entries = Vec::new();
         while entries.len() < max {
             let Some(mut entry) = self.ready.pop() else {
@@ -109,7 +123,7 @@ impl<T> Shared<T> {
         for entry in entries {
             let mut entry = entry.into_held();
             let token = entry.next_lease();
-            deliveries.push(Delivery::new(Arc::clone(self), &entry, token));
+            deliveries.push(Delivery::new(Arc::clone(origin), &entry, token));
             leases.push((entry, token));
         }
         self.leases.insert_many(leases, deadline);
@@ -141,9 +155,9 @@ impl<T> Shared<T> {
     }
 
     /// Puts `entry` in flight under a new lease and hands out its delivery.
-    fn lease(self: &Arc<Self>, mut entry: Held<T>, deadline: Nanos) -> Delivery<T> {
+    fn lease(&self, origin: &Arc<Origin<T>>, mut entry: Held<T>, deadline: Nanos) -> Delivery<T> {
         let token = entry.next_lease();
-        let delivery = Delivery::new(Arc::clone(self), &entry, token);
+        let delivery = Delivery::new(Arc::clone(origin), &entry, token);
         self.leases.insert(entry, token, deadline);
         delivery
     }
