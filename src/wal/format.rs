@@ -181,32 +181,20 @@ pub(crate) fn le_u64(b: &[u8]) -> u64 {
 /// `body.len()` against the file's max frame.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, salt: u32, synced: u64, body: &[u8]) {
     let start = out.len();
-    push_frame_header(out, body.len());
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN as usize]);
     out.extend_from_slice(body);
     seal_frame(&mut out[start..], salt_crc(salt), synced);
 }
 
-/// Appends the header of a frame whose `len`-byte body the caller appends
-/// next: the length is set, the checksum and synced offset are left for
-/// [`seal_frame`] (the writer knows them only when it writes the frame).
-/// The caller has checked `len` against the file's max frame.
-pub(crate) fn push_frame_header(out: &mut Vec<u8>, len: usize) {
-    let len = u32::try_from(len).expect("frame length checked against the max frame");
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-}
-
-/// The length of the frame at the start of `frames` (header included), a
-/// frame laid out by [`push_frame_header`] and its body.
-pub(crate) fn frame_len(frames: &[u8]) -> usize {
-    FRAME_HEADER_LEN as usize + le_u32(&frames[4..8]) as usize
-}
-
-/// Completes a frame laid out by [`push_frame_header`] and its body
-/// (`frame` is exactly the frame): writes its synced offset, then its
-/// checksum, seeded with the file's [`salt_crc`].
+/// Makes `frame` (16 bytes of room for the header, then the body) a frame:
+/// writes its length, its synced offset, then its checksum, seeded with the
+/// file's [`salt_crc`]. The writer seals frames in place this way as it
+/// writes them, since only it knows their file and synced offset. The
+/// caller has checked the body length against the file's max frame.
 pub(crate) fn seal_frame(frame: &mut [u8], salt_crc: u32, synced: u64) {
+    let len = frame.len() - FRAME_HEADER_LEN as usize;
+    let len = u32::try_from(len).expect("frame length checked against the max frame");
+    frame[4..8].copy_from_slice(&len.to_le_bytes());
     frame[8..16].copy_from_slice(&synced.to_le_bytes());
     let crc = salted_crc32(salt_crc, &[&frame[4..]]);
     frame[0..4].copy_from_slice(&crc.to_le_bytes());
@@ -373,16 +361,13 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_sealed_in_place_is_the_frame_encoded_whole() {
+    fn a_frame_sealed_in_place_has_the_documented_layout() {
         let body = b"records of one append, long enough to take the folding path of crc32fast";
         let mut whole = Vec::new();
         encode_frame(&mut whole, 0xdead_beef, 4096, body);
-        let mut in_place = Vec::new();
-        push_frame_header(&mut in_place, body.len());
-        in_place.extend_from_slice(body);
-        assert_eq!(frame_len(&in_place), in_place.len());
-        seal_frame(&mut in_place, salt_crc(0xdead_beef), 4096);
-        assert_eq!(in_place, whole);
+        assert_eq!(le_u32(&whole[4..8]) as usize, body.len());
+        assert_eq!(le_u64(&whole[8..16]), 4096);
+        assert_eq!(&whole[16..], body);
         // The checksum is the CRC-32 of salt, then bytes 4.. of the frame.
         let mut salted = 0xdead_beef_u32.to_le_bytes().to_vec();
         salted.extend_from_slice(&whole[4..]);

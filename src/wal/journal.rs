@@ -15,7 +15,7 @@
 
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
-use super::format::{frame_len, push_frame_header, FRAME_HEADER_LEN};
+use super::format::FRAME_HEADER_LEN;
 use super::options::{Durability, WalOptions};
 use super::record::Record;
 use super::recovery::{recover, Recovered};
@@ -117,7 +117,8 @@ impl Wal {
     ///
     /// The records are encoded straight into the writer's pending buffer,
     /// under its lock: no allocation per frame, and the lock is held for
-    /// little more than copying their bytes.
+    /// little more than copying their bytes. (The writer may put the
+    /// records of several appends in one frame: see `writer.rs`.)
     pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, WalError> {
         let len: u64 = records.iter().map(Record::encoded_len).sum();
         if len > u64::from(self.max_frame) {
@@ -145,14 +146,20 @@ impl Wal {
             return Err(WalError::Poisoned(Arc::clone(poison)));
         }
         let before = st.pending.len();
+        if before == 0 {
+            // Room for the header of the first frame (see `writer.rs`).
+            st.pending
+                .extend_from_slice(&[0; FRAME_HEADER_LEN as usize]);
+        }
         // Fits in usize: at most the max frame.
-        st.pending.reserve(FRAME_HEADER_LEN as usize + len as usize);
-        push_frame_header(&mut st.pending, len as usize);
+        st.pending.reserve(len as usize);
+        let start = st.pending.len();
         for record in records {
             record.encode(&mut st.pending);
         }
         let after = st.pending.len();
-        debug_assert_eq!(after - before, frame_len(&st.pending[before..]));
+        debug_assert_eq!((after - start) as u64, len);
+        st.ends.push(after);
         st.appended += 1;
         let ticket = Ticket(st.appended);
         drop(st);

@@ -1,17 +1,28 @@
 //! The writer thread: group commit, rotation, poisoning (FORMAT.md,
 //! section 6).
 //!
-//! Callers encode their frames straight into one shared buffer under
-//! [`Shared`]'s mutex, in call order, each getting a ticket (a counter):
-//! the frame's length, then its records; the checksum and the synced
-//! offset are left for the writer, which alone knows them. The one writer
-//! thread loops: swap the buffer for its spare (so neither side allocates
-//! in the steady state), seal every frame in it, write it with one
-//! `write`, `fdatasync` once (under `Sync`), publish the last ticket as
-//! written/durable and wake all waiters. While it writes and syncs, new
-//! callers queue up and go out together in the next round, so the number
-//! of syncs adapts to the load: one caller, one sync per append; many
-//! callers, one sync per round (the classic group commit of database logs).
+//! Callers encode their records straight into one shared buffer under
+//! [`Shared`]'s mutex, in call order, each append getting a ticket (a
+//! counter) and its end offset noted. The one writer thread loops: swap
+//! the buffer for its spare (so neither side allocates in the steady
+//! state), frame what it holds, write it with one `write`, `fdatasync`
+//! once (under `Sync`), publish the last ticket as written/durable and
+//! wake all waiters. While it writes and syncs, new callers queue up and
+//! go out together in the next round, so the number of syncs adapts to
+//! the load: one caller, one sync per append; many callers, one sync per
+//! round (the classic group commit of database logs).
+//!
+//! Framing: the appends of a round go out as one frame, not one frame
+//! each (FORMAT.md, section 6), so the checksum runs once over many
+//! records instead of once per small frame (it was the writer's largest
+//! cost), and each append saves a frame header. A frame is the unit of
+//! atomicity, and appends written in one `write` (and synced together)
+//! lose nothing by sharing one: recovery still yields a prefix of the
+//! appends, only with fewer possible cut points. A frame closes early at
+//! [`MERGE_BYTES`] (or the file's max frame; an append never spans two
+//! frames), and when the segment fills up. The buffer starts with room
+//! for the first frame's header; a later frame's header overwrites the
+//! last 16 bytes of the frame before it, once that one is written.
 //!
 //! When the writer wakes: an append into an empty buffer wakes it. Under
 //! `Sync` it writes at once. Under `Interval` and `None` nobody waits for
@@ -28,8 +39,8 @@
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
 use super::format::{
-    file_name, frame_len, random_salt, salt_crc, seal_frame, Header, CODEC_BINCODE2, HEADER_LEN,
-    KIND_SEGMENT,
+    file_name, random_salt, salt_crc, seal_frame, Header, CODEC_BINCODE2, FRAME_HEADER_LEN,
+    HEADER_LEN, KIND_SEGMENT,
 };
 use super::options::{Durability, WalOptions};
 use super::storage::{Storage, WriteFile};
@@ -46,6 +57,10 @@ pub(crate) const WRITE_DELAY: Duration = Duration::from_millis(1);
 
 /// Pending bytes that make the writer write at once, whatever the level.
 pub(crate) const WRITE_AT_BYTES: usize = 64 << 10;
+
+/// Frames the writer builds from several appends stop growing at this
+/// size (an append alone may be larger, up to the max frame).
+pub(crate) const MERGE_BYTES: usize = 1 << 20;
 
 /// The writer keeps a spare buffer up to this size between rounds.
 const KEEP_BUFFER_BYTES: usize = 4 << 20;
@@ -82,10 +97,12 @@ pub(crate) type CompactionReply = Sender<Result<CompactionReport, WalError>>;
 
 #[derive(Default)]
 pub(crate) struct State {
-    /// Frames waiting for the writer, back to back in ticket order, each
-    /// laid out by `format::push_frame_header` and its body: not yet
-    /// sealed. Appends wait while it holds `MAX_PENDING_BYTES` or more.
+    /// Records waiting for the writer, in ticket order, after 16 bytes of
+    /// room for a frame header (when not empty). Appends wait while it
+    /// holds `MAX_PENDING_BYTES` or more.
     pub(crate) pending: Vec<u8>,
+    /// The end offset in `pending` of each append's records.
+    pub(crate) ends: Vec<usize>,
     /// Tickets handed out (the last one's number).
     pub(crate) appended: u64,
     /// Tickets up to this one are in the OS.
@@ -199,27 +216,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the pending `frames` and writes them, one write per segment
-    /// touched, rotating when a segment fills up. Returns whether it
+    /// Frames and writes a round's records: `buf` as laid out in
+    /// [`State::pending`], `ends` the end of each append in it. One write
+    /// per frame; rotates when a segment fills up. Returns whether it
     /// rotated.
-    fn write(&mut self, frames: &mut [u8]) -> Result<bool, WalError> {
+    fn write(&mut self, buf: &mut [u8], ends: &[usize]) -> Result<bool, WalError> {
+        const ROOM: usize = FRAME_HEADER_LEN as usize;
+        let limit = MERGE_BYTES.min(self.options.max_frame() as usize);
         let mut rotated = false;
-        // `frames[start..at]` is sealed and not yet written.
+        // The frame being built: header at `buf[start..start + ROOM]`,
+        // body up to `end`, the end of its last append.
         let mut start = 0;
-        let mut at = 0;
-        while at < frames.len() {
-            let end = at + frame_len(&frames[at..]);
-            // Sealed as it is written: after a rotation, with the new
-            // file's salt and synced offset.
-            seal_frame(
-                &mut frames[at..end],
-                self.active.salt_crc,
-                self.active.synced,
-            );
-            at = end;
-            if self.active.len + (at - start) as u64 >= self.options.segment_size {
-                self.write_buf(&frames[start..at])?;
-                start = at;
+        let mut end = ROOM;
+        for &append_end in ends {
+            if end > start + ROOM && append_end - (start + ROOM) > limit {
+                self.write_frame(&mut buf[start..end])?;
+                start = end - ROOM;
+            }
+            end = append_end;
+            if self.active.len + (end - start) as u64 >= self.options.segment_size {
+                self.write_frame(&mut buf[start..end])?;
+                start = end - ROOM;
                 self.rotate()?;
                 rotated = true;
                 // Within a long batch too, so that disk use stays bounded.
@@ -229,8 +246,17 @@ impl Writer {
                 }
             }
         }
-        self.write_buf(&frames[start..])?;
+        if end > start + ROOM {
+            self.write_frame(&mut buf[start..end])?;
+        }
         Ok(rotated)
+    }
+
+    /// Seals `frame` (header room, then body) for the active segment and
+    /// writes it.
+    fn write_frame(&mut self, frame: &mut [u8]) -> Result<(), WalError> {
+        seal_frame(frame, self.active.salt_crc, self.active.synced);
+        self.write_buf(frame)
     }
 
     fn should_compact(&self) -> bool {
@@ -261,8 +287,9 @@ impl Writer {
         let mut last_sync = Instant::now();
         // When the writer first saw the pending frames.
         let mut pending_since: Option<Instant> = None;
-        // The buffer swapped with the callers' at each round.
+        // The buffers swapped with the callers' at each round.
         let mut frames = Vec::new();
+        let mut ends = Vec::new();
         let mut st = shared.state.lock();
         loop {
             // Wait for something to do.
@@ -294,6 +321,7 @@ impl Writer {
             }
             pending_since = None;
             std::mem::swap(&mut st.pending, &mut frames);
+            std::mem::swap(&mut st.ends, &mut ends);
             let last = st.appended;
             let wants_sync = st.want_durable > st.durable || st.closing;
             let closing = st.closing;
@@ -306,7 +334,7 @@ impl Writer {
             let result = match poisoned {
                 Some(p) => Err(WalError::Poisoned(p)),
                 None => (|| {
-                    rotated = self.write(&mut frames)?;
+                    rotated = self.write(&mut frames, &ends)?;
                     if compaction.is_some() && self.active.len > HEADER_LEN {
                         // Seal what the caller appended before asking.
                         self.rotate()?;
@@ -326,6 +354,7 @@ impl Writer {
                 })(),
             };
             frames.clear();
+            ends.clear();
             if frames.capacity() > KEEP_BUFFER_BYTES {
                 frames = Vec::new(); // after a burst of huge frames
             }
@@ -364,4 +393,31 @@ impl Writer {
             }
         }
     }
+}
+
+/// Tests: writes `appends` (each the record bytes of one append) as one
+/// round of the writer into a new segment `seq`, and syncs it.
+#[cfg(test)]
+pub(crate) fn write_one_round(
+    storage: Arc<dyn Storage>,
+    options: &WalOptions,
+    seq: u64,
+    appends: &[Vec<u8>],
+) -> Result<(), WalError> {
+    let active = create_segment(&*storage, seq, options)?;
+    let mut writer = Writer {
+        storage,
+        options: options.clone(),
+        active,
+        base_bytes: 0,
+        sealed_bytes: 0,
+    };
+    let mut buf = vec![0; FRAME_HEADER_LEN as usize];
+    let mut ends = Vec::new();
+    for append in appends {
+        buf.extend_from_slice(append);
+        ends.push(buf.len());
+    }
+    writer.write(&mut buf, &ends)?;
+    writer.sync()
 }

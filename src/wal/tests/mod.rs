@@ -10,6 +10,7 @@ mod compaction;
 mod corruption;
 mod crash;
 mod faults;
+mod framing;
 mod open;
 
 use super::format::{file_name, parse_file_name, HEADER_LEN};
