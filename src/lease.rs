@@ -2,19 +2,27 @@
 //! when.
 //!
 //! Leases live in shards keyed by message id, each behind its own mutex, so
-//! consumers settling different messages rarely meet. Each shard keeps a
-//! min-heap of deadlines beside its map. Settling a lease removes it from
-//! the map only; its heap entry goes stale and is skipped when it comes up
+//! consumers settling different messages rarely meet. A shard keeps its
+//! leases in a slab: a vector of slots and a list of free ones. A lease's
+//! token names its slot, so settling finds it by index, without hashing,
+//! and the slot freed last is the one reused next, still in cache: a
+//! hundred thousand leases held for long cost the leases that come and go
+//! almost nothing.
+//!
+//! Beside the slab, a min-heap of deadlines. Settling a lease empties its
+//! slot only; its heap entry goes stale and is skipped when it comes up
 //! (lazy deletion). Expiry therefore pops only what is due: O(expired ·
 //! log n), never a scan of everything in flight. So that stale entries
 //! cannot pile up while leases are settled faster than they expire, a shard
 //! rebuilds its heap from the live leases once stale entries outnumber live
 //! ones by two to one, which costs O(1) amortised per lease.
 //!
-//! Fencing: every lease has a token unique within the queue. Settling needs
-//! the token of the current lease and a deadline still in the future; a
-//! delivery whose lease expired (and whose message may have been delivered
-//! again under a new token) can change nothing.
+//! Fencing: a token is the lease's slot and the message's lease count (see
+//! [`Entry::next_lease`](crate::message::Entry::next_lease)), so with the
+//! message id it names one lease. Settling needs the token of the current
+//! lease and a deadline still in the future; a delivery whose lease expired
+//! (and whose message may have been delivered again under a new token) can
+//! change nothing.
 
 use crate::clock::Nanos;
 use crate::error::SettleError;
@@ -22,8 +30,7 @@ use crate::message::{Held, MessageId};
 use crate::padded::Padded;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BinaryHeap;
 
 const SHARDS: usize = 16;
 
@@ -32,8 +39,13 @@ pub(crate) struct LeaseTable<T> {
 }
 
 struct Shard<T> {
-    leases: HashMap<u64, Lease<T>, BuildHasherDefault<IdHasher>>,
-    /// (deadline, message id, token); may hold stale entries.
+    slots: Vec<Option<Lease<T>>>,
+    /// Empty slots; the last freed is reused first.
+    free: Vec<u32>,
+    live: usize,
+    /// (deadline, message id, token); may hold stale entries. The id is
+    /// needed: a slot reused by another message on its first lease has
+    /// the same token as the one before.
     deadlines: BinaryHeap<Reverse<(Nanos, u64, u64)>>,
     /// Leases ended by an acknowledgement, ever: counted here, under the
     /// lock the ack takes anyway, rather than in a shared atomic.
@@ -46,46 +58,86 @@ struct Lease<T> {
     deadline: Nanos,
 }
 
+fn slot_of(token: u64) -> usize {
+    (token >> 32) as usize
+}
+
 impl<T> Shard<T> {
-    /// Puts `entry` in flight under `token` until `deadline`.
-    fn put(&mut self, entry: Held<T>, token: u64, deadline: Nanos) {
-        let id = entry.id.0;
-        self.push_deadline(deadline, id, token);
-        self.leases.insert(
-            id,
-            Lease {
-                entry,
-                token,
-                deadline,
-            },
-        );
+    fn new() -> Self {
+        Shard {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            deadlines: BinaryHeap::new(),
+            acked: 0,
+        }
     }
 
-    /// Removes the lease on `id` if `token` is current and it has not run
+    /// Puts `entry` in flight until `deadline` under a new lease, first
+    /// handing it and the lease's token to `deliver`.
+    fn put<R>(
+        &mut self,
+        mut entry: Held<T>,
+        deadline: Nanos,
+        deliver: impl FnOnce(&Held<T>, u64) -> R,
+    ) -> R {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            // In flight is bounded by the capacity (at most 2^30).
+            u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 leases per shard")
+        });
+        let token = u64::from(slot) << 32 | u64::from(entry.next_lease());
+        let id = entry.id.0;
+        let delivered = deliver(&entry, token);
+        self.slots[slot as usize] = Some(Lease {
+            entry,
+            token,
+            deadline,
+        });
+        self.live += 1;
+        self.push_deadline(deadline, id, token);
+        delivered
+    }
+
+    /// The lease `token` names, if it is still current.
+    fn lease(&self, token: u64) -> Option<&Lease<T>> {
+        let lease = self.slots.get(slot_of(token))?.as_ref()?;
+        (lease.token == token).then_some(lease)
+    }
+
+    /// The lease of `id` under `token`, if it is current and has not run
     /// out at `now` (the fencing rule).
+    fn current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<&mut Lease<T>> {
+        let lease = self.slots.get_mut(slot_of(token))?.as_mut()?;
+        (lease.token == token && lease.entry.id == id && lease.deadline > now).then_some(lease)
+    }
+
+    /// Ends the lease of `id` under `token` if it is current at `now`.
     fn take_current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<Held<T>> {
-        let current = self.leases.get(&id.0)?;
-        if current.token != token || current.deadline <= now {
-            return None;
-        }
-        self.leases.remove(&id.0).map(|lease| lease.entry)
+        self.current(id, token, now)?;
+        Some(self.take(token))
+    }
+
+    /// Empties the slot of a lease known to be there.
+    fn take(&mut self, token: u64) -> Held<T> {
+        let slot = slot_of(token);
+        let lease = self.slots[slot].take().expect("a current lease");
+        self.free.push(slot as u32);
+        self.live -= 1;
+        lease.entry
     }
 
     fn is_live(&self, &(deadline, id, token): &(Nanos, u64, u64)) -> bool {
-        self.leases
-            .get(&id)
-            .is_some_and(|l| l.token == token && l.deadline == deadline)
+        self.lease(token)
+            .is_some_and(|l| l.deadline == deadline && l.entry.id.0 == id)
     }
 
     fn push_deadline(&mut self, deadline: Nanos, id: u64, token: u64) {
         self.deadlines.push(Reverse((deadline, id, token)));
-        if self.deadlines.len() > 2 * self.leases.len() + 64 {
-            let leases = &self.leases;
-            self.deadlines.retain(|Reverse((deadline, id, token))| {
-                leases
-                    .get(id)
-                    .is_some_and(|l| l.token == *token && l.deadline == *deadline)
-            });
+        if self.deadlines.len() > 2 * self.live + 64 {
+            let mut deadlines = std::mem::take(&mut self.deadlines).into_vec();
+            deadlines.retain(|Reverse(due)| self.is_live(due));
+            self.deadlines = BinaryHeap::from(deadlines);
         }
     }
 
@@ -97,13 +149,7 @@ impl<T> Shard<T> {
 impl<T> LeaseTable<T> {
     pub(crate) fn new() -> Self {
         let shards = (0..SHARDS)
-            .map(|_| {
-                Padded(Mutex::new(Shard {
-                    leases: HashMap::default(),
-                    deadlines: BinaryHeap::new(),
-                    acked: 0,
-                }))
-            })
+            .map(|_| Padded(Mutex::new(Shard::new())))
             .collect();
         LeaseTable { shards }
     }
@@ -116,31 +162,46 @@ impl<T> LeaseTable<T> {
     /// only when no lease changes meanwhile (a count kept in one atomic
     /// would cost every receive and settle a shared write).
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.0.lock().leases.len())
-            .sum()
+        self.shards.iter().map(|shard| shard.0.lock().live).sum()
     }
 
-    /// Puts `entry` in flight under lease `token` until `deadline`.
-    pub(crate) fn insert(&self, entry: Held<T>, token: u64, deadline: Nanos) {
-        self.shard(entry.id).lock().put(entry, token, deadline);
+    /// Puts `entry` in flight until `deadline` under a new lease, and
+    /// returns what `deliver` makes of it and the lease's token.
+    pub(crate) fn insert<R>(
+        &self,
+        entry: Held<T>,
+        deadline: Nanos,
+        deliver: impl FnOnce(&Held<T>, u64) -> R,
+    ) -> R {
+        self.shard(entry.id).lock().put(entry, deadline, deliver)
     }
 
-    /// Puts several entries in flight until `deadline`, each under its own
-    /// token, locking each shard once.
-    pub(crate) fn insert_many(&self, mut leases: Vec<(Held<T>, u64)>, deadline: Nanos) {
-        leases.sort_by_key(|(entry, _)| shard_of(entry.id));
-        let mut leases = leases.into_iter().peekable();
-        while let Some((entry, token)) = leases.next() {
-            let index = shard_of(entry.id);
+    /// [`insert`](Self::insert) for several entries, locking each shard
+    /// once. The results keep the order of `entries`.
+    pub(crate) fn insert_many<R>(
+        &self,
+        entries: Vec<Held<T>>,
+        deadline: Nanos,
+        mut deliver: impl FnMut(&Held<T>, u64) -> R,
+    ) -> Vec<R> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| shard_of(entries[i].id));
+        let mut entries: Vec<Option<Held<T>>> = entries.into_iter().map(Some).collect();
+        let mut delivered: Vec<Option<R>> = entries.iter().map(|_| None).collect();
+        let mut order = order.into_iter().peekable();
+        while let Some(&first) = order.peek() {
+            let index = shard_of(entries[first].as_ref().expect("not yet leased").id);
             let mut shard = self.shards[index].0.lock();
-            let mut next = Some((entry, token));
-            while let Some((entry, token)) = next {
-                shard.put(entry, token, deadline);
-                next = leases.next_if(|(entry, _)| shard_of(entry.id) == index);
+            while let Some(i) = order.next_if(|&i| {
+                entries[i]
+                    .as_ref()
+                    .is_some_and(|entry| shard_of(entry.id) == index)
+            }) {
+                let entry = entries[i].take().expect("not yet leased");
+                delivered[i] = Some(shard.put(entry, deadline, &mut deliver));
             }
         }
+        delivered.into_iter().flatten().collect()
     }
 
     /// Acknowledgements so far (see [`ack`](Self::ack)).
@@ -205,12 +266,10 @@ impl<T> LeaseTable<T> {
         deadline: Nanos,
     ) -> Result<(), SettleError> {
         let mut shard = self.shard(id).lock();
-        match shard.leases.get_mut(&id.0) {
-            Some(lease) if lease.token == token && lease.deadline > now => {
-                lease.deadline = deadline
-            }
-            _ => return Err(SettleError::LeaseExpired { id }),
-        }
+        let lease = shard
+            .current(id, token, now)
+            .ok_or(SettleError::LeaseExpired { id })?;
+        lease.deadline = deadline;
         shard.push_deadline(deadline, id.0, token);
         Ok(())
     }
@@ -229,8 +288,7 @@ impl<T> LeaseTable<T> {
                 }
                 shard.deadlines.pop();
                 if shard.is_live(&top) {
-                    let lease = shard.leases.remove(&top.1).expect("live lease");
-                    expired.push((top.0, lease.entry));
+                    expired.push((top.0, shard.take(top.2)));
                 }
             }
             earliest = earliest.min(shard.earliest());
@@ -241,29 +299,6 @@ impl<T> LeaseTable<T> {
 
 fn shard_of(id: MessageId) -> usize {
     id.0 as usize % SHARDS
-}
-
-/// A hasher for message ids: a multiply and a fold, much cheaper than SipHash.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Ids in one shard share their low bits; fold the high half of the
-        // product back so that the low bits hashbrown indexes by vary.
-        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = x ^ (x >> 32);
-    }
 }
 
 #[cfg(test)]
@@ -277,27 +312,53 @@ mod tests {
         entry
     }
 
+    fn lease(table: &LeaseTable<u32>, id: u64, deadline: Nanos) -> u64 {
+        table.insert(entry(id), deadline, |_, token| token)
+    }
+
     #[test]
     fn remove_needs_the_current_token_and_a_live_deadline() {
         let table = LeaseTable::new();
-        table.insert(entry(1), 10, 100);
-        assert!(table.remove(MessageId(1), 11, 50).is_err(), "wrong token");
+        let token = lease(&table, 1, 100);
         assert!(
-            table.remove(MessageId(1), 10, 100).is_err(),
+            table.remove(MessageId(1), token + 1, 50).is_err(),
+            "wrong token"
+        );
+        assert!(table.remove(MessageId(2), token, 50).is_err(), "wrong id");
+        assert!(
+            table.remove(MessageId(1), token, 100).is_err(),
             "deadline reached"
         );
-        assert_eq!(table.remove(MessageId(1), 10, 99).unwrap().id, MessageId(1));
+        assert_eq!(
+            table.remove(MessageId(1), token, 99).unwrap().id,
+            MessageId(1)
+        );
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_reused_slot_does_not_accept_the_token_of_its_last_lease() {
+        let table = LeaseTable::new();
+        let first = lease(&table, 16, 100);
+        table.remove(MessageId(16), first, 0).unwrap();
+        // Same shard, same slot, same lease count: only the id differs.
+        let second = lease(&table, 32, 100);
+        assert_eq!(first, second);
+        assert!(table.remove(MessageId(16), first, 0).is_err());
+        // The same message leased again gets a new token.
+        let entry = table.remove(MessageId(32), second, 0).unwrap();
+        let third = table.insert(entry, 100, |_, token| token);
+        assert_ne!(third, second);
+        assert!(table.remove(MessageId(32), second, 0).is_err());
+        assert!(table.remove(MessageId(32), third, 0).is_ok());
     }
 
     #[test]
     fn expire_pops_only_what_is_due_and_skips_settled_and_extended() {
         let table = LeaseTable::new();
-        for id in 0..10 {
-            table.insert(entry(id), id, 100 + id);
-        }
-        table.remove(MessageId(3), 3, 0).unwrap();
-        table.extend(MessageId(4), 4, 0, 1_000).unwrap();
+        let tokens: Vec<u64> = (0..10).map(|id| lease(&table, id, 100 + id)).collect();
+        table.remove(MessageId(3), tokens[3], 0).unwrap();
+        table.extend(MessageId(4), tokens[4], 0, 1_000).unwrap();
         let mut expired = Vec::new();
         let earliest = table.expire(105, &mut expired);
         let mut ids: Vec<u64> = expired.iter().map(|(_, e)| e.id.0).collect();
@@ -310,12 +371,15 @@ mod tests {
     #[test]
     fn many_at_once_behave_as_one_at_a_time() {
         let table = LeaseTable::new();
-        let leases = (0..100u64).map(|id| (entry(id), id + 1_000)).collect();
-        table.insert_many(leases, 500);
+        let entries = (0..100u64).map(entry).collect();
+        let leased = table.insert_many(entries, 500, |entry, token| (entry.id, token));
+        let ids: Vec<u64> = leased.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, (0..100).collect::<Vec<_>>(), "in the order given");
         assert_eq!(table.len(), 100);
-        // Current tokens for the even ids, stale ones for the odd ids.
-        let settle: Vec<(MessageId, u64)> = (0..100u64)
-            .map(|id| (MessageId(id), if id % 2 == 0 { id + 1_000 } else { id }))
+        // Current tokens for the even ids, wrong ones for the odd ids.
+        let settle: Vec<(MessageId, u64)> = leased
+            .iter()
+            .map(|&(id, token)| (id, if id.0 % 2 == 0 { token } else { token + 1 }))
             .collect();
         let mut removed: Vec<u64> = table
             .ack_many(&settle, 499)
@@ -326,27 +390,27 @@ mod tests {
         assert_eq!(removed, (0..100).step_by(2).collect::<Vec<_>>());
         assert_eq!(table.len(), 50);
         assert_eq!(table.acked(), 50);
-        assert!(
-            table.ack_many(&[(MessageId(1), 1_001)], 500).is_empty(),
-            "expired"
-        );
+        assert!(table.ack_many(&[leased[1]], 500).is_empty(), "expired");
         let mut expired = Vec::new();
         table.expire(500, &mut expired);
         assert_eq!(expired.len(), 50);
     }
 
     #[test]
-    fn stale_deadlines_are_compacted() {
+    fn stale_deadlines_are_compacted_and_slots_reused() {
         let table = LeaseTable::new();
         for id in 0..10_000u64 {
-            table.insert(entry(id), id, 1_000);
-            table.remove(MessageId(id), id, 0).unwrap();
+            let token = lease(&table, id, 1_000);
+            table.remove(MessageId(id), token, 0).unwrap();
         }
-        let stale: usize = table
-            .shards
-            .iter()
-            .map(|s| s.0.lock().deadlines.len())
-            .sum();
-        assert!(stale <= SHARDS * 65, "{stale} stale deadlines kept");
+        for shard in table.shards.iter() {
+            let shard = shard.0.lock();
+            assert!(
+                shard.deadlines.len() <= 65,
+                "{} stale",
+                shard.deadlines.len()
+            );
+            assert_eq!(shard.slots.len(), 1, "one slot, reused");
+        }
     }
 }

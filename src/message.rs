@@ -40,8 +40,8 @@ pub(crate) struct Entry<P> {
     /// Deliveries so far; reset by a redrive.
     pub(crate) receive_count: u32,
     /// Leases granted so far in this process, never reset: the number of
-    /// the current lease, which with the id names it uniquely (a delivery
-    /// from before a redrive cannot settle a later one).
+    /// the current lease, part of its token (a delivery from before a
+    /// redrive cannot settle a later one).
     leases: u32,
     extra: Option<Box<Extra>>,
 }
@@ -127,12 +127,12 @@ impl<P> Entry<P> {
         }
     }
 
-    /// Counts a new lease on it and returns its token: unique for this
+    /// Counts a new lease on it and returns the count: unique for this
     /// message in this process (it would take 2^32 deliveries of one
     /// message, while a delivery from the first is still held, to repeat).
-    pub(crate) fn next_lease(&mut self) -> u64 {
+    pub(crate) fn next_lease(&mut self) -> u32 {
         self.leases = self.leases.wrapping_add(1);
-        u64::from(self.leases)
+        self.leases
     }
 
     fn extra_mut(&mut self) -> &mut Extra {

@@ -118,15 +118,10 @@ impl<T> Shared<T> {
             }
         }
         let deadline = self.lease_deadline(now);
-        let mut deliveries = Vec::with_capacity(entries.len());
-        let mut leases = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let mut entry = entry.into_held();
-            let token = entry.next_lease();
-            deliveries.push(Delivery::new(Arc::clone(origin), &entry, token));
-            leases.push((entry, token));
-        }
-        self.leases.insert_many(leases, deadline);
+        let held = entries.into_iter().map(Queued::into_held).collect();
+        let deliveries = self.leases.insert_many(held, deadline, |entry, token| {
+            Delivery::new(Arc::clone(origin), entry, token)
+        });
         self.register_deadline(deadline);
         Ok(deliveries)
     }
@@ -155,11 +150,10 @@ impl<T> Shared<T> {
     }
 
     /// Puts `entry` in flight under a new lease and hands out its delivery.
-    fn lease(&self, origin: &Arc<Origin<T>>, mut entry: Held<T>, deadline: Nanos) -> Delivery<T> {
-        let token = entry.next_lease();
-        let delivery = Delivery::new(Arc::clone(origin), &entry, token);
-        self.leases.insert(entry, token, deadline);
-        delivery
+    fn lease(&self, origin: &Arc<Origin<T>>, entry: Held<T>, deadline: Nanos) -> Delivery<T> {
+        self.leases.insert(entry, deadline, |entry, token| {
+            Delivery::new(Arc::clone(origin), entry, token)
+        })
     }
 
     /// Receives that could not be recorded are undone: back to the queue.
