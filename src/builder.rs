@@ -32,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) dedup_window: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) max_message_bytes: usize,
+    pub(crate) idle_spin: Duration,
     pub(crate) persist: Option<PersistConfig>,
 }
 
@@ -45,6 +46,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(300),
             backoff: Backoff::None,
             max_message_bytes: 1 << 20,
+            idle_spin: Duration::from_micros(100),
             persist: None,
         }
     }
@@ -69,6 +71,7 @@ impl fmt::Debug for EventHookDebug {
 /// | [`max_receives`](Self::max_receives) | 5 |
 /// | [`dedup_window`](Self::dedup_window) | 5 min |
 /// | [`backoff`](Self::backoff) | [`Backoff::None`] |
+/// | [`idle_spin`](Self::idle_spin) | 100 µs |
 /// | [`path`](Self::path) | none: the queue lives in memory |
 /// | [`durability`](Self::durability) | [`Durability::Sync`] (with a path) |
 /// | [`max_message_bytes`](Self::max_message_bytes) | 1 MiB (with a path) |
@@ -132,6 +135,21 @@ impl<T: Message> Builder<T> {
     /// The delay before a failed message is visible again.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
+        self
+    }
+
+    /// How long a consumer that finds nothing to receive keeps looking
+    /// before it sleeps, while messages have recently been coming at least
+    /// that often. One consumer at a time spins; the others sleep at once.
+    ///
+    /// A sleeping consumer takes the operating system tens of microseconds
+    /// to wake (more on a virtual machine), so under a steady flow spinning
+    /// cuts the latency from send to receive to about a microsecond, at the
+    /// price of one core busy between messages. When messages come further
+    /// apart than this, or with `Duration::ZERO`, a waiting consumer spins
+    /// for a few microseconds only and then sleeps.
+    pub fn idle_spin(mut self, spin: Duration) -> Self {
+        self.config.idle_spin = spin;
         self
     }
 

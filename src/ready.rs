@@ -22,6 +22,7 @@ use crate::padded::Padded;
 use crate::signal::Signal;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::Duration;
 
 /// The most slots the age ring uses (8 MiB).
 pub(crate) const MAX_AGE_SLOTS: usize = 1 << 20;
@@ -37,7 +38,9 @@ pub(crate) struct ReadyQueue<T> {
 }
 
 impl<T> ReadyQueue<T> {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A ready queue for up to `capacity` messages whose waiting consumers
+    /// spin for up to `spin` (see [`Signal::with_spin`]).
+    pub(crate) fn new(capacity: usize, spin: Duration) -> Self {
         let slots = capacity.clamp(1, MAX_AGE_SLOTS).next_power_of_two();
         let (sender, receiver) = crossbeam_channel::unbounded();
         ReadyQueue {
@@ -45,7 +48,7 @@ impl<T> ReadyQueue<T> {
             receiver,
             pushed: Padded::default(),
             ready_since: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            signal: Signal::default(),
+            signal: Signal::with_spin(spin),
         }
     }
 

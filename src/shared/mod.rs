@@ -143,7 +143,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
     ) -> Arc<Self> {
         let (journal, recovery) = persisted.unzip();
         let shared = Arc::new(Shared {
-            ready: ReadyQueue::new(config.capacity),
+            ready: ReadyQueue::new(config.capacity, config.idle_spin),
             capacity: Capacity::new(config.capacity),
             leases: LeaseTable::new(),
             delayed: DelayQueue::new(),
