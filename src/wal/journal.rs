@@ -140,7 +140,7 @@ impl Wal {
         // Backpressure: a writer that falls behind (under `Interval` and
         // `None` nobody waits for it) must not let memory grow unbounded.
         while st.pending.len() >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
-            self.shared.done.wait(&mut st);
+            self.shared.room.wait(&mut st);
         }
         if let Some(poison) = &st.poison {
             return Err(WalError::Poisoned(Arc::clone(poison)));
@@ -224,7 +224,8 @@ impl Wal {
             if st.stopped {
                 return Err(WalError::Closed);
             }
-            self.shared.done.wait(&mut st);
+            let round = st.round_for(ticket);
+            self.shared.rounds[(round % 2) as usize].wait(&mut st);
         }
     }
 
@@ -313,7 +314,7 @@ impl Drop for StopGuard<'_> {
                 .poison(&mut st, WalError::io("write", "spool-wal", panic));
         }
         st.stopped = true;
-        self.0.done.notify_all();
+        self.0.wake_all();
     }
 }
 

@@ -71,8 +71,13 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Wakes the writer.
     pub(crate) work: Condvar,
-    /// Wakes callers waiting for their ticket.
-    pub(crate) done: Condvar,
+    /// Wakes callers waiting for their ticket, by the parity of the round
+    /// that publishes it ([`State::round_for`]): the end of a round wakes
+    /// its own callers only, not those whose appends missed it (under
+    /// `Sync` with many producers, half of them at any time).
+    pub(crate) rounds: [Condvar; 2],
+    /// Wakes appends waiting for room in the buffer.
+    pub(crate) room: Condvar,
     /// Whether `state.poison` is set, readable without the lock (so that
     /// a commit that waits for nothing takes no lock).
     poisoned: AtomicBool,
@@ -85,6 +90,14 @@ impl Shared {
             st.poison = Some(Arc::new(error));
             self.poisoned.store(true, Ordering::Release);
         }
+    }
+
+    /// Wakes everyone waiting: the writer stopped or failed.
+    pub(crate) fn wake_all(&self) {
+        for round in &self.rounds {
+            round.notify_all();
+        }
+        self.room.notify_all();
     }
 
     /// Whether an earlier write or sync failed (without the lock).
@@ -113,6 +126,12 @@ pub(crate) struct State {
     pub(crate) want_durable: u64,
     /// A caller waits for tickets up to this one to be in the OS.
     pub(crate) want_written: u64,
+    /// Rounds of the writer started and finished (finished == started,
+    /// or one less while a round is in flight).
+    pub(crate) started: u64,
+    pub(crate) finished: u64,
+    /// The last ticket taken by the latest round.
+    pub(crate) taken: u64,
     /// The first failure; set once, never cleared.
     pub(crate) poison: Option<Arc<WalError>>,
     /// No more appends; the writer finishes the queue, syncs and exits.
@@ -120,6 +139,20 @@ pub(crate) struct State {
     /// The writer thread has exited.
     pub(crate) stopped: bool,
     pub(crate) compactions: Vec<CompactionReply>,
+}
+
+impl State {
+    /// The round that will publish `ticket` (as written, and as durable
+    /// if the caller has asked for that before this round started): the
+    /// round in flight if it took the ticket, else the next one. A caller
+    /// whose round ends without publishing what it waits for asks again.
+    pub(crate) fn round_for(&self, ticket: u64) -> u64 {
+        if self.started > self.finished && ticket <= self.taken {
+            self.started
+        } else {
+            self.started + 1
+        }
+    }
 }
 
 /// The segment being appended to.
@@ -322,7 +355,10 @@ impl Writer {
             pending_since = None;
             std::mem::swap(&mut st.pending, &mut frames);
             std::mem::swap(&mut st.ends, &mut ends);
+            shared.room.notify_all();
             let last = st.appended;
+            st.started += 1;
+            st.taken = last;
             let wants_sync = st.want_durable > st.durable || st.closing;
             let closing = st.closing;
             let compaction = st.compactions.pop();
@@ -370,7 +406,12 @@ impl Writer {
                 Err(WalError::Poisoned(_)) => {}
                 Err(e) => shared.poison(&mut st, e),
             }
-            shared.done.notify_all();
+            st.finished = st.started;
+            if st.poison.is_some() {
+                shared.wake_all();
+            } else {
+                shared.rounds[(st.finished % 2) as usize].notify_all();
+            }
             let poison = st.poison.clone();
             if compaction.is_some() || (rotated && poison.is_none() && self.should_compact()) {
                 drop(st);
@@ -388,7 +429,7 @@ impl Writer {
             }
             if closing && st.pending.is_empty() && st.compactions.is_empty() {
                 st.stopped = true;
-                shared.done.notify_all();
+                shared.wake_all();
                 return;
             }
         }
