@@ -64,6 +64,16 @@ impl<T> ReadyQueue<T> {
         let _ = self.sender.send(entry);
     }
 
+    /// Makes several entries visible, in order, all as of `now`; the caller
+    /// wakes consumers.
+    pub(crate) fn push_many(&self, entries: impl ExactSizeIterator<Item = Queued<T>>, now: Nanos) {
+        let first = self.pushed.fetch_add(entries.len() as u64, SeqCst);
+        for (sequence, entry) in (first..).zip(entries) {
+            self.slot(sequence).store(now, Relaxed);
+            let _ = self.sender.send(entry);
+        }
+    }
+
     /// Takes the oldest ready message, if any.
     pub(crate) fn pop(&self) -> Option<Queued<T>> {
         self.receiver.try_recv().ok()

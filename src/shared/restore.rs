@@ -30,7 +30,9 @@ impl<T: DeserializeOwned> Shared<T> {
                 reason: format!("message id {} is out of range", recovered.next_id),
             });
         }
-        self.next_id.store(recovered.next_id.max(1), SeqCst);
+        let next_id = recovered.next_id.max(1);
+        self.ids.next.store(next_id, SeqCst);
+        self.ids.first.store(next_id, SeqCst);
         for key in &recovered.dedup_keys {
             self.remember_key(key, now);
         }

@@ -65,7 +65,7 @@ impl<T: Serialize> Shared<T> {
             Ok(Waited::Yes) => now = self.now(),
             Err(no_room) => return Err(no_room.refuse(message)),
         }
-        let id = MessageId(self.next_id.fetch_add(1, Relaxed));
+        let id = MessageId(self.ids.take(1));
         let delay = clock::duration_nanos(options.delay);
         let record = Record::Enqueue {
             id: id.0,
@@ -95,21 +95,20 @@ impl<T: Serialize> Shared<T> {
         let error = match appended {
             Ok(KeyStatus::New) => self.durable(ticket).err(),
             Ok(KeyStatus::Duplicate(original)) => {
-                self.free_slots(1);
+                self.unsend(1);
                 return self.duplicate(message, original);
             }
             Ok(KeyStatus::Conflict(original)) => {
-                self.free_slots(1);
+                self.unsend(1);
                 return Err(SendError::KeyConflict { message, original });
             }
             Err(error) => Some(self.failed(error)),
         };
         if let Some(error) = error {
-            self.free_slots(1);
+            self.unsend(1);
             return Err(SendError::Storage { message, error });
         }
         let entry = Entry::new(id, message, now, options.key);
-        Counters::bump(&self.counters.sent, 1);
         self.make_visible(entry, delay, now);
         Ok(Sent::Enqueued(id))
     }
@@ -180,7 +179,7 @@ impl<T: Serialize> Shared<T> {
         }
         let now = self.now();
         let count = messages.len() as u64;
-        let first = self.next_id.fetch_add(count, Relaxed);
+        let first = self.ids.take(count);
         let ids: Vec<MessageId> = (first..first + count).map(MessageId).collect();
         // One frame: the batch recovers all together or not at all.
         let records: Vec<Record<'_>> = ids
@@ -195,24 +194,30 @@ impl<T: Serialize> Shared<T> {
             })
             .collect();
         if let Err(error) = self.log_durably(&records) {
-            self.free_slots(messages.len());
+            self.unsend(messages.len());
             return Err(SendError::Storage {
                 message: messages,
                 error,
             });
         }
         drop(records);
-        for (id, message) in ids.iter().zip(messages) {
-            let entry = Entry::new(*id, message, now, None);
-            self.ready.push(entry, now);
-        }
-        Counters::bump(&self.counters.sent, count);
+        let entries = ids
+            .iter()
+            .zip(messages)
+            .map(|(id, message)| Entry::new(*id, message, now, None));
+        self.ready.push_many(entries, now);
         self.ready.signal.notify_all();
         Ok(ids)
     }
 }
 
 impl<T> Shared<T> {
+    /// Undoes `n` sends that took ids and slots but enqueued nothing.
+    fn unsend(&self, n: usize) {
+        self.ids.unsent.fetch_add(n as u64, Relaxed);
+        self.free_slots(n);
+    }
+
     /// Puts a message where consumers will find it: ready now, or delayed.
     pub(super) fn make_visible(&self, entry: Queued<T>, delay: Nanos, now: Nanos) {
         if delay == 0 {
