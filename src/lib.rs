@@ -81,6 +81,11 @@
 //! become visible at the same instant (expired leases, delays coming due)
 //! are queued in the order they came due, then by id.
 //!
+//! Timing: a lease runs for at least its visibility timeout and at most two
+//! ticks of the clock's coarse reading longer ([`Clock::now_coarse_nanos`]:
+//! a tick is 1 to 4 ms with [`SystemClock`] on Linux, zero with
+//! [`ManualClock`]), because receive and ack read that cheaper clock.
+//!
 //! Capacity counts ready, in-flight and delayed messages; a message whose
 //! lease expires keeps its slot, so it always has room to come back.
 
