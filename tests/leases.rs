@@ -395,3 +395,80 @@ fn a_blocked_recv_timeout_wakes_when_the_manual_clock_expires_a_lease() {
     assert_eq!(waiting.recv_timeout(2 * WAIT).unwrap(), Ok(2));
     drop(first);
 }
+
+/// A manual clock whose coarse reading is rounded down to a 4 ms tick, as
+/// Linux's `CLOCK_MONOTONIC_COARSE` is, so the lag the queue allows for is
+/// exact in a test.
+#[derive(Debug, Clone, Default)]
+struct TickingClock(ManualClock);
+
+const TICK: Duration = Duration::from_millis(4);
+
+impl spool::Clock for TickingClock {
+    fn now(&self) -> std::time::SystemTime {
+        self.0.now()
+    }
+
+    fn now_coarse_nanos(&self) -> u64 {
+        let now = self.now_nanos();
+        now - now % TICK.as_nanos() as u64
+    }
+
+    fn coarse_lag(&self) -> Duration {
+        TICK
+    }
+
+    fn register_waker(&self, waker: spool::ClockWaker) {
+        self.0.register_waker(waker);
+    }
+}
+
+fn ticking_queue() -> (ManualClock, Queue<u32>) {
+    let clock = TickingClock::default();
+    let manual = clock.0.clone();
+    let queue = Queue::builder()
+        .visibility_timeout(LEASE)
+        .max_receives(10)
+        .clock(clock)
+        .open()
+        .unwrap();
+    (manual, queue)
+}
+
+#[test]
+fn with_a_coarse_clock_a_lease_runs_its_timeout_and_at_most_two_ticks_more() {
+    let (clock, queue) = ticking_queue();
+    queue.producer().send(7).unwrap();
+    let consumer = queue.consumer();
+    clock.advance(Duration::from_millis(1)); // the coarse clock still says 0
+    let first = consumer.try_recv().unwrap();
+    // Not a nanosecond early, although the coarse reading at the receive
+    // was a millisecond behind.
+    clock.advance(LEASE - NS);
+    assert!(matches!(consumer.try_recv(), Err(RecvError::Empty)));
+    // A send reads the precise clock: it does not expire the lease either.
+    queue.producer().try_send(8).unwrap();
+    let other = consumer.try_recv().unwrap();
+    assert_eq!(*other, 8);
+    other.ack().unwrap();
+    // Two ticks past the timeout it has run out, for every reader.
+    clock.advance(2 * TICK + NS);
+    let again = consumer.try_recv().unwrap();
+    assert_eq!((*again, again.receive_count()), (7, 2));
+    assert!(matches!(first.ack(), Err(SettleError::LeaseExpired { .. })));
+    again.ack().unwrap();
+}
+
+#[test]
+fn with_a_coarse_clock_an_ack_before_the_lag_runs_out_counts() {
+    let (clock, queue) = ticking_queue();
+    queue.producer().send(7).unwrap();
+    let consumer = queue.consumer();
+    clock.advance(Duration::from_millis(1));
+    let delivery = consumer.try_recv().unwrap();
+    // Past the timeout by 2 ms, within the tick the deadline adds.
+    clock.advance(LEASE + 2 * Duration::from_millis(1));
+    delivery.ack().unwrap();
+    assert_eq!(queue.stats().acked, 1);
+    assert!(matches!(consumer.try_recv(), Err(RecvError::Empty)));
+}
