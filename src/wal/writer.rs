@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 pub(crate) const WRITE_DELAY: Duration = Duration::from_millis(1);
 
 /// Pending bytes that make the writer write at once, whatever the level.
-pub(crate) const WRITE_AT_BYTES: usize = 64 << 10;
+pub(crate) const WRITE_AT_BYTES: usize = 256 << 10;
 
 /// Frames the writer builds from several appends stop growing at this
 /// size (an append alone may be larger, up to the max frame).
