@@ -1,6 +1,7 @@
 //! The receiving side.
 
 use crate::delivery::{Delivery, Origin};
+
 use crate::error::{RecvError, SettleError};
 use crate::shared::{Shared, Wait};
 use crate::Message;
@@ -26,7 +27,7 @@ pub struct Consumer<T> {
 
 impl<T: Message> Consumer<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        let origin = Arc::new(Origin(Arc::clone(&shared)));
+        let origin = shared.origin();
         Consumer { shared, origin }
     }
 
@@ -126,7 +127,7 @@ impl<T> Clone for Consumer<T> {
     fn clone(&self) -> Self {
         Consumer {
             shared: Arc::clone(&self.shared),
-            origin: Arc::new(Origin(Arc::clone(&self.shared))),
+            origin: self.shared.origin(),
         }
     }
 }

@@ -42,7 +42,11 @@ pub struct Delivery<T> {
 /// increment when it is made and a decrement when it is dropped; through
 /// one `Origin` per handle, consumers on different threads do those on
 /// different cache lines instead of all on the queue's one count.
-pub(crate) struct Origin<T>(pub(crate) Arc<Shared<T>>);
+pub(crate) struct Origin<T> {
+    pub(crate) shared: Arc<Shared<T>>,
+    /// The lease shard of this handle's deliveries.
+    pub(crate) home: usize,
+}
 
 impl<T> Delivery<T> {
     pub(crate) fn new(origin: Arc<Origin<T>>, entry: &Held<T>, token: u64) -> Self {
@@ -87,7 +91,7 @@ impl<T> Delivery<T> {
     /// Done: removes the message from the queue for good.
     pub fn ack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        self.origin.0.ack(self.id, self.token)
+        self.origin.shared.ack(self.id, self.token)
     }
 
     /// Not done: makes the message visible again after the queue's
@@ -95,7 +99,7 @@ impl<T> Delivery<T> {
     /// if this was its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        self.origin.0.release(self.id, self.token, None, None)
+        self.origin.shared.release(self.id, self.token, None, None)
     }
 
     /// A `nack` that records why the attempt failed; the text (up to
@@ -105,7 +109,7 @@ impl<T> Delivery<T> {
         self.settled = true;
         let error = crate::producer::bounded_text(error.into());
         self.origin
-            .0
+            .shared
             .release(self.id, self.token, None, Some(error))
     }
 
@@ -113,7 +117,7 @@ impl<T> Delivery<T> {
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
         self.settled = true;
         self.origin
-            .0
+            .shared
             .release(self.id, self.token, Some(delay), None)
     }
 
@@ -121,19 +125,19 @@ impl<T> Delivery<T> {
     pub fn dead_letter(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
         let reason = crate::producer::bounded_text(reason.into());
-        self.origin.0.reject(self.id, self.token, reason)
+        self.origin.shared.reject(self.id, self.token, reason)
     }
 
     /// Keeps the lease for `by` from now (the heartbeat of a long job).
     pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
-        self.origin.0.extend(self.id, self.token, by)
+        self.origin.shared.extend(self.id, self.token, by)
     }
 
     /// A handle on this delivery's lease that another thread can extend or
     /// release while this delivery is busy (the worker pool's heartbeat).
     /// Whether this delivery came from `shared`.
     pub(crate) fn is_from(&self, shared: &Arc<Shared<T>>) -> bool {
-        Arc::ptr_eq(&self.origin.0, shared)
+        Arc::ptr_eq(&self.origin.shared, shared)
     }
 
     /// Hands the settling over to the caller (a batch ack): dropping the
@@ -145,7 +149,7 @@ impl<T> Delivery<T> {
 
     pub(crate) fn lease(&self) -> LeaseHandle<T> {
         LeaseHandle {
-            shared: Arc::clone(&self.origin.0),
+            shared: Arc::clone(&self.origin.shared),
             id: self.id,
             token: self.token,
         }
@@ -184,7 +188,7 @@ impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         if !self.settled {
             // An expired lease has nothing left to release.
-            let _ = self.origin.0.release(self.id, self.token, None, None);
+            let _ = self.origin.shared.release(self.id, self.token, None, None);
         }
     }
 }

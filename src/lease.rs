@@ -1,8 +1,10 @@
 //! The lease table: which messages are in flight, under which lease, until
 //! when.
 //!
-//! Leases live in shards keyed by message id, each behind its own mutex, so
-//! consumers settling different messages rarely meet. A shard keeps its
+//! Leases live in 16 shards, each behind its own mutex. Every consumer
+//! handle has a home shard (handed out in turn) where the leases of its
+//! deliveries go, so consumers on different threads lock different shards,
+//! and a batch receive locks one. A shard keeps its
 //! leases in a slab: a vector of slots and a list of free ones. A lease's
 //! token names its slot, so settling finds it by index, without hashing,
 //! and the slot freed last is the one reused next, still in cache: a
@@ -17,9 +19,9 @@
 //! rebuilds its heap from the live leases once stale entries outnumber live
 //! ones by two to one, which costs O(1) amortised per lease.
 //!
-//! Fencing: a token is the lease's slot and the message's lease count (see
-//! [`Entry::next_lease`](crate::message::Entry::next_lease)), so with the
-//! message id it names one lease. Settling needs the token of the current
+//! Fencing: a token is the lease's shard, its slot and the message's lease
+//! count (see [`Entry::next_lease`](crate::message::Entry::next_lease)),
+//! so with the message id it names one lease. Settling needs the token of the current
 //! lease and a deadline still in the future; a delivery whose lease expired
 //! (and whose message may have been delivered again under a new token) can
 //! change nothing.
@@ -31,14 +33,25 @@ use crate::padded::Padded;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 const SHARDS: usize = 16;
 
+/// A token: the shard in its top 4 bits, then 30 bits of slot, then 30
+/// bits of the message's lease count.
+const SHARD_SHIFT: u32 = 60;
+const SLOT_SHIFT: u32 = 30;
+const FIELD_MASK: u64 = (1 << 30) - 1;
+
 pub(crate) struct LeaseTable<T> {
     shards: Box<[Padded<Mutex<Shard<T>>>]>,
+    /// The home shard for the next consumer handle.
+    next_home: AtomicUsize,
 }
 
 struct Shard<T> {
+    /// Its place in the table, part of every token it hands out.
+    index: usize,
     slots: Vec<Option<Lease<T>>>,
     /// Empty slots; the last freed is reused first.
     free: Vec<u32>,
@@ -59,12 +72,17 @@ struct Lease<T> {
 }
 
 fn slot_of(token: u64) -> usize {
-    (token >> 32) as usize
+    (token >> SLOT_SHIFT & FIELD_MASK) as usize
+}
+
+fn shard_of(token: u64) -> usize {
+    (token >> SHARD_SHIFT) as usize
 }
 
 impl<T> Shard<T> {
-    fn new() -> Self {
+    fn new(index: usize) -> Self {
         Shard {
+            index,
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -84,9 +102,16 @@ impl<T> Shard<T> {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             // In flight is bounded by the capacity (at most 2^30).
-            u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 leases per shard")
+            let slot = self.slots.len() - 1;
+            assert!(
+                slot as u64 <= FIELD_MASK,
+                "fewer than 2^30 leases per shard"
+            );
+            slot as u32
         });
-        let token = u64::from(slot) << 32 | u64::from(entry.next_lease());
+        let token = (self.index as u64) << SHARD_SHIFT
+            | u64::from(slot) << SLOT_SHIFT
+            | u64::from(entry.next_lease()) & FIELD_MASK;
         let id = entry.id.0;
         let delivered = deliver(&entry, token);
         self.slots[slot as usize] = Some(Lease {
@@ -149,13 +174,22 @@ impl<T> Shard<T> {
 impl<T> LeaseTable<T> {
     pub(crate) fn new() -> Self {
         let shards = (0..SHARDS)
-            .map(|_| Padded(Mutex::new(Shard::new())))
+            .map(|index| Padded(Mutex::new(Shard::new(index))))
             .collect();
-        LeaseTable { shards }
+        LeaseTable {
+            shards,
+            next_home: AtomicUsize::new(0),
+        }
     }
 
-    fn shard(&self, id: MessageId) -> &Mutex<Shard<T>> {
-        &self.shards[shard_of(id)].0
+    /// A home shard for a new consumer handle: each in turn.
+    pub(crate) fn home(&self) -> usize {
+        self.next_home.fetch_add(1, Relaxed) % SHARDS
+    }
+
+    /// The shard that handed out `token`.
+    fn shard(&self, token: u64) -> &Mutex<Shard<T>> {
+        &self.shards[shard_of(token)].0
     }
 
     /// How many messages are in flight: counted shard by shard, so exact
@@ -165,43 +199,32 @@ impl<T> LeaseTable<T> {
         self.shards.iter().map(|shard| shard.0.lock().live).sum()
     }
 
-    /// Puts `entry` in flight until `deadline` under a new lease, and
-    /// returns what `deliver` makes of it and the lease's token.
+    /// Puts `entry` in flight in shard `home` until `deadline` under a new
+    /// lease, and returns what `deliver` makes of it and the lease's token.
     pub(crate) fn insert<R>(
         &self,
+        home: usize,
         entry: Held<T>,
         deadline: Nanos,
         deliver: impl FnOnce(&Held<T>, u64) -> R,
     ) -> R {
-        self.shard(entry.id).lock().put(entry, deadline, deliver)
+        self.shards[home].0.lock().put(entry, deadline, deliver)
     }
 
-    /// [`insert`](Self::insert) for several entries, locking each shard
+    /// [`insert`](Self::insert) for several entries, locking the shard
     /// once. The results keep the order of `entries`.
     pub(crate) fn insert_many<R>(
         &self,
+        home: usize,
         entries: Vec<Held<T>>,
         deadline: Nanos,
         mut deliver: impl FnMut(&Held<T>, u64) -> R,
     ) -> Vec<R> {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_by_key(|&i| shard_of(entries[i].id));
-        let mut entries: Vec<Option<Held<T>>> = entries.into_iter().map(Some).collect();
-        let mut delivered: Vec<Option<R>> = entries.iter().map(|_| None).collect();
-        let mut order = order.into_iter().peekable();
-        while let Some(&first) = order.peek() {
-            let index = shard_of(entries[first].as_ref().expect("not yet leased").id);
-            let mut shard = self.shards[index].0.lock();
-            while let Some(i) = order.next_if(|&i| {
-                entries[i]
-                    .as_ref()
-                    .is_some_and(|entry| shard_of(entry.id) == index)
-            }) {
-                let entry = entries[i].take().expect("not yet leased");
-                delivered[i] = Some(shard.put(entry, deadline, &mut deliver));
-            }
-        }
-        delivered.into_iter().flatten().collect()
+        let mut shard = self.shards[home].0.lock();
+        entries
+            .into_iter()
+            .map(|entry| shard.put(entry, deadline, &mut deliver))
+            .collect()
     }
 
     /// Acknowledgements so far (see [`ack`](Self::ack)).
@@ -216,7 +239,7 @@ impl<T> LeaseTable<T> {
         token: u64,
         now: Nanos,
     ) -> Result<Held<T>, SettleError> {
-        let mut shard = self.shard(id).lock();
+        let mut shard = self.shard(token).lock();
         let entry = shard.take_current(id, token, now);
         shard.acked += u64::from(entry.is_some());
         drop(shard);
@@ -227,13 +250,13 @@ impl<T> LeaseTable<T> {
     /// ones), locking each shard once; returns the messages.
     pub(crate) fn ack_many(&self, leases: &[(MessageId, u64)], now: Nanos) -> Vec<Held<T>> {
         let mut order: Vec<usize> = (0..leases.len()).collect();
-        order.sort_by_key(|&i| shard_of(leases[i].0));
+        order.sort_by_key(|&i| shard_of(leases[i].1));
         let mut removed = Vec::with_capacity(leases.len());
         let mut i = 0;
         while i < order.len() {
-            let index = shard_of(leases[order[i]].0);
+            let index = shard_of(leases[order[i]].1);
             let mut shard = self.shards[index].0.lock();
-            while i < order.len() && shard_of(leases[order[i]].0) == index {
+            while i < order.len() && shard_of(leases[order[i]].1) == index {
                 let (id, token) = leases[order[i]];
                 if let Some(entry) = shard.take_current(id, token, now) {
                     shard.acked += 1;
@@ -253,7 +276,7 @@ impl<T> LeaseTable<T> {
         token: u64,
         now: Nanos,
     ) -> Result<Held<T>, SettleError> {
-        let entry = self.shard(id).lock().take_current(id, token, now);
+        let entry = self.shard(token).lock().take_current(id, token, now);
         entry.ok_or(SettleError::LeaseExpired { id })
     }
 
@@ -265,7 +288,7 @@ impl<T> LeaseTable<T> {
         now: Nanos,
         deadline: Nanos,
     ) -> Result<(), SettleError> {
-        let mut shard = self.shard(id).lock();
+        let mut shard = self.shard(token).lock();
         let lease = shard
             .current(id, token, now)
             .ok_or(SettleError::LeaseExpired { id })?;
@@ -297,10 +320,6 @@ impl<T> LeaseTable<T> {
     }
 }
 
-fn shard_of(id: MessageId) -> usize {
-    id.0 as usize % SHARDS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,7 +332,7 @@ mod tests {
     }
 
     fn lease(table: &LeaseTable<u32>, id: u64, deadline: Nanos) -> u64 {
-        table.insert(entry(id), deadline, |_, token| token)
+        table.insert(0, entry(id), deadline, |_, token| token)
     }
 
     #[test]
@@ -341,13 +360,13 @@ mod tests {
         let table = LeaseTable::new();
         let first = lease(&table, 16, 100);
         table.remove(MessageId(16), first, 0).unwrap();
-        // Same shard, same slot, same lease count: only the id differs.
+        // Same slot, same lease count: only the id differs.
         let second = lease(&table, 32, 100);
         assert_eq!(first, second);
         assert!(table.remove(MessageId(16), first, 0).is_err());
         // The same message leased again gets a new token.
         let entry = table.remove(MessageId(32), second, 0).unwrap();
-        let third = table.insert(entry, 100, |_, token| token);
+        let third = table.insert(0, entry, 100, |_, token| token);
         assert_ne!(third, second);
         assert!(table.remove(MessageId(32), second, 0).is_err());
         assert!(table.remove(MessageId(32), third, 0).is_ok());
@@ -372,7 +391,7 @@ mod tests {
     fn many_at_once_behave_as_one_at_a_time() {
         let table = LeaseTable::new();
         let entries = (0..100u64).map(entry).collect();
-        let leased = table.insert_many(entries, 500, |entry, token| (entry.id, token));
+        let leased = table.insert_many(3, entries, 500, |entry, token| (entry.id, token));
         let ids: Vec<u64> = leased.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids, (0..100).collect::<Vec<_>>(), "in the order given");
         assert_eq!(table.len(), 100);
@@ -397,20 +416,34 @@ mod tests {
     }
 
     #[test]
+    fn homes_take_turns_and_a_token_finds_its_shard() {
+        let table = LeaseTable::new();
+        let homes: Vec<usize> = (0..SHARDS + 1).map(|_| table.home()).collect();
+        assert_eq!(homes[..3], [0, 1, 2]);
+        assert_eq!(homes[SHARDS], 0);
+        let token = table.insert(5, entry(1), 100, |_, token| token);
+        assert_eq!(table.shards[5].0.lock().live, 1);
+        table.extend(MessageId(1), token, 0, 200).unwrap();
+        assert_eq!(
+            table.ack(MessageId(1), token, 150).unwrap().id,
+            MessageId(1)
+        );
+        assert_eq!(table.shards[5].0.lock().acked, 1);
+    }
+
+    #[test]
     fn stale_deadlines_are_compacted_and_slots_reused() {
         let table = LeaseTable::new();
         for id in 0..10_000u64 {
             let token = lease(&table, id, 1_000);
             table.remove(MessageId(id), token, 0).unwrap();
         }
-        for shard in table.shards.iter() {
-            let shard = shard.0.lock();
-            assert!(
-                shard.deadlines.len() <= 65,
-                "{} stale",
-                shard.deadlines.len()
-            );
-            assert_eq!(shard.slots.len(), 1, "one slot, reused");
-        }
+        let shard = table.shards[0].0.lock();
+        assert!(
+            shard.deadlines.len() <= 65,
+            "{} stale",
+            shard.deadlines.len()
+        );
+        assert_eq!(shard.slots.len(), 1, "one slot, reused");
     }
 }

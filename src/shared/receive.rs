@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 const RECEIVES_PER_FRAME: usize = 65_536;
 
 impl<T> Shared<T> {
+    /// What a new consumer handle's deliveries will hold: the queue, and
+    /// the lease shard they use.
+    pub(crate) fn origin(self: &Arc<Self>) -> Arc<Origin<T>> {
+        Arc::new(Origin {
+            shared: Arc::clone(self),
+            home: self.leases.home(),
+        })
+    }
+
     /// Receives one message.
     pub(crate) fn receive_one(
         &self,
@@ -119,9 +128,11 @@ impl<T> Shared<T> {
         }
         let deadline = self.lease_deadline(now);
         let held = entries.into_iter().map(Queued::into_held).collect();
-        let deliveries = self.leases.insert_many(held, deadline, |entry, token| {
-            Delivery::new(Arc::clone(origin), entry, token)
-        });
+        let deliveries = self
+            .leases
+            .insert_many(origin.home, held, deadline, |entry, token| {
+                Delivery::new(Arc::clone(origin), entry, token)
+            });
         self.register_deadline(deadline);
         Ok(deliveries)
     }
@@ -151,9 +162,10 @@ impl<T> Shared<T> {
 
     /// Puts `entry` in flight under a new lease and hands out its delivery.
     fn lease(&self, origin: &Arc<Origin<T>>, entry: Held<T>, deadline: Nanos) -> Delivery<T> {
-        self.leases.insert(entry, deadline, |entry, token| {
-            Delivery::new(Arc::clone(origin), entry, token)
-        })
+        self.leases
+            .insert(origin.home, entry, deadline, |entry, token| {
+                Delivery::new(Arc::clone(origin), entry, token)
+            })
     }
 
     /// Receives that could not be recorded are undone: back to the queue.
