@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 const SPIN_STEPS: u32 = 7;
 /// Tries with a yield of the thread before sleeping.
 const YIELD_STEPS: u32 = 4;
+/// How often a waiter spinning for long tries.
+const POLL: Duration = Duration::from_micros(1);
 
 #[derive(Default)]
 pub(crate) struct Signal {
@@ -195,15 +197,27 @@ impl Signal {
         {
             return None;
         }
+        let mut round = 0u32;
         let found = loop {
             if let Some(result) = attempt() {
                 break Some(result);
             }
-            if Instant::now() >= until {
+            // Look about once a microsecond: looking reads the lines the
+            // other side writes, and looking more often would slow it.
+            let next = Instant::now() + POLL;
+            if next > until {
                 break None;
             }
-            for _ in 0..16 {
-                std::hint::spin_loop();
+            // Now and then give the core to another thread, which may be
+            // the one this waiter waits for.
+            round = round.wrapping_add(1);
+            if round % 16 == 0 {
+                std::thread::yield_now();
+            }
+            while Instant::now() < next {
+                for _ in 0..8 {
+                    std::hint::spin_loop();
+                }
             }
         };
         self.spinning.now.store(false, SeqCst);
