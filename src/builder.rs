@@ -18,6 +18,10 @@ use std::time::Duration;
 /// The largest capacity a queue accepts.
 pub const MAX_CAPACITY: usize = 1 << 30;
 
+/// The longest [`Builder::idle_spin`]: spinning longer than a
+/// millisecond costs more than the sleep it avoids.
+pub const MAX_IDLE_SPIN: Duration = Duration::from_millis(1);
+
 /// The largest [`max_message_bytes`](Builder::max_message_bytes) accepted
 /// (512 MiB; a write-ahead frame holds at most 1 GiB).
 pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
@@ -147,7 +151,8 @@ impl<T: Message> Builder<T> {
     /// cuts the latency from send to receive to about a microsecond, at the
     /// price of one core busy between messages. When messages come further
     /// apart than this, or with `Duration::ZERO`, a waiting consumer spins
-    /// for a few microseconds only and then sleeps.
+    /// for a few microseconds only and then sleeps. At most
+    /// [`MAX_IDLE_SPIN`] (1 ms; more is [`OpenError::IdleSpinTooLong`]).
     pub fn idle_spin(mut self, spin: Duration) -> Self {
         self.config.idle_spin = spin;
         self
@@ -328,6 +333,12 @@ impl<T: Message> Builder<T> {
             return Err(OpenError::InvalidMaxMessageBytes {
                 requested: config.max_message_bytes,
                 max: MAX_MESSAGE_BYTES,
+            });
+        }
+        if config.idle_spin > MAX_IDLE_SPIN {
+            return Err(OpenError::IdleSpinTooLong {
+                requested: config.idle_spin,
+                max: MAX_IDLE_SPIN,
             });
         }
         let seed = self

@@ -104,8 +104,9 @@ impl fmt::Debug for ClockWaker {
 ///
 /// On Linux its [coarse reading](Clock::now_coarse_nanos) is the kernel's
 /// `CLOCK_MONOTONIC_COARSE` (as of the last timer tick, 1 to 4 ms), which
-/// costs a few loads where a precise reading costs tens of nanoseconds.
-/// Elsewhere both readings are precise.
+/// costs a few loads where a precise reading costs tens of nanoseconds; its
+/// [lag](Clock::coarse_lag) is two ticks, as the kernel may apply a tick
+/// late. Elsewhere both readings are precise.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     wall_at_start: SystemTime,

@@ -111,6 +111,14 @@ pub enum OpenError {
         /// The largest accepted.
         max: usize,
     },
+    /// `idle_spin` is above [`MAX_IDLE_SPIN`](crate::MAX_IDLE_SPIN).
+    #[error("idle_spin must be at most {max:?}, not {requested:?}")]
+    IdleSpinTooLong {
+        /// What was asked for.
+        requested: std::time::Duration,
+        /// The longest accepted.
+        max: std::time::Duration,
+    },
     /// Persistence settings (durability, salvage, ...) were given without a
     /// [`path`](crate::Builder::path).
     #[error("persistence settings need a path")]

@@ -81,10 +81,12 @@
 //! become visible at the same instant (expired leases, delays coming due)
 //! are queued in the order they came due, then by id.
 //!
-//! Timing: a lease runs for at least its visibility timeout and at most two
-//! ticks of the clock's coarse reading longer ([`Clock::now_coarse_nanos`]:
-//! a tick is 1 to 4 ms with [`SystemClock`] on Linux, zero with
-//! [`ManualClock`]), because receive and ack read that cheaper clock.
+//! Timing: receive and ack read a cheaper, coarse clock
+//! ([`Clock::now_coarse_nanos`]) and a lease's deadline adds the lag that
+//! clock may have ([`Clock::coarse_lag`]), so a lease runs for at least its
+//! visibility timeout and up to that lag longer (with [`SystemClock`] on
+//! Linux two ticks, 2 to 8 ms; an ack is accepted up to one more tick
+//! late). [`ManualClock`] has no lag.
 //!
 //! Capacity counts ready, in-flight and delayed messages; a message whose
 //! lease expires keeps its slot, so it always has room to come back.
@@ -126,7 +128,7 @@ mod workers;
 
 pub use alert::{Alert, RateAlert};
 pub use backoff::Backoff;
-pub use builder::{Builder, MAX_CAPACITY, MAX_MESSAGE_BYTES};
+pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};

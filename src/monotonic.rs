@@ -5,14 +5,15 @@
 //! vDSO call that reads the time-stamp counter, tens of nanoseconds on a
 //! virtual machine and the biggest single cost of a receive and an ack. On
 //! Linux the kernel also keeps `CLOCK_MONOTONIC_COARSE`, the same clock as
-//! of the last timer tick (1 to 4 ms ago): reading it is a few loads, and
-//! it is never ahead of the precise one. Elsewhere the coarse reading is
-//! the precise one.
+//! of the last timer tick (1 to 4 ms ago, a little more when the kernel
+//! applies a tick late): reading it is a few loads, and it is never ahead
+//! of the precise one. Elsewhere the coarse reading is the precise one.
 
 use crate::clock::Nanos;
 
-/// Coarse clocks slower than this are not worth their imprecision.
-const MAX_COARSE_LAG: Nanos = 10_000_000;
+/// Coarse clocks that tick slower than this are not worth their
+/// imprecision.
+const MAX_COARSE_TICK: Nanos = 10_000_000;
 
 /// Monotonic time since a start, in nanoseconds.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +30,13 @@ pub(crate) struct Monotonic {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 impl Monotonic {
     pub(crate) fn start() -> Self {
+        // The coarse clock is as of the last tick, but the kernel may apply
+        // a tick late (measured: 4.5 ms behind with 4 ms ticks, after a
+        // sleep), so the lag allowed for is two ticks.
         let coarse_lag = linux::resolution(libc::CLOCK_MONOTONIC_COARSE)
-            .filter(|&lag| {
-                lag <= MAX_COARSE_LAG && linux::read(libc::CLOCK_MONOTONIC_COARSE).is_some()
-            })
-            .unwrap_or(0);
+            .filter(|&tick| tick <= MAX_COARSE_TICK)
+            .filter(|_| linux::read(libc::CLOCK_MONOTONIC_COARSE).is_some())
+            .map_or(0, |tick| 2 * tick);
         Monotonic {
             start: linux::read(libc::CLOCK_MONOTONIC).unwrap_or(0),
             coarse_lag,

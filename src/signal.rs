@@ -157,11 +157,13 @@ impl Signal {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return None;
             }
-            self.waiters.fetch_add(1, SeqCst);
+            // Registered until this round ends, even if `attempt` panics
+            // (a panicking clock): a waiter counted for ever would make
+            // every notify take the mutex.
+            let _registered = Registered::new(&self.waiters);
             std::sync::atomic::fence(SeqCst); // pairs with `has_waiters`
             let epoch = self.epoch.load(SeqCst);
             if let Some(result) = attempt() {
-                self.waiters.fetch_sub(1, SeqCst);
                 return done(result);
             }
             let until = match (deadline, wake_at()) {
@@ -177,8 +179,6 @@ impl Signal {
                     None => self.condvar.wait(&mut guard),
                 }
             }
-            drop(guard);
-            self.waiters.fetch_sub(1, SeqCst);
         }
     }
 
@@ -190,15 +190,19 @@ impl Signal {
         deadline: Option<Instant>,
         attempt: &mut impl FnMut() -> Option<R>,
     ) -> Option<R> {
-        let until = deadline.map_or(started + self.spin, |d| d.min(started + self.spin));
+        let spin_end = started.checked_add(self.spin)?;
+        let until = deadline.map_or(spin_end, |d| d.min(spin_end));
         if Instant::now() >= until
             || !self.spinning.pays.load(Relaxed)
             || self.spinning.now.swap(true, SeqCst)
         {
             return None;
         }
+        // Let go of the spinner's place however this ends (`attempt` may
+        // panic): held for ever, no waiter would spin again.
+        let _spinner = Flag(&self.spinning.now);
         let mut round = 0u32;
-        let found = loop {
+        loop {
             if let Some(result) = attempt() {
                 break Some(result);
             }
@@ -211,7 +215,7 @@ impl Signal {
             // Now and then give the core to another thread, which may be
             // the one this waiter waits for.
             round = round.wrapping_add(1);
-            if round % 16 == 0 {
+            if round.is_multiple_of(16) {
                 std::thread::yield_now();
             }
             while Instant::now() < next {
@@ -219,9 +223,32 @@ impl Signal {
                     std::hint::spin_loop();
                 }
             }
-        };
-        self.spinning.now.store(false, SeqCst);
-        found
+        }
+    }
+}
+
+/// A waiter's registration, undone on drop.
+struct Registered<'a>(&'a AtomicUsize);
+
+impl<'a> Registered<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, SeqCst);
+        Registered(waiters)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// A flag held, cleared on drop.
+struct Flag<'a>(&'a AtomicBool);
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, SeqCst);
     }
 }
 

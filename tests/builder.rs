@@ -4,7 +4,7 @@
 mod common;
 
 use common::{manual, NS, SEC};
-use spool::{Backoff, OpenError, Queue, MAX_CAPACITY};
+use spool::{Backoff, OpenError, Queue, MAX_CAPACITY, MAX_IDLE_SPIN};
 use std::time::Duration;
 
 fn open_error(builder: spool::Builder<u32>) -> OpenError {
@@ -28,6 +28,20 @@ fn a_capacity_above_the_maximum_is_refused_with_both_numbers() {
             max: MAX_CAPACITY
         }
     );
+}
+
+#[test]
+fn an_idle_spin_above_the_maximum_is_refused_and_the_maximum_opens() {
+    let too_long = MAX_IDLE_SPIN + NS;
+    match open_error(Queue::builder().idle_spin(too_long)) {
+        OpenError::IdleSpinTooLong { requested, max } => {
+            assert_eq!((requested, max), (too_long, MAX_IDLE_SPIN))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let queue: Queue<u32> = Queue::builder().idle_spin(MAX_IDLE_SPIN).open().unwrap();
+    queue.producer().send(1).unwrap();
+    assert_eq!(*queue.consumer().recv().unwrap(), 1);
 }
 
 #[test]

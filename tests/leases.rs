@@ -472,3 +472,25 @@ fn with_a_coarse_clock_an_ack_before_the_lag_runs_out_counts() {
     assert_eq!(queue.stats().acked, 1);
     assert!(matches!(consumer.try_recv(), Err(RecvError::Empty)));
 }
+
+#[test]
+fn with_a_coarse_clock_what_comes_due_is_seen_when_it_is_due() {
+    let (clock, queue) = ticking_queue();
+    let consumer = queue.consumer();
+    clock.advance(Duration::from_millis(1));
+    let delay = spool::SendOptions::new().delay(Duration::from_millis(10));
+    queue.producer().send_with(7, delay).unwrap();
+    clock.advance(Duration::from_millis(10) - NS);
+    assert!(matches!(consumer.try_recv(), Err(RecvError::Empty)));
+    // Due now, while the coarse reading is still 3 ms behind.
+    clock.advance(NS);
+    let delivery = consumer.try_recv().unwrap();
+    assert_eq!(*delivery, 7);
+    // That receive read the precise clock too (a deadline was near), so
+    // the lease's deadline is 11 ms + lag + timeout, and it runs out then.
+    clock.advance(LEASE + TICK - NS);
+    assert!(matches!(consumer.try_recv(), Err(RecvError::Empty)));
+    clock.advance(NS);
+    assert_eq!(consumer.try_recv().unwrap().receive_count(), 2);
+    drop(delivery);
+}

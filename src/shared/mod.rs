@@ -121,7 +121,8 @@ impl Ids {
         self.next.fetch_add(n, Relaxed)
     }
 
-    /// Messages enqueued by this process.
+    /// Sends by this process: counted from when a send takes its id, until
+    /// it fails or turns out a duplicate (then taken off again).
     fn sent(&self) -> u64 {
         let unsent = self.unsent.load(SeqCst);
         let next = self.next.load(SeqCst);
@@ -389,7 +390,7 @@ impl<T> Shared<T> {
             dead_letters: self.dead.len(),
             oldest_ready_age: self
                 .ready
-                .oldest_since()
+                .oldest_since(now)
                 .map(|since| Duration::from_nanos(now.saturating_sub(since))),
             ..Stats::default()
         };

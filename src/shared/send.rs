@@ -11,7 +11,7 @@ use crate::producer::{SendOptions, Sent};
 use crate::stats::Counters;
 use crate::wal::{KeyRef, Record};
 use serde::Serialize;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Release, SeqCst};
 
 /// An upper bound on an enqueue record's bytes besides its payload.
 const ENQUEUE_OVERHEAD: usize = 64;
@@ -214,7 +214,8 @@ impl<T: Serialize> Shared<T> {
 impl<T> Shared<T> {
     /// Undoes `n` sends that took ids and slots but enqueued nothing.
     fn unsend(&self, n: usize) {
-        self.ids.unsent.fetch_add(n as u64, Relaxed);
+        // Release: a reader that sees this sees the id it takes off.
+        self.ids.unsent.fetch_add(n as u64, Release);
         self.free_slots(n);
     }
 

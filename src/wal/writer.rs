@@ -7,10 +7,11 @@
 //! the buffer for its spare (so neither side allocates in the steady
 //! state), frame what it holds, write it with one `write`, `fdatasync`
 //! once (under `Sync`), publish the last ticket as written/durable and
-//! wake all waiters. While it writes and syncs, new callers queue up and
-//! go out together in the next round, so the number of syncs adapts to
-//! the load: one caller, one sync per append; many callers, one sync per
-//! round (the classic group commit of database logs).
+//! wake that round's waiters. While it writes and syncs, new callers
+//! queue up and go out together in the next round, so the number of
+//! syncs adapts to the load: one caller, one sync per append; many
+//! callers, one sync per round (the classic group commit of database
+//! logs).
 //!
 //! Framing: the appends of a round go out as one frame, not one frame
 //! each (FORMAT.md, section 6), so the checksum runs once over many
