@@ -17,8 +17,8 @@
 //! hanging it.
 
 use spool::{
-    Backoff, Consumer, DeadLetter, DeadLetterReason, Delivery, MessageId, Queue, RecvError,
-    SendError, SendOptions, SettleError,
+    Backoff, Clock, Consumer, DeadLetter, DeadLetterReason, Delivery, MessageId, Queue, RecvError,
+    SendError, SendOptions, SettleError, SystemClock,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -220,7 +220,10 @@ fn settle(delivery: Delivery<u64>, roll: u64) -> Outcome {
             (acked, Outcome::Acked)
         }
         _ => {
-            thread::sleep(LEASE + Duration::from_millis(10));
+            // A lease may run on for the clock's coarse lag, and an ack
+            // read one tick of that clock late: sleep past both.
+            let lag = SystemClock::new().coarse_lag();
+            thread::sleep(LEASE + 2 * lag + Duration::from_millis(10));
             let id = delivery.id();
             let refused = delivery.ack();
             assert_eq!(refused, Err(SettleError::LeaseExpired { id }));

@@ -50,7 +50,11 @@ impl<T: Serialize> Shared<T> {
             let max = MAX_KEY_BYTES;
             return Err(SendError::KeyTooLong { message, len, max });
         }
-        let hash = codec::fingerprint(&encoded);
+        // Only a keyed send compares payloads.
+        let hash = match options.key {
+            Some(_) => codec::fingerprint(&encoded),
+            None => 0,
+        };
         if let Some(key) = &options.key {
             match self.dedup.check(key, hash, now) {
                 KeyStatus::New => {}
