@@ -126,13 +126,19 @@ impl Signal {
         mut wake_at: impl FnMut() -> Option<Instant>,
         mut attempt: impl FnMut() -> Option<R>,
     ) -> Option<R> {
-        let started = (!self.spin.is_zero()).then(Instant::now);
-        let done = |done: R| {
-            if let Some(started) = started {
-                let pays = started.elapsed() <= self.spin;
-                if self.spinning.pays.load(Relaxed) != pays {
-                    self.spinning.pays.store(pays, Relaxed);
-                }
+        // When the wait got past the short spin: read only then, as most
+        // waits end in their first attempt and a clock read costs as much
+        // as the rest of it.
+        let mut started: Option<Instant> = None;
+        let pays = |pays: bool| {
+            if self.spinning.pays.load(Relaxed) != pays {
+                self.spinning.pays.store(pays, Relaxed);
+            }
+        };
+        let done = |started: Option<Instant>, done: R| {
+            let short = started.is_none_or(|started| started.elapsed() <= self.spin);
+            if !self.spin.is_zero() {
+                pays(short);
             }
             Some(done)
         };
@@ -141,7 +147,7 @@ impl Signal {
             // about to act, and a futex round trip costs microseconds.
             for step in 0..SPIN_STEPS + YIELD_STEPS {
                 if let Some(result) = attempt() {
-                    return done(result);
+                    return done(started, result);
                 }
                 if step < SPIN_STEPS {
                     for _ in 0..1 << step {
@@ -151,8 +157,11 @@ impl Signal {
                     std::thread::yield_now();
                 }
             }
-            if let Some(result) = started.and_then(|s| self.spin_until(s, deadline, &mut attempt)) {
-                return done(result);
+            if !self.spin.is_zero() {
+                let since = *started.get_or_insert_with(Instant::now);
+                if let Some(result) = self.spin_until(since, deadline, &mut attempt) {
+                    return done(started, result);
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return None;
@@ -164,7 +173,7 @@ impl Signal {
             std::sync::atomic::fence(SeqCst); // pairs with `has_waiters`
             let epoch = self.epoch.load(SeqCst);
             if let Some(result) = attempt() {
-                return done(result);
+                return done(started, result);
             }
             let until = match (deadline, wake_at()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
