@@ -111,7 +111,8 @@ impl Wal {
         Ok((wal, recovered))
     }
 
-    /// Queues `records` as one frame: they recover all together or not at
+    /// Queues `records` as one append, which goes into one frame (with
+    /// other appends of its round): they recover all together or not at
     /// all. Returns at once; [`Wal::commit`] waits for the frame.
     /// `TooLarge` refuses the frame without harming the log.
     ///
@@ -261,6 +262,12 @@ impl Wal {
         self.shared.is_poisoned()
     }
 
+    /// Rounds the writer has started so far.
+    #[cfg(test)]
+    pub(crate) fn rounds_started(&self) -> u64 {
+        self.shared.state.lock().started
+    }
+
     /// Bytes of log files in the directory (for the compaction bound).
     pub(crate) fn disk_usage(&self) -> Result<u64, WalError> {
         let io = |e| WalError::io("list", self.storage.describe(""), e);
@@ -314,6 +321,8 @@ impl Drop for StopGuard<'_> {
                 .poison(&mut st, WalError::io("write", "spool-wal", panic));
         }
         st.stopped = true;
+        // Compactions still asked for get their answer: `Closed`.
+        st.compactions.clear();
         self.0.wake_all();
     }
 }

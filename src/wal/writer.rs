@@ -5,8 +5,9 @@
 //! [`Shared`]'s mutex, in call order, each append getting a ticket (a
 //! counter) and its end offset noted. The one writer thread loops: swap
 //! the buffer for its spare (so neither side allocates in the steady
-//! state), frame what it holds, write it with one `write`, `fdatasync`
-//! once (under `Sync`), publish the last ticket as written/durable and
+//! state), frame what it holds (several appends to a frame, up to 1 MiB),
+//! write the frames, `fdatasync` once (under `Sync`), publish the last
+//! ticket as written/durable and
 //! wake that round's waiters. While it writes and syncs, new callers
 //! queue up and go out together in the next round, so the number of
 //! syncs adapts to the load: one caller, one sync per append; many
@@ -341,7 +342,9 @@ impl Writer {
                 if !st.pending.is_empty() {
                     deadline = Some(*pending_since.get_or_insert_with(Instant::now) + write_delay);
                 }
-                if let Some(d) = interval.filter(|_| st.written > st.durable) {
+                // A poisoned writer syncs nothing more: no deadline.
+                if let Some(d) = interval.filter(|_| st.written > st.durable && st.poison.is_none())
+                {
                     let sync_at = last_sync + d;
                     deadline = Some(deadline.map_or(sync_at, |at: Instant| at.min(sync_at)));
                 }

@@ -11,6 +11,7 @@ mod corruption;
 mod crash;
 mod faults;
 mod framing;
+mod merged;
 mod open;
 
 use super::format::{file_name, parse_file_name, HEADER_LEN};
