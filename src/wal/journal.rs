@@ -162,6 +162,9 @@ impl Wal {
         debug_assert_eq!((after - start) as u64, len);
         st.ends.push(after);
         st.appended += 1;
+        self.shared
+            .appended
+            .store(st.appended, std::sync::atomic::Ordering::Release);
         let ticket = Ticket(st.appended);
         drop(st);
         // An idle writer needs waking; a gathering one only once enough

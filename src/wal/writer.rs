@@ -47,8 +47,8 @@ use super::format::{
 use super::options::{Durability, WalOptions};
 use super::storage::{Storage, WriteFile};
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, Ordering};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,13 @@ pub(crate) const MERGE_BYTES: usize = 1 << 20;
 /// The writer keeps a spare buffer up to this size between rounds.
 const KEEP_BUFFER_BYTES: usize = 4 << 20;
 
+/// Under `Sync`, how long the writer, done with a round, keeps looking
+/// for the next append before it sleeps. A sleeping writer takes the OS
+/// tens of microseconds to wake, which a producer sending one durable
+/// message after another pays on every send (with the `fdatasync` itself
+/// at about 120 µs, a sixth of its time).
+const WRITER_SPIN: Duration = Duration::from_micros(100);
+
 /// State shared by callers and the writer thread.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -83,6 +90,9 @@ pub(crate) struct Shared {
     /// Whether `state.poison` is set, readable without the lock (so that
     /// a commit that waits for nothing takes no lock).
     poisoned: AtomicBool,
+    /// `state.appended`, readable without the lock: what an idle writer
+    /// watches while it spins (see [`WRITER_SPIN`]).
+    pub(crate) appended: AtomicU64,
 }
 
 impl Shared {
@@ -328,6 +338,7 @@ impl Writer {
         let mut st = shared.state.lock();
         loop {
             // Wait for something to do.
+            let mut spun = false;
             loop {
                 let asked = st.want_durable > st.durable || st.want_written > st.written;
                 if st.closing
@@ -352,6 +363,22 @@ impl Writer {
                     Some(at) if Instant::now() >= at => break,
                     Some(at) => {
                         shared.work.wait_until(&mut st, at);
+                    }
+                    None if write_delay.is_zero() && !spun && st.poison.is_none() => {
+                        // `Sync`: spin a while before sleeping, once, then
+                        // look again under the lock.
+                        spun = true;
+                        let seen = st.appended;
+                        MutexGuard::unlocked(&mut st, || {
+                            let until = Instant::now() + WRITER_SPIN;
+                            while shared.appended.load(Ordering::Acquire) == seen
+                                && Instant::now() < until
+                            {
+                                for _ in 0..16 {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                        });
                     }
                     None => shared.work.wait(&mut st),
                 }
