@@ -6,17 +6,23 @@
 //! message can be neither lost nor duplicated by the bookkeeping itself.
 //!
 //! Nothing here takes a lock that all operations share. Send takes a
-//! capacity slot (an atomic) and pushes onto the lock-free ready queue;
-//! receive pops and inserts into one lease shard; ack removes from that
-//! shard and returns the slot. Delays and retries go through the delay
-//! queue's own lock; dead letters through the store's.
+//! capacity slot (an atomic that only producers write) and pushes onto the
+//! lock-free ready queue; receive pops and inserts into its consumer
+//! handle's lease shard; ack removes from that shard and gives the slot
+//! back (an atomic that only consumers write). Delays and retries go
+//! through the delay queue's own lock; dead letters through the store's.
+//! Every atomic write on this path is one that costs: the hot path was
+//! trimmed to the ones the semantics need (see the README's performance
+//! section).
 //!
 //! Deadlines (lease expiry, delays and backoffs coming due) are handled by
 //! [`Shared::tick`], which every operation calls first, so that whatever
 //! came due is queued before anything the operation adds. It costs one
 //! clock read and one atomic load unless something is due, and then pops
-//! only what is due. Blocked consumers sleep no later than the next
-//! deadline, so a lease expires on time even if nobody calls in.
+//! only what is due. Receive and ack read the clock's coarse reading (a
+//! few loads), the precise one when a deadline is near. Blocked consumers
+//! sleep no later than the next deadline, so a lease expires on time even
+//! if nobody calls in.
 //!
 //! A persistent queue also appends a record of each change to its
 //! [`Journal`] before the change becomes visible to another thread (see
