@@ -83,11 +83,8 @@ impl Signal {
 
     /// Wakes every waiter, if any. Call after the state change is visible.
     pub(crate) fn notify_all(&self) {
-        if self.has_waiters() {
-            self.epoch.fetch_add(1, SeqCst);
-            let _guard = self.lock.lock();
-            self.condvar.notify_all();
-        }
+        std::sync::atomic::fence(SeqCst); // as in `has_waiters`
+        self.notify_all_after_seqcst_rmw();
     }
 
     /// [`notify_all`](Self::notify_all) after a state change made by a
