@@ -144,7 +144,8 @@ impl<T: Message> Builder<T> {
 
     /// How long a consumer that finds nothing to receive keeps looking
     /// before it sleeps, while messages have recently been coming at least
-    /// that often. One consumer at a time spins; the others sleep at once.
+    /// that often. One consumer of a queue at a time spins, and no more
+    /// than half the machine's cores across all queues; the others sleep.
     ///
     /// A sleeping consumer takes the operating system tens of microseconds
     /// to wake (more on a virtual machine), so under a steady flow spinning

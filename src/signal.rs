@@ -20,14 +20,16 @@
 //! microseconds (more on a virtual machine), which is most of the latency
 //! of a message that finds its consumer asleep. A signal made
 //! [`with_spin`](Signal::with_spin) therefore lets one waiter at a time
-//! keep trying for up to that long before it sleeps, but only while waits
-//! have recently ended within that time: a steady flow of messages is
+//! keep trying for up to that long before it sleeps (and across all
+//! signals, no more waiters than half the cores: [`Spinners`]), but only
+//! while waits have recently ended within that time: a steady flow of messages is
 //! picked up in well under a microsecond, and an idle queue costs no more
 //! than a few microseconds of spinning per wait.
 
 use crate::padded::Padded;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Tries with a doubling spin (1, 2, 4, … 64 pauses) before yielding.
@@ -46,6 +48,8 @@ pub(crate) struct Signal {
     /// How long one waiter may keep trying before it sleeps; zero for the
     /// short spin only.
     spin: Duration,
+    /// Where it gets a place to spin (one per core for the process).
+    spinners: Option<&'static Spinners>,
     /// Written by waiters only: apart from what notifiers read.
     spinning: Padded<Spinning>,
 }
@@ -62,8 +66,14 @@ struct Spinning {
 impl Signal {
     /// A signal whose waiters spin for up to `spin` (see the module docs).
     pub(crate) fn with_spin(spin: Duration) -> Self {
+        Self::with_spin_in(spin, Spinners::process())
+    }
+
+    /// [`with_spin`](Self::with_spin), with places to spin from `spinners`.
+    fn with_spin_in(spin: Duration, spinners: &'static Spinners) -> Self {
         Signal {
             spin,
+            spinners: Some(spinners),
             spinning: Padded(Spinning {
                 now: AtomicBool::new(false),
                 pays: AtomicBool::new(true),
@@ -207,6 +217,7 @@ impl Signal {
         // Let go of the spinner's place however this ends (`attempt` may
         // panic): held for ever, no waiter would spin again.
         let _spinner = Flag(&self.spinning.now);
+        let _core = self.spinners?.take()?;
         let mut round = 0u32;
         loop {
             if let Some(result) = attempt() {
@@ -246,6 +257,49 @@ impl<'a> Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Places to spin, shared by signals. Each signal lets one of its waiters
+/// spin; with many busy queues (a topic's subscriptions) that could be
+/// more spinners than cores, which would slow the threads they wait for.
+/// [`Spinners::process`] allows half the cores (at least one).
+pub(crate) struct Spinners {
+    spinning: AtomicUsize,
+    limit: usize,
+}
+
+impl Spinners {
+    /// The process's places to spin.
+    pub(crate) fn process() -> &'static Spinners {
+        static PROCESS: OnceLock<Spinners> = OnceLock::new();
+        PROCESS.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Spinners::new((cores / 2).max(1))
+        })
+    }
+
+    fn new(limit: usize) -> Spinners {
+        Spinners {
+            spinning: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn take(&self) -> Option<SpinningCore<'_>> {
+        self.spinning
+            .fetch_update(SeqCst, SeqCst, |n| (n < self.limit).then_some(n + 1))
+            .ok()
+            .map(|_| SpinningCore(self))
+    }
+}
+
+/// A place to spin, given back on drop.
+struct SpinningCore<'a>(&'a Spinners);
+
+impl Drop for SpinningCore<'_> {
+    fn drop(&mut self) {
+        self.0.spinning.fetch_sub(1, SeqCst);
     }
 }
 
@@ -294,7 +348,9 @@ mod tests {
     fn a_spinning_waiter_sees_a_change_nobody_notifies() {
         // Without the spin the waiter would sleep until its deadline, as
         // nothing notifies it.
-        let signal = Arc::new(Signal::with_spin(Duration::from_secs(2)));
+        // Places of its own: other tests' waiters may hold the process's.
+        let spinners = Box::leak(Box::new(Spinners::new(1)));
+        let signal = Arc::new(Signal::with_spin_in(Duration::from_secs(2), spinners));
         let flag = Arc::new(AtomicBool::new(false));
         let waiter = {
             let (signal, flag) = (signal.clone(), flag.clone());
@@ -308,5 +364,16 @@ mod tests {
         flag.store(true, SeqCst);
         assert_eq!(waiter.join().unwrap(), (Some(()), true));
         assert!(!signal.spinning.now.load(SeqCst), "the spinner let go");
+        assert_eq!(spinners.spinning.load(SeqCst), 0, "and its place");
+    }
+
+    #[test]
+    fn no_more_spin_than_there_are_places() {
+        let spinners = Spinners::new(2);
+        let first = spinners.take().unwrap();
+        let _second = spinners.take().unwrap();
+        assert!(spinners.take().is_none());
+        drop(first);
+        assert!(spinners.take().is_some());
     }
 }
