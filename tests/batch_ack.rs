@@ -64,3 +64,30 @@ fn batch_acks_survive_a_reopen() {
     let payloads: Vec<u32> = rest.iter().map(|delivery| **delivery).collect();
     assert_eq!(payloads, (60..100).collect::<Vec<_>>());
 }
+
+#[test]
+fn deliveries_of_any_consumer_handle_settle_through_any_other() {
+    // Each handle leases into a shard of its own: settling must find the
+    // lease whichever handle (or none) does it.
+    let queue: Queue<u32> = Queue::builder().capacity(16).open().unwrap();
+    let other: Queue<u32> = Queue::builder().open().unwrap();
+    queue.producer().send_batch((0..12).collect()).unwrap();
+    other.producer().send(100).unwrap();
+    let (a, b, c) = (queue.consumer(), queue.consumer(), queue.consumer().clone());
+    let mut mixed = a.recv_batch(4, Duration::ZERO).unwrap();
+    mixed.extend(b.recv_batch(4, Duration::ZERO).unwrap());
+    mixed.push(other.consumer().try_recv().unwrap());
+    let last = c.recv_batch(4, Duration::ZERO).unwrap();
+
+    assert_eq!(
+        c.ack_batch(mixed).unwrap(),
+        9,
+        "4 + 4 here, 1 on the other queue"
+    );
+    for delivery in last {
+        delivery.ack().unwrap();
+    }
+    let stats = queue.stats();
+    assert_eq!((stats.acked, stats.in_flight, stats.ready), (12, 0, 0));
+    assert_eq!(other.stats().acked, 1);
+}
