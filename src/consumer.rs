@@ -20,15 +20,15 @@ use std::time::Duration;
 /// message released or expired goes to the back of the ready queue (after
 /// its backoff, if any), so retries do not keep their place.
 pub struct Consumer<T> {
-    shared: Arc<Shared<T>>,
-    /// What this handle's deliveries hold on to (see [`Origin`]).
+    /// The queue, as this handle's deliveries hold it (see [`Origin`]).
     origin: Arc<Origin<T>>,
 }
 
 impl<T: Message> Consumer<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        let origin = shared.origin();
-        Consumer { shared, origin }
+        Consumer {
+            origin: shared.origin(),
+        }
     }
 
     /// Receives a message, blocking until one is ready or the queue is
@@ -55,7 +55,8 @@ impl<T: Message> Consumer<T> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.shared
+        self.origin
+            .shared
             .receive_batch(&self.origin, max, Wait::timeout(timeout))
     }
 
@@ -89,7 +90,7 @@ impl<T: Message> Consumer<T> {
         let mut acked = 0;
         let mut first_error = None;
         for delivery in deliveries {
-            if delivery.is_from(&self.shared) {
+            if delivery.is_from(&self.origin.shared) {
                 leases.push(delivery.into_lease());
                 continue;
             }
@@ -99,7 +100,7 @@ impl<T: Message> Consumer<T> {
                 Err(error) => first_error = first_error.or(Some(error)),
             }
         }
-        acked += self.shared.ack_batch(&leases)?;
+        acked += self.origin.shared.ack_batch(&leases)?;
         match first_error {
             Some(error) => Err(error),
             None => Ok(acked),
@@ -107,17 +108,17 @@ impl<T: Message> Consumer<T> {
     }
 
     fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {
-        self.shared.receive_one(&self.origin, wait)
+        self.origin.shared.receive_one(&self.origin, wait)
     }
 
     /// The queue's visibility timeout (for the worker pool's heartbeat).
     pub(crate) fn visibility_timeout(&self) -> Duration {
-        self.shared.config.visibility_timeout
+        self.origin.shared.config.visibility_timeout
     }
 
     /// The queue's clock, read now.
     pub(crate) fn now(&self) -> crate::clock::Nanos {
-        self.shared.now()
+        self.origin.shared.now()
     }
 }
 
@@ -126,8 +127,7 @@ impl<T> Clone for Consumer<T> {
     /// deliveries' references apart.
     fn clone(&self) -> Self {
         Consumer {
-            shared: Arc::clone(&self.shared),
-            origin: self.shared.origin(),
+            origin: self.origin.shared.origin(),
         }
     }
 }
