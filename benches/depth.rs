@@ -33,7 +33,8 @@ fn setup(ready: u64, in_flight: u64) -> Setup {
     let mut held = Vec::new();
     while (held.len() as u64) < in_flight {
         let want = (in_flight as usize - held.len()).min(10_000);
-        held.extend(consumer.recv_batch(want, Duration::ZERO).unwrap());
+        let batch = consumer.recv_batch(want, Duration::ZERO).unwrap();
+        held.extend(batch.into_deliveries()); // one lease each
     }
     Setup { queue, _held: held }
 }

@@ -78,14 +78,14 @@ fn spool_round(producers: u64, consumers: u64, batch: usize) -> Duration {
                     return;
                 }
                 while left > 0 {
-                    let deliveries = consumer
+                    let received = consumer
                         .recv_batch(batch.min(left), Duration::from_secs(10))
                         .unwrap();
-                    left -= deliveries.len();
-                    for delivery in &deliveries {
-                        black_box(delivery[0]);
+                    left -= received.len();
+                    for payload in &received {
+                        black_box(payload[0]);
                     }
-                    consumer.ack_batch(deliveries).unwrap();
+                    received.ack().unwrap();
                 }
             });
         }

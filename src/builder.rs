@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest capacity a queue accepts.
-pub const MAX_CAPACITY: usize = 1 << 30;
+pub const MAX_CAPACITY: usize = (1 << 30) - 1;
 
 /// The longest [`Builder::idle_spin`]: spinning longer than a
 /// millisecond costs more than the sleep it avoids.

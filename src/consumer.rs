@@ -1,7 +1,7 @@
 //! The receiving side.
 
+use crate::batch::Batch;
 use crate::delivery::{Delivery, Origin};
-
 use crate::error::{RecvError, SettleError};
 use crate::shared::{Shared, Wait};
 use crate::Message;
@@ -49,12 +49,13 @@ impl<T: Message> Consumer<T> {
     }
 
     /// Waits up to `timeout` for a first message, then takes up to `max` in
-    /// all of those ready without waiting further. Each has its own lease.
-    /// On a persistent queue their receives are recorded together.
-    pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery<T>>, RecvError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
+    /// all of those ready without waiting further, as one [`Batch`] under
+    /// one lease. On a persistent queue their receives are recorded
+    /// together.
+    ///
+    /// A `max` of 0 is taken as 1: a batch holds at least one message.
+    pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Batch<T>, RecvError> {
+        let max = max.max(1);
         self.origin
             .shared
             .receive_batch(&self.origin, max, Wait::timeout(timeout))
@@ -64,7 +65,8 @@ impl<T: Message> Consumer<T> {
     /// all, and on a persistent queue one write (and one wait for the disk)
     /// for all. Returns how many were acknowledged: a delivery whose lease
     /// has expired is skipped, as its own [`ack`](Delivery::ack) would have
-    /// failed, and changes nothing.
+    /// failed, and changes nothing. (Messages received together as a
+    /// [`Batch`] cost less still: [`Batch::ack`].)
     ///
     /// ```
     /// use spool::Queue;
@@ -73,9 +75,11 @@ impl<T: Message> Consumer<T> {
     /// let queue: Queue<u32> = Queue::builder().open()?;
     /// queue.producer().send_batch((0..64).collect())?;
     /// let consumer = queue.consumer();
-    /// let batch = consumer.recv_batch(64, Duration::from_secs(1))?;
-    /// let total: u32 = batch.iter().map(|delivery| **delivery).sum();
-    /// assert_eq!(consumer.ack_batch(batch)?, 64);
+    /// let deliveries = (0..64)
+    ///     .map(|_| consumer.recv_timeout(Duration::from_secs(1)))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let total: u32 = deliveries.iter().map(|delivery| **delivery).sum();
+    /// assert_eq!(consumer.ack_batch(deliveries)?, 64);
     /// assert_eq!((total, queue.stats().acked), (2016, 64));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -2,7 +2,7 @@
 
 use crate::clock::{self, Nanos};
 use crate::error::SettleError;
-use crate::message::{Held, MessageId};
+use crate::message::{Held, MessageId, SharedPayload};
 use crate::shared::Shared;
 use std::fmt;
 use std::ops::Deref;
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 /// A `Delivery` derefs to the payload.
 pub struct Delivery<T> {
     origin: Arc<Origin<T>>,
-    payload: Arc<T>,
+    payload: SharedPayload<T>,
     id: MessageId,
     token: u64,
     key: Option<Arc<str>>,
@@ -52,7 +52,7 @@ impl<T> Delivery<T> {
     pub(crate) fn new(origin: Arc<Origin<T>>, entry: &Held<T>, token: u64) -> Self {
         Delivery {
             origin,
-            payload: Arc::clone(&entry.payload),
+            payload: entry.payload.clone(),
             id: entry.id,
             token,
             key: entry.key().cloned(),

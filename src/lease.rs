@@ -19,6 +19,10 @@
 //! rebuilds its heap from the live leases once stale entries outnumber live
 //! ones by two to one, which costs O(1) amortised per lease.
 //!
+//! A lease covers one message (a delivery) or a whole batch received as
+//! one; a batch's lease is named by its first message, and settling one
+//! kind of lease with the other's operation finds nothing.
+//!
 //! Fencing: a token is the lease's shard, its slot and the message's lease
 //! count (see [`Entry::next_lease`](crate::message::Entry::next_lease)),
 //! so with the message id it names one lease. Settling needs the token of the current
@@ -28,7 +32,7 @@
 
 use crate::clock::Nanos;
 use crate::error::SettleError;
-use crate::message::{Held, MessageId};
+use crate::message::{share_batched, Batched, Held, MessageId};
 use crate::padded::Padded;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
@@ -43,6 +47,10 @@ const SHARD_SHIFT: u32 = 60;
 const SLOT_SHIFT: u32 = 30;
 const FIELD_MASK: u64 = (1 << 30) - 1;
 
+/// A token no lease ever has: its slot, the last of shard 15, is never
+/// used (a shard holds fewer than 2^30 - 1 leases).
+pub(crate) const NO_LEASE: u64 = u64::MAX;
+
 pub(crate) struct LeaseTable<T> {
     shards: Box<[Padded<Mutex<Shard<T>>>]>,
     /// The home shard for the next consumer handle.
@@ -55,20 +63,51 @@ struct Shard<T> {
     slots: Vec<Option<Lease<T>>>,
     /// Empty slots; the last freed is reused first.
     free: Vec<u32>,
+    /// Messages in flight (a batch lease counts all of its messages).
     live: usize,
     /// (deadline, message id, token); may hold stale entries. The id is
     /// needed: a slot reused by another message on its first lease has
     /// the same token as the one before.
     deadlines: BinaryHeap<Reverse<(Nanos, u64, u64)>>,
-    /// Leases ended by an acknowledgement, ever: counted here, under the
-    /// lock the ack takes anyway, rather than in a shared atomic.
+    /// Messages whose lease ended by an acknowledgement, ever: counted
+    /// here, under the lock the ack takes anyway, rather than in a shared
+    /// atomic.
     acked: u64,
 }
 
 struct Lease<T> {
-    entry: Held<T>,
+    /// The message that names it (kept beside what it covers, so that
+    /// checking a token reads no further).
+    id: MessageId,
     token: u64,
     deadline: Nanos,
+    leased: Leased<T>,
+}
+
+/// What one lease covers.
+enum Leased<T> {
+    /// One message (a [`Delivery`](crate::Delivery)).
+    One(Held<T>),
+    /// The messages of a [`Batch`](crate::Batch), all or nothing. The
+    /// lease is named by its first message.
+    Batch(Batched<T>),
+}
+
+impl<T> Leased<T> {
+    /// The message that names the lease.
+    fn id(&self) -> MessageId {
+        match self {
+            Leased::One(entry) => entry.id,
+            Leased::Batch(batch) => batch[0].id,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Leased::One(_) => 1,
+            Leased::Batch(batch) => batch.len(),
+        }
+    }
 }
 
 fn slot_of(token: u64) -> usize {
@@ -91,6 +130,40 @@ impl<T> Shard<T> {
         }
     }
 
+    /// Takes a free slot for a lease whose message has the lease count
+    /// `lease_count`, and returns the lease's token; [`fill`](Self::fill)
+    /// must follow.
+    #[inline]
+    fn claim(&mut self, lease_count: u32) -> u64 {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            // In flight is bounded by the capacity (at most 2^30 - 1).
+            let slot = self.slots.len() - 1;
+            assert!(
+                (slot as u64) < FIELD_MASK,
+                "fewer than 2^30 - 1 leases per shard"
+            );
+            slot as u32
+        });
+        (self.index as u64) << SHARD_SHIFT
+            | u64::from(slot) << SLOT_SHIFT
+            | u64::from(lease_count) & FIELD_MASK
+    }
+
+    /// Puts `leased` in flight until `deadline` in the slot of `token`.
+    #[inline]
+    fn fill(&mut self, token: u64, leased: Leased<T>, deadline: Nanos) {
+        let id = leased.id();
+        self.live += leased.len();
+        self.slots[slot_of(token)] = Some(Lease {
+            id,
+            token,
+            deadline,
+            leased,
+        });
+        self.push_deadline(deadline, id.0, token);
+    }
+
     /// Puts `entry` in flight until `deadline` under a new lease, first
     /// handing it and the lease's token to `deliver`.
     fn put<R>(
@@ -99,28 +172,9 @@ impl<T> Shard<T> {
         deadline: Nanos,
         deliver: impl FnOnce(&Held<T>, u64) -> R,
     ) -> R {
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(None);
-            // In flight is bounded by the capacity (at most 2^30).
-            let slot = self.slots.len() - 1;
-            assert!(
-                slot as u64 <= FIELD_MASK,
-                "fewer than 2^30 leases per shard"
-            );
-            slot as u32
-        });
-        let token = (self.index as u64) << SHARD_SHIFT
-            | u64::from(slot) << SLOT_SHIFT
-            | u64::from(entry.next_lease()) & FIELD_MASK;
-        let id = entry.id.0;
+        let token = self.claim(entry.next_lease());
         let delivered = deliver(&entry, token);
-        self.slots[slot as usize] = Some(Lease {
-            entry,
-            token,
-            deadline,
-        });
-        self.live += 1;
-        self.push_deadline(deadline, id, token);
+        self.fill(token, Leased::One(entry), deadline);
         delivered
     }
 
@@ -134,27 +188,59 @@ impl<T> Shard<T> {
     /// out at `now` (the fencing rule).
     fn current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<&mut Lease<T>> {
         let lease = self.slots.get_mut(slot_of(token))?.as_mut()?;
-        (lease.token == token && lease.entry.id == id && lease.deadline > now).then_some(lease)
+        (lease.token == token && lease.id == id && lease.deadline > now).then_some(lease)
     }
 
-    /// Ends the lease of `id` under `token` if it is current at `now`.
-    fn take_current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<Held<T>> {
-        self.current(id, token, now)?;
-        Some(self.take(token))
+    /// Ends the lease of one message, `id` under `token`, if it is current
+    /// at `now`.
+    fn take_one(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<Held<T>> {
+        let slot = slot_of(token);
+        let lease = self.slots.get_mut(slot)?;
+        match lease {
+            Some(Lease {
+                id: leased_id,
+                token: leased_token,
+                deadline,
+                leased: Leased::One(_),
+            }) if *leased_token == token && *leased_id == id && *deadline > now => {}
+            _ => return None,
+        }
+        let Some(Lease {
+            leased: Leased::One(entry),
+            ..
+        }) = lease.take()
+        else {
+            return None;
+        };
+        self.free.push(slot as u32);
+        self.live -= 1;
+        Some(entry)
+    }
+
+    /// Ends the lease of a batch, named by `id` under `token`, if it is
+    /// current at `now`; returns the batch and the lease's deadline.
+    fn take_batch(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<(Batched<T>, Nanos)> {
+        let lease = self.current(id, token, now)?;
+        matches!(lease.leased, Leased::Batch(_)).then_some(())?;
+        let lease = self.take(token);
+        match lease.leased {
+            Leased::Batch(batch) => Some((batch, lease.deadline)),
+            Leased::One(_) => None,
+        }
     }
 
     /// Empties the slot of a lease known to be there.
-    fn take(&mut self, token: u64) -> Held<T> {
+    fn take(&mut self, token: u64) -> Lease<T> {
         let slot = slot_of(token);
         let lease = self.slots[slot].take().expect("a current lease");
         self.free.push(slot as u32);
-        self.live -= 1;
-        lease.entry
+        self.live -= lease.leased.len();
+        lease
     }
 
     fn is_live(&self, &(deadline, id, token): &(Nanos, u64, u64)) -> bool {
         self.lease(token)
-            .is_some_and(|l| l.deadline == deadline && l.entry.id.0 == id)
+            .is_some_and(|l| l.deadline == deadline && l.id.0 == id)
     }
 
     fn push_deadline(&mut self, deadline: Nanos, id: u64, token: u64) {
@@ -211,20 +297,15 @@ impl<T> LeaseTable<T> {
         self.shards[home].0.lock().put(entry, deadline, deliver)
     }
 
-    /// [`insert`](Self::insert) for several entries, locking the shard
-    /// once. The results keep the order of `entries`.
-    pub(crate) fn insert_many<R>(
-        &self,
-        home: usize,
-        entries: Vec<Held<T>>,
-        deadline: Nanos,
-        mut deliver: impl FnMut(&Held<T>, u64) -> R,
-    ) -> Vec<R> {
+    /// Puts a non-empty `batch` in flight in shard `home` until `deadline`
+    /// under one lease, and returns its token. The caller has counted the
+    /// lease on every message of the batch
+    /// ([`next_lease`](crate::message::Entry::next_lease)).
+    pub(crate) fn insert_batch(&self, home: usize, batch: Batched<T>, deadline: Nanos) -> u64 {
         let mut shard = self.shards[home].0.lock();
-        entries
-            .into_iter()
-            .map(|entry| shard.put(entry, deadline, &mut deliver))
-            .collect()
+        let token = shard.claim(batch[0].leases());
+        shard.fill(token, Leased::Batch(batch), deadline);
+        token
     }
 
     /// Acknowledgements so far (see [`ack`](Self::ack)).
@@ -240,7 +321,7 @@ impl<T> LeaseTable<T> {
         now: Nanos,
     ) -> Result<Held<T>, SettleError> {
         let mut shard = self.shard(token).lock();
-        let entry = shard.take_current(id, token, now);
+        let entry = shard.take_one(id, token, now);
         shard.acked += u64::from(entry.is_some());
         drop(shard);
         entry.ok_or(SettleError::LeaseExpired { id })
@@ -258,7 +339,7 @@ impl<T> LeaseTable<T> {
             let mut shard = self.shards[index].0.lock();
             while i < order.len() && shard_of(leases[order[i]].1) == index {
                 let (id, token) = leases[order[i]];
-                if let Some(entry) = shard.take_current(id, token, now) {
+                if let Some(entry) = shard.take_one(id, token, now) {
                     shard.acked += 1;
                     removed.push(entry);
                 }
@@ -276,8 +357,47 @@ impl<T> LeaseTable<T> {
         token: u64,
         now: Nanos,
     ) -> Result<Held<T>, SettleError> {
-        let entry = self.shard(token).lock().take_current(id, token, now);
+        let entry = self.shard(token).lock().take_one(id, token, now);
         entry.ok_or(SettleError::LeaseExpired { id })
+    }
+
+    /// Ends the lease `token` of the batch whose first message is `id`, if
+    /// it is current and has not run out at `now`; `acked` counts its
+    /// messages as acknowledged. Returns the batch.
+    pub(crate) fn remove_batch(
+        &self,
+        id: MessageId,
+        token: u64,
+        now: Nanos,
+        acked: bool,
+    ) -> Result<Batched<T>, SettleError> {
+        let mut shard = self.shard(token).lock();
+        let (batch, _) = shard
+            .take_batch(id, token, now)
+            .ok_or(SettleError::LeaseExpired { id })?;
+        if acked {
+            shard.acked += batch.len() as u64;
+        }
+        Ok(batch)
+    }
+
+    /// Replaces the current lease `token` of the batch whose first message
+    /// is `id` by one lease per message, with the same deadline, in the
+    /// same shard; returns what `deliver` makes of each, in batch order.
+    pub(crate) fn split<R>(
+        &self,
+        id: MessageId,
+        token: u64,
+        now: Nanos,
+        mut deliver: impl FnMut(&Held<T>, u64) -> R,
+    ) -> Result<Vec<R>, SettleError> {
+        let mut shard = self.shard(token).lock();
+        let (batch, deadline) = shard
+            .take_batch(id, token, now)
+            .ok_or(SettleError::LeaseExpired { id })?;
+        Ok((0..batch.len())
+            .map(|index| shard.put(share_batched(&batch, index), deadline, &mut deliver))
+            .collect())
     }
 
     /// Moves the deadline of a current lease to `deadline`.
@@ -298,9 +418,9 @@ impl<T> LeaseTable<T> {
     }
 
     /// Removes every lease whose deadline is at or before `now`, appending
-    /// its deadline and message to `expired`. Returns the earliest deadline
-    /// left (which may be that of a stale entry, never later than a live
-    /// one).
+    /// its deadline and each of its messages to `expired`. Returns the
+    /// earliest deadline left (which may be that of a stale entry, never
+    /// later than a live one).
     pub(crate) fn expire(&self, now: Nanos, expired: &mut Vec<(Nanos, Held<T>)>) -> Nanos {
         let mut earliest = Nanos::MAX;
         for shard in self.shards.iter() {
@@ -311,7 +431,11 @@ impl<T> LeaseTable<T> {
                 }
                 shard.deadlines.pop();
                 if shard.is_live(&top) {
-                    expired.push((top.0, shard.take(top.2)));
+                    match shard.take(top.2).leased {
+                        Leased::One(entry) => expired.push((top.0, entry)),
+                        Leased::Batch(batch) => expired
+                            .extend((0..batch.len()).map(|i| (top.0, share_batched(&batch, i)))),
+                    }
                 }
             }
             earliest = earliest.min(shard.earliest());
@@ -388,12 +512,16 @@ mod tests {
     }
 
     #[test]
-    fn many_at_once_behave_as_one_at_a_time() {
+    fn many_acked_at_once_behave_as_one_at_a_time() {
         let table = LeaseTable::new();
-        let entries = (0..100u64).map(entry).collect();
-        let leased = table.insert_many(3, entries, 500, |entry, token| (entry.id, token));
-        let ids: Vec<u64> = leased.iter().map(|(id, _)| id.0).collect();
-        assert_eq!(ids, (0..100).collect::<Vec<_>>(), "in the order given");
+        let leased: Vec<(MessageId, u64)> = (0..100u64)
+            .map(|id| {
+                (
+                    MessageId(id),
+                    table.insert(id as usize % 3, entry(id), 500, |_, t| t),
+                )
+            })
+            .collect();
         assert_eq!(table.len(), 100);
         // Current tokens for the even ids, wrong ones for the odd ids.
         let settle: Vec<(MessageId, u64)> = leased
@@ -413,6 +541,90 @@ mod tests {
         let mut expired = Vec::new();
         table.expire(500, &mut expired);
         assert_eq!(expired.len(), 50);
+    }
+
+    fn batch(ids: std::ops::Range<u64>) -> Batched<u32> {
+        let entries = ids
+            .map(|id| {
+                let mut entry = Entry::new(MessageId(id), id as u32, 0, None);
+                entry.receive_count = 1;
+                entry.next_lease();
+                entry
+            })
+            .collect();
+        std::sync::Arc::new(entries)
+    }
+
+    #[test]
+    fn a_batch_lease_counts_its_messages_and_is_settled_only_as_a_batch() {
+        let table = LeaseTable::new();
+        let token = table.insert_batch(2, batch(10..20), 100);
+        assert_eq!(table.len(), 10);
+        let first = MessageId(10);
+        assert!(table.remove(first, token, 0).is_err(), "not one message");
+        assert!(table.ack(first, token, 0).is_err(), "not one message");
+        assert!(table.remove_batch(MessageId(11), token, 0, true).is_err());
+        assert!(table.remove_batch(first, token + 1, 0, true).is_err());
+        assert!(
+            table.remove_batch(first, token, 100, true).is_err(),
+            "ran out"
+        );
+        table.extend(first, token, 0, 200).unwrap();
+        let acked = table.remove_batch(first, token, 150, true).unwrap();
+        assert_eq!(acked.len(), 10);
+        assert_eq!((table.len(), table.acked()), (0, 10));
+        assert!(table.remove_batch(first, token, 150, true).is_err(), "once");
+        // A single lease in the same slot is not the batch's, and the
+        // other way round.
+        let single = lease(&table, 10, 100);
+        assert!(table.remove_batch(first, single, 0, false).is_err());
+    }
+
+    #[test]
+    fn an_expired_batch_lease_brings_back_every_message() {
+        let table = LeaseTable::new();
+        let token = table.insert_batch(0, batch(0..5), 100);
+        lease(&table, 7, 300);
+        let mut expired = Vec::new();
+        assert_eq!(table.expire(100, &mut expired), 300);
+        let ids: Vec<u64> = expired.iter().map(|(_, e)| e.id.0).collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4], "in batch order");
+        assert!(expired
+            .iter()
+            .all(|&(at, ref e)| at == 100 && *e.payload == e.id.0 as u32));
+        assert_eq!(table.len(), 1);
+        assert!(table.remove_batch(MessageId(0), token, 0, false).is_err());
+    }
+
+    #[test]
+    fn a_split_batch_becomes_one_lease_per_message_with_its_deadline() {
+        let table = LeaseTable::new();
+        let token = table.insert_batch(4, batch(0..4), 100);
+        let split = table
+            .split(MessageId(0), token, 10, |entry, token| {
+                (entry.id, token, *entry.payload)
+            })
+            .unwrap();
+        assert_eq!(split.len(), 4);
+        assert_eq!(table.len(), 4);
+        assert!(
+            table.remove_batch(MessageId(0), token, 10, false).is_err(),
+            "gone"
+        );
+        assert!(split
+            .iter()
+            .all(|&(_, t, _)| t != token && shard_of(t) == 4));
+        let (id, first, payload) = split[0];
+        assert_eq!((id, payload), (MessageId(0), 0));
+        table.ack(id, first, 10).unwrap();
+        let mut expired = Vec::new();
+        table.expire(100, &mut expired);
+        assert_eq!(
+            expired.len(),
+            3,
+            "the others ran out with the batch's deadline"
+        );
+        assert!(table.split(MessageId(0), token, 10, |_, t| t).is_err());
     }
 
     #[test]

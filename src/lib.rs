@@ -63,6 +63,7 @@
 //! |---|---|
 //! | `send` while full | blocks until a message is acked or dead-lettered (`try_send`: `Full`, `send_timeout`: `Timeout`) |
 //! | `recv` | leases the oldest ready message for the visibility timeout; its receive count goes up |
+//! | `recv_batch(n)` | leases up to `n` of the oldest ready messages as one [`Batch`], under one lease: `ack`, `nack`, `retry_after` and `extend` act on all of them; `into_deliveries` splits it into one lease per message |
 //! | `ack` | the message is gone for good; its slot frees |
 //! | `nack`, `fail`, drop unsettled | visible again after the backoff; `fail` records the error text |
 //! | `retry_after(d)` | visible again after `d` |
@@ -100,6 +101,7 @@ struct ReadmeDoctests;
 
 mod alert;
 mod backoff;
+mod batch;
 mod builder;
 mod capacity;
 mod clock;
@@ -128,6 +130,7 @@ mod workers;
 
 pub use alert::{Alert, RateAlert};
 pub use backoff::Backoff;
+pub use batch::{Batch, BatchIter, BatchMessage};
 pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;

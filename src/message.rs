@@ -6,6 +6,7 @@
 
 use crate::clock::Nanos;
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 
 /// The identity of a message, unique within a queue and increasing in send
@@ -54,21 +55,92 @@ pub(crate) type Queued<T> = Entry<Payload<T>>;
 
 /// A message in flight or dead-lettered: deliveries and dead letters handed
 /// out share its payload, which stays readable while they live.
-pub(crate) type Held<T> = Entry<Arc<T>>;
+pub(crate) type Held<T> = Entry<SharedPayload<T>>;
+
+/// The messages of a batch received as one: taken from the ready queue as
+/// they were, and shared by the batch, its lease, and (after the lease
+/// ends without an ack) whatever its messages become next. One allocation
+/// for the whole batch instead of one shared payload per message.
+pub(crate) type Batched<T> = Arc<Vec<Queued<T>>>;
 
 /// A queued message's payload: by value until its first delivery, shared
 /// after (an expired delivery may still be reading it).
 pub(crate) enum Payload<T> {
     Owned(T),
-    Shared(Arc<T>),
+    Shared(SharedPayload<T>),
+}
+
+/// A payload readable from several places at once.
+pub(crate) enum SharedPayload<T> {
+    /// Shared on its own.
+    Alone(Arc<T>),
+    /// Held by value in the batch it was received in, at this index (see
+    /// [`share_batched`]): never nested deeper than that.
+    InBatch(Batched<T>, u32),
 }
 
 impl<T> Payload<T> {
-    fn share(self) -> Arc<T> {
+    fn share(self) -> SharedPayload<T> {
         match self {
-            Payload::Owned(payload) => Arc::new(payload),
+            Payload::Owned(payload) => SharedPayload::Alone(Arc::new(payload)),
             Payload::Shared(payload) => payload,
         }
+    }
+}
+
+impl<T> Deref for Payload<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Payload::Owned(payload) => payload,
+            Payload::Shared(payload) => payload,
+        }
+    }
+}
+
+impl<T> Deref for SharedPayload<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        match self {
+            SharedPayload::Alone(payload) => payload,
+            SharedPayload::InBatch(batch, index) => &batch[*index as usize].payload,
+        }
+    }
+}
+
+impl<T> Clone for SharedPayload<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        match self {
+            SharedPayload::Alone(payload) => SharedPayload::Alone(Arc::clone(payload)),
+            SharedPayload::InBatch(batch, index) => {
+                SharedPayload::InBatch(Arc::clone(batch), *index)
+            }
+        }
+    }
+}
+
+/// The `index`th message of `batch`, on its own again (its lease ended
+/// without an ack, or it is to be settled alone). Its payload refers to
+/// the batch; a payload the batch itself only refers to is referred to
+/// directly, so a message received in batch after batch keeps at most one
+/// of them alive.
+pub(crate) fn share_batched<T>(batch: &Batched<T>, index: usize) -> Held<T> {
+    let entry = &batch[index];
+    let payload = match &entry.payload {
+        Payload::Owned(_) => SharedPayload::InBatch(Arc::clone(batch), index as u32),
+        Payload::Shared(payload) => payload.clone(),
+    };
+    Entry {
+        id: entry.id,
+        payload,
+        enqueued_at: entry.enqueued_at,
+        receive_count: entry.receive_count,
+        leases: entry.leases,
+        extra: entry.extra.clone(),
     }
 }
 
@@ -135,6 +207,11 @@ impl<P> Entry<P> {
         self.leases
     }
 
+    /// The count of its current (or last) lease.
+    pub(crate) fn leases(&self) -> u32 {
+        self.leases
+    }
+
     fn extra_mut(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Box::default)
     }
@@ -164,7 +241,7 @@ impl<T> Clone for Held<T> {
     fn clone(&self) -> Self {
         Entry {
             id: self.id,
-            payload: Arc::clone(&self.payload),
+            payload: self.payload.clone(),
             enqueued_at: self.enqueued_at,
             receive_count: self.receive_count,
             leases: self.leases,
@@ -179,7 +256,7 @@ mod tests {
 
     #[test]
     fn an_entry_without_key_or_errors_stays_small() {
-        assert!(std::mem::size_of::<Held<[u64; 8]>>() <= 40);
+        assert!(std::mem::size_of::<Held<[u64; 8]>>() <= 48);
         assert!(std::mem::size_of::<Queued<[u64; 8]>>() <= 64 + 40);
         let mut entry = Entry::new(MessageId(1), 7u32, 0, None);
         assert!(entry.key().is_none() && entry.errors().is_empty());

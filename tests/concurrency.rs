@@ -164,7 +164,9 @@ fn consume(
         );
         let asked_at = Instant::now();
         let deliveries = if consumer_no == 0 {
-            consumer.recv_batch(3, POLL)
+            consumer
+                .recv_batch(3, POLL)
+                .map(|batch| batch.into_deliveries())
         } else {
             consumer.recv_timeout(POLL).map(|d| vec![d])
         };

@@ -173,7 +173,9 @@ impl Worker {
         let consumer = self.queue.consumer();
         let wait = Duration::from_millis(2);
         let received = if self.rng.below(3) == 0 {
-            consumer.recv_batch(3, wait)
+            consumer
+                .recv_batch(3, wait)
+                .map(|batch| batch.into_deliveries())
         } else {
             consumer.recv_timeout(wait).map(|d| vec![d])
         };

@@ -151,7 +151,7 @@ fn a_rejected_message_keeps_the_errors_of_earlier_attempts() {
 fn dead_letters_are_listed_in_id_order() {
     let (_clock, queue, consumer) = queue_with_max_receives(5);
     let ids = queue.producer().send_batch(vec![1, 2, 3]).unwrap();
-    let mut batch = consumer.recv_batch(3, SEC).unwrap();
+    let mut batch = consumer.recv_batch(3, SEC).unwrap().into_deliveries();
     batch.pop().unwrap().dead_letter("third first").unwrap();
     batch.pop().unwrap().ack().unwrap();
     batch.pop().unwrap().dead_letter("first last").unwrap();

@@ -345,7 +345,7 @@ fn every_delivery_of_a_batch_has_its_own_lease() {
     queue.producer().send_batch(vec![1, 2, 3]).unwrap();
     let consumer = queue.consumer();
 
-    let mut batch = consumer.recv_batch(10, WAIT).unwrap();
+    let mut batch = consumer.recv_batch(10, WAIT).unwrap().into_deliveries();
     assert_eq!(batch.iter().map(|d| **d).collect::<Vec<_>>(), [1, 2, 3]);
     batch.remove(0).ack().unwrap();
     batch[0].extend(2 * LEASE).unwrap();

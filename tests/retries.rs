@@ -166,9 +166,7 @@ fn jitter_spreads_retries_that_fail_together() {
     queue.producer().send_batch((0..20).collect()).unwrap();
     let batch = consumer.recv_batch(20, SEC).unwrap();
     assert_eq!(batch.len(), 20);
-    for delivery in batch {
-        delivery.nack().unwrap();
-    }
+    batch.nack().unwrap();
 
     clock.advance(3 * SEC);
     let early = queue.stats().ready;
@@ -192,9 +190,12 @@ fn the_same_jitter_seed_gives_the_same_retry_times() {
             .open()
             .unwrap();
         queue.producer().send_batch((0..20).collect()).unwrap();
-        for delivery in queue.consumer().recv_batch(20, SEC).unwrap() {
-            delivery.nack().unwrap();
-        }
+        queue
+            .consumer()
+            .recv_batch(20, SEC)
+            .unwrap()
+            .nack()
+            .unwrap();
         clock.advance(3 * SEC);
         ack_all_ready(&queue.consumer())
     };
@@ -250,7 +251,7 @@ fn retries_coming_due_together_are_queued_by_due_time_then_id() {
     let (clock, queue, consumer) = queue_with(Backoff::None);
     queue.producer().send_batch(vec![1, 2, 3, 4]).unwrap();
     let batch = consumer.recv_batch(4, SEC).unwrap();
-    let mut batch = batch.into_iter();
+    let mut batch = batch.into_deliveries().into_iter();
     let (one, two, three, four) = (
         batch.next().unwrap(),
         batch.next().unwrap(),

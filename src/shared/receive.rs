@@ -1,6 +1,7 @@
 //! Receiving, and the deadlines that bring messages back.
 
 use super::{Next, Shared, Wait};
+use crate::batch::Batch;
 use crate::clock::{self, Nanos};
 use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, StorageError};
@@ -41,11 +42,8 @@ impl<T> Shared<T> {
         origin: &Arc<Origin<T>>,
         max: usize,
         wait: Wait,
-    ) -> Result<Vec<Delivery<T>>, RecvError> {
-        self.receive_with(wait, |now| {
-            let batch = self.take_batch(origin, max, now)?;
-            Ok((!batch.is_empty()).then_some(batch))
-        })
+    ) -> Result<Batch<T>, RecvError> {
+        self.receive_with(wait, |now| self.take_batch(origin, max, now))
     }
 
     /// Tries `take` until it finds something, the queue is drained, or the
@@ -107,24 +105,28 @@ impl<T> Shared<T> {
         Ok(Some(delivery))
     }
 
-    /// Leases up to `max` of the oldest ready messages. Their receives are
-    /// recorded (as one frame) before any delivery is handed out.
+    /// Leases up to `max` of the oldest ready messages as one batch, if
+    /// any is ready. Their receives are recorded (as one frame) before the
+    /// batch is handed out.
     fn take_batch(
         &self,
         origin: &Arc<Origin<T>>,
         max: usize,
         now: Nanos,
-    ) -> Result<Vec<Delivery<T>>, RecvError> {
-        let mut entries = Vec::new();
+    ) -> Result<Option<Batch<T>>, RecvError> {
+        let Some(first) = self.ready.pop() else {
+            return Ok(None);
+        };
+        let mut entries = Vec::with_capacity(max.min(self.ready.len() + 1));
+        entries.push(first);
         while entries.len() < max {
-            let Some(mut entry) = self.ready.pop() else {
+            let Some(entry) = self.ready.pop() else {
                 break;
             };
-            entry.receive_count = entry.receive_count.saturating_add(1);
             entries.push(entry);
         }
-        if entries.is_empty() {
-            return Ok(Vec::new());
+        for entry in &mut entries {
+            entry.receive_count = entry.receive_count.saturating_add(1);
         }
         if self.journal.is_some() {
             if let Err(error) = self.log_receives(&entries) {
@@ -132,15 +134,16 @@ impl<T> Shared<T> {
                 return Err(RecvError::Storage(error));
             }
         }
+        for entry in &mut entries {
+            entry.next_lease();
+        }
         let deadline = self.lease_deadline(now);
-        let held = entries.into_iter().map(Queued::into_held).collect();
-        let deliveries = self
+        let batch = Arc::new(entries);
+        let token = self
             .leases
-            .insert_many(origin.home, held, deadline, |entry, token| {
-                Delivery::new(Arc::clone(origin), entry, token)
-            });
+            .insert_batch(origin.home, Arc::clone(&batch), deadline);
         self.register_deadline(deadline);
-        Ok(deliveries)
+        Ok(Some(Batch::new(Arc::clone(origin), batch, token)))
     }
 
     /// Records the receives of a batch, in frames of at most

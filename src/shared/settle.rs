@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::{SettleError, StorageError};
 use crate::event::Event;
-use crate::message::{Held, MessageId};
+use crate::message::{share_batched, Held, MessageId};
 use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
 use std::time::Duration;
@@ -35,9 +35,32 @@ impl<T> Shared<T> {
         if acked.is_empty() {
             return Ok(0);
         }
+        let logged = self.log_acks(&acked);
+        self.free_slots(acked.len());
+        self.settled(logged).map(|()| acked.len())
+    }
+
+    /// Acknowledges the batch whose lease is `token` (named by its first
+    /// message, `id`): one capacity release, one wait for the disk.
+    pub(crate) fn ack_batch_lease(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
+        let now = self.now_coarse();
+        self.tick(now);
+        let batch = self.leases.remove_batch(id, token, now, true)?;
         let mut logged = Ok(None);
         if self.journal.is_some() {
-            for chunk in acked.chunks(ACKS_PER_FRAME) {
+            let ids: Vec<MessageId> = batch.iter().map(|entry| entry.id).collect();
+            logged = self.log_acks(&ids);
+        }
+        self.free_slots(batch.len());
+        self.settled(logged)
+    }
+
+    /// Records the acks of `ids`, in frames of at most `ACKS_PER_FRAME`
+    /// records; returns the ticket of the last (not waited for).
+    fn log_acks(&self, ids: &[MessageId]) -> Result<Option<Ticket>, StorageError> {
+        let mut logged = Ok(None);
+        if self.journal.is_some() {
+            for chunk in ids.chunks(ACKS_PER_FRAME) {
                 let records: Vec<Record<'_>> =
                     chunk.iter().map(|id| Record::Ack { id: id.0 }).collect();
                 logged = self.log(&records);
@@ -46,8 +69,41 @@ impl<T> Shared<T> {
                 }
             }
         }
-        self.free_slots(acked.len());
-        self.settled(logged).map(|()| acked.len())
+        logged
+    }
+
+    /// Ends the lease of a batch early: each message is retried after
+    /// `delay` (or its backoff), or dead-lettered if it has used up its
+    /// receives. Reports the first failure to record any of them.
+    pub(crate) fn release_batch(
+        &self,
+        id: MessageId,
+        token: u64,
+        delay: Option<Duration>,
+    ) -> Result<(), SettleError> {
+        let now = self.now();
+        self.tick(now);
+        let batch = self.leases.remove_batch(id, token, now, false)?;
+        let mut first_error = Ok(());
+        for index in 0..batch.len() {
+            let entry = share_batched(&batch, index);
+            let released = self.release_entry(entry, delay, None, now);
+            first_error = first_error.and(released);
+        }
+        first_error
+    }
+
+    /// Replaces the lease of a batch by one lease per message (see
+    /// [`LeaseTable::split`](crate::lease::LeaseTable::split)).
+    pub(crate) fn split_batch<R>(
+        &self,
+        id: MessageId,
+        token: u64,
+        deliver: impl FnMut(&Held<T>, u64) -> R,
+    ) -> Result<Vec<R>, SettleError> {
+        let now = self.now();
+        self.tick(now);
+        self.leases.split(id, token, now, deliver)
     }
 
     /// Ends a lease early: the message is retried after `delay` (or the
@@ -61,7 +117,19 @@ impl<T> Shared<T> {
     ) -> Result<(), SettleError> {
         let now = self.now();
         self.tick(now);
-        let mut entry = self.leases.remove(id, token, now)?;
+        let entry = self.leases.remove(id, token, now)?;
+        self.release_entry(entry, delay, error, now)
+    }
+
+    /// Where a message whose lease was ended early at `now` goes next.
+    fn release_entry(
+        &self,
+        mut entry: Held<T>,
+        delay: Option<Duration>,
+        error: Option<String>,
+        now: Nanos,
+    ) -> Result<(), SettleError> {
+        let id = entry.id;
         if let Some(error) = &error {
             entry.push_error(error.clone());
         }

@@ -1,0 +1,267 @@
+//! Messages received together under one lease.
+
+use crate::clock;
+use crate::delivery::{Delivery, Origin};
+use crate::error::SettleError;
+use crate::lease::NO_LEASE;
+use crate::message::{share_batched, Batched, MessageId};
+use std::fmt;
+use std::iter::FusedIterator;
+use std::ops::Index;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Messages received together by [`Consumer::recv_batch`](crate::Consumer::recv_batch),
+/// under one lease: invisible to other consumers until it runs out, and
+/// settled all at once.
+///
+/// [`ack`](Self::ack) acknowledges every message of the batch;
+/// [`nack`](Self::nack) and [`retry_after`](Self::retry_after) release
+/// every one of them, each with its own backoff (and dead-lettered if that
+/// was its last allowed receive). Dropping it unsettled is a `nack`. To
+/// settle its messages one by one instead, turn it
+/// [`into_deliveries`](Self::into_deliveries).
+///
+/// A batch costs the queue about what one [`Delivery`] does, whatever its
+/// size: one lease, one reference to the queue, one allocation for all its
+/// payloads. The messages' memory is shared: a message of this batch that
+/// comes back (its lease ran out, or it was released) keeps the batch's
+/// allocation alive until it is settled.
+///
+/// ```
+/// use spool::Queue;
+/// use std::time::Duration;
+///
+/// let queue: Queue<u32> = Queue::builder().open()?;
+/// queue.producer().send_batch((1..=64).collect())?;
+/// let batch = queue.consumer().recv_batch(64, Duration::from_secs(1))?;
+/// let total: u32 = batch.iter().sum();
+/// batch.ack()?;
+/// assert_eq!((total, queue.stats().acked), (2080, 64));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Batch<T> {
+    origin: Arc<Origin<T>>,
+    messages: Batched<T>,
+    token: u64,
+    settled: bool,
+}
+
+impl<T> Batch<T> {
+    pub(crate) fn new(origin: Arc<Origin<T>>, messages: Batched<T>, token: u64) -> Self {
+        Batch {
+            origin,
+            messages,
+            token,
+            settled: false,
+        }
+    }
+
+    /// How many messages it holds (at least one).
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether it holds no message: never true, as a receive returns a
+    /// batch only once it has a message.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The payloads, in the order they were received.
+    pub fn iter(&self) -> BatchIter<'_, T> {
+        BatchIter {
+            batch: self,
+            range: 0..self.len(),
+        }
+    }
+
+    /// The messages with what is known about each, in the order they were
+    /// received.
+    pub fn messages(&self) -> impl ExactSizeIterator<Item = BatchMessage<'_, T>> + '_ {
+        (0..self.len()).map(move |index| BatchMessage { batch: self, index })
+    }
+
+    /// The `index`th message, if there is one.
+    pub fn get(&self, index: usize) -> Option<BatchMessage<'_, T>> {
+        (index < self.len()).then_some(BatchMessage { batch: self, index })
+    }
+
+    /// The id of the message that names the batch's lease (its first).
+    fn lease_id(&self) -> MessageId {
+        self.messages[0].id
+    }
+
+    /// Done with all of them: removes every message of the batch from the
+    /// queue for good. On a persistent queue, one write (and one wait for
+    /// the disk) for all.
+    pub fn ack(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        shared.ack_batch_lease(self.lease_id(), self.token)
+    }
+
+    /// Not done with any of them: makes each visible again after the
+    /// queue's [`Backoff`](crate::Backoff), or dead-letters it if this was
+    /// its last allowed receive.
+    pub fn nack(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        shared.release_batch(self.lease_id(), self.token, None)
+    }
+
+    /// A `nack` with an explicit delay, the same for every message, instead
+    /// of the queue's backoff.
+    pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        shared.release_batch(self.lease_id(), self.token, Some(delay))
+    }
+
+    /// Keeps the lease for `by` from now.
+    pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
+        let shared = &self.origin.shared;
+        shared.extend(self.lease_id(), self.token, by)
+    }
+
+    /// One [`Delivery`] per message, in order, each under a lease of its own
+    /// that runs out when the batch's would have; settle each as you like.
+    ///
+    /// If the batch's lease has already run out, the deliveries still read
+    /// their payloads, but settling any of them returns
+    /// [`SettleError::LeaseExpired`] (as settling the batch would have).
+    pub fn into_deliveries(mut self) -> Vec<Delivery<T>> {
+        self.settled = true;
+        let origin = &self.origin;
+        let split = origin
+            .shared
+            .split_batch(self.lease_id(), self.token, |entry, token| {
+                Delivery::new(Arc::clone(origin), entry, token)
+            });
+        split.unwrap_or_else(|_| {
+            (0..self.len())
+                .map(|index| {
+                    let entry = share_batched(&self.messages, index);
+                    Delivery::new(Arc::clone(origin), &entry, NO_LEASE)
+                })
+                .collect()
+        })
+    }
+}
+
+impl<T> Drop for Batch<T> {
+    fn drop(&mut self) {
+        if !self.settled {
+            // An expired lease has nothing left to release.
+            let shared = &self.origin.shared;
+            let _ = shared.release_batch(self.lease_id(), self.token, None);
+        }
+    }
+}
+
+impl<T> Index<usize> for Batch<T> {
+    type Output = T;
+
+    /// The `index`th payload; panics if there are not that many.
+    fn index(&self, index: usize) -> &T {
+        &self.messages[index].payload
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Batch<T> {
+    type Item = &'a T;
+    type IntoIter = BatchIter<'a, T>;
+
+    fn into_iter(self) -> BatchIter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Batch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.messages()).finish()
+    }
+}
+
+/// The payloads of a [`Batch`], in order.
+pub struct BatchIter<'a, T> {
+    batch: &'a Batch<T>,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a, T> Iterator for BatchIter<'a, T> {
+    type Item = &'a T;
+
+    fn next(&mut self) -> Option<&'a T> {
+        self.range.next().map(|index| &self.batch[index])
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.range.size_hint()
+    }
+}
+
+impl<T> DoubleEndedIterator for BatchIter<'_, T> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.range.next_back().map(|index| &self.batch[index])
+    }
+}
+
+impl<T> ExactSizeIterator for BatchIter<'_, T> {}
+
+impl<T> FusedIterator for BatchIter<'_, T> {}
+
+/// One message of a [`Batch`]: its payload (it derefs to it) and what is
+/// known about it.
+pub struct BatchMessage<'a, T> {
+    batch: &'a Batch<T>,
+    index: usize,
+}
+
+impl<'a, T> BatchMessage<'a, T> {
+    /// The message's id.
+    pub fn id(&self) -> MessageId {
+        self.batch.messages[self.index].id
+    }
+
+    /// The idempotency key it was sent with, if any.
+    pub fn key(&self) -> Option<&'a str> {
+        let entry = &self.batch.messages[self.index];
+        entry.key().map(|key| &**key)
+    }
+
+    /// Which delivery of this message this is: 1 the first time, 2 after
+    /// one failed attempt, and so on.
+    pub fn receive_count(&self) -> u32 {
+        self.batch.messages[self.index].receive_count
+    }
+
+    /// When the message was first enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        clock::from_nanos(self.batch.messages[self.index].enqueued_at)
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a T {
+        &self.batch[self.index]
+    }
+}
+
+impl<T> std::ops::Deref for BatchMessage<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.payload()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for BatchMessage<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchMessage")
+            .field("id", &self.id())
+            .field("key", &self.key())
+            .field("receive_count", &self.receive_count())
+            .field("payload", self.payload())
+            .finish_non_exhaustive()
+    }
+}
