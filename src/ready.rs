@@ -4,6 +4,15 @@
 //! its bound is the queue's capacity, enforced before anything is pushed.
 //! Consumers that find it empty sleep on a [`Signal`].
 //!
+//! The channel carries chunks: one message, or a whole batch sent at once.
+//! A batch then costs the channel one push and one pop, and producer and
+//! consumer hand each other one cache line per batch instead of one per
+//! message. A consumer that takes fewer messages than a chunk holds keeps
+//! the rest at the front, where the next pop looks first. Consumers pop
+//! under one lock (producers never take it): without it, a consumer could
+//! take a later chunk while another is still putting back the rest of an
+//! earlier one, and see messages out of order.
+//!
 //! For the age of the oldest ready message, every push takes a sequence
 //! number and writes its time into a ring at that position, with the
 //! sequence number beside it. Pops follow push order, so the oldest ready
@@ -24,9 +33,11 @@ use crate::message::Queued;
 use crate::padded::Padded;
 use crate::signal::Signal;
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
 use std::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::atomic::{Ordering::Release, Ordering::SeqCst};
 use std::time::Duration;
+use std::vec;
 
 /// The most slots the age ring uses (16 MiB).
 pub(crate) const MAX_AGE_SLOTS: usize = 1 << 20;
@@ -44,13 +55,24 @@ struct AgeSlot {
 }
 
 pub(crate) struct ReadyQueue<T> {
-    sender: Sender<Queued<T>>,
-    receiver: Receiver<Queued<T>>,
-    /// Bumped by producers.
+    sender: Sender<Chunk<T>>,
+    receiver: Receiver<Chunk<T>>,
+    /// What consumers alone touch: the rest of a chunk partly taken.
+    front: Padded<Mutex<vec::IntoIter<Queued<T>>>>,
+    /// Messages popped, ever: written under the `front` lock.
+    popped: Padded<AtomicU64>,
+    /// Messages pushed, ever: bumped by producers before they push.
     pushed: Padded<AtomicU64>,
     ready_since: Box<[AgeSlot]>,
     /// Consumers wait here for a message (or a deadline, or the end).
     pub(crate) signal: Signal,
+}
+
+/// What the channel carries.
+enum Chunk<T> {
+    One(Queued<T>),
+    /// Several messages, in order (never fewer than two).
+    Many(vec::IntoIter<Queued<T>>),
 }
 
 impl<T> ReadyQueue<T> {
@@ -62,6 +84,8 @@ impl<T> ReadyQueue<T> {
         ReadyQueue {
             sender,
             receiver,
+            front: Padded(Mutex::new(Vec::new().into_iter())),
+            popped: Padded::default(),
             pushed: Padded::default(),
             ready_since: (0..slots)
                 .map(|_| AgeSlot {
@@ -103,39 +127,96 @@ impl<T> ReadyQueue<T> {
         let sequence = self.pushed.fetch_add(1, SeqCst);
         self.stamp(sequence, now);
         // Cannot fail: `self.receiver` keeps the channel connected.
-        let _ = self.sender.send(entry);
+        let _ = self.sender.send(Chunk::One(entry));
     }
 
-    /// Makes several entries visible, in order, all as of `now`; the caller
-    /// wakes consumers.
-    pub(crate) fn push_many(&self, entries: impl ExactSizeIterator<Item = Queued<T>>, now: Nanos) {
+    /// Makes several entries visible, in order, all as of `now`, as one
+    /// chunk; the caller wakes consumers.
+    pub(crate) fn push_many(&self, mut entries: Vec<Queued<T>>, now: Nanos) {
         let first = self.pushed.fetch_add(entries.len() as u64, SeqCst);
-        for (sequence, entry) in (first..).zip(entries) {
+        for sequence in first..first + entries.len() as u64 {
             self.stamp(sequence, now);
-            let _ = self.sender.send(entry);
         }
+        let chunk = match entries.len() {
+            0 => return,
+            1 => Chunk::One(entries.pop().expect("one entry")),
+            _ => Chunk::Many(entries.into_iter()),
+        };
+        let _ = self.sender.send(chunk);
     }
 
     /// Takes the oldest ready message, if any.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<Queued<T>> {
-        self.receiver.try_recv().ok()
+        let mut front = self.front.lock();
+        let entry = match front.next() {
+            Some(entry) => entry,
+            None => match self.receiver.try_recv().ok()? {
+                Chunk::One(entry) => entry,
+                Chunk::Many(mut entries) => {
+                    let entry = entries.next();
+                    *front = entries;
+                    entry?
+                }
+            },
+        };
+        self.count_popped(1);
+        Some(entry)
     }
 
-    /// How many messages are ready.
+    /// Takes up to `max` of the oldest ready messages into `into`;
+    /// returns how many.
+    pub(crate) fn pop_many(&self, max: usize, into: &mut Vec<Queued<T>>) -> usize {
+        let mut front = self.front.lock();
+        let start = into.len();
+        let mut want = max;
+        loop {
+            if front.len() > 0 {
+                let taken = want.min(front.len());
+                into.extend(front.by_ref().take(taken));
+                want -= taken;
+            }
+            if want == 0 {
+                break;
+            }
+            match self.receiver.try_recv() {
+                Ok(Chunk::One(entry)) => {
+                    into.push(entry);
+                    want -= 1;
+                }
+                Ok(Chunk::Many(entries)) => *front = entries,
+                Err(_) => break,
+            }
+        }
+        let popped = into.len() - start;
+        self.count_popped(popped);
+        popped
+    }
+
+    /// Counts `n` pops; called under the `front` lock, so a plain store
+    /// (not a fence: a reader of a stale count takes the queue for a
+    /// little longer than it is, never shorter).
+    fn count_popped(&self, n: usize) {
+        let popped = self.popped.load(Relaxed) + n as u64;
+        self.popped.store(popped, Release);
+    }
+
+    /// How many messages are ready (counting those being pushed).
     pub(crate) fn len(&self) -> usize {
-        self.receiver.len()
+        let popped = self.popped.load(SeqCst);
+        // Read after `popped`: every pop counted there was pushed before.
+        (self.pushed.load(SeqCst) - popped) as usize
     }
 
     /// When the oldest ready message became ready, if any is; `now` if
     /// the ready messages are all still being pushed.
     pub(crate) fn oldest_since(&self, now: Nanos) -> Option<Nanos> {
-        let len = self.receiver.len() as u64;
-        if len == 0 {
+        let oldest = self.popped.load(SeqCst);
+        // Read after `popped`: every pop counted there was pushed before.
+        let pushed = self.pushed.load(SeqCst);
+        if pushed == oldest {
             return None;
         }
-        // Read after the length: a push counted in `len` is counted here.
-        let pushed = self.pushed.load(SeqCst);
-        let oldest = pushed.saturating_sub(len);
         let probes = (pushed - oldest).min(MAX_AGE_PROBES);
         let since = (oldest..oldest + probes).find_map(|sequence| self.stamped(sequence));
         Some(since.unwrap_or(now))
@@ -156,10 +237,85 @@ mod tests {
         let ready = ReadyQueue::new(4, Duration::ZERO);
         assert_eq!(ready.oldest_since(500), None);
         ready.push(entry(1), 100);
-        ready.push_many([entry(2), entry(3)].into_iter(), 200);
+        ready.push_many(vec![entry(2), entry(3)], 200);
         assert_eq!(ready.oldest_since(500), Some(100));
         ready.pop();
         assert_eq!(ready.oldest_since(500), Some(200));
+    }
+
+    fn ids(entries: &[Queued<u32>]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.id.0).collect()
+    }
+
+    #[test]
+    fn chunks_are_taken_in_order_whole_or_in_part() {
+        let ready = ReadyQueue::new(64, Duration::ZERO);
+        ready.push(entry(0), 0);
+        ready.push_many((1..6).map(entry).collect(), 0);
+        ready.push_many(vec![entry(6)], 0);
+        ready.push_many((7..10).map(entry).collect(), 0);
+        ready.push_many(Vec::new(), 0);
+        assert_eq!(ready.len(), 10);
+
+        let mut taken = Vec::new();
+        assert_eq!(ready.pop_many(3, &mut taken), 3, "across a chunk's edge");
+        assert_eq!(ids(&taken), [0, 1, 2]);
+        assert_eq!(ready.pop().map(|e| e.id.0), Some(3), "the rest comes first");
+        assert_eq!(ready.len(), 6);
+        taken.clear();
+        assert_eq!(ready.pop_many(5, &mut taken), 5);
+        assert_eq!(ids(&taken), [4, 5, 6, 7, 8]);
+        taken.clear();
+        assert_eq!(ready.pop_many(5, &mut taken), 1);
+        assert_eq!(ids(&taken), [9]);
+        assert_eq!(ready.pop_many(5, &mut taken), 0);
+        assert!(ready.pop().is_none());
+        assert_eq!(ready.len(), 0);
+    }
+
+    #[test]
+    fn consumers_splitting_chunks_see_messages_in_order() {
+        // One producer sends batches; consumers take one or a few at a
+        // time. Whatever the interleaving, each consumer sees increasing
+        // ids, and together they see each once.
+        let ready = ReadyQueue::new(1 << 12, Duration::ZERO);
+        let total = 20_000u64;
+        let taken: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let ready = &ready;
+            s.spawn(move || {
+                for first in (0..total).step_by(7) {
+                    let last = (first + 7).min(total);
+                    ready.push_many((first..last).map(entry).collect(), 0);
+                }
+            });
+            let consumers: Vec<_> = (0..3usize)
+                .map(|c| {
+                    s.spawn(move || {
+                        let mut seen = Vec::new();
+                        let mut batch = Vec::new();
+                        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                        while ready.popped.load(SeqCst) < total {
+                            assert!(std::time::Instant::now() < deadline, "stuck");
+                            if c == 0 {
+                                seen.extend(ready.pop().map(|e| e.id.0));
+                            } else {
+                                batch.clear();
+                                ready.pop_many(c * 2, &mut batch);
+                                seen.extend(ids(&batch));
+                            }
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            consumers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for seen in &taken {
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order");
+        }
+        let mut all: Vec<u64> = taken.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..total).collect::<Vec<_>>());
     }
 
     #[test]
@@ -173,7 +329,7 @@ mod tests {
         // A push that took position 4 (slot 0, last written for position
         // 2) and is in the channel before its time is written.
         let sequence = ready.pushed.fetch_add(1, SeqCst);
-        let _ = ready.sender.send(entry(4));
+        let _ = ready.sender.send(Chunk::One(entry(4)));
         assert_eq!(ready.oldest_since(900), Some(900), "not position 2's time");
         ready.stamp(sequence, 104);
         assert_eq!(ready.oldest_since(900), Some(104));

@@ -7,8 +7,9 @@
 //!
 //! Nothing here takes a lock that all operations share. Send takes a
 //! capacity slot (an atomic that only producers write) and pushes onto the
-//! lock-free ready queue; receive pops and inserts into its consumer
-//! handle's lease shard; ack removes from that shard and gives the slot
+//! lock-free ready queue; receive pops (under a lock that only consumers
+//! take, see `ready.rs`) and inserts into its consumer handle's lease
+//! shard; ack removes from that shard and gives the slot
 //! back (an atomic that only consumers write). Delays and retries go
 //! through the delay queue's own lock; dead letters through the store's.
 //! Every atomic write on this path is one that costs: the hot path was

@@ -114,16 +114,9 @@ impl<T> Shared<T> {
         max: usize,
         now: Nanos,
     ) -> Result<Option<Batch<T>>, RecvError> {
-        let Some(first) = self.ready.pop() else {
+        let mut entries = Vec::with_capacity(max.min(self.ready.len()).max(1));
+        if self.ready.pop_many(max, &mut entries) == 0 {
             return Ok(None);
-        };
-        let mut entries = Vec::with_capacity(max.min(self.ready.len() + 1));
-        entries.push(first);
-        while entries.len() < max {
-            let Some(entry) = self.ready.pop() else {
-                break;
-            };
-            entries.push(entry);
         }
         for entry in &mut entries {
             entry.receive_count = entry.receive_count.saturating_add(1);

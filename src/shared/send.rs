@@ -208,7 +208,8 @@ impl<T: Serialize> Shared<T> {
         let entries = ids
             .iter()
             .zip(messages)
-            .map(|(id, message)| Entry::new(*id, message, now, None));
+            .map(|(id, message)| Entry::new(*id, message, now, None))
+            .collect();
         self.ready.push_many(entries, now);
         self.ready.signal.notify_all();
         Ok(ids)
