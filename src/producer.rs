@@ -168,6 +168,23 @@ impl<T: Message> Producer<T> {
         self.shared.send_batch(messages, Wait::Forever)
     }
 
+    /// Sends several messages at once if there is room for all of them now;
+    /// [`SendError::Full`] gives them all back if not.
+    pub fn try_send_batch(&self, messages: Vec<T>) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        self.shared.send_batch(messages, Wait::No)
+    }
+
+    /// Sends several messages at once, waiting at most `timeout` for room
+    /// for all of them; [`SendError::Timeout`] gives them all back if none
+    /// came.
+    pub fn send_batch_timeout(
+        &self,
+        messages: Vec<T>,
+        timeout: Duration,
+    ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        self.shared.send_batch(messages, Wait::timeout(timeout))
+    }
+
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()

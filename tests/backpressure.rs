@@ -243,6 +243,25 @@ fn send_batch_larger_than_capacity_is_refused_at_once_with_the_batch() {
 }
 
 #[test]
+fn try_send_batch_and_send_batch_timeout_give_the_whole_batch_back_without_room() {
+    let queue = queue_of(4);
+    let producer = queue.producer();
+    assert_eq!(producer.try_send_batch(vec![1, 2, 3]).unwrap().len(), 3);
+
+    let refused = producer.try_send_batch(vec![4, 5]);
+    assert_eq!(refused, Err(SendError::Full(vec![4, 5])));
+    // No slot frees meanwhile, so the wait can only run out.
+    let timed_out = producer.send_batch_timeout(vec![6, 7], Duration::from_millis(20));
+    assert_eq!(timed_out, Err(SendError::Timeout(vec![6, 7])));
+    assert_eq!(queue.stats().sent, 3, "nothing of either batch sent");
+
+    assert_eq!(producer.send_batch_timeout(vec![8], WAIT).unwrap().len(), 1);
+    queue.close();
+    let closed = producer.try_send_batch(vec![9]);
+    assert_eq!(closed, Err(SendError::Closed(vec![9])));
+}
+
+#[test]
 fn a_burst_larger_than_capacity_is_absorbed_not_dropped() {
     let queue = queue_of(8);
     let producer = queue.producer();

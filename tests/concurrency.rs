@@ -109,6 +109,7 @@ fn produce(queue: &Queue<u64>, producer_no: u64, started: Instant) -> Sent {
     let deadline = started + DEADLINE;
     let mut ids = Vec::new();
     let mut duplicates = 0;
+    let mut batch = Vec::new();
     for seq in 0..PER_PRODUCER {
         let payload = producer_no << 32 | seq;
         if seq % 10 == 0 {
@@ -119,6 +120,16 @@ fn produce(queue: &Queue<u64>, producer_no: u64, started: Instant) -> Sent {
             assert_eq!(again, spool::Sent::Duplicate(id.id()));
             duplicates += 1;
             ids.push((id.id(), payload));
+        } else if producer_no == 0 {
+            // Producer 0 sends the rest in batches of up to three.
+            batch.push(payload);
+            if batch.len() == 3 || seq % 10 == 9 || seq + 1 == PER_PRODUCER {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let sent = producer
+                    .send_batch_timeout(std::mem::take(&mut batch), left)
+                    .expect("room within the deadline");
+                ids.extend(sent.into_iter().zip(payloads_of(producer_no, seq, 3)));
+            }
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
             let id = producer
@@ -127,7 +138,21 @@ fn produce(queue: &Queue<u64>, producer_no: u64, started: Instant) -> Sent {
             ids.push((id, payload));
         }
     }
+    assert!(batch.is_empty());
     Sent { ids, duplicates }
+}
+
+/// The payloads of the unkeyed sends of `producer_no` up to `last`, the
+/// last `at_most` of them (those of a batch ending at `last`).
+fn payloads_of(producer_no: u64, last: u64, at_most: usize) -> Vec<u64> {
+    let mut payloads: Vec<u64> = (0..=last)
+        .rev()
+        .filter(|seq| seq % 10 != 0)
+        .take(at_most)
+        .map(|seq| producer_no << 32 | seq)
+        .collect();
+    payloads.reverse();
+    payloads
 }
 
 /// `send_with` has no timeout; poll `try_send_with` up to the deadline.
@@ -163,35 +188,108 @@ fn consume(
             "consumer {consumer_no} still busy after {DEADLINE:?}"
         );
         let asked_at = Instant::now();
-        let deliveries = if consumer_no == 0 {
-            consumer
-                .recv_batch(3, POLL)
-                .map(|batch| batch.into_deliveries())
-        } else {
-            consumer.recv_timeout(POLL).map(|d| vec![d])
-        };
-        let deliveries = match deliveries {
-            Ok(deliveries) => deliveries,
+        if consumer_no == 0 {
+            // Consumer 0 receives batches of up to three; it settles some
+            // whole and splits the others.
+            let batch = match consumer.recv_batch(3, POLL) {
+                Ok(batch) => batch,
+                Err(RecvError::Timeout) => continue,
+                Err(RecvError::Closed) => return events,
+                Err(other) => panic!("unexpected {other:?}"),
+            };
+            let received = Received::now(asked_at, sequence);
+            let roll = rng.below(100);
+            if roll >= 40 {
+                received.settle_each(batch.into_deliveries(), &mut rng, sequence, &mut events);
+                continue;
+            }
+            let messages: Vec<(MessageId, u64, u32)> = batch
+                .messages()
+                .map(|m| (m.id(), *m, m.receive_count()))
+                .collect();
+            let settling_seq = sequence.next();
+            let settled = if roll < 30 {
+                batch.ack().map(|()| Outcome::Acked)
+            } else {
+                batch.nack().map(|()| Outcome::Released)
+            };
+            let outcome = match settled {
+                Ok(outcome) => outcome,
+                Err(SettleError::LeaseExpired { .. }) => Outcome::Expired,
+                Err(other) => panic!("unexpected {other:?}"),
+            };
+            for (id, payload, receive_count) in messages {
+                events.push(received.event(
+                    id,
+                    payload,
+                    receive_count,
+                    settling_seq,
+                    outcome.clone(),
+                ));
+            }
+            continue;
+        }
+        let delivery = match consumer.recv_timeout(POLL) {
+            Ok(delivery) => delivery,
             Err(RecvError::Timeout) => continue,
             Err(RecvError::Closed) => return events,
             Err(other) => panic!("unexpected {other:?}"),
         };
+        let received = Received::now(asked_at, sequence);
+        received.settle_each(vec![delivery], &mut rng, sequence, &mut events);
+    }
+}
+
+/// When a receive asked and got its messages.
+struct Received {
+    asked_at: Instant,
+    received_seq: u64,
+    received_at: Instant,
+}
+
+impl Received {
+    fn now(asked_at: Instant, sequence: &Sequence) -> Self {
         let received_seq = sequence.next();
-        let received_at = Instant::now();
+        Received {
+            asked_at,
+            received_seq,
+            received_at: Instant::now(),
+        }
+    }
+
+    fn event(
+        &self,
+        id: MessageId,
+        payload: u64,
+        receive_count: u32,
+        settling_seq: u64,
+        outcome: Outcome,
+    ) -> Event {
+        Event {
+            id,
+            payload,
+            receive_count,
+            asked_at: self.asked_at,
+            received_seq: self.received_seq,
+            settling_seq,
+            received_at: self.received_at,
+            outcome,
+        }
+    }
+
+    /// Settles each of `deliveries` as the dice say, writing down how.
+    fn settle_each(
+        &self,
+        deliveries: Vec<Delivery<u64>>,
+        rng: &mut Rng,
+        sequence: &Sequence,
+        events: &mut Vec<Event>,
+    ) {
         for delivery in deliveries {
             let (id, payload, receive_count) = (delivery.id(), *delivery, delivery.receive_count());
             let settling_seq = sequence.next();
             let outcome = settle(delivery, rng.below(100));
-            events.push(Event {
-                id,
-                payload,
-                receive_count,
-                asked_at,
-                received_seq,
-                settling_seq,
-                received_at,
-                outcome,
-            });
+            events.push(self.event(id, payload, receive_count, settling_seq, outcome));
         }
     }
 }
