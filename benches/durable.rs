@@ -13,7 +13,9 @@
 //!   queue (the baseline here) and through persistent queues with
 //!   `Durability::Sync`, `Interval(10 ms)` and `None`, P producers and C
 //!   consumers (`PpCc`). Under `Sync`, a message costs three durable
-//!   records: its enqueue, its receive and its ack.
+//!   records: its enqueue, its receive and its ack. The `_batch64` rows
+//!   move the messages 64 at a time (`send_batch`, `recv_batch`,
+//!   `Batch::ack`): three frames per 64 messages.
 //!
 //! The enqueue frame size is measured at startup (the growth of the log
 //! over fifty `Sync` sends) and printed; the baseline writes records of that
@@ -166,9 +168,17 @@ fn sync_send_round(producers: u64, n: u64) -> Duration {
     elapsed
 }
 
-/// send → recv → ack of `n` messages, `producers` × `consumers` threads:
-/// in memory when `durability` is `None`, else persistent at that level.
-fn round_trip(durability: Option<Durability>, producers: u64, consumers: u64, n: u64) -> Duration {
+/// send → recv → ack of `n` messages, `producers` × `consumers` threads,
+/// `batch` at a time (`send_batch`, `recv_batch`, `Batch::ack`) when above
+/// one: in memory when `durability` is `None`, else persistent at that
+/// level.
+fn round_trip(
+    durability: Option<Durability>,
+    producers: u64,
+    consumers: u64,
+    n: u64,
+    batch: u64,
+) -> Duration {
     let dir;
     let queue = match durability {
         None => Queue::builder().capacity(CAPACITY).open().unwrap(),
@@ -184,8 +194,18 @@ fn round_trip(durability: Option<Durability>, producers: u64, consumers: u64, n:
             let start_line = &start_line;
             s.spawn(move || {
                 start_line.wait();
-                for i in 0..split(n, producers, p) {
-                    producer.send(payload(i)).unwrap();
+                let mut left = split(n, producers, p);
+                while left > 0 {
+                    if batch == 1 {
+                        producer.send(payload(left)).unwrap();
+                        left -= 1;
+                    } else {
+                        let take = batch.min(left);
+                        producer
+                            .send_batch((0..take).map(payload).collect())
+                            .unwrap();
+                        left -= take;
+                    }
                 }
             });
         }
@@ -194,10 +214,22 @@ fn round_trip(durability: Option<Durability>, producers: u64, consumers: u64, n:
             let start_line = &start_line;
             s.spawn(move || {
                 start_line.wait();
-                for _ in 0..split(n, consumers, c) {
+                let mut left = split(n, consumers, c);
+                while left > 0 && batch == 1 {
                     let delivery = consumer.recv_timeout(Duration::from_secs(10)).unwrap();
                     black_box(delivery[0]);
                     delivery.ack().unwrap();
+                    left -= 1;
+                }
+                while left > 0 {
+                    let received = consumer
+                        .recv_batch(batch.min(left) as usize, Duration::from_secs(10))
+                        .unwrap();
+                    left -= received.len() as u64;
+                    for payload in &received {
+                        black_box(payload[0]);
+                    }
+                    received.ack().unwrap();
                 }
             });
         }
@@ -256,21 +288,32 @@ fn durable(c: &mut Criterion) {
     configure(&mut group);
     let interval = Durability::Interval(Duration::from_millis(10));
     let cases = [
-        ("in_memory", None, 1, IN_MEMORY_ROUND),
-        ("in_memory", None, 2, IN_MEMORY_ROUND),
-        ("sync", Some(Durability::Sync), 1, one / 2),
-        ("interval_10ms", Some(interval), 1, WRITE_ROUND),
-        ("interval_10ms", Some(interval), 2, WRITE_ROUND),
-        ("none", Some(Durability::None), 1, WRITE_ROUND),
-        ("none", Some(Durability::None), 2, WRITE_ROUND),
+        ("in_memory", None, 1, IN_MEMORY_ROUND, 1),
+        ("in_memory", None, 2, IN_MEMORY_ROUND, 1),
+        ("sync", Some(Durability::Sync), 1, one / 2, 1),
+        ("interval_10ms", Some(interval), 1, WRITE_ROUND, 1),
+        ("interval_10ms", Some(interval), 2, WRITE_ROUND, 1),
+        ("none", Some(Durability::None), 1, WRITE_ROUND, 1),
+        ("none", Some(Durability::None), 2, WRITE_ROUND, 1),
+        // The same in batches of 64: one frame (and under `Sync` one
+        // fdatasync) for each send, receive and ack of a whole batch.
+        ("in_memory_batch64", None, 1, IN_MEMORY_ROUND * 10, 64),
+        ("sync_batch64", Some(Durability::Sync), 1, one * 16, 64),
+        (
+            "interval_10ms_batch64",
+            Some(interval),
+            1,
+            WRITE_ROUND * 10,
+            64,
+        ),
     ];
-    for (name, durability, threads, n) in cases {
+    for (name, durability, threads, n, batch) in cases {
         bench(
             &mut group,
             name,
             &format!("{threads}p{threads}c"),
             n,
-            || round_trip(durability, threads, threads, n),
+            || round_trip(durability, threads, threads, n, batch),
         );
     }
     group.finish();
