@@ -25,8 +25,9 @@ use std::time::{Duration, SystemTime};
 /// A batch costs the queue about what one [`Delivery`] does, whatever its
 /// size: one lease, one reference to the queue, one allocation for all its
 /// payloads. The messages' memory is shared: a message of this batch that
-/// comes back (its lease ran out, or it was released) keeps the batch's
-/// allocation alive until it is settled.
+/// comes back (its lease ran out, or it was released) or is dead-lettered
+/// keeps the whole batch's allocation alive until it leaves the queue
+/// (acknowledged, purged, or redriven with a new payload).
 ///
 /// ```
 /// use spool::Queue;
