@@ -4,14 +4,15 @@
 //! As sled's crash harness does, the test binary runs itself as the child
 //! ([`crash_child`], which returns at once unless `SPOOL_CRASH_DIR` is set).
 //! The child opens a persistent queue (`Durability::Sync`) in a directory
-//! and works on it at random: sends (plain, keyed, batches), receives,
-//! acks, nacks, fails, drops, dead-letters, redrives, purges, and lets some
-//! leases expire. Around each operation it writes a line to stdout:
-//! `? <op>` before it and `! <result>` once the call returned `Ok`. The
-//! parent reads the lines through a pipe, kills the child with SIGKILL at a
-//! random moment, reopens the directory itself and checks it against a
-//! model built from the `!` lines; only the last operation, begun (`?`) but
-//! not reported (`!`), may have happened or not:
+//! and works on it at random: sends (plain, keyed, batches), receives
+//! (one message, or a batch split into deliveries or kept whole), acks,
+//! nacks, fails, drops, dead-letters, redrives, purges, whole-batch acks,
+//! nacks and drops, and lets some leases expire. Around each operation it
+//! writes a line to stdout: `? <op>` before it and `! <result>` once the
+//! call returned `Ok`. The parent reads the lines through a pipe, kills the
+//! child with SIGKILL at a random moment, reopens the directory itself and
+//! checks it against a model built from the `!` lines; only the last
+//! operation, begun (`?`) but not reported (`!`), may have happened or not:
 //!
 //! - every message whose send was reported is there (ready or dead-lettered)
 //!   unless its ack (or a purge) was reported; no acked message comes back;
@@ -21,7 +22,13 @@
 //! - reported dead letters are in the dead-letter queue with their reason,
 //!   unless redriven or purged since;
 //! - idempotency keys survive: a keyed send reported as new never reuses a
-//!   key, and a duplicate names the original id.
+//!   key, and a duplicate names the original id;
+//! - a batch kept whole is settled whole: a reported batch ack removes
+//!   every message of it for good; a batch ack cut short by the kill
+//!   removes all of them or none (its ack records are one append, which
+//!   the writer never splits across frames, and a frame recovers whole or
+//!   not at all: FORMAT.md, section 4). A tenth of the kills aim at such
+//!   an ack, which a random moment seldom hits.
 //!
 //! The parent then settles what it saw into the model (its own deliveries
 //! count as receives) and the next child reopens the same directory, so
@@ -32,7 +39,9 @@
 
 #![cfg(unix)]
 
-use spool::{DeadLetterReason, Delivery, Durability, Queue, RecvError, SendOptions, SettleError};
+use spool::{
+    Batch, DeadLetterReason, Delivery, Durability, Queue, RecvError, SendOptions, SettleError,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -75,8 +84,16 @@ struct Worker {
     cycle: u64,
     sent: u64,
     serial: u64,
-    held: Vec<(u64, Delivery<String>)>,
+    held: Vec<Held>,
     out: std::io::StdoutLock<'static>,
+}
+
+/// What the child holds a lease on, by the serial it reported.
+enum Held {
+    /// One message (received alone, or split from a batch).
+    One(u64, Delivery<String>),
+    /// A batch kept whole: one lease for all its messages, settled whole.
+    Whole(u64, Batch<String>),
 }
 
 impl Worker {
@@ -172,12 +189,15 @@ impl Worker {
         self.say("? recv");
         let consumer = self.queue.consumer();
         let wait = Duration::from_millis(2);
-        let received = if self.rng.below(3) == 0 {
-            consumer
+        let received = match self.rng.below(6) {
+            0 => consumer
                 .recv_batch(3, wait)
-                .map(|batch| batch.into_deliveries())
-        } else {
-            consumer.recv_timeout(wait).map(|d| vec![d])
+                .map(|batch| batch.into_deliveries()),
+            1 => match consumer.recv_batch(3, wait) {
+                Ok(batch) => return self.keep_whole(batch),
+                Err(e) => Err(e),
+            },
+            _ => consumer.recv_timeout(wait).map(|d| vec![d]),
         };
         let deliveries = match received {
             Ok(deliveries) => deliveries,
@@ -189,9 +209,49 @@ impl Worker {
             self.serial += 1;
             let (id, count) = (delivery.id().get(), delivery.receive_count());
             line += &format!(" {id}:{count}:{}", self.serial);
-            self.held.push((self.serial, delivery));
+            self.held.push(Held::One(self.serial, delivery));
         }
         self.say(&line);
+    }
+
+    /// Reports a batch kept whole: `! recvbatch <serial> <id>:<count>...`,
+    /// one serial for its one lease.
+    fn keep_whole(&mut self, batch: Batch<String>) {
+        self.serial += 1;
+        let mut line = format!("! recvbatch {}", self.serial);
+        for message in batch.messages() {
+            line += &format!(" {}:{}", message.id().get(), message.receive_count());
+        }
+        self.say(&line);
+        self.held.push(Held::Whole(self.serial, batch));
+    }
+
+    /// Settles a batch kept whole: ack, nack or drop, all its messages at
+    /// once. Lines: `? <verb>batch <serial> <id>...`, then the same with
+    /// `!`, or `! stalebatch <serial> <id>...` if its lease had run out.
+    fn settle_whole(&mut self, serial: u64, batch: Batch<String>) {
+        let ids: Vec<String> = batch.messages().map(|m| m.id().get().to_string()).collect();
+        let what = format!("{serial} {}", ids.join(" "));
+        let (verb, result) = match self.rng.below(100) {
+            0..=54 => {
+                self.say(&format!("? ackbatch {what}"));
+                ("ackbatch", batch.ack())
+            }
+            55..=79 => {
+                self.say(&format!("? nackbatch {what}"));
+                ("nackbatch", batch.nack())
+            }
+            _ => {
+                self.say(&format!("? dropbatch {what}"));
+                drop(batch);
+                ("dropbatch", Ok(()))
+            }
+        };
+        match result {
+            Ok(()) => self.say(&format!("! {verb} {what}")),
+            Err(SettleError::LeaseExpired { .. }) => self.say(&format!("! stalebatch {what}")),
+            Err(other) => panic!("child: {verb} {what}: {other:?}"),
+        }
     }
 
     fn settle(&mut self) {
@@ -199,7 +259,10 @@ impl Worker {
             return;
         }
         let at = self.rng.below(self.held.len() as u64) as usize;
-        let (serial, delivery) = self.held.swap_remove(at);
+        let (serial, delivery) = match self.held.swap_remove(at) {
+            Held::One(serial, delivery) => (serial, delivery),
+            Held::Whole(serial, batch) => return self.settle_whole(serial, batch),
+        };
         let id = delivery.id().get();
         let (verb, result) = match self.rng.below(100) {
             0..=44 => {
@@ -291,7 +354,9 @@ fn every_reported_operation_survives_kill_9_at_a_random_moment() {
          {} messages sent, {} acked; after the reopens {} message states checked \
          ({} ready, {} dead-lettered, the rest gone); {} kills between an operation and \
          its report, {} unreported sends found; {} torn bytes truncated; up to {} files \
-         read on reopen, {} obsolete files removed",
+         read on reopen, {} obsolete files removed; whole batches settled: {} acked, \
+         {} nacked, {} dropped, {} stale; {} kills during a whole-batch ack ({} found it \
+         done, all or none)",
         started.elapsed(),
         totals.lines,
         model.messages.len(),
@@ -304,6 +369,12 @@ fn every_reported_operation_survives_kill_9_at_a_random_moment() {
         totals.torn_bytes,
         totals.most_files,
         totals.obsolete_removed,
+        model.whole_settled[0],
+        model.whole_settled[1],
+        model.whole_settled[2],
+        model.whole_settled[3],
+        totals.cut_batch_acks,
+        totals.cut_batch_acks_done,
     );
     assert!(totals.checked > 0, "no message was ever checked");
 }
@@ -319,6 +390,10 @@ struct Totals {
     torn_bytes: u64,
     most_files: usize,
     obsolete_removed: usize,
+    /// Kills between `? ackbatch` and its report, and how many of those
+    /// found the batch acknowledged.
+    cut_batch_acks: usize,
+    cut_batch_acks_done: usize,
 }
 
 /// Runs one child until it is killed; returns the complete lines it wrote.
@@ -345,11 +420,15 @@ fn run_child(dir: &Path, seed: u64, cycle: u64, context: &str) -> Vec<String> {
     let mut seen = Vec::new();
     // When to kill: a few times right after the spawn (during the child's
     // recovery, perhaps), else after some lines or some time of work.
+    // One in ten aims at a whole-batch ack, which a kill at a random
+    // moment seldom cuts short.
     let plan = match rng.below(10) {
         0 => Kill::AfterSpawn(Duration::from_micros(rng.below(30_000))),
         1..=4 => Kill::AfterLines(1 + rng.below(400) as usize),
+        5 => Kill::AtBatchAck(1 + rng.below(3) as usize),
         _ => Kill::AfterOpen(Duration::from_micros(rng.below(300_000))),
     };
+    let mut batch_acks_begun = 0;
     let mut opened: Option<Instant> = None;
     let mut child_exited_early = false;
     loop {
@@ -358,7 +437,7 @@ fn run_child(dir: &Path, seed: u64, cycle: u64, context: &str) -> Vec<String> {
             (Kill::AfterSpawn(d), _) => spawned + d,
             (_, None) => spawned + WATCHDOG,
             (Kill::AfterOpen(d), Some(at)) => at + d,
-            (Kill::AfterLines(_), Some(at)) => at + MAX_RUN,
+            (Kill::AfterLines(_) | Kill::AtBatchAck(_), Some(at)) => at + MAX_RUN,
         };
         if now >= kill_at {
             assert!(
@@ -373,10 +452,15 @@ fn run_child(dir: &Path, seed: u64, cycle: u64, context: &str) -> Vec<String> {
                     opened = Some(Instant::now());
                 }
                 seen.push(line);
-                if let Kill::AfterLines(n) = plan {
-                    if opened.is_some() && seen.len() >= n {
-                        break;
+                match plan {
+                    Kill::AfterLines(n) if opened.is_some() && seen.len() >= n => break,
+                    Kill::AtBatchAck(n) if seen.last().unwrap().starts_with("? ackbatch ") => {
+                        batch_acks_begun += 1;
+                        if batch_acks_begun >= n {
+                            break;
+                        }
                     }
+                    _ => {}
                 }
             }
             Ok(None) | Err(RecvTimeoutError::Disconnected) => {
@@ -415,6 +499,8 @@ enum Kill {
     AfterOpen(Duration),
     /// Once the child wrote this many lines.
     AfterLines(usize),
+    /// As soon as the child began this many whole-batch acks.
+    AtBatchAck(usize),
 }
 
 impl Kill {
@@ -478,6 +564,11 @@ struct Model {
     keys: HashMap<String, u64>,
     max_id: u64,
     acked: usize,
+    /// The messages of each batch the current child keeps whole, by its
+    /// serial (serials start again with each child).
+    batches: HashMap<u64, Vec<u64>>,
+    /// Whole-batch settlements reported: ack, nack, drop, stale.
+    whole_settled: [usize; 4],
 }
 
 impl Model {
@@ -517,47 +608,60 @@ impl Model {
             "recv" => {
                 for item in &words[1..] {
                     let parts: Vec<u64> = item.split(':').map(|x| x.parse().unwrap()).collect();
-                    let (id, count, serial) = (parts[0], parts[1] as u32, parts[2]);
-                    let message = self.message(id, context);
-                    match message.state {
-                        State::Live { count: before, .. } => assert_eq!(
-                            count,
-                            before + 1,
-                            "{context}: receive count of #{id} (was {before})"
-                        ),
-                        ref other => panic!("{context}: received #{id} while {other:?}"),
-                    }
-                    assert!(
-                        count <= MAX_RECEIVES,
-                        "{context}: delivered past max_receives"
-                    );
-                    message.state = State::Live {
-                        count,
-                        holder: Some(serial),
-                    };
+                    self.received(parts[0], parts[1] as u32, parts[2], context);
                 }
+            }
+            "recvbatch" => {
+                let serial = num(1);
+                let mut ids = Vec::new();
+                for item in &words[2..] {
+                    let (id, count) = item.split_once(':').unwrap();
+                    let id: u64 = id.parse().unwrap();
+                    self.received(id, count.parse().unwrap(), serial, context);
+                    ids.push(id);
+                }
+                assert!(!ids.is_empty(), "{context}: an empty batch");
+                let previous = self.batches.insert(serial, ids);
+                assert_eq!(previous, None, "{context}: serial {serial} reused");
+            }
+            "ackbatch" | "nackbatch" | "dropbatch" | "stalebatch" => {
+                let verb = words[0].as_str();
+                let serial = num(1);
+                let ids = self.batches.remove(&serial);
+                let listed: Vec<u64> = words[2..].iter().map(|w| w.parse().unwrap()).collect();
+                assert_eq!(
+                    ids.as_ref(),
+                    Some(&listed),
+                    "{context}: not the batch received"
+                );
+                for &id in &listed {
+                    match verb {
+                        // The batch's lease was current: every message of
+                        // it was still held through it.
+                        "ackbatch" => {
+                            self.held(id, serial, context);
+                            self.message(id, context).state = State::Gone;
+                            self.acked += 1;
+                        }
+                        "nackbatch" => {
+                            let count = self.held(id, serial, context);
+                            self.message(id, context).state = released(count);
+                        }
+                        // As for one delivery: its lease may have run out,
+                        // and each message been received again since.
+                        _ => self.release_if_held(id, serial, context),
+                    }
+                }
+                let which = ["ackbatch", "nackbatch", "dropbatch", "stalebatch"];
+                let which = which.iter().position(|w| *w == verb).unwrap();
+                self.whole_settled[which] += 1;
             }
             "ack" => {
                 self.held(num(1), num(2), context);
                 self.message(num(1), context).state = State::Gone;
                 self.acked += 1;
             }
-            "stale" | "drop" => {
-                // Through a lease that ran out (and may have been replaced
-                // by a newer delivery): changes the message only if the
-                // expiry has not been seen, by releasing it as a nack would.
-                let (id, serial) = (num(1), num(2));
-                let message = self.message(id, context);
-                if let State::Live {
-                    count,
-                    holder: Some(holder),
-                } = message.state
-                {
-                    if holder == serial {
-                        message.state = released(count);
-                    }
-                }
-            }
+            "stale" | "drop" => self.release_if_held(num(1), num(2), context),
             "nack" | "fail" => {
                 let count = self.held(num(1), num(2), context);
                 self.message(num(1), context).state = released(count);
@@ -591,6 +695,43 @@ impl Model {
                 assert_eq!(num(1), dead, "{context}: purged count");
             }
             other => panic!("{context}: unknown report {other}"),
+        }
+    }
+
+    /// The child's delivery `serial` received `id` with `count`.
+    fn received(&mut self, id: u64, count: u32, serial: u64, context: &str) {
+        let message = self.message(id, context);
+        match message.state {
+            State::Live { count: before, .. } => assert_eq!(
+                count,
+                before + 1,
+                "{context}: receive count of #{id} (was {before})"
+            ),
+            ref other => panic!("{context}: received #{id} while {other:?}"),
+        }
+        assert!(
+            count <= MAX_RECEIVES,
+            "{context}: delivered past max_receives"
+        );
+        message.state = State::Live {
+            count,
+            holder: Some(serial),
+        };
+    }
+
+    /// A settlement through a lease that ran out (and may have been
+    /// replaced by a newer delivery), or a drop: changes the message only
+    /// if the expiry has not been seen, by releasing it as a nack would.
+    fn release_if_held(&mut self, id: u64, serial: u64, context: &str) {
+        let message = self.message(id, context);
+        if let State::Live {
+            count,
+            holder: Some(holder),
+        } = message.state
+        {
+            if holder == serial {
+                message.state = released(count);
+            }
         }
     }
 
@@ -685,9 +826,30 @@ impl Model {
         }
 
         let op = pending.map(|p| p[0].as_str()).unwrap_or("");
+        let whole = matches!(op, "ackbatch" | "nackbatch" | "dropbatch");
         let pending_id = pending
             .and_then(|p| p.get(1))
+            .filter(|_| !whole)
             .and_then(|w| w.parse::<u64>().ok());
+        // A whole-batch ack cut short by the kill: its ack records are one
+        // append, which the writer never splits across frames, and a frame
+        // recovers whole or not at all (FORMAT.md, section 4). So either
+        // every message of the batch is gone or none is, and all of them
+        // only if the batch still held every one (else the ack failed).
+        let (cut_serial, cut_batch): (u64, Vec<u64>) = match pending {
+            Some(p) if op == "ackbatch" => {
+                let ids = p[2..].iter().map(|w| w.parse().unwrap()).collect();
+                (p[1].parse().unwrap(), ids)
+            }
+            _ => (0, Vec::new()),
+        };
+        let cut_batch_held = cut_batch.iter().all(|id| {
+            matches!(
+                self.messages.get(id).map(|m| &m.state),
+                Some(State::Live { holder: Some(h), .. }) if *h == cut_serial
+            )
+        });
+        let mut cut_batch_gone = 0;
         let may_be_new: Vec<&str> = match op {
             "send" => vec![pending.unwrap()[1].as_str()],
             "batch" => pending.unwrap()[1..].iter().map(String::as_str).collect(),
@@ -755,6 +917,7 @@ impl Model {
                             };
                             assert!(ok, "{context}: dead-lettered as {r:?} with count {c}");
                         }
+                        (None, None) if cut_batch.contains(&id) => cut_batch_gone += 1,
                         (None, None) => assert!(
                             op == "ack" && this,
                             "{context}: sent (and not acked) but missing after the crash"
@@ -767,6 +930,18 @@ impl Model {
             totals.found_ready += usize::from(ready.is_some());
             totals.found_dead += usize::from(in_dlq.is_some());
         }
+
+        if !cut_batch.is_empty() {
+            assert!(
+                cut_batch_gone == 0 || (cut_batch_held && cut_batch_gone == cut_batch.len()),
+                "{context}: the ack of batch {cut_serial} {cut_batch:?} (held whole: \
+                 {cut_batch_held}), cut short by the kill, left {cut_batch_gone} of its \
+                 messages acknowledged: all or none"
+            );
+            totals.cut_batch_acks += 1;
+            totals.cut_batch_acks_done += usize::from(cut_batch_gone > 0);
+        }
+        self.batches.clear(); // the next child numbers its own
 
         // Messages the model does not know: only the unreported send.
         let known = |id: &u64| self.messages.contains_key(id);
