@@ -226,6 +226,18 @@ impl<T> Shared<T> {
         self.clock.now_coarse_nanos()
     }
 
+    /// The coarse reading, or the precise one near the next deadline: a
+    /// coarse reading would not see the deadline come due for up to a
+    /// tick (a consumer woken for it would spin until then, and the
+    /// message would be late). For receive and plain sends.
+    fn now_for_tick(&self) -> Nanos {
+        let now = self.now_coarse();
+        if now.saturating_add(self.coarse_lag) >= self.next_deadline.load(SeqCst) {
+            return self.now();
+        }
+        now
+    }
+
     // ----- handles and closing -------------------------------------------
 
     pub(crate) fn add_sender(&self) {

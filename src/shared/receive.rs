@@ -54,13 +54,7 @@ impl<T> Shared<T> {
         take: impl Fn(Nanos) -> Result<Option<R>, RecvError>,
     ) -> Result<R, RecvError> {
         let attempt = || {
-            // Near a deadline the coarse reading would not see it come due
-            // for up to a tick: a consumer woken for it would spin until
-            // then, and the message would be late. Read the precise clock.
-            let mut now = self.now_coarse();
-            if now.saturating_add(self.coarse_lag) >= self.next_deadline.load(SeqCst) {
-                now = self.now();
-            }
+            let now = self.now_for_tick();
             self.tick(now);
             match take(now) {
                 Ok(Some(taken)) => Some(Ok(taken)),

@@ -23,7 +23,15 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
-        let mut now = self.now();
+        // A plain send's time is only its `enqueued_at` (and the age
+        // statistics): the coarse reading does. A delay or a dedup window
+        // must not end early, so it runs from the precise one.
+        let plain = options.delay.is_zero() && options.key.is_none();
+        let read_clock = || match plain {
+            true => self.now_for_tick(),
+            false => self.now(),
+        };
+        let mut now = read_clock();
         self.tick(now);
         if self.is_closed() {
             return Err(SendError::Closed(message));
@@ -66,7 +74,7 @@ impl<T: Serialize> Shared<T> {
         }
         match self.take_slots(1, wait) {
             Ok(Waited::No) => {}
-            Ok(Waited::Yes) => now = self.now(),
+            Ok(Waited::Yes) => now = read_clock(),
             Err(no_room) => return Err(no_room.refuse(message)),
         }
         let id = MessageId(self.ids.take(1));
