@@ -4,22 +4,24 @@
 //! leases, delayed messages, dead letters and idempotency keys, and the
 //! counters) runs beside a real [`Queue`] with a [`ManualClock`]. proptest
 //! generates sequences of operations (sends of every kind, receives,
-//! settling held deliveries in every way, clock jumps, dead-letter
-//! operations, close) and shrinks any disagreement to a minimal sequence.
+//! settling held deliveries in every way, receiving batches and settling
+//! or splitting them whole, clock jumps, dead-letter operations, close)
+//! and shrinks any disagreement to a minimal sequence.
 //!
 //! After every step the test compares each result the queue returned with
-//! the model's (ids, duplicates, error variants, each delivery's payload,
-//! key, receive count and enqueue time), then the full `stats()` and the
-//! full dead-letter list (reasons, errors, receive counts, times), in order.
+//! the model's (ids, duplicates, error variants, each delivery's and each
+//! batch message's payload, key, receive count and enqueue time, the id a
+//! `LeaseExpired` names), then the full `stats()` and the full dead-letter
+//! list (reasons, errors, receive counts, times), in order.
 //!
-//! The model follows the queue's rules as written in `src/shared.rs`:
+//! The model follows the queue's rules as written in `src/shared/`:
 //!
-//! - Deadlines are processed lazily. Only consumer-side calls (`recv` and
-//!   friends, `stats`, every dead-letter operation) first process what is
-//!   due at the clock's `now`: leases with `deadline <= now` and delayed
-//!   messages with `due <= now`. Sends, settling and `close` do not, so a
-//!   message released after the clock jumped can get ahead of one whose
-//!   lease had already run out ([`Op::AdvanceThen`] exercises this).
+//! - Every operation (sends, receives, settles, `stats`, every dead-letter
+//!   operation) first processes what is due at the clock's `now`: leases
+//!   with `deadline <= now` and delayed messages with `due <= now`; so a
+//!   lease that ran out before a release is queued ahead of the released
+//!   message. [`Op::AdvanceThen`] jumps the clock and acts before the
+//!   step's checks look at the queue.
 //! - Each deadline takes effect as of its own time, however late it is
 //!   processed: an expired lease's backoff runs from its deadline, it is
 //!   dead-lettered "at" its deadline, and a message counts as ready (for
@@ -27,6 +29,20 @@
 //!   visible in one processing join the back of the ready queue in order
 //!   of (instant they became visible, id). `oldest_ready_age` is the age of
 //!   the message at the front of the ready queue.
+//! - A batch (`recv_batch(max)`) leases up to `max` (at least one) of the
+//!   front of the ready queue under one lease, named by its first message.
+//!   Settling it needs that lease current, as for a delivery, and fails
+//!   with `LeaseExpired` naming its first message otherwise. `ack` frees
+//!   every slot; `nack`, `retry_after` and dropping release its messages
+//!   in batch order, each with its own backoff (those visible at once join
+//!   the back of the ready queue in batch order), each dead-lettered if it
+//!   was on its last allowed receive; `extend` moves the one deadline. A
+//!   batch lease that runs out brings its messages back as of its
+//!   deadline, merged with every other expiry of that processing, so in
+//!   order of (instant visible, id), not in batch order. `into_deliveries`
+//!   gives one lease per message with the batch's deadline, or, if the
+//!   batch's lease is no longer current, deliveries that show the batch's
+//!   messages and whose every settle fails.
 //! - Ids are handed out only to messages enqueued: refused and duplicate
 //!   sends use none (single-threaded; under contention a send that loses a
 //!   key race after taking its slot would burn one).
@@ -41,16 +57,18 @@
 //! Not covered here: threads and real blocking (a blocking call the model
 //! says would wait is made as a `try_` call instead; a batch that would
 //! wait is skipped), backoff jitter, dropping every `Queue`/`Producer`
-//! handle, payloads that fail to encode, and persistence.
+//! handle, payloads that fail to encode, persistence, and several consumer
+//! handles (one handle's leases all live in one lease shard), so neither
+//! `Consumer::ack_batch` nor settling through another handle.
 //!
 //! All times are whole milliseconds since the clock was created.
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use spool::{
-    Backoff, Consumer, DeadLetter, DeadLetterReason, DeadLetters, Delivery, Event, ManualClock,
-    MessageId, Producer, Queue, RecvError, RedriveError, SendError, SendOptions, Sent, SettleError,
-    Stats,
+    Backoff, Batch, Consumer, DeadLetter, DeadLetterReason, DeadLetters, Delivery, Event,
+    ManualClock, MessageId, Producer, Queue, RecvError, RedriveError, SendError, SendOptions, Sent,
+    SettleError, Stats,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -156,18 +174,25 @@ enum Op {
     Recv {
         wait: Wait,
     },
-    /// `recv_batch(max, 0)`.
+    /// `recv_batch(max, 0)`. With `hold`, the batch is kept whole (for
+    /// [`Op::SettleBatch`]); without, it is split into deliveries at once.
     RecvBatch {
         max: usize,
+        hold: bool,
     },
     /// Settles one held delivery (index modulo how many are held).
     Settle {
         which: usize,
         how: Settle,
     },
+    /// Settles or splits one held batch (index modulo how many are held).
+    SettleBatch {
+        which: usize,
+        how: SettleBatch,
+    },
     Advance(Advance),
-    /// Jumps the clock, then does something that does not process deadlines
-    /// before anything else observes the queue.
+    /// Jumps the clock, then does something (a send or a settle, which
+    /// processes what came due itself) before the step's checks do.
     AdvanceThen(Advance, Box<Op>),
     /// `len`, `is_empty` and `get` of one id the queue has handed out.
     Inspect {
@@ -197,6 +222,18 @@ enum Settle {
     Extend(u64),
     DeadLetter,
     Drop,
+}
+
+/// What is done with a held batch, whole.
+#[derive(Debug, Clone, Copy)]
+enum SettleBatch {
+    Ack,
+    Nack,
+    RetryAfter(u64),
+    Extend(u64),
+    Drop,
+    /// `into_deliveries`: its messages join the held deliveries.
+    Split,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -263,8 +300,8 @@ fn batch_outcome(result: Result<Vec<MessageId>, SendError<Vec<u32>>>) -> BatchOu
     }
 }
 
-/// A delivery as a consumer sees it.
-#[derive(Debug, PartialEq)]
+/// A delivery (or a message of a batch) as a consumer sees it.
+#[derive(Debug, Clone, PartialEq)]
 struct Got {
     id: u64,
     payload: u32,
@@ -281,6 +318,35 @@ fn got(delivery: &Delivery<u32>) -> Got {
         receive_count: delivery.receive_count(),
         enqueued_at: delivery.enqueued_at(),
     }
+}
+
+/// A batch as a consumer sees it; checks that its accessors agree.
+fn batch_view(batch: &Batch<u32>) -> Vec<Got> {
+    let view: Vec<Got> = batch
+        .messages()
+        .map(|m| Got {
+            id: m.id().get(),
+            payload: *m.payload(),
+            key: m.key().map(str::to_owned),
+            receive_count: m.receive_count(),
+            enqueued_at: m.enqueued_at(),
+        })
+        .collect();
+    assert_eq!(batch.len(), view.len(), "len() against messages()");
+    assert!(!batch.is_empty(), "a batch holds a message");
+    let payloads: Vec<u32> = view.iter().map(|g| g.payload).collect();
+    assert_eq!(
+        batch.iter().copied().collect::<Vec<_>>(),
+        payloads,
+        "iter()"
+    );
+    assert_eq!(
+        batch[batch.len() - 1],
+        payloads[payloads.len() - 1],
+        "index"
+    );
+    assert!(batch.get(batch.len()).is_none(), "get() past the end");
+    view
 }
 
 #[derive(Debug, PartialEq)]
@@ -377,6 +443,13 @@ struct Lease {
     msg: Msg,
 }
 
+/// The one lease of a held batch.
+struct BatchLease {
+    deadline: u64,
+    /// In batch order; the first names the lease.
+    msgs: Vec<Msg>,
+}
+
 struct Letter {
     msg: Msg,
     reason: DeadLetterReason,
@@ -420,8 +493,11 @@ struct Model {
     closed: bool,
     /// Ready messages, front first, with the instant each became ready.
     ready: VecDeque<(Msg, u64)>,
-    /// In flight by id (including leases run out but not yet processed).
+    /// In flight under one-message leases, by id (including leases run
+    /// out but not yet processed).
     leases: BTreeMap<u64, Lease>,
+    /// In flight under batch leases, by token (likewise).
+    batches: BTreeMap<u64, BatchLease>,
     /// (due, message), in no particular order.
     delayed: Vec<(u64, Msg)>,
     dead: BTreeMap<u64, Letter>,
@@ -441,6 +517,7 @@ impl Model {
             closed: false,
             ready: VecDeque::new(),
             leases: BTreeMap::new(),
+            batches: BTreeMap::new(),
             delayed: Vec::new(),
             dead: BTreeMap::new(),
             keys: HashMap::new(),
@@ -451,7 +528,13 @@ impl Model {
 
     /// Slots taken: ready + in flight + delayed.
     fn held(&self) -> usize {
-        self.ready.len() + self.leases.len() + self.delayed.len()
+        self.ready.len() + self.in_flight() + self.delayed.len()
+    }
+
+    /// Messages under a lease, of one message or of a batch.
+    fn in_flight(&self) -> usize {
+        let batched: usize = self.batches.values().map(|b| b.msgs.len()).sum();
+        self.leases.len() + batched
     }
 
     fn free(&self) -> usize {
@@ -465,9 +548,11 @@ impl Model {
     /// The next instant anything changes by itself, after `now`.
     fn next_deadline(&self) -> Option<u64> {
         let leases = self.leases.values().map(|l| l.deadline);
+        let batches = self.batches.values().map(|b| b.deadline);
         let delays = self.delayed.iter().map(|(due, _)| *due);
         let keys = self.keys.values().map(|s| s.expires);
         leases
+            .chain(batches)
             .chain(delays)
             .chain(keys)
             .filter(|&t| t > self.now)
@@ -483,11 +568,27 @@ impl Model {
             .filter(|(_, l)| l.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
-        let mut expired: Vec<Lease> = expired
+        let mut expired: Vec<(u64, Msg)> = expired
             .into_iter()
             .map(|id| self.leases.remove(&id).expect("listed"))
+            .map(|lease| (lease.deadline, lease.msg))
             .collect();
-        expired.sort_by_key(|l| (l.deadline, l.msg.id));
+        // A batch lease that runs out brings back each of its messages, as
+        // of its deadline.
+        let batches: Vec<u64> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| b.deadline <= now)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in batches {
+            let batch = self.batches.remove(&token).expect("listed");
+            let deadline = batch.deadline;
+            expired.extend(batch.msgs.into_iter().map(|msg| (deadline, msg)));
+        }
+        // Whatever the lease, expiries go in order of deadline, then id
+        // (not in batch order).
+        expired.sort_by_key(|(deadline, msg)| (*deadline, msg.id));
         let (mut visible, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
             .into_iter()
             .partition(|(due, _)| *due <= now);
@@ -495,7 +596,7 @@ impl Model {
         // Each expiry takes effect as of its deadline: the backoff runs from
         // there, and a message already visible by `now` counts as ready
         // since then.
-        for Lease { deadline, msg, .. } in expired {
+        for (deadline, msg) in expired {
             self.counters.expired += 1;
             self.events
                 .push(Ev::LeaseExpired(msg.id, msg.receive_count));
@@ -640,11 +741,24 @@ impl Model {
         self.closed && self.held() == 0
     }
 
-    fn take_ready(&mut self) -> Option<(Msg, u64)> {
+    /// The front of the ready queue, received once more (not leased yet).
+    fn pop_ready(&mut self) -> Option<Msg> {
         let (mut msg, _) = self.ready.pop_front()?;
         msg.receive_count += 1;
+        Some(msg)
+    }
+
+    /// A token no lease had before. No lease has token 0: it stands for
+    /// the deliveries of a batch split after its lease ran out.
+    fn new_token(&mut self) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
+        token
+    }
+
+    fn take_ready(&mut self) -> Option<(Msg, u64)> {
+        let msg = self.pop_ready()?;
+        let token = self.new_token();
         let lease = Lease {
             token,
             deadline: self.now + self.config.visibility,
@@ -652,6 +766,88 @@ impl Model {
         };
         self.leases.insert(msg.id, lease);
         Some((msg, token))
+    }
+
+    /// Leases up to `max` (at least one) of the front of the ready queue
+    /// under one batch lease (after processing deadlines); returns them and
+    /// the lease's token.
+    fn recv_batch(&mut self, max: usize) -> Result<(Vec<Msg>, u64), RecvError> {
+        self.tick();
+        let mut msgs = Vec::new();
+        while msgs.len() < max.max(1) {
+            match self.pop_ready() {
+                Some(msg) => msgs.push(msg),
+                None => break,
+            }
+        }
+        if msgs.is_empty() {
+            return Err(if self.drained() {
+                RecvError::Closed
+            } else {
+                RecvError::Empty
+            });
+        }
+        let token = self.new_token();
+        let lease = BatchLease {
+            deadline: self.now + self.config.visibility,
+            msgs: msgs.clone(),
+        };
+        self.batches.insert(token, lease);
+        Ok((msgs, token))
+    }
+
+    /// Settles the batch lease `token` (named by message `first`) whole:
+    /// it must still be current (the caller has processed deadlines).
+    fn settle_batch(&mut self, first: u64, token: u64, how: Settling) -> SettleOutcome {
+        let now = self.now;
+        let Some(lease) = self.batches.get_mut(&token).filter(|b| b.deadline > now) else {
+            return SettleOutcome::LeaseExpired(first);
+        };
+        if let Settling::Extend(by) = how {
+            lease.deadline = now + by;
+            return SettleOutcome::Ok;
+        }
+        let msgs = self.batches.remove(&token).expect("checked").msgs;
+        match how {
+            Settling::Ack => self.counters.acked += msgs.len() as u64,
+            // In batch order, each with its own backoff: those visible at
+            // once join the back of the ready queue in batch order.
+            Settling::Release { delay, error } => {
+                assert!(error.is_none(), "a batch has no fail()");
+                for msg in msgs {
+                    self.counters.nacked += 1;
+                    self.retry(msg, delay);
+                }
+            }
+            Settling::Reject(_) => unreachable!("a batch has no dead_letter()"),
+            Settling::Extend(_) => unreachable!("handled above"),
+        }
+        SettleOutcome::Ok
+    }
+
+    /// Replaces the batch lease `token` by one lease per message with its
+    /// deadline, and returns their tokens in batch order; `None` if the
+    /// lease is no longer current (nothing changes).
+    fn split(&mut self, token: u64) -> Option<Vec<u64>> {
+        let now = self.now;
+        self.batches.get(&token).filter(|b| b.deadline > now)?;
+        let BatchLease { deadline, msgs } = self.batches.remove(&token).expect("checked");
+        let tokens = msgs
+            .into_iter()
+            .map(|msg| {
+                let token = self.new_token();
+                self.leases.insert(
+                    msg.id,
+                    Lease {
+                        token,
+                        deadline,
+                        msg,
+                    },
+                );
+                token
+            })
+            .collect();
+        Some(tokens)
     }
 
     /// Settling needs the current lease and a deadline still ahead (the
@@ -728,7 +924,7 @@ impl Model {
         let mut stats = Stats::default();
         stats.capacity = self.config.capacity;
         stats.ready = self.ready.len();
-        stats.in_flight = self.leases.len();
+        stats.in_flight = self.in_flight();
         stats.delayed = self.delayed.len();
         stats.dead_letters = self.dead.len();
         stats.oldest_ready_age = self.ready.front().map(|(_, since)| ms(self.now - since));
@@ -776,6 +972,19 @@ struct Held {
     token: u64,
 }
 
+/// A batch kept whole, with what it showed when received.
+struct HeldBatch {
+    batch: Batch<u32>,
+    /// The model's token for its lease, and the message that names it.
+    token: u64,
+    first: u64,
+    seen: Vec<Got>,
+}
+
+/// The model's token for the deliveries of a batch split after its lease
+/// ran out: no lease has it, so each of their settles fails.
+const NO_LEASE: u64 = 0;
+
 struct Harness {
     clock: ManualClock,
     start: SystemTime,
@@ -785,6 +994,8 @@ struct Harness {
     dlq: DeadLetters<u32>,
     /// Deliveries not yet settled, including ones whose lease ran out.
     held: Vec<Held>,
+    /// Batches kept whole and not yet settled or split, likewise.
+    batches: Vec<HeldBatch>,
     /// Every id the queue handed out.
     ids: BTreeMap<u64, MessageId>,
     model: Model,
@@ -792,6 +1003,8 @@ struct Harness {
     events: Arc<Mutex<Vec<Ev>>>,
     next_payload: u32,
     next_text: u32,
+    /// Steps run so far.
+    steps: usize,
 }
 
 impl Harness {
@@ -818,11 +1031,13 @@ impl Harness {
             dlq: queue.dead_letters(),
             queue,
             held: Vec::new(),
+            batches: Vec::new(),
             ids: BTreeMap::new(),
             model: Model::new(config),
             events,
             next_payload: 1_000,
             next_text: 0,
+            steps: 0,
         }
     }
 
@@ -863,8 +1078,9 @@ impl Harness {
             }
             Op::SendBatch { len } => self.send_batch(len, step),
             Op::Recv { wait } => self.recv(wait, step),
-            Op::RecvBatch { max } => self.recv_batch(max, step),
+            Op::RecvBatch { max, hold } => self.recv_batch(max, hold, step),
             Op::Settle { which, how } => self.settle(which, how, step),
+            Op::SettleBatch { which, how } => self.settle_batch(which, how, step),
             Op::Advance(advance) => self.advance(advance),
             Op::AdvanceThen(advance, ref then) => {
                 self.advance(advance);
@@ -979,29 +1195,103 @@ impl Harness {
         self.compare_deliveries(real.map(|d| vec![d]), expected.map(|e| vec![e]), step);
     }
 
-    fn recv_batch(&mut self, max: usize, step: &str) {
-        let expected = {
-            match self.model.recv() {
-                Ok(first) => {
-                    let mut batch = vec![first];
-                    // A batch holds at least one message.
-                    while batch.len() < max.max(1) {
-                        match self.model.take_ready() {
-                            Some(next) => batch.push(next),
-                            None => break,
-                        }
-                    }
-                    Ok(batch)
-                }
-                // A zero timeout runs out at once.
-                Err(RecvError::Empty) => Err(RecvError::Timeout),
-                Err(other) => Err(other),
-            }
+    fn recv_batch(&mut self, max: usize, hold: bool, step: &str) {
+        let expected = match self.model.recv_batch(max) {
+            // A zero timeout runs out at once.
+            Err(RecvError::Empty) => Err(RecvError::Timeout),
+            other => other,
         };
-        // Split at once: the model settles its messages one by one.
         let real = self.consumer.recv_batch(max, Duration::ZERO);
-        let real = real.map(|batch| batch.into_deliveries());
-        self.compare_deliveries(real, expected, step);
+        let real_view = real.as_ref().map(batch_view).map_err(Clone::clone);
+        let expected_view = expected.as_ref().map_err(Clone::clone).map(|(msgs, _)| {
+            msgs.iter()
+                .map(|m| Model::got(m, self.start))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(real_view, expected_view, "{step}: received batch");
+        let (Ok(batch), Ok((msgs, token)), Ok(seen)) = (real, expected, expected_view) else {
+            return;
+        };
+        for message in batch.messages() {
+            self.remember(message.id());
+        }
+        let held = HeldBatch {
+            batch,
+            token,
+            first: msgs[0].id,
+            seen,
+        };
+        if hold {
+            self.batches.push(held);
+        } else {
+            self.split(held, step);
+        }
+    }
+
+    /// `into_deliveries`; the caller has processed deadlines. The
+    /// deliveries show what the batch showed, whether or not its lease is
+    /// still current, and join the held ones.
+    fn split(&mut self, held: HeldBatch, step: &str) {
+        let HeldBatch {
+            batch,
+            token,
+            first,
+            seen,
+        } = held;
+        let tokens = self.model.split(token);
+        let deliveries = batch.into_deliveries();
+        let view: Vec<Got> = deliveries.iter().map(got).collect();
+        assert_eq!(view, seen, "{step}: split of batch #{first}");
+        let tokens = tokens.unwrap_or_else(|| vec![NO_LEASE; deliveries.len()]);
+        for (delivery, token) in deliveries.into_iter().zip(tokens) {
+            let id = delivery.id().get();
+            self.held.push(Held {
+                delivery,
+                id,
+                token,
+            });
+        }
+    }
+
+    fn settle_batch(&mut self, which: usize, how: SettleBatch, step: &str) {
+        if self.batches.is_empty() {
+            return;
+        }
+        self.model.tick();
+        let index = which % self.batches.len();
+        if let SettleBatch::Extend(by) = how {
+            let HeldBatch { first, token, .. } = self.batches[index];
+            let expected = self.model.settle_batch(first, token, Settling::Extend(by));
+            let real = self.batches[index].batch.extend(ms(by));
+            assert_eq!(
+                settle_outcome(real),
+                expected,
+                "{step}: extend batch #{first}"
+            );
+            return;
+        }
+        let held = self.batches.remove(index);
+        let (first, token) = (held.first, held.token);
+        let release = |delay| Settling::Release { delay, error: None };
+        let (settling, real) = match how {
+            SettleBatch::Ack => (Settling::Ack, held.batch.ack()),
+            SettleBatch::Nack => (release(None), held.batch.nack()),
+            SettleBatch::RetryAfter(d) => (release(Some(d)), held.batch.retry_after(ms(d))),
+            SettleBatch::Drop => {
+                drop(held);
+                // Dropping is a nack that reports nothing.
+                let _ = self.model.settle_batch(first, token, release(None));
+                return;
+            }
+            SettleBatch::Split => return self.split(held, step),
+            SettleBatch::Extend(_) => unreachable!("handled above"),
+        };
+        let expected = self.model.settle_batch(first, token, settling);
+        assert_eq!(
+            settle_outcome(real),
+            expected,
+            "{step}: {how:?} batch #{first}"
+        );
     }
 
     fn compare_deliveries(
@@ -1193,13 +1483,22 @@ impl Harness {
     }
 }
 
-fn run(config: Config, ops: &[Op]) {
+fn run(config: Config, ops: &[Op]) -> Harness {
     let mut harness = Harness::new(config);
     harness.check("before any step");
-    for (n, op) in ops.iter().enumerate() {
-        let step = format!("step {n} ({op:?}) at t={}ms", harness.model.now);
-        harness.apply(op, &step);
-        harness.check(&step);
+    harness.run(ops);
+    harness
+}
+
+impl Harness {
+    /// Applies `ops` in turn, checking everything after each.
+    fn run(&mut self, ops: &[Op]) {
+        for op in ops {
+            let step = format!("step {} ({op:?}) at t={}ms", self.steps, self.model.now);
+            self.steps += 1;
+            self.apply(op, &step);
+            self.check(&step);
+        }
     }
 }
 
@@ -1259,6 +1558,17 @@ fn settle_strategy() -> impl Strategy<Value = Settle> {
     ]
 }
 
+fn settle_batch_strategy() -> impl Strategy<Value = SettleBatch> {
+    prop_oneof![
+        3 => Just(SettleBatch::Ack),
+        2 => Just(SettleBatch::Nack),
+        2 => delay_strategy().prop_map(SettleBatch::RetryAfter),
+        2 => prop_oneof![Just(0u64), Just(1), Just(4), Just(15)].prop_map(SettleBatch::Extend),
+        1 => Just(SettleBatch::Drop),
+        3 => Just(SettleBatch::Split),
+    ]
+}
+
 fn wait_strategy() -> impl Strategy<Value = Wait> {
     prop_oneof![
         Just(Wait::Blocking),
@@ -1283,11 +1593,13 @@ fn send_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Operations that do not process deadlines first.
+/// Operations that follow a clock jump before anything is checked.
 fn lazy_op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => send_strategy(),
         20 => (any::<usize>(), settle_strategy()).prop_map(|(which, how)| Op::Settle { which, how }),
+        8 => (any::<usize>(), settle_batch_strategy())
+            .prop_map(|(which, how)| Op::SettleBatch { which, how }),
         1 => Just(Op::Close),
     ]
 }
@@ -1296,8 +1608,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         40 => send_strategy(),
         32 => wait_strategy().prop_map(|wait| Op::Recv { wait }),
-        4 => (0usize..=3).prop_map(|max| Op::RecvBatch { max }),
+        4 => (0usize..=3).prop_map(|max| Op::RecvBatch { max, hold: false }),
+        10 => prop_oneof![1 => 0usize..=1, 4 => 2usize..=6]
+            .prop_map(|max| Op::RecvBatch { max, hold: true }),
         48 => (any::<usize>(), settle_strategy()).prop_map(|(which, how)| Op::Settle { which, how }),
+        14 => (any::<usize>(), settle_batch_strategy())
+            .prop_map(|(which, how)| Op::SettleBatch { which, how }),
         24 => advance_strategy().prop_map(Op::Advance),
         8 => (advance_strategy(), lazy_op_strategy())
             .prop_map(|(advance, then)| Op::AdvanceThen(advance, Box::new(then))),
@@ -1358,33 +1674,223 @@ const SMALL: Config = Config {
     backoff: ModelBackoff::None,
 };
 
+fn send() -> Op {
+    Op::Send { wait: Wait::Try }
+}
+
+fn recv() -> Op {
+    Op::Recv { wait: Wait::Try }
+}
+
+fn settle(which: usize, how: Settle) -> Op {
+    Op::Settle { which, how }
+}
+
+/// Receives up to `max` as a batch kept whole.
+fn hold_batch(max: usize) -> Op {
+    Op::RecvBatch { max, hold: true }
+}
+
+/// Settles the first held batch.
+fn settle_batch(how: SettleBatch) -> Op {
+    Op::SettleBatch { which: 0, how }
+}
+
+fn after(advance: Advance, op: Op) -> Op {
+    Op::AdvanceThen(advance, Box::new(op))
+}
+
+impl Model {
+    fn ready_ids(&self) -> Vec<u64> {
+        self.ready.iter().map(|(msg, _)| msg.id).collect()
+    }
+}
+
 /// A lease that ran out but was not yet processed when another delivery was
-/// released: the released one goes first.
+/// released: the release processes it first, so it goes first.
 #[test]
-fn lazy_expiry_orders_after_an_earlier_release() {
-    run(
+fn an_expiry_not_yet_processed_orders_before_a_later_release() {
+    let mut harness = run(
         SMALL,
         &[
-            Op::Send {
-                wait: Wait::Blocking,
-            },
-            Op::Send {
-                wait: Wait::Blocking,
-            },
-            Op::Recv { wait: Wait::Try },
+            send(),
+            send(),
+            recv(),
             Op::Advance(Advance::By(5)),
-            Op::Recv { wait: Wait::Try },
-            Op::AdvanceThen(
-                Advance::By(5),
-                Box::new(Op::Settle {
-                    which: 1,
-                    how: Settle::Nack,
-                }),
-            ),
-            Op::Recv { wait: Wait::Try },
-            Op::Recv { wait: Wait::Try },
+            recv(),
+            after(Advance::By(5), settle(1, Settle::Nack)),
         ],
     );
+    assert_eq!(harness.model.ready_ids(), [1, 2]);
+    harness.run(&[recv(), recv()]);
+}
+
+/// Enough room, receives and no backoff for batches to come and go.
+const ROOMY: Config = Config {
+    capacity: 6,
+    max_receives: 3,
+    visibility: 10,
+    dedup_window: 25,
+    backoff: ModelBackoff::None,
+};
+
+/// Messages 2, 3, 1 at the front of the ready queue, in that order (1 was
+/// received and released), and 4 sent after; 2, 3, 1 then held as one batch.
+fn batch_out_of_id_order() -> Vec<Op> {
+    vec![
+        send(),
+        send(),
+        send(),
+        recv(),
+        settle(0, Settle::Nack),
+        // With a backoff, 1 comes back after it.
+        Op::Advance(Advance::By(5)),
+        hold_batch(3),
+        send(),
+    ]
+}
+
+/// A batch released whole joins the back of the ready queue in batch order,
+/// after what was sent meanwhile; each message keeps its receive count.
+#[test]
+fn a_released_batch_goes_to_the_back_in_batch_order() {
+    for how in [
+        SettleBatch::Nack,
+        SettleBatch::Drop,
+        SettleBatch::RetryAfter(0),
+    ] {
+        let mut harness = run(ROOMY, &batch_out_of_id_order());
+        harness.run(&[settle_batch(how)]);
+        assert_eq!(harness.model.ready_ids(), [4, 2, 3, 1], "{how:?}");
+        assert_eq!(harness.model.counters.nacked, 1 + 3, "{how:?}");
+        harness.run(&[recv(), recv(), recv(), recv()]);
+    }
+}
+
+/// A batch whose lease runs out comes back as every expiry does: in order
+/// of the instant each message is visible again, then of id, whatever the
+/// batch order.
+#[test]
+fn an_expired_batch_comes_back_by_due_time_then_id() {
+    // No backoff: all visible at the deadline, so in id order.
+    let mut harness = run(ROOMY, &batch_out_of_id_order());
+    harness.run(&[Op::Advance(Advance::By(10))]);
+    assert_eq!(harness.model.ready_ids(), [4, 1, 2, 3]);
+    assert_eq!(harness.model.counters.expired, 3);
+    harness.run(&[hold_batch(4)]);
+
+    // Backoff by receive count: 2 and 3 (first receive) are back 1 ms after
+    // the deadline, 1 (second receive) 2 ms after.
+    let backoff = ModelBackoff::Exponential {
+        initial: 1,
+        max: 10,
+    };
+    let config = Config { backoff, ..ROOMY };
+    let mut harness = run(config, &batch_out_of_id_order());
+    harness.run(&[Op::Advance(Advance::By(30))]);
+    assert_eq!(harness.model.ready_ids(), [4, 2, 3, 1]);
+    harness.run(&[hold_batch(4)]);
+}
+
+/// A batch on its last allowed receive is dead-lettered whole, message by
+/// message, when released (now) or when its lease runs out (as of then).
+#[test]
+fn a_batch_on_its_last_receive_is_dead_lettered() {
+    let config = Config {
+        max_receives: 1,
+        ..ROOMY
+    };
+    let harness = run(
+        config,
+        &[
+            send(),
+            send(),
+            hold_batch(2),
+            settle_batch(SettleBatch::Nack),
+        ],
+    );
+    assert_eq!(
+        harness.model.dead.keys().copied().collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(harness.model.counters.nacked, 2);
+
+    let harness = run(
+        config,
+        &[
+            send(),
+            send(),
+            hold_batch(2),
+            Op::Advance(Advance::By(30)),
+            settle_batch(SettleBatch::Ack),
+        ],
+    );
+    assert_eq!(harness.model.dead.len(), 2);
+    assert_eq!(harness.model.counters.expired, 2);
+    assert_eq!(harness.model.counters.acked, 0);
+}
+
+/// `extend` moves the one deadline of the batch; at that deadline, settling
+/// the batch fails naming its first message, and changes nothing.
+#[test]
+fn an_extended_batch_runs_out_at_its_new_deadline() {
+    let harness = run(
+        ROOMY,
+        &[
+            send(),
+            send(),
+            hold_batch(2),
+            Op::Advance(Advance::By(5)),
+            settle_batch(SettleBatch::Extend(15)),
+            Op::Advance(Advance::By(10)),
+            settle_batch(SettleBatch::Extend(4)),
+            after(Advance::ToDeadline(0), settle_batch(SettleBatch::Ack)),
+        ],
+    );
+    assert_eq!(harness.model.now, 19);
+    assert_eq!(harness.model.counters.acked, 0);
+    assert_eq!(harness.model.counters.expired, 2);
+    assert_eq!(harness.model.ready_ids(), [1, 2]);
+}
+
+/// Split just before its deadline, a batch gives deliveries that run out
+/// at that deadline; split at it, deliveries whose every settle fails.
+#[test]
+fn a_batch_split_keeps_its_deadline_or_settles_nothing() {
+    let harness = run(
+        ROOMY,
+        &[
+            send(),
+            send(),
+            hold_batch(2),
+            after(Advance::ToDeadline(-1), settle_batch(SettleBatch::Split)),
+            settle(0, Settle::Ack),
+            Op::Advance(Advance::By(1)),
+            settle(0, Settle::Ack),
+        ],
+    );
+    assert_eq!(harness.model.counters.acked, 1);
+    assert_eq!(harness.model.counters.expired, 1);
+
+    let harness = run(
+        ROOMY,
+        &[
+            send(),
+            send(),
+            hold_batch(2),
+            after(Advance::ToDeadline(0), settle_batch(SettleBatch::Split)),
+            // 1 received again, under a lease of its own (held third).
+            recv(),
+            settle(0, Settle::Ack),
+            settle(0, Settle::Extend(4)),
+            settle(0, Settle::Drop),
+        ],
+    );
+    assert_eq!(harness.model.counters.acked, 0);
+    assert_eq!(harness.model.counters.expired, 2);
+    assert_eq!(harness.model.dead.len(), 0);
+    assert_eq!(harness.model.ready_ids(), [2]);
+    assert_eq!(harness.model.leases.len(), 1, "the new lease of 1");
 }
 
 /// Settling exactly at the deadline is refused and changes nothing.
