@@ -16,8 +16,8 @@
 //! For the age of the oldest ready message, every push takes a sequence
 //! number and writes its time into a ring at that position, with the
 //! sequence number beside it. Pops follow push order, so the oldest ready
-//! message is the one at position `pushed - len` (the channel counts what
-//! it holds, so consumers need no counter of their own). A reader takes
+//! message is the one at position `popped` (counted under the consumers'
+//! lock, a plain store). A reader takes
 //! that slot's time only if the slot holds that sequence number: a push
 //! (or a whole batch) that took its positions and has not written them
 //! yet is never read as a time of zero or of one lap before; the reader
@@ -66,6 +66,14 @@ pub(crate) struct ReadyQueue<T> {
     ready_since: Box<[AgeSlot]>,
     /// Consumers wait here for a message (or a deadline, or the end).
     pub(crate) signal: Signal,
+}
+
+/// Frees the buffer of a chunk taken to the end (a drained iterator still
+/// holds it, which could be a large batch's).
+fn free_if_drained<T>(front: &mut vec::IntoIter<T>) {
+    if front.len() == 0 {
+        *front = Vec::new().into_iter();
+    }
 }
 
 /// What the channel carries.
@@ -150,7 +158,10 @@ impl<T> ReadyQueue<T> {
     pub(crate) fn pop(&self) -> Option<Queued<T>> {
         let mut front = self.front.lock();
         let entry = match front.next() {
-            Some(entry) => entry,
+            Some(entry) => {
+                free_if_drained(&mut front);
+                entry
+            }
             None => match self.receiver.try_recv().ok()? {
                 Chunk::One(entry) => entry,
                 Chunk::Many(mut entries) => {
@@ -188,6 +199,7 @@ impl<T> ReadyQueue<T> {
                 Err(_) => break,
             }
         }
+        free_if_drained(&mut front);
         let popped = into.len() - start;
         self.count_popped(popped);
         popped
@@ -271,6 +283,32 @@ mod tests {
         assert_eq!(ready.pop_many(5, &mut taken), 0);
         assert!(ready.pop().is_none());
         assert_eq!(ready.len(), 0);
+    }
+
+    #[test]
+    fn a_chunk_taken_to_the_end_leaves_no_buffer_behind() {
+        let ready = ReadyQueue::new(1 << 12, Duration::ZERO);
+        let chunk: Vec<Queued<u32>> = (0..1000).map(entry).collect();
+        let buffer = chunk.as_ptr_range();
+        let (start, end) = (buffer.start as usize, buffer.end as usize);
+        let in_buffer = |ready: &ReadyQueue<u32>| {
+            let at = ready.front.lock().as_slice().as_ptr() as usize;
+            (start..=end).contains(&at)
+        };
+        ready.push_many(chunk, 0);
+        let mut taken = Vec::new();
+        ready.pop_many(999, &mut taken);
+        assert!(in_buffer(&ready), "one message left in it");
+        assert!(ready.pop().is_some());
+        assert!(!in_buffer(&ready), "drained by pop: freed");
+
+        let chunk: Vec<Queued<u32>> = (0..10).map(entry).collect();
+        let buffer = chunk.as_ptr_range();
+        let (start, end) = (buffer.start as usize, buffer.end as usize);
+        ready.push_many(chunk, 0);
+        ready.pop_many(10, &mut taken);
+        let at = ready.front.lock().as_slice().as_ptr() as usize;
+        assert!(!(start..=end).contains(&at), "drained by pop_many: freed");
     }
 
     #[test]

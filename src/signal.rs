@@ -1,7 +1,8 @@
 //! Blocking without a lock on the fast path: an event count.
 //!
-//! The ready queue and the capacity counter are lock-free; threads that
-//! find nothing to do must still sleep and be woken. [`Signal`] is the
+//! Sending to the ready queue and the capacity counter are lock-free (and a
+//! pop holds its lock for a few instructions); threads that find nothing to
+//! do must still sleep and be woken. [`Signal`] is the
 //! classic *event count* (Vyukov; the same idea as crossbeam-channel's
 //! `SyncWaker`): a waiter registers, takes the current epoch, tries once
 //! more, and sleeps only if the epoch has not moved. A notifier changes the
