@@ -4,7 +4,7 @@ use crate::clock;
 use crate::delivery::{Delivery, Origin};
 use crate::error::SettleError;
 use crate::lease::NO_LEASE;
-use crate::message::{share_batched, Batched, MessageId};
+use crate::message::{Batched, MessageId};
 use std::fmt;
 use std::iter::FusedIterator;
 use std::ops::Index;
@@ -24,10 +24,11 @@ use std::time::{Duration, SystemTime};
 ///
 /// A batch costs the queue about what one [`Delivery`] does, whatever its
 /// size: one lease, one reference to the queue, one allocation for all its
-/// payloads. The messages' memory is shared: a message of this batch that
-/// comes back (its lease ran out, or it was released) or is dead-lettered
-/// keeps the whole batch's allocation alive until it leaves the queue
-/// (acknowledged, purged, or redriven with a new payload).
+/// payloads. Settled whole or split, its payloads leave that allocation,
+/// so a message that lives on (released, retried, dead-lettered) keeps
+/// none of its siblings alive. Only if the lease runs out while you still
+/// hold the batch do the messages that come back share its allocation
+/// with it, until the last of them is gone.
 ///
 /// ```
 /// use spool::Queue;
@@ -66,7 +67,7 @@ impl<T> Batch<T> {
     /// Whether it holds no message: never true, as a receive returns a
     /// batch only once it has a message.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.len() == 0
     }
 
     /// The payloads, in the order they were received.
@@ -90,7 +91,14 @@ impl<T> Batch<T> {
 
     /// The id of the message that names the batch's lease (its first).
     fn lease_id(&self) -> MessageId {
-        self.messages[0].id
+        self.messages.entry(0).id
+    }
+
+    /// Gives up this batch's reference to its messages, to settle them:
+    /// with none left but the lease's, they can leave the batch's store.
+    fn take_messages(&mut self) -> Batched<T> {
+        self.settled = true;
+        std::mem::take(&mut self.messages)
     }
 
     /// Done with all of them: removes every message of the batch from the
@@ -106,17 +114,19 @@ impl<T> Batch<T> {
     /// queue's [`Backoff`](crate::Backoff), or dead-letters it if this was
     /// its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
-        self.settled = true;
+        let id = self.lease_id();
+        let messages = self.take_messages();
         let shared = &self.origin.shared;
-        shared.release_batch(self.lease_id(), self.token, None)
+        shared.release_batch(id, self.token, None, messages)
     }
 
     /// A `nack` with an explicit delay, the same for every message, instead
     /// of the queue's backoff.
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
-        self.settled = true;
+        let id = self.lease_id();
+        let messages = self.take_messages();
         let shared = &self.origin.shared;
-        shared.release_batch(self.lease_id(), self.token, Some(delay))
+        shared.release_batch(id, self.token, Some(delay), messages)
     }
 
     /// Keeps the lease for `by` from now.
@@ -132,19 +142,17 @@ impl<T> Batch<T> {
     /// their payloads, but settling any of them returns
     /// [`SettleError::LeaseExpired`] (as settling the batch would have).
     pub fn into_deliveries(mut self) -> Vec<Delivery<T>> {
-        self.settled = true;
+        let id = self.lease_id();
+        let messages = self.take_messages();
         let origin = &self.origin;
         let split = origin
             .shared
-            .split_batch(self.lease_id(), self.token, |entry, token| {
+            .split_batch(id, self.token, messages, |entry, token| {
                 Delivery::new(Arc::clone(origin), entry, token)
             });
-        split.unwrap_or_else(|_| {
-            (0..self.len())
-                .map(|index| {
-                    let entry = share_batched(&self.messages, index);
-                    Delivery::new(Arc::clone(origin), &entry, NO_LEASE)
-                })
+        split.unwrap_or_else(|messages| {
+            (0..messages.len())
+                .map(|index| Delivery::new(Arc::clone(origin), &messages.share(index), NO_LEASE))
                 .collect()
         })
     }
@@ -154,8 +162,10 @@ impl<T> Drop for Batch<T> {
     fn drop(&mut self) {
         if !self.settled {
             // An expired lease has nothing left to release.
+            let id = self.lease_id();
+            let messages = self.take_messages();
             let shared = &self.origin.shared;
-            let _ = shared.release_batch(self.lease_id(), self.token, None);
+            let _ = shared.release_batch(id, self.token, None, messages);
         }
     }
 }
@@ -165,7 +175,7 @@ impl<T> Index<usize> for Batch<T> {
 
     /// The `index`th payload; panics if there are not that many.
     fn index(&self, index: usize) -> &T {
-        &self.messages[index].payload
+        self.messages.payload(index)
     }
 }
 
@@ -222,24 +232,24 @@ pub struct BatchMessage<'a, T> {
 impl<'a, T> BatchMessage<'a, T> {
     /// The message's id.
     pub fn id(&self) -> MessageId {
-        self.batch.messages[self.index].id
+        self.batch.messages.entry(self.index).id
     }
 
     /// The idempotency key it was sent with, if any.
     pub fn key(&self) -> Option<&'a str> {
-        let entry = &self.batch.messages[self.index];
+        let entry = self.batch.messages.entry(self.index);
         entry.key().map(|key| &**key)
     }
 
     /// Which delivery of this message this is: 1 the first time, 2 after
     /// one failed attempt, and so on.
     pub fn receive_count(&self) -> u32 {
-        self.batch.messages[self.index].receive_count
+        self.batch.messages.entry(self.index).receive_count
     }
 
     /// When the message was first enqueued.
     pub fn enqueued_at(&self) -> SystemTime {
-        clock::from_nanos(self.batch.messages[self.index].enqueued_at)
+        clock::from_nanos(self.batch.messages.entry(self.index).enqueued_at)
     }
 
     /// The payload.

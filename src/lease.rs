@@ -16,8 +16,9 @@
 //! (lazy deletion). Expiry therefore pops only what is due: O(expired ·
 //! log n), never a scan of everything in flight. So that stale entries
 //! cannot pile up while leases are settled faster than they expire, a shard
-//! rebuilds its heap from the live leases once stale entries outnumber live
-//! ones by two to one, which costs O(1) amortised per lease.
+//! rebuilds its heap from the live leases once it holds more than twice as
+//! many entries as the shard has messages in flight (a batch lease is one
+//! entry for all its messages), which costs O(1) amortised per lease.
 //!
 //! A lease covers one message (a delivery) or a whole batch received as
 //! one; a batch's lease is named by its first message, and settling one
@@ -32,7 +33,7 @@
 
 use crate::clock::Nanos;
 use crate::error::SettleError;
-use crate::message::{share_batched, Batched, Held, MessageId};
+use crate::message::{BatchMessages, Batched, Held, MessageId};
 use crate::padded::Padded;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
@@ -98,7 +99,7 @@ impl<T> Leased<T> {
     fn id(&self) -> MessageId {
         match self {
             Leased::One(entry) => entry.id,
-            Leased::Batch(batch) => batch[0].id,
+            Leased::Batch(batch) => batch.entry(0).id,
         }
     }
 
@@ -303,7 +304,7 @@ impl<T> LeaseTable<T> {
     /// ([`next_lease`](crate::message::Entry::next_lease)).
     pub(crate) fn insert_batch(&self, home: usize, batch: Batched<T>, deadline: Nanos) -> u64 {
         let mut shard = self.shards[home].0.lock();
-        let token = shard.claim(batch[0].leases());
+        let token = shard.claim(batch.entry(0).leases());
         shard.fill(token, Leased::Batch(batch), deadline);
         token
     }
@@ -384,19 +385,26 @@ impl<T> LeaseTable<T> {
     /// Replaces the current lease `token` of the batch whose first message
     /// is `id` by one lease per message, with the same deadline, in the
     /// same shard; returns what `deliver` makes of each, in batch order.
+    /// `ours` is the caller's own reference to the batch, given up so
+    /// that the payloads can move out of it; it comes back if the lease is
+    /// not current.
     pub(crate) fn split<R>(
         &self,
         id: MessageId,
         token: u64,
         now: Nanos,
+        ours: Batched<T>,
         mut deliver: impl FnMut(&Held<T>, u64) -> R,
-    ) -> Result<Vec<R>, SettleError> {
+    ) -> Result<Vec<R>, Batched<T>> {
         let mut shard = self.shard(token).lock();
-        let (batch, deadline) = shard
-            .take_batch(id, token, now)
-            .ok_or(SettleError::LeaseExpired { id })?;
-        Ok((0..batch.len())
-            .map(|index| shard.put(share_batched(&batch, index), deadline, &mut deliver))
+        let Some((batch, deadline)) = shard.take_batch(id, token, now) else {
+            return Err(ours);
+        };
+        drop(ours);
+        let messages = BatchMessages::into_held(batch);
+        Ok(messages
+            .into_iter()
+            .map(|entry| shard.put(entry, deadline, &mut deliver))
             .collect())
     }
 
@@ -433,8 +441,11 @@ impl<T> LeaseTable<T> {
                 if shard.is_live(&top) {
                     match shard.take(top.2).leased {
                         Leased::One(entry) => expired.push((top.0, entry)),
-                        Leased::Batch(batch) => expired
-                            .extend((0..batch.len()).map(|i| (top.0, share_batched(&batch, i)))),
+                        Leased::Batch(batch) => expired.extend(
+                            BatchMessages::into_held(batch)
+                                .into_iter()
+                                .map(|entry| (top.0, entry)),
+                        ),
                     }
                 }
             }
@@ -447,7 +458,7 @@ impl<T> LeaseTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Entry;
+    use crate::message::{BatchMessages, Entry};
 
     fn entry(id: u64) -> Held<u32> {
         let mut entry = Entry::new(MessageId(id), id as u32, 0, None).into_held();
@@ -552,7 +563,7 @@ mod tests {
                 entry
             })
             .collect();
-        std::sync::Arc::new(entries)
+        std::sync::Arc::new(BatchMessages::new(entries))
     }
 
     #[test]
@@ -599,12 +610,14 @@ mod tests {
     #[test]
     fn a_split_batch_becomes_one_lease_per_message_with_its_deadline() {
         let table = LeaseTable::new();
-        let token = table.insert_batch(4, batch(0..4), 100);
+        let ours = batch(0..4);
+        let token = table.insert_batch(4, ours.clone(), 100);
         let split = table
-            .split(MessageId(0), token, 10, |entry, token| {
+            .split(MessageId(0), token, 10, ours, |entry, token| {
                 (entry.id, token, *entry.payload)
             })
-            .unwrap();
+            .ok()
+            .expect("a current lease");
         assert_eq!(split.len(), 4);
         assert_eq!(table.len(), 4);
         assert!(
@@ -624,7 +637,10 @@ mod tests {
             3,
             "the others ran out with the batch's deadline"
         );
-        assert!(table.split(MessageId(0), token, 10, |_, t| t).is_err());
+        let ours = batch(0..4);
+        assert!(table
+            .split(MessageId(0), token, 10, ours, |_, t| t)
+            .is_err());
     }
 
     #[test]

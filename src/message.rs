@@ -2,7 +2,10 @@
 //!
 //! An [`Entry`] has exactly one owner at a time: the ready queue, the delay
 //! queue, the lease table or the dead-letter store. Moving it between them
-//! is what a state change is, so a message can never be in two states.
+//! is what a state change is, so a message can never be in two states. (A
+//! [`Batch`](crate::Batch) keeps a read-only copy of its messages, shared
+//! with their lease, for its holder to read; it settles nothing once the
+//! lease has ended.)
 
 use crate::clock::Nanos;
 use std::fmt;
@@ -50,18 +53,13 @@ pub(crate) struct Entry<P> {
 /// A message in the ready or the delay queue. A message never delivered
 /// carries its payload by value: nothing is allocated for it between the
 /// producer and the consumer, and the consumer that receives it allocates
-/// (and later frees) its shared copy on its own thread.
+/// its shared copy (or, for a batch, one store for all the batch's
+/// payloads).
 pub(crate) type Queued<T> = Entry<Payload<T>>;
 
 /// A message in flight or dead-lettered: deliveries and dead letters handed
 /// out share its payload, which stays readable while they live.
 pub(crate) type Held<T> = Entry<SharedPayload<T>>;
-
-/// The messages of a batch received as one: taken from the ready queue as
-/// they were, and shared by the batch, its lease, and (after the lease
-/// ends without an ack) whatever its messages become next. One allocation
-/// for the whole batch instead of one shared payload per message.
-pub(crate) type Batched<T> = Arc<Vec<Queued<T>>>;
 
 /// A queued message's payload: by value until its first delivery, shared
 /// after (an expired delivery may still be reading it).
@@ -74,9 +72,10 @@ pub(crate) enum Payload<T> {
 pub(crate) enum SharedPayload<T> {
     /// Shared on its own.
     Alone(Arc<T>),
-    /// Held by value in the batch it was received in, at this index (see
-    /// [`share_batched`]): never nested deeper than that.
-    InBatch(Batched<T>, u32),
+    /// In the store of the batch it was received in, at this index. A store
+    /// holds payloads only, so this keeps alive nothing but that batch's
+    /// payloads.
+    InBatch(Arc<Vec<T>>, u32),
 }
 
 impl<T> Payload<T> {
@@ -106,7 +105,7 @@ impl<T> Deref for SharedPayload<T> {
     fn deref(&self) -> &T {
         match self {
             SharedPayload::Alone(payload) => payload,
-            SharedPayload::InBatch(batch, index) => &batch[*index as usize].payload,
+            SharedPayload::InBatch(store, index) => &store[*index as usize],
         }
     }
 }
@@ -116,31 +115,121 @@ impl<T> Clone for SharedPayload<T> {
     fn clone(&self) -> Self {
         match self {
             SharedPayload::Alone(payload) => SharedPayload::Alone(Arc::clone(payload)),
-            SharedPayload::InBatch(batch, index) => {
-                SharedPayload::InBatch(Arc::clone(batch), *index)
+            SharedPayload::InBatch(store, index) => {
+                SharedPayload::InBatch(Arc::clone(store), *index)
             }
         }
     }
 }
 
-/// The `index`th message of `batch`, on its own again (its lease ended
-/// without an ack, or it is to be settled alone). Its payload refers to
-/// the batch; a payload the batch itself only refers to is referred to
-/// directly, so a message received in batch after batch keeps at most one
-/// of them alive.
-pub(crate) fn share_batched<T>(batch: &Batched<T>, index: usize) -> Held<T> {
-    let entry = &batch[index];
-    let payload = match &entry.payload {
-        Payload::Owned(_) => SharedPayload::InBatch(Arc::clone(batch), index as u32),
-        Payload::Shared(payload) => payload.clone(),
-    };
-    Entry {
-        id: entry.id,
-        payload,
-        enqueued_at: entry.enqueued_at,
-        receive_count: entry.receive_count,
-        leases: entry.leases,
-        extra: entry.extra.clone(),
+/// The messages of a batch received as one, as its lease and its
+/// [`Batch`](crate::Batch) share them. The payloads that came by value
+/// (never delivered before) are moved into one store: one allocation for
+/// the batch instead of one shared payload per message.
+pub(crate) struct BatchMessages<T> {
+    entries: Vec<Entry<Slot<T>>>,
+    store: Arc<Vec<T>>,
+}
+
+pub(crate) type Batched<T> = Arc<BatchMessages<T>>;
+
+/// Where a batch's message finds its payload.
+enum Slot<T> {
+    /// In the batch's store, at this index.
+    Stored(u32),
+    /// Shared already (the message was delivered before).
+    Shared(SharedPayload<T>),
+}
+
+impl<T> Default for BatchMessages<T> {
+    fn default() -> Self {
+        BatchMessages {
+            entries: Vec::new(),
+            store: Arc::default(),
+        }
+    }
+}
+
+impl<T> BatchMessages<T> {
+    pub(crate) fn new(queued: Vec<Queued<T>>) -> Self {
+        let mut store = Vec::with_capacity(queued.len());
+        let entries = queued
+            .into_iter()
+            .map(|entry| {
+                entry.map_payload(|payload| match payload {
+                    Payload::Owned(payload) => {
+                        store.push(payload);
+                        Slot::Stored(store.len() as u32 - 1)
+                    }
+                    Payload::Shared(payload) => Slot::Shared(payload),
+                })
+            })
+            .collect();
+        BatchMessages {
+            entries,
+            store: Arc::new(store),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The `index`th message's metadata (its payload is [`payload`](Self::payload)).
+    pub(crate) fn entry(&self, index: usize) -> &Entry<impl Sized> {
+        &self.entries[index]
+    }
+
+    pub(crate) fn payload(&self, index: usize) -> &T {
+        match &self.entries[index].payload {
+            Slot::Stored(at) => &self.store[*at as usize],
+            Slot::Shared(payload) => payload,
+        }
+    }
+
+    pub(crate) fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.entries.iter().map(|entry| entry.id)
+    }
+
+    /// The `index`th message on its own, sharing the batch's store.
+    pub(crate) fn share(&self, index: usize) -> Held<T> {
+        self.entries[index].clone_with(|slot| match slot {
+            Slot::Stored(at) => SharedPayload::InBatch(Arc::clone(&self.store), *at),
+            Slot::Shared(payload) => payload.clone(),
+        })
+    }
+
+    /// Each message on its own, in order. If `batch` was the last holder
+    /// of its store, the payloads move out of it (each into its own shared
+    /// allocation) and nothing of the batch stays alive; otherwise they
+    /// share it.
+    pub(crate) fn into_held(batch: Batched<T>) -> Vec<Held<T>> {
+        let batch = match Arc::try_unwrap(batch) {
+            Ok(batch) => batch,
+            Err(shared) => return (0..shared.len()).map(|i| shared.share(i)).collect(),
+        };
+        let store = match Arc::try_unwrap(batch.store) {
+            Ok(store) => store,
+            Err(store) => {
+                let batch = BatchMessages { store, ..batch };
+                return (0..batch.len()).map(|i| batch.share(i)).collect();
+            }
+        };
+        // `new` stored the owned payloads in entry order.
+        let mut stored = store.into_iter();
+        batch
+            .entries
+            .into_iter()
+            .map(|entry| {
+                entry.map_payload(|slot| match slot {
+                    Slot::Stored(_) => {
+                        let payload = stored.next().expect("one stored payload per slot");
+                        SharedPayload::Alone(Arc::new(payload))
+                    }
+                    Slot::Shared(payload) => payload,
+                })
+            })
+            .collect()
     }
 }
 
@@ -199,8 +288,20 @@ impl<P> Entry<P> {
         }
     }
 
+    /// A copy of its metadata, with the payload `f` makes of its own.
+    fn clone_with<Q>(&self, f: impl FnOnce(&P) -> Q) -> Entry<Q> {
+        Entry {
+            id: self.id,
+            payload: f(&self.payload),
+            enqueued_at: self.enqueued_at,
+            receive_count: self.receive_count,
+            leases: self.leases,
+            extra: self.extra.clone(),
+        }
+    }
+
     /// Counts a new lease on it and returns the count: unique for this
-    /// message in this process (it would take 2^32 deliveries of one
+    /// message in this process (it would take 2^30 deliveries of one
     /// message, while a delivery from the first is still held, to repeat).
     pub(crate) fn next_lease(&mut self) -> u32 {
         self.leases = self.leases.wrapping_add(1);
@@ -239,14 +340,7 @@ impl<P> Entry<P> {
 
 impl<T> Clone for Held<T> {
     fn clone(&self) -> Self {
-        Entry {
-            id: self.id,
-            payload: self.payload.clone(),
-            enqueued_at: self.enqueued_at,
-            receive_count: self.receive_count,
-            leases: self.leases,
-            extra: self.extra.clone(),
-        }
+        self.clone_with(SharedPayload::clone)
     }
 }
 

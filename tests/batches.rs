@@ -5,6 +5,7 @@ mod common;
 
 use common::{manual, SEC};
 use spool::{Backoff, Queue, RecvError, SettleError};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 #[test]
@@ -322,4 +323,98 @@ fn deliveries_of_any_consumer_handle_settle_through_any_other() {
     let stats = queue.stats();
     assert_eq!((stats.acked, stats.in_flight, stats.ready), (12, 0, 0));
     assert_eq!(other.stats().acked, 1);
+}
+
+/// A payload that counts how many of its kind are alive, to see what a
+/// queue keeps after the messages are gone. One counter per test: tests run
+/// in parallel.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Counted(u64, usize);
+
+static ALIVE: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+impl Counted {
+    fn new(value: u64, counter: usize) -> Self {
+        ALIVE[counter].fetch_add(1, SeqCst);
+        Counted(value, counter)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        ALIVE[self.1].fetch_sub(1, SeqCst);
+    }
+}
+
+#[test]
+fn a_message_retried_in_batch_after_batch_keeps_no_earlier_batch_alive() {
+    let queue: Queue<Counted> = Queue::builder().open().unwrap();
+    let (producer, consumer) = (queue.producer(), queue.consumer());
+    // Each round: the message nacked last round comes back with a new one;
+    // the old one is acked, the new one nacked.
+    for round in 0..1_000 {
+        producer.send(Counted::new(round, 0)).unwrap();
+        let batch = consumer.recv_batch(2, Duration::ZERO).unwrap();
+        for delivery in batch.into_deliveries() {
+            if delivery.0 == round {
+                delivery.nack().unwrap();
+            } else {
+                delivery.ack().unwrap();
+            }
+        }
+    }
+    assert_eq!(queue.stats().ready, 1);
+    assert_eq!(ALIVE[0].load(SeqCst), 1, "only the message still queued");
+}
+
+#[test]
+fn settled_messages_of_a_batch_are_freed_while_a_sibling_lives_on() {
+    let queue: Queue<Counted> = Queue::builder().max_receives(1).open().unwrap();
+    let batch: Vec<Counted> = (0..3).map(|i| Counted::new(i, 1)).collect();
+    queue.producer().send_batch(batch).unwrap();
+    let consumer = queue.consumer();
+    let mut deliveries = consumer
+        .recv_batch(3, Duration::ZERO)
+        .unwrap()
+        .into_deliveries();
+    deliveries.pop().unwrap().dead_letter("kept").unwrap();
+    consumer.ack_batch(deliveries).unwrap();
+    assert_eq!(queue.dead_letters().len(), 1);
+    assert_eq!(ALIVE[1].load(SeqCst), 1, "only the dead letter");
+
+    // Nacked whole, a batch's messages leave its store too.
+    let batch: Vec<Counted> = (0..3).map(|i| Counted::new(10 + i, 1)).collect();
+    queue.producer().send_batch(batch).unwrap();
+    consumer
+        .recv_batch(3, Duration::ZERO)
+        .unwrap()
+        .nack()
+        .unwrap(); // dead-lettered
+    queue.dead_letters().purge().unwrap();
+    assert_eq!(ALIVE[1].load(SeqCst), 0);
+}
+
+#[test]
+fn a_batch_whose_lease_ran_out_shares_its_payloads_until_both_are_done() {
+    let (clock, _) = manual();
+    let queue: Queue<Counted> = Queue::builder()
+        .clock(clock.clone())
+        .visibility_timeout(SEC)
+        .open()
+        .unwrap();
+    let batch: Vec<Counted> = (0..4).map(|i| Counted::new(i, 2)).collect();
+    queue.producer().send_batch(batch).unwrap();
+    let consumer = queue.consumer();
+    let held = consumer.recv_batch(4, Duration::ZERO).unwrap();
+    clock.advance(SEC);
+    let again = consumer.recv_batch(4, Duration::ZERO).unwrap();
+    assert_eq!(again.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    drop(held);
+    assert_eq!(ALIVE[2].load(SeqCst), 4, "still read through `again`");
+    again.ack().unwrap();
+    assert_eq!(ALIVE[2].load(SeqCst), 0);
 }

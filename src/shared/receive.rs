@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, StorageError};
 use crate::event::Event;
-use crate::message::{Held, Queued};
+use crate::message::{BatchMessages, Held, Queued};
 use crate::stats::Counters;
 use crate::wal::Record;
 use std::sync::atomic::Ordering::SeqCst;
@@ -125,7 +125,7 @@ impl<T> Shared<T> {
             entry.next_lease();
         }
         let deadline = self.lease_deadline(now);
-        let batch = Arc::new(entries);
+        let batch = Arc::new(BatchMessages::new(entries));
         let token = self
             .leases
             .insert_batch(origin.home, Arc::clone(&batch), deadline);

@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::{SettleError, StorageError};
 use crate::event::Event;
-use crate::message::{share_batched, Held, MessageId};
+use crate::message::{BatchMessages, Batched, Held, MessageId};
 use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
 use std::time::Duration;
@@ -48,7 +48,7 @@ impl<T> Shared<T> {
         let batch = self.leases.remove_batch(id, token, now, true)?;
         let mut logged = Ok(None);
         if self.journal.is_some() {
-            let ids: Vec<MessageId> = batch.iter().map(|entry| entry.id).collect();
+            let ids: Vec<MessageId> = batch.ids().collect();
             logged = self.log_acks(&ids);
         }
         self.free_slots(batch.len());
@@ -74,19 +74,22 @@ impl<T> Shared<T> {
 
     /// Ends the lease of a batch early: each message is retried after
     /// `delay` (or its backoff), or dead-lettered if it has used up its
-    /// receives. Reports the first failure to record any of them.
+    /// receives. `ours` is the settling [`Batch`](crate::Batch)'s reference
+    /// to the messages, given up so that they can leave the batch's
+    /// store. Reports the first failure to record any of them.
     pub(crate) fn release_batch(
         &self,
         id: MessageId,
         token: u64,
         delay: Option<Duration>,
+        ours: Batched<T>,
     ) -> Result<(), SettleError> {
         let now = self.now();
         self.tick(now);
-        let batch = self.leases.remove_batch(id, token, now, false)?;
+        let batch = self.leases.remove_batch(id, token, now, false);
+        drop(ours);
         let mut first_error = Ok(());
-        for index in 0..batch.len() {
-            let entry = share_batched(&batch, index);
+        for entry in BatchMessages::into_held(batch?) {
             let released = self.release_entry(entry, delay, None, now);
             first_error = first_error.and(released);
         }
@@ -99,11 +102,12 @@ impl<T> Shared<T> {
         &self,
         id: MessageId,
         token: u64,
+        ours: Batched<T>,
         deliver: impl FnMut(&Held<T>, u64) -> R,
-    ) -> Result<Vec<R>, SettleError> {
+    ) -> Result<Vec<R>, Batched<T>> {
         let now = self.now();
         self.tick(now);
-        self.leases.split(id, token, now, deliver)
+        self.leases.split(id, token, now, ours, deliver)
     }
 
     /// Ends a lease early: the message is retried after `delay` (or the
