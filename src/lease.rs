@@ -458,7 +458,7 @@ impl<T> LeaseTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{BatchMessages, Entry};
+    use crate::message::{BatchBuilder, Entry};
 
     fn entry(id: u64) -> Held<u32> {
         let mut entry = Entry::new(MessageId(id), id as u32, 0, None).into_held();
@@ -555,15 +555,14 @@ mod tests {
     }
 
     fn batch(ids: std::ops::Range<u64>) -> Batched<u32> {
-        let entries = ids
-            .map(|id| {
-                let mut entry = Entry::new(MessageId(id), id as u32, 0, None);
-                entry.receive_count = 1;
-                entry.next_lease();
-                entry
-            })
-            .collect();
-        std::sync::Arc::new(BatchMessages::new(entries))
+        let mut batch = BatchBuilder::with_capacity(ids.end as usize);
+        for id in ids {
+            let mut entry = Entry::new(MessageId(id), id as u32, 0, None);
+            entry.receive_count = 1;
+            entry.next_lease();
+            batch.push(entry);
+        }
+        std::sync::Arc::new(batch.finish())
     }
 
     #[test]

@@ -150,27 +150,66 @@ impl<T> Default for BatchMessages<T> {
     }
 }
 
-impl<T> BatchMessages<T> {
-    pub(crate) fn new(queued: Vec<Queued<T>>) -> Self {
-        let mut store = Vec::with_capacity(queued.len());
-        let entries = queued
-            .into_iter()
-            .map(|entry| {
-                entry.map_payload(|payload| match payload {
-                    Payload::Owned(payload) => {
-                        store.push(payload);
-                        Slot::Stored(store.len() as u32 - 1)
-                    }
-                    Payload::Shared(payload) => Slot::Shared(payload),
-                })
-            })
-            .collect();
-        BatchMessages {
-            entries,
-            store: Arc::new(store),
+/// A batch being taken from the ready queue, before it is shared.
+pub(crate) struct BatchBuilder<T> {
+    entries: Vec<Entry<Slot<T>>>,
+    store: Vec<T>,
+}
+
+impl<T> BatchBuilder<T> {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        BatchBuilder {
+            entries: Vec::with_capacity(capacity),
+            store: Vec::with_capacity(capacity),
         }
     }
 
+    /// Adds a message; a payload that came by value moves into the store.
+    pub(crate) fn push(&mut self, entry: Queued<T>) {
+        let store = &mut self.store;
+        self.entries
+            .push(entry.map_payload(|payload| match payload {
+                Payload::Owned(payload) => {
+                    store.push(payload);
+                    Slot::Stored(store.len() as u32 - 1)
+                }
+                Payload::Shared(payload) => Slot::Shared(payload),
+            }));
+    }
+
+    /// Each message's id and receive count.
+    pub(crate) fn receives(&self) -> impl Iterator<Item = (MessageId, u32)> + '_ {
+        self.entries
+            .iter()
+            .map(|entry| (entry.id, entry.receive_count))
+    }
+
+    /// The messages as they were pushed (to put them back).
+    pub(crate) fn into_queued(self) -> Vec<Queued<T>> {
+        // `push` stored the owned payloads in entry order.
+        let mut stored = self.store.into_iter();
+        self.entries
+            .into_iter()
+            .map(|entry| {
+                entry.map_payload(|slot| match slot {
+                    Slot::Stored(_) => {
+                        Payload::Owned(stored.next().expect("one stored payload per slot"))
+                    }
+                    Slot::Shared(payload) => Payload::Shared(payload),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn finish(self) -> BatchMessages<T> {
+        BatchMessages {
+            entries: self.entries,
+            store: Arc::new(self.store),
+        }
+    }
+}
+
+impl<T> BatchMessages<T> {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -175,16 +175,15 @@ impl<T> ReadyQueue<T> {
         Some(entry)
     }
 
-    /// Takes up to `max` of the oldest ready messages into `into`;
-    /// returns how many.
-    pub(crate) fn pop_many(&self, max: usize, into: &mut Vec<Queued<T>>) -> usize {
+    /// Takes up to `max` of the oldest ready messages, in order, handing
+    /// each to `take`; returns how many.
+    pub(crate) fn pop_many(&self, max: usize, mut take: impl FnMut(Queued<T>)) -> usize {
         let mut front = self.front.lock();
-        let start = into.len();
         let mut want = max;
         loop {
             if front.len() > 0 {
                 let taken = want.min(front.len());
-                into.extend(front.by_ref().take(taken));
+                front.by_ref().take(taken).for_each(&mut take);
                 want -= taken;
             }
             if want == 0 {
@@ -192,7 +191,7 @@ impl<T> ReadyQueue<T> {
             }
             match self.receiver.try_recv() {
                 Ok(Chunk::One(entry)) => {
-                    into.push(entry);
+                    take(entry);
                     want -= 1;
                 }
                 Ok(Chunk::Many(entries)) => *front = entries,
@@ -200,7 +199,7 @@ impl<T> ReadyQueue<T> {
             }
         }
         free_if_drained(&mut front);
-        let popped = into.len() - start;
+        let popped = max - want;
         self.count_popped(popped);
         popped
     }
@@ -270,17 +269,21 @@ mod tests {
         assert_eq!(ready.len(), 10);
 
         let mut taken = Vec::new();
-        assert_eq!(ready.pop_many(3, &mut taken), 3, "across a chunk's edge");
+        assert_eq!(
+            ready.pop_many(3, |e| taken.push(e)),
+            3,
+            "across a chunk's edge"
+        );
         assert_eq!(ids(&taken), [0, 1, 2]);
         assert_eq!(ready.pop().map(|e| e.id.0), Some(3), "the rest comes first");
         assert_eq!(ready.len(), 6);
         taken.clear();
-        assert_eq!(ready.pop_many(5, &mut taken), 5);
+        assert_eq!(ready.pop_many(5, |e| taken.push(e)), 5);
         assert_eq!(ids(&taken), [4, 5, 6, 7, 8]);
         taken.clear();
-        assert_eq!(ready.pop_many(5, &mut taken), 1);
+        assert_eq!(ready.pop_many(5, |e| taken.push(e)), 1);
         assert_eq!(ids(&taken), [9]);
-        assert_eq!(ready.pop_many(5, &mut taken), 0);
+        assert_eq!(ready.pop_many(5, |e| taken.push(e)), 0);
         assert!(ready.pop().is_none());
         assert_eq!(ready.len(), 0);
     }
@@ -297,7 +300,7 @@ mod tests {
         };
         ready.push_many(chunk, 0);
         let mut taken = Vec::new();
-        ready.pop_many(999, &mut taken);
+        ready.pop_many(999, |e| taken.push(e));
         assert!(in_buffer(&ready), "one message left in it");
         assert!(ready.pop().is_some());
         assert!(!in_buffer(&ready), "drained by pop: freed");
@@ -306,7 +309,7 @@ mod tests {
         let buffer = chunk.as_ptr_range();
         let (start, end) = (buffer.start as usize, buffer.end as usize);
         ready.push_many(chunk, 0);
-        ready.pop_many(10, &mut taken);
+        ready.pop_many(10, |e| taken.push(e));
         let at = ready.front.lock().as_slice().as_ptr() as usize;
         assert!(!(start..=end).contains(&at), "drained by pop_many: freed");
     }
@@ -338,7 +341,7 @@ mod tests {
                                 seen.extend(ready.pop().map(|e| e.id.0));
                             } else {
                                 batch.clear();
-                                ready.pop_many(c * 2, &mut batch);
+                                ready.pop_many(c * 2, |e| batch.push(e));
                                 seen.extend(ids(&batch));
                             }
                         }

@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, StorageError};
 use crate::event::Event;
-use crate::message::{BatchMessages, Held, Queued};
+use crate::message::{BatchBuilder, Held, Queued};
 use crate::stats::Counters;
 use crate::wal::Record;
 use std::sync::atomic::Ordering::SeqCst;
@@ -108,24 +108,23 @@ impl<T> Shared<T> {
         max: usize,
         now: Nanos,
     ) -> Result<Option<Batch<T>>, RecvError> {
-        let mut entries = Vec::with_capacity(max.min(self.ready.len()).max(1));
-        if self.ready.pop_many(max, &mut entries) == 0 {
+        let mut batch = BatchBuilder::with_capacity(max.min(self.ready.len()).max(1));
+        let taken = self.ready.pop_many(max, |mut entry| {
+            entry.receive_count = entry.receive_count.saturating_add(1);
+            entry.next_lease();
+            batch.push(entry);
+        });
+        if taken == 0 {
             return Ok(None);
         }
-        for entry in &mut entries {
-            entry.receive_count = entry.receive_count.saturating_add(1);
-        }
         if self.journal.is_some() {
-            if let Err(error) = self.log_receives(&entries) {
-                self.unreceive(entries, now);
+            if let Err(error) = self.log_receives(&batch) {
+                self.unreceive(batch.into_queued(), now);
                 return Err(RecvError::Storage(error));
             }
         }
-        for entry in &mut entries {
-            entry.next_lease();
-        }
         let deadline = self.lease_deadline(now);
-        let batch = Arc::new(BatchMessages::new(entries));
+        let batch = Arc::new(batch.finish());
         let token = self
             .leases
             .insert_batch(origin.home, Arc::clone(&batch), deadline);
@@ -135,17 +134,17 @@ impl<T> Shared<T> {
 
     /// Records the receives of a batch, in frames of at most
     /// `RECEIVES_PER_FRAME` records, and waits for the last.
-    fn log_receives(&self, entries: &[Queued<T>]) -> Result<(), StorageError> {
+    fn log_receives(&self, batch: &BatchBuilder<T>) -> Result<(), StorageError> {
+        let records: Vec<Record<'_>> = batch
+            .receives()
+            .map(|(id, receive_count)| Record::Receive {
+                id: id.0,
+                receive_count,
+            })
+            .collect();
         let mut ticket = None;
-        for chunk in entries.chunks(RECEIVES_PER_FRAME) {
-            let records: Vec<Record<'_>> = chunk
-                .iter()
-                .map(|entry| Record::Receive {
-                    id: entry.id.0,
-                    receive_count: entry.receive_count,
-                })
-                .collect();
-            ticket = self.log(&records)?;
+        for chunk in records.chunks(RECEIVES_PER_FRAME) {
+            ticket = self.log(chunk)?;
         }
         self.durable(ticket)
     }
