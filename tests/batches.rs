@@ -418,3 +418,23 @@ fn a_batch_whose_lease_ran_out_shares_its_payloads_until_both_are_done() {
     again.ack().unwrap();
     assert_eq!(ALIVE[2].load(SeqCst), 0);
 }
+
+#[test]
+fn handles_deliveries_and_batches_cross_threads() {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<spool::Batch<u32>>();
+    send_and_sync::<spool::Delivery<u32>>();
+    send_and_sync::<spool::Consumer<u32>>();
+    send_and_sync::<spool::Producer<u32>>();
+
+    // A batch received on one thread is read and acked on another.
+    let queue: Queue<u32> = Queue::builder().open().unwrap();
+    queue.producer().send_batch(vec![1, 2, 3]).unwrap();
+    let batch = queue.consumer().recv_batch(3, Duration::ZERO).unwrap();
+    let total = std::thread::spawn(move || {
+        let total: u32 = batch.iter().sum();
+        batch.ack().map(|()| total)
+    });
+    assert_eq!(total.join().unwrap(), Ok(6));
+    assert_eq!(queue.stats().acked, 3);
+}
