@@ -101,6 +101,14 @@ impl<T> Batch<T> {
         std::mem::take(&mut self.messages)
     }
 
+    /// Releases every message, after `delay` or each one's backoff.
+    fn release(&mut self, delay: Option<Duration>) -> Result<(), SettleError> {
+        let id = self.lease_id();
+        let messages = self.take_messages();
+        let shared = &self.origin.shared;
+        shared.release_batch(id, self.token, delay, messages)
+    }
+
     /// Done with all of them: removes every message of the batch from the
     /// queue for good. On a persistent queue, one write (and one wait for
     /// the disk) for all.
@@ -114,19 +122,13 @@ impl<T> Batch<T> {
     /// queue's [`Backoff`](crate::Backoff), or dead-letters it if this was
     /// its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
-        let id = self.lease_id();
-        let messages = self.take_messages();
-        let shared = &self.origin.shared;
-        shared.release_batch(id, self.token, None, messages)
+        self.release(None)
     }
 
     /// A `nack` with an explicit delay, the same for every message, instead
     /// of the queue's backoff.
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
-        let id = self.lease_id();
-        let messages = self.take_messages();
-        let shared = &self.origin.shared;
-        shared.release_batch(id, self.token, Some(delay), messages)
+        self.release(Some(delay))
     }
 
     /// Keeps the lease for `by` from now.
@@ -162,10 +164,7 @@ impl<T> Drop for Batch<T> {
     fn drop(&mut self) {
         if !self.settled {
             // An expired lease has nothing left to release.
-            let id = self.lease_id();
-            let messages = self.take_messages();
-            let shared = &self.origin.shared;
-            let _ = shared.release_batch(id, self.token, None, messages);
+            let _ = self.release(None);
         }
     }
 }
