@@ -3,10 +3,15 @@
 //! A plain reference model (a `VecDeque` for the ready FIFO, maps for
 //! leases, delayed messages, dead letters and idempotency keys, and the
 //! counters) runs beside a real [`Queue`] with a [`ManualClock`]. proptest
-//! generates sequences of operations (sends of every kind, receives,
-//! settling held deliveries in every way, receiving batches and settling
-//! or splitting them whole, clock jumps, dead-letter operations, close)
-//! and shrinks any disagreement to a minimal sequence.
+//! generates sequences of operations (sends of every kind, batch sends
+//! that may be refused whole, receives through several consumer handles,
+//! settling held deliveries in every way, one by one or several at once
+//! with `Consumer::ack_batch`, receiving batches and settling or splitting
+//! them whole, clock jumps, dead-letter operations, close) and shrinks any
+//! disagreement to a minimal sequence. Most cases use a small queue, so
+//! that it is often full; some (see [`BULK_CAPACITY`]) a queue of up to 40
+//! with more and larger batches, so that batches of 10 to 30 messages are
+//! received, settled, split and run out.
 //!
 //! After every step the test compares each result the queue returned with
 //! the model's (ids, duplicates, error variants, each delivery's and each
@@ -51,15 +56,30 @@
 //!   before taking room, so a duplicate or a conflict is reported even when
 //!   the queue is full. A redrive checks `NotFound`, then `Closed`, then
 //!   `Full`.
+//! - A batch send is all or nothing: unless there is room for all of it
+//!   now, `try_send_batch` gives the whole batch back in `Full` and
+//!   `send_batch_timeout` (zero or tiny) in `Timeout`; a batch larger than
+//!   the capacity could never fit and is `Full` at once, whatever the wait.
+//!   An empty batch is sent (no ids) unless the queue is closed.
+//! - Consumer handles (`queue.consumer()`, `Consumer::clone`) each lease
+//!   into a shard of their own, handed out in turn (16 shards, so a 17th
+//!   handle shares the first's). None of that is visible: the model knows
+//!   no handles, and whichever handle receives, the same message comes
+//!   out, under a lease that only its own token settles. A dropped handle
+//!   leaves its deliveries and batches as they were. `ack_batch`, through
+//!   any handle, acknowledges each delivery whose lease is current, as
+//!   its own `ack` would, skips the others (changing nothing), and returns
+//!   how many it acknowledged.
 //! - The event hook sees `LeaseExpired`, `DeadLettered` and `Redriven` in
 //!   the order they happen; the test compares them after every step.
 //!
 //! Not covered here: threads and real blocking (a blocking call the model
-//! says would wait is made as a `try_` call instead; a batch that would
-//! wait is skipped), backoff jitter, dropping every `Queue`/`Producer`
-//! handle, payloads that fail to encode, persistence, and several consumer
-//! handles (one handle's leases all live in one lease shard), so neither
-//! `Consumer::ack_batch` nor settling through another handle.
+//! says would wait is made as a `try_` call instead, a timeout elapses
+//! with nothing else running), backoff jitter, dropping every
+//! `Queue`/`Producer` handle, payloads that fail to encode, persistence,
+//! `ack_batch` of deliveries from another queue, and queues larger than
+//! 40 (a lease shard's deadline heap is compacted only in the fixed
+//! scenario [`a_shard_full_of_settled_leases_still_expires_on_time`]).
 //!
 //! All times are whole milliseconds since the clock was created.
 
@@ -87,6 +107,9 @@ struct Config {
     visibility: u64,
     dedup_window: u64,
     backoff: ModelBackoff,
+    /// Consumer handles opened at the start (each has a lease shard of its
+    /// own; past 16 they share shards again).
+    consumers: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,8 +159,23 @@ impl ModelBackoff {
 enum Wait {
     Blocking,
     Try,
-    /// `send_timeout` / `recv_timeout` with a zero timeout: one attempt.
+    /// `send_timeout` / `recv_timeout` / `send_batch_timeout` /
+    /// `recv_batch` with a zero timeout: no room (or nothing ready) now is
+    /// `Timeout`.
     ZeroTimeout,
+    /// The same with [`TINY`]: nothing else runs meanwhile, so it ends as
+    /// a zero timeout does (after spinning for about that long).
+    TinyTimeout,
+}
+
+/// The "tiny" timeout: long enough to take the waiting path, too short to
+/// slow the test.
+const TINY: Duration = Duration::from_micros(2);
+
+impl Wait {
+    fn times_out(self) -> bool {
+        matches!(self, Wait::ZeroTimeout | Wait::TinyTimeout)
+    }
 }
 
 /// How far a clock step goes.
@@ -150,7 +188,8 @@ enum Advance {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// `send`, `try_send` or `send_timeout(0)`, fresh payload, no key.
+    /// `send`, `try_send` or `send_timeout` (zero or tiny), fresh payload,
+    /// no key.
     Send {
         wait: Wait,
     },
@@ -166,19 +205,45 @@ enum Op {
         delay: u64,
         blocking: bool,
     },
-    /// Skipped when it would block (fits the capacity but not the room left).
+    /// `send_batch`, `try_send_batch` or `send_batch_timeout` (zero or
+    /// tiny): all or nothing. A blocking one that would wait (fits the
+    /// capacity but not the room left) is made as `try_send_batch`.
     SendBatch {
-        len: usize,
-    },
-    /// `recv`, `try_recv` or `recv_timeout(0)`.
-    Recv {
+        len: BatchLen,
         wait: Wait,
     },
-    /// `recv_batch(max, 0)`. With `hold`, the batch is kept whole (for
-    /// [`Op::SettleBatch`]); without, it is split into deliveries at once.
+    /// `recv`, `try_recv` or `recv_timeout` (zero or tiny), through
+    /// consumer handle `via` (modulo how many are open).
+    Recv {
+        wait: Wait,
+        via: usize,
+    },
+    /// `recv_batch(max, timeout)` through handle `via`: a timeout of zero,
+    /// tiny, or (`Blocking`, when something is ready) `Duration::MAX`.
+    /// With `hold`, the batch is kept whole (for [`Op::SettleBatch`]);
+    /// without, it is split into deliveries at once.
     RecvBatch {
         max: usize,
         hold: bool,
+        wait: Wait,
+        via: usize,
+    },
+    /// `Consumer::ack_batch` through handle `via` of some held deliveries
+    /// (whichever handles received them; current, expired or never
+    /// current alike).
+    AckMany {
+        via: usize,
+        picks: Picks,
+    },
+    /// Opens another consumer handle: `queue.consumer()`, or a clone of
+    /// an open one (index modulo how many are open).
+    AddConsumer {
+        clone_of: Option<usize>,
+    },
+    /// Drops a consumer handle (not the last); its deliveries and batches
+    /// live on.
+    DropConsumer {
+        which: usize,
     },
     /// Settles one held delivery (index modulo how many are held).
     Settle {
@@ -211,6 +276,25 @@ enum Op {
     RedriveWhere(Select),
     Purge,
     Close,
+}
+
+/// How many messages a batch send carries.
+#[derive(Debug, Clone, Copy)]
+enum BatchLen {
+    Exact(usize),
+    /// The room left now, plus -2 to +1: fits (a large batch when the
+    /// queue is large and empty), or one too many.
+    Room(i8),
+    /// The capacity, plus -1 to +1: fits only an empty queue, or never.
+    Capacity(i8),
+}
+
+/// Which held deliveries go to one `ack_batch`.
+#[derive(Debug, Clone)]
+enum Picks {
+    /// Each index modulo how many are still held, taken in turn.
+    Some(Vec<usize>),
+    All,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -287,6 +371,7 @@ fn send_outcome(result: Result<Sent, SendError<u32>>) -> SendOutcome {
 enum BatchOutcome {
     Ids(Vec<u64>),
     Full(Vec<u32>),
+    Timeout(Vec<u32>),
     Closed(Vec<u32>),
     Other(String),
 }
@@ -295,6 +380,7 @@ fn batch_outcome(result: Result<Vec<MessageId>, SendError<Vec<u32>>>) -> BatchOu
     match result {
         Ok(ids) => BatchOutcome::Ids(ids.into_iter().map(MessageId::get).collect()),
         Err(SendError::Full(m)) => BatchOutcome::Full(m),
+        Err(SendError::Timeout(m)) => BatchOutcome::Timeout(m),
         Err(SendError::Closed(m)) => BatchOutcome::Closed(m),
         Err(other) => BatchOutcome::Other(format!("{other:?}")),
     }
@@ -699,14 +785,23 @@ impl Model {
         len <= self.config.capacity && !self.closed && len > self.free()
     }
 
-    fn send_batch(&mut self, payloads: Vec<u32>) -> BatchOutcome {
+    /// A batch send that does not wait for room: `Full` (or, with a
+    /// timeout, `Timeout`) gives the whole batch back unless all of it
+    /// fits now. A batch larger than the capacity could never fit: `Full`
+    /// at once, whatever the wait.
+    fn send_batch(&mut self, payloads: Vec<u32>, timeout: bool) -> BatchOutcome {
         if self.closed {
             return BatchOutcome::Closed(payloads);
         }
         if payloads.len() > self.config.capacity {
             return BatchOutcome::Full(payloads);
         }
-        assert!(payloads.len() <= self.free(), "batch_would_block checked");
+        if payloads.len() > self.free() {
+            return match timeout {
+                true => BatchOutcome::Timeout(payloads),
+                false => BatchOutcome::Full(payloads),
+            };
+        }
         let mut ids = Vec::new();
         for payload in payloads {
             let id = self.next_id;
@@ -881,6 +976,16 @@ impl Model {
         SettleOutcome::Ok
     }
 
+    /// `Consumer::ack_batch`: acknowledges each delivery, `(id, token)`,
+    /// whose lease is current, skipping the others; returns how many. The
+    /// caller has processed deadlines.
+    fn ack_many(&mut self, leases: &[(u64, u64)]) -> usize {
+        leases
+            .iter()
+            .filter(|&&(id, token)| self.settle(id, token, Settling::Ack) == SettleOutcome::Ok)
+            .count()
+    }
+
     /// One redrive; the caller has processed deadlines.
     fn redrive(&mut self, id: u64, replacement: Option<u32>) -> Result<(), RedriveOutcome> {
         if !self.dead.contains_key(&id) {
@@ -990,7 +1095,9 @@ struct Harness {
     start: SystemTime,
     queue: Queue<u32>,
     producer: Producer<u32>,
-    consumer: Consumer<u32>,
+    /// Open consumer handles, each with a lease shard of its own (in turn,
+    /// so from the 17th on shared with an earlier one).
+    consumers: Vec<Consumer<u32>>,
     dlq: DeadLetters<u32>,
     /// Deliveries not yet settled, including ones whose lease ran out.
     held: Vec<Held>,
@@ -1023,11 +1130,20 @@ impl Harness {
             .on_event(move |event| hook.lock().expect("hook").push(ev(event)))
             .open()
             .expect("valid configuration");
+        // Half opened from the queue, half cloned: each is a handle of its
+        // own either way.
+        let mut consumers: Vec<Consumer<u32>> = Vec::new();
+        for i in 0..config.consumers.max(1) {
+            consumers.push(match i % 2 {
+                0 => queue.consumer(),
+                _ => consumers[i - 1].clone(),
+            });
+        }
         Harness {
             start: spool::Clock::now(&clock),
             clock,
             producer: queue.producer(),
-            consumer: queue.consumer(),
+            consumers,
             dlq: queue.dead_letters(),
             queue,
             held: Vec::new(),
@@ -1076,9 +1192,42 @@ impl Harness {
                 let wait = if blocking { Wait::Blocking } else { Wait::Try };
                 self.send(payload, None, delay, wait, step);
             }
-            Op::SendBatch { len } => self.send_batch(len, step),
-            Op::Recv { wait } => self.recv(wait, step),
-            Op::RecvBatch { max, hold } => self.recv_batch(max, hold, step),
+            Op::SendBatch { len, wait } => {
+                self.model.tick();
+                let len = match len {
+                    BatchLen::Exact(len) => len,
+                    BatchLen::Room(plus) => self.model.free().saturating_add_signed(plus.into()),
+                    BatchLen::Capacity(plus) => self
+                        .model
+                        .config
+                        .capacity
+                        .saturating_add_signed(plus.into()),
+                };
+                self.send_batch(len, wait, step);
+            }
+            Op::Recv { wait, via } => self.recv(wait, via, step),
+            Op::RecvBatch {
+                max,
+                hold,
+                wait,
+                via,
+            } => self.recv_batch(max, hold, wait, via, step),
+            Op::AckMany { via, ref picks } => self.ack_many(via, picks, step),
+            Op::AddConsumer { clone_of } => {
+                if self.consumers.len() < MAX_CONSUMERS {
+                    let consumer = match clone_of {
+                        Some(i) => self.consumers[i % self.consumers.len()].clone(),
+                        None => self.queue.consumer(),
+                    };
+                    self.consumers.push(consumer);
+                }
+            }
+            Op::DropConsumer { which } => {
+                if self.consumers.len() > 1 {
+                    let which = which % self.consumers.len();
+                    drop(self.consumers.remove(which));
+                }
+            }
             Op::Settle { which, how } => self.settle(which, how, step),
             Op::SettleBatch { which, how } => self.settle_batch(which, how, step),
             Op::Advance(advance) => self.advance(advance),
@@ -1136,7 +1285,7 @@ impl Harness {
             other => other,
         };
         let mut expected = self.model.send(payload, key.as_deref(), delay);
-        if let (Wait::ZeroTimeout, SendOutcome::Full(m)) = (wait, &expected) {
+        if let (true, SendOutcome::Full(m)) = (wait.times_out(), &expected) {
             expected = SendOutcome::Timeout(*m);
         }
         let real = if key.is_none() && delay == 0 {
@@ -1144,6 +1293,7 @@ impl Harness {
                 Wait::Blocking => self.producer.send(payload),
                 Wait::Try => self.producer.try_send(payload),
                 Wait::ZeroTimeout => self.producer.send_timeout(payload, Duration::ZERO),
+                Wait::TinyTimeout => self.producer.send_timeout(payload, TINY),
             };
             real.map(Sent::Enqueued)
         } else {
@@ -1153,7 +1303,7 @@ impl Harness {
             }
             match wait {
                 Wait::Blocking => self.producer.send_with(payload, options),
-                Wait::Try | Wait::ZeroTimeout => self.producer.try_send_with(payload, options),
+                _ => self.producer.try_send_with(payload, options),
             }
         };
         if let Ok(sent) = real {
@@ -1162,46 +1312,70 @@ impl Harness {
         assert_eq!(send_outcome(real), expected, "{step}: send result");
     }
 
-    fn send_batch(&mut self, len: usize, step: &str) {
+    fn send_batch(&mut self, len: usize, wait: Wait, step: &str) {
         self.model.tick();
-        if self.model.batch_would_block(len) {
-            return; // there is no try_send_batch; this would wait forever
-        }
+        let wait = match wait {
+            Wait::Blocking if self.model.batch_would_block(len) => Wait::Try,
+            other => other,
+        };
         let payloads: Vec<u32> = (0..len).map(|_| self.fresh_payload()).collect();
-        let expected = self.model.send_batch(payloads.clone());
-        let real = self.producer.send_batch(payloads);
+        let expected = self.model.send_batch(payloads.clone(), wait.times_out());
+        let real = match wait {
+            Wait::Blocking => self.producer.send_batch(payloads),
+            Wait::Try => self.producer.try_send_batch(payloads),
+            Wait::ZeroTimeout => self.producer.send_batch_timeout(payloads, Duration::ZERO),
+            Wait::TinyTimeout => self.producer.send_batch_timeout(payloads, TINY),
+        };
         if let Ok(ids) = &real {
             for id in ids {
                 self.remember(*id);
             }
         }
-        assert_eq!(batch_outcome(real), expected, "{step}: send_batch result");
+        assert_eq!(
+            batch_outcome(real),
+            expected,
+            "{step}: send_batch of {len} result"
+        );
     }
 
-    fn recv(&mut self, wait: Wait, step: &str) {
+    fn consumer(&self, via: usize) -> &Consumer<u32> {
+        &self.consumers[via % self.consumers.len()]
+    }
+
+    fn recv(&mut self, wait: Wait, via: usize, step: &str) {
         // Both sides process what is due before looking, so the model may
         // do it first to tell whether `recv` would block.
         self.model.tick();
         let would_block = self.model.ready.is_empty() && !self.model.drained();
-        let expected = match (self.model.recv(), wait) {
-            (Err(RecvError::Empty), Wait::ZeroTimeout) => Err(RecvError::Timeout),
+        let expected = match (self.model.recv(), wait.times_out()) {
+            (Err(RecvError::Empty), true) => Err(RecvError::Timeout),
             (other, _) => other,
         };
+        let consumer = self.consumer(via);
         let real = match wait {
-            Wait::Blocking if !would_block => self.consumer.recv(),
-            Wait::Blocking | Wait::Try => self.consumer.try_recv(),
-            Wait::ZeroTimeout => self.consumer.recv_timeout(Duration::ZERO),
+            Wait::Blocking if !would_block => consumer.recv(),
+            Wait::Blocking | Wait::Try => consumer.try_recv(),
+            Wait::ZeroTimeout => consumer.recv_timeout(Duration::ZERO),
+            Wait::TinyTimeout => consumer.recv_timeout(TINY),
         };
         self.compare_deliveries(real.map(|d| vec![d]), expected.map(|e| vec![e]), step);
     }
 
-    fn recv_batch(&mut self, max: usize, hold: bool, step: &str) {
+    fn recv_batch(&mut self, max: usize, hold: bool, wait: Wait, via: usize, step: &str) {
+        self.model.tick();
+        let would_block = self.model.ready.is_empty() && !self.model.drained();
+        let timeout = match wait {
+            // As good as for ever (no deadline at all).
+            Wait::Blocking if !would_block => Duration::MAX,
+            Wait::Blocking | Wait::Try | Wait::ZeroTimeout => Duration::ZERO,
+            Wait::TinyTimeout => TINY,
+        };
         let expected = match self.model.recv_batch(max) {
-            // A zero timeout runs out at once.
+            // The wait runs out at once (there is no `try_recv_batch`).
             Err(RecvError::Empty) => Err(RecvError::Timeout),
             other => other,
         };
-        let real = self.consumer.recv_batch(max, Duration::ZERO);
+        let real = self.consumer(via).recv_batch(max, timeout);
         let real_view = real.as_ref().map(batch_view).map_err(Clone::clone);
         let expected_view = expected.as_ref().map_err(Clone::clone).map(|(msgs, _)| {
             msgs.iter()
@@ -1319,6 +1493,30 @@ impl Harness {
                 });
             }
         }
+    }
+
+    /// `ack_batch` through handle `via` of the picked held deliveries.
+    fn ack_many(&mut self, via: usize, picks: &Picks, step: &str) {
+        self.model.tick();
+        let picked: Vec<Held> = match picks {
+            Picks::All => std::mem::take(&mut self.held),
+            Picks::Some(which) => {
+                let mut picked = Vec::new();
+                for &which in which {
+                    if self.held.is_empty() {
+                        break;
+                    }
+                    picked.push(self.held.remove(which % self.held.len()));
+                }
+                picked
+            }
+        };
+        let leases: Vec<(u64, u64)> = picked.iter().map(|h| (h.id, h.token)).collect();
+        let expected = self.model.ack_many(&leases);
+        let real = self
+            .consumer(via)
+            .ack_batch(picked.into_iter().map(|h| h.delivery));
+        assert_eq!(real, Ok(expected), "{step}: ack_batch of {leases:?}");
     }
 
     fn settle(&mut self, which: usize, how: Settle, step: &str) {
@@ -1517,19 +1715,25 @@ fn config_strategy() -> impl Strategy<Value = Config> {
         Just(ModelBackoff::Exponential { initial: 2, max: 3 }),
     ];
     (
-        prop_oneof![1 => 1usize..=2, 4 => 3usize..=6],
+        // Mostly small, so that the queue is often full; sometimes room
+        // for batches of 10 to 30 and more.
+        prop_oneof![2 => 1usize..=2, 8 => 3usize..=6, 4 => 10usize..=40],
         1u32..=3,
         prop_oneof![Just(4u64), Just(10)],
         prop_oneof![Just(6u64), Just(25)],
         backoff,
+        // A few handles, each in a shard of its own; or more than there
+        // are shards, so that some share one.
+        prop_oneof![4 => 1usize..=3, 1 => 16usize..=18],
     )
         .prop_map(
-            |(capacity, max_receives, visibility, dedup_window, backoff)| Config {
+            |(capacity, max_receives, visibility, dedup_window, backoff, consumers)| Config {
                 capacity,
                 max_receives,
                 visibility,
                 dedup_window,
                 backoff,
+                consumers,
             },
         )
 }
@@ -1571,13 +1775,35 @@ fn settle_batch_strategy() -> impl Strategy<Value = SettleBatch> {
 
 fn wait_strategy() -> impl Strategy<Value = Wait> {
     prop_oneof![
-        Just(Wait::Blocking),
-        Just(Wait::Try),
-        Just(Wait::ZeroTimeout)
+        3 => Just(Wait::Blocking),
+        3 => Just(Wait::Try),
+        2 => Just(Wait::ZeroTimeout),
+        1 => Just(Wait::TinyTimeout),
     ]
 }
 
-fn send_strategy() -> impl Strategy<Value = Op> {
+/// A capacity from which a case is a bulk one: more batches, and larger.
+const BULK_CAPACITY: usize = 10;
+
+/// A batch's length or a receive's `max`: mostly a few, sometimes 8 to 32
+/// (beyond a small queue's capacity: refused whole, or all that is ready);
+/// in a bulk case, 8 to 32 as often as 2 to 7.
+fn batch_len_strategy(bulk: bool) -> impl Strategy<Value = usize> {
+    let large = if bulk { 6 } else { 3 };
+    prop_oneof![1 => 0usize..=1, 6 => 2usize..=7, large => 8usize..=32]
+}
+
+/// A batch send's length, fixed or as large as the queue allows (give or
+/// take one).
+fn send_batch_len_strategy(bulk: bool) -> impl Strategy<Value = BatchLen> {
+    prop_oneof![
+        4 => batch_len_strategy(bulk).prop_map(BatchLen::Exact),
+        3 => (-2i8..=1).prop_map(BatchLen::Room),
+        1 => (-1i8..=1).prop_map(BatchLen::Capacity),
+    ]
+}
+
+fn send_strategy(bulk: bool) -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => wait_strategy().prop_map(|wait| Op::Send { wait }),
         3 => (0u8..3, 0u8..2, prop_oneof![3 => Just(0u64), 1 => delay_strategy()], any::<bool>())
@@ -1589,33 +1815,63 @@ fn send_strategy() -> impl Strategy<Value = Op> {
             }),
         1 => (delay_strategy(), any::<bool>())
             .prop_map(|(delay, blocking)| Op::SendDelayed { delay, blocking }),
-        1 => (0usize..=7).prop_map(|len| Op::SendBatch { len }),
+        if bulk { 8 } else { 3 } => (send_batch_len_strategy(bulk), wait_strategy())
+            .prop_map(|(len, wait)| Op::SendBatch { len, wait }),
     ]
 }
 
+fn ack_many_strategy() -> impl Strategy<Value = Op> {
+    let picks = prop_oneof![
+        3 => proptest::collection::vec(any::<usize>(), 0..=6).prop_map(Picks::Some),
+        1 => Just(Picks::All),
+    ];
+    (any::<usize>(), picks).prop_map(|(via, picks)| Op::AckMany { via, picks })
+}
+
 /// Operations that follow a clock jump before anything is checked.
-fn lazy_op_strategy() -> impl Strategy<Value = Op> {
+fn lazy_op_strategy(bulk: bool) -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => send_strategy(),
+        12 => send_strategy(bulk),
         20 => (any::<usize>(), settle_strategy()).prop_map(|(which, how)| Op::Settle { which, how }),
         8 => (any::<usize>(), settle_batch_strategy())
             .prop_map(|(which, how)| Op::SettleBatch { which, how }),
+        6 => ack_many_strategy(),
         1 => Just(Op::Close),
     ]
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
+/// The operations of a case; `bulk` for a large queue (see
+/// [`BULK_CAPACITY`]).
+fn op_strategy(bulk: bool) -> impl Strategy<Value = Op> {
     prop_oneof![
-        40 => send_strategy(),
-        32 => wait_strategy().prop_map(|wait| Op::Recv { wait }),
-        4 => (0usize..=3).prop_map(|max| Op::RecvBatch { max, hold: false }),
-        10 => prop_oneof![1 => 0usize..=1, 4 => 2usize..=6]
-            .prop_map(|max| Op::RecvBatch { max, hold: true }),
+        40 => send_strategy(bulk),
+        if bulk { 24 } else { 32 } => (wait_strategy(), any::<usize>())
+            .prop_map(|(wait, via)| Op::Recv { wait, via }),
+        4 => (0usize..=3, wait_strategy(), any::<usize>()).prop_map(|(max, wait, via)| {
+            Op::RecvBatch {
+                max,
+                hold: false,
+                wait,
+                via,
+            }
+        }),
+        if bulk { 20 } else { 10 } => (batch_len_strategy(bulk), wait_strategy(), any::<usize>()).prop_map(
+            |(max, wait, via)| Op::RecvBatch {
+                max,
+                hold: true,
+                wait,
+                via,
+            }
+        ),
+        8 => ack_many_strategy(),
+        2 => prop_oneof![Just(None), any::<usize>().prop_map(Some)]
+            .prop_map(|clone_of| Op::AddConsumer { clone_of }),
+        1 => any::<usize>().prop_map(|which| Op::DropConsumer { which }),
         48 => (any::<usize>(), settle_strategy()).prop_map(|(which, how)| Op::Settle { which, how }),
         14 => (any::<usize>(), settle_batch_strategy())
             .prop_map(|(which, how)| Op::SettleBatch { which, how }),
         24 => advance_strategy().prop_map(Op::Advance),
-        8 => (advance_strategy(), lazy_op_strategy())
+        8 => (advance_strategy(), lazy_op_strategy(bulk))
             .prop_map(|(advance, then)| Op::AdvanceThen(advance, Box::new(then))),
         4 => any::<usize>().prop_map(|which| Op::Inspect { which }),
         8 => (any::<usize>(), prop_oneof![3 => Just(true), 1 => Just(false)])
@@ -1639,6 +1895,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 /// second; `PROPTEST_CASES` overrides the count.
 const DEFAULT_CASES: u32 = 1024;
 const MAX_STEPS: usize = 80;
+/// Most consumer handles open at once.
+const MAX_CONSUMERS: usize = 20;
 
 fn proptest_config() -> ProptestConfig {
     let mut config = ProptestConfig {
@@ -1657,8 +1915,11 @@ proptest! {
 
     #[test]
     fn queue_matches_the_model(
-        config in config_strategy(),
-        ops in proptest::collection::vec(op_strategy(), 1..MAX_STEPS),
+        (config, ops) in config_strategy().prop_flat_map(|config| {
+            let bulk = config.capacity >= BULK_CAPACITY;
+            let ops = proptest::collection::vec(op_strategy(bulk), 1..MAX_STEPS);
+            (Just(config), ops)
+        }),
     ) {
         run(config, &ops);
     }
@@ -1672,6 +1933,7 @@ const SMALL: Config = Config {
     visibility: 10,
     dedup_window: 25,
     backoff: ModelBackoff::None,
+    consumers: 1,
 };
 
 fn send() -> Op {
@@ -1679,7 +1941,10 @@ fn send() -> Op {
 }
 
 fn recv() -> Op {
-    Op::Recv { wait: Wait::Try }
+    Op::Recv {
+        wait: Wait::Try,
+        via: 0,
+    }
 }
 
 fn settle(which: usize, how: Settle) -> Op {
@@ -1688,7 +1953,12 @@ fn settle(which: usize, how: Settle) -> Op {
 
 /// Receives up to `max` as a batch kept whole.
 fn hold_batch(max: usize) -> Op {
-    Op::RecvBatch { max, hold: true }
+    Op::RecvBatch {
+        max,
+        hold: true,
+        wait: Wait::ZeroTimeout,
+        via: 0,
+    }
 }
 
 /// Settles the first held batch.
@@ -1732,6 +2002,7 @@ const ROOMY: Config = Config {
     visibility: 10,
     dedup_window: 25,
     backoff: ModelBackoff::None,
+    consumers: 1,
 };
 
 /// Messages 2, 3, 1 at the front of the ready queue, in that order (1 was
@@ -1902,7 +2173,7 @@ fn settling_at_the_deadline_is_refused() {
             Op::Send {
                 wait: Wait::Blocking,
             },
-            Op::Recv { wait: Wait::Try },
+            recv(),
             Op::AdvanceThen(
                 Advance::ToDeadline(0),
                 Box::new(Op::Settle {
@@ -1910,12 +2181,213 @@ fn settling_at_the_deadline_is_refused() {
                     how: Settle::Ack,
                 }),
             ),
-            Op::Recv { wait: Wait::Try },
+            recv(),
             Op::Settle {
                 which: 0,
                 how: Settle::Fail,
             },
-            Op::Recv { wait: Wait::Try },
+            recv(),
         ],
     );
+}
+
+fn send_batch(len: BatchLen, wait: Wait) -> Op {
+    Op::SendBatch { len, wait }
+}
+
+fn recv_via(via: usize) -> Op {
+    Op::Recv {
+        wait: Wait::Try,
+        via,
+    }
+}
+
+fn ack_many(via: usize, picks: Picks) -> Op {
+    Op::AckMany { via, picks }
+}
+
+/// A batch send is refused whole while there is no room for all of it,
+/// `Full` or `Timeout` by the call, and `Full` whatever the call when it
+/// could never fit; one that fits exactly is sent.
+#[test]
+fn a_batch_send_is_all_or_nothing() {
+    let waits = [
+        Wait::Blocking, // made as `try_send_batch`: it would wait
+        Wait::Try,
+        Wait::ZeroTimeout,
+        Wait::TinyTimeout,
+    ];
+    let mut harness = run(SMALL, &[send(), recv()]);
+    for wait in waits {
+        harness.run(&[
+            send_batch(BatchLen::Room(1), wait),
+            send_batch(BatchLen::Capacity(1), wait),
+            send_batch(BatchLen::Capacity(0), wait),
+        ]);
+    }
+    assert_eq!(harness.model.counters.sent, 1);
+    harness.run(&[send_batch(BatchLen::Room(0), Wait::ZeroTimeout)]);
+    assert_eq!(harness.model.counters.sent, 4, "exactly the room left");
+    // Full now: only an empty batch goes, and room made by an ack is
+    // taken whole.
+    harness.run(&[
+        send_batch(BatchLen::Exact(1), Wait::TinyTimeout),
+        send_batch(BatchLen::Exact(0), Wait::Try),
+        settle(0, Settle::Ack),
+        send_batch(BatchLen::Exact(2), Wait::Try),
+        send_batch(BatchLen::Exact(1), Wait::Blocking),
+    ]);
+    assert_eq!(harness.model.counters.sent, 5);
+    harness.run(&[Op::Close]);
+    for wait in waits {
+        harness.run(&[
+            send_batch(BatchLen::Exact(0), wait),
+            send_batch(BatchLen::Capacity(1), wait),
+        ]);
+    }
+}
+
+/// Deliveries received through different handles (in shards of their
+/// own, or sharing one past the 16th), some split from a batch, some run
+/// out, acknowledged together through yet another handle: only the
+/// current ones count.
+#[test]
+fn deliveries_from_several_handles_are_acknowledged_together() {
+    let config = Config {
+        capacity: 40,
+        consumers: 18,
+        ..ROOMY
+    };
+    let mut harness = run(
+        config,
+        &[
+            send_batch(BatchLen::Exact(12), Wait::Try),
+            recv_via(0),
+            recv_via(16), // the same shard as handle 0
+            Op::Advance(Advance::By(5)),
+            Op::RecvBatch {
+                max: 4,
+                hold: false,
+                wait: Wait::ZeroTimeout,
+                via: 3,
+            },
+            recv_via(17),
+            Op::AddConsumer { clone_of: Some(3) },
+            recv_via(18),
+            Op::DropConsumer { which: 3 },
+            // 0 and 16 ran out; 1 and 2 come back behind the rest.
+            Op::Advance(Advance::By(5)),
+            recv_via(5),
+        ],
+    );
+    assert_eq!(harness.held.len(), 9);
+    assert_eq!(harness.model.counters.expired, 2);
+    harness.run(&[ack_many(7, Picks::All)]);
+    assert_eq!(harness.model.counters.acked, 7, "3 to 9");
+    assert!(harness.held.is_empty());
+    // Nothing held: nothing to acknowledge.
+    harness.run(&[ack_many(0, Picks::All), ack_many(1, Picks::Some(vec![3]))]);
+}
+
+/// Batches of 10 to 30: received whole across the edges of the chunks
+/// they were sent in, settled whole, split and settled in parts, and run
+/// out, through several handles.
+#[test]
+fn large_batches_come_and_go_whole_or_in_parts() {
+    let config = Config {
+        capacity: 40,
+        consumers: 3,
+        ..ROOMY
+    };
+    let mut harness = run(
+        config,
+        &[
+            send(),
+            send_batch(BatchLen::Exact(25), Wait::Blocking),
+            send_batch(BatchLen::Room(0), Wait::TinyTimeout),
+            Op::RecvBatch {
+                max: 20,
+                hold: true,
+                wait: Wait::Blocking,
+                via: 1,
+            },
+            Op::RecvBatch {
+                max: 30,
+                hold: true,
+                wait: Wait::TinyTimeout,
+                via: 2,
+            },
+        ],
+    );
+    assert_eq!(harness.model.counters.sent, 40);
+    let lens: Vec<usize> = harness.batches.iter().map(|b| b.batch.len()).collect();
+    assert_eq!(lens, [20, 20]);
+    harness.run(&[
+        settle_batch(SettleBatch::Split),
+        ack_many(0, Picks::Some(vec![0, 2, 4, 6, 8, 10, 12])),
+        settle(3, Settle::Fail),
+        Op::Advance(Advance::By(4)),
+        settle_batch(SettleBatch::Nack),
+        Op::RecvBatch {
+            max: 32,
+            hold: true,
+            wait: Wait::ZeroTimeout,
+            via: 0,
+        },
+        // The 12 split deliveries left run out, and with them nothing else.
+        Op::Advance(Advance::By(6)),
+        ack_many(2, Picks::All),
+        Op::RecvBatch {
+            max: 32,
+            hold: true,
+            wait: Wait::Try,
+            via: 1,
+        },
+        settle_batch(SettleBatch::Ack),
+        settle_batch(SettleBatch::Ack),
+    ]);
+    assert_eq!(harness.model.counters.acked, 7 + 33);
+    assert_eq!(harness.model.held(), 0);
+}
+
+/// Leases settled long before their deadline leave stale entries in their
+/// shard's deadline heap, which is compacted once they pile up; the
+/// leases still held (one extended to an earlier deadline, one to the same
+/// deadline twice, one to a later one) must run out on time all the same.
+#[test]
+fn a_shard_full_of_settled_leases_still_expires_on_time() {
+    let config = Config {
+        capacity: 10,
+        consumers: 2,
+        ..ROOMY
+    };
+    let mut ops = vec![
+        send_batch(BatchLen::Room(0), Wait::Try),
+        recv_via(0),
+        recv_via(0),
+        recv_via(1),
+        settle(1, Settle::Extend(25)),
+    ];
+    for round in 0..100 {
+        // Held: the three above, then this round's.
+        ops.extend([recv_via(0), settle(3, Settle::Ack), send()]);
+        match round {
+            10 | 60 => ops.push(settle(0, Settle::Extend(10))),
+            90 => ops.push(settle(2, Settle::Extend(7))),
+            _ => {}
+        }
+    }
+    let mut harness = run(config, &ops);
+    assert_eq!(harness.held.len(), 3);
+    assert_eq!(harness.model.counters.acked, 100);
+    harness.run(&[Op::Advance(Advance::ToDeadline(-1))]);
+    assert_eq!((harness.model.now, harness.model.counters.expired), (6, 0));
+    for (at, expired) in [(7, 1), (10, 2), (25, 3)] {
+        harness.run(&[Op::Advance(Advance::ToDeadline(0))]);
+        assert_eq!(
+            (harness.model.now, harness.model.counters.expired),
+            (at, expired)
+        );
+    }
+    assert_eq!(harness.model.in_flight(), 0);
 }
