@@ -169,14 +169,16 @@ impl<T: Message> Producer<T> {
     }
 
     /// Sends several messages at once if there is room for all of them now;
-    /// [`SendError::Full`] gives them all back if not.
+    /// [`SendError::Full`] gives them all back if not (as it does at once
+    /// for a batch larger than the capacity).
     pub fn try_send_batch(&self, messages: Vec<T>) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
         self.shared.send_batch(messages, Wait::No)
     }
 
     /// Sends several messages at once, waiting at most `timeout` for room
     /// for all of them; [`SendError::Timeout`] gives them all back if none
-    /// came.
+    /// came. A batch larger than the capacity could never fit: it is
+    /// refused at once with [`SendError::Full`].
     pub fn send_batch_timeout(
         &self,
         messages: Vec<T>,
