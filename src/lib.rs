@@ -14,6 +14,9 @@
 //!   with the errors of each attempt, ready to inspect, fix and redrive.
 //! - **Idempotency keys** ([`SendOptions::key`]) that drop duplicate sends
 //!   within a window, and **delays** ([`SendOptions::delay`]).
+//! - **Batches**: [`Producer::send_batch`] and [`Consumer::recv_batch`]
+//!   move many messages as one, under one lease ([`Batch`]), for about the
+//!   cost of one.
 //! - **Exact statistics** ([`Queue::stats`]) and a replaceable [`Clock`]
 //!   so that tests of timeouts are exact.
 //! - **Persistence**, optional: [`Builder::path`] keeps the queue in a
