@@ -41,8 +41,10 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     ///
     /// The queue reads it where a millisecond does not matter and speed
     /// does: to set a lease's deadline on receive (the deadline adds the
-    /// lag, so a lease does not run out early) and to check the lease on
-    /// acknowledge. The default is [`now_nanos`](Self::now_nanos).
+    /// lag, so a lease does not run out early), to check the lease on
+    /// acknowledge, and for the `enqueued_at` of a send without a key or
+    /// a delay to an in-memory queue. The default is
+    /// [`now_nanos`](Self::now_nanos).
     fn now_coarse_nanos(&self) -> u64 {
         self.now_nanos()
     }

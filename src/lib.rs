@@ -90,9 +90,10 @@
 //! clock may have ([`Clock::coarse_lag`]), so a lease runs for at least its
 //! visibility timeout and up to that lag longer (with [`SystemClock`] on
 //! Linux two ticks, 2 to 8 ms; an ack is accepted up to one more tick
-//! late). A send without a key or a delay reads it too, so its
-//! `enqueued_at` may be up to the lag early; delays and idempotency windows
-//! run from the precise clock. [`ManualClock`] has no lag.
+//! late). A send to an in-memory queue without a key or a delay reads it
+//! too, so its `enqueued_at` may be up to the lag early; delays,
+//! idempotency windows and sends to a write-ahead file read the precise
+//! clock. [`ManualClock`] has no lag.
 //!
 //! Capacity counts ready, in-flight and delayed messages; a message whose
 //! lease expires keeps its slot, so it always has room to come back.

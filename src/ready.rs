@@ -42,7 +42,7 @@ use std::vec;
 /// The most slots the age ring uses (16 MiB).
 pub(crate) const MAX_AGE_SLOTS: usize = 1 << 20;
 
-/// How far past `pushed - len` a reader looks for a slot already written.
+/// How far past `popped` a reader looks for a slot already written.
 const MAX_AGE_PROBES: u64 = 64;
 
 /// No sequence number: a slot being written, or never written.

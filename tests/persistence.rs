@@ -671,3 +671,76 @@ fn reopening_often_keeps_disk_use_bounded() {
         most.1
     );
 }
+
+/// A manual clock whose coarse reading lags its precise one by a fixed
+/// amount, as the `Clock` contract allows (a real coarse clock lags by up
+/// to a few milliseconds).
+#[derive(Debug, Clone)]
+struct Lagging {
+    inner: ManualClock,
+    lag: Duration,
+}
+
+impl spool::Clock for Lagging {
+    fn now(&self) -> std::time::SystemTime {
+        self.inner.now()
+    }
+
+    fn now_coarse_nanos(&self) -> u64 {
+        self.now_nanos() - self.lag.as_nanos() as u64
+    }
+
+    fn coarse_lag(&self) -> Duration {
+        self.lag
+    }
+
+    fn register_waker(&self, waker: spool::ClockWaker) {
+        self.inner.register_waker(waker)
+    }
+}
+
+/// The order `work` leaves the ready messages in, in memory and after a
+/// reopen of a persistent queue, on a clock whose coarse reading lags.
+fn order_now_and_after_reopen(work: impl Fn(&Queue<u32>)) -> (Vec<u32>, Vec<u32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Lagging {
+        inner: ManualClock::new(),
+        lag: Duration::from_millis(3),
+    };
+    let builder = || Queue::<u32>::builder().clock(clock.clone());
+    let drain = |queue: &Queue<u32>| -> Vec<u32> {
+        let batch = queue.consumer().recv_batch(100, Duration::ZERO).unwrap();
+        batch.iter().copied().collect()
+    };
+    let in_memory = builder().open().unwrap();
+    work(&in_memory);
+    {
+        let persistent = builder().path(dir.path()).open().unwrap();
+        work(&persistent);
+    }
+    let reopened = builder().path(dir.path()).open().unwrap();
+    (drain(&in_memory), drain(&reopened))
+}
+
+#[test]
+fn sends_keep_their_order_across_a_reopen_whatever_clock_reading_they_take() {
+    // A keyed send reads the precise clock; a plain send right after it
+    // must not be recorded as visible earlier.
+    let (before, after) = order_now_and_after_reopen(|queue| {
+        queue.producer().send_with(1, keyed("k")).unwrap();
+        queue.producer().send(2).unwrap();
+        queue.producer().send_batch(vec![3, 4]).unwrap();
+    });
+    assert_eq!(before, [1, 2, 3, 4]);
+    assert_eq!(after, before);
+
+    // A retried message goes behind what is sent after it, also on disk.
+    let (before, after) = order_now_and_after_reopen(|queue| {
+        queue.producer().send(1).unwrap();
+        let delivery = queue.consumer().try_recv().unwrap();
+        delivery.retry_after(Duration::ZERO).unwrap();
+        queue.producer().send(2).unwrap();
+    });
+    assert_eq!(before, [1, 2]);
+    assert_eq!(after, before);
+}

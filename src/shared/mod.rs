@@ -219,9 +219,9 @@ impl<T> Shared<T> {
         self.clock.now_nanos()
     }
 
-    /// The time, up to `coarse_lag` behind: for receive and acknowledge,
-    /// the hot paths where a millisecond does not matter (see
-    /// [`Clock::now_coarse_nanos`]).
+    /// The time, up to `coarse_lag` behind: for receive, acknowledge and
+    /// plain in-memory sends, the hot paths where a millisecond does not
+    /// matter (see [`Clock::now_coarse_nanos`]).
     fn now_coarse(&self) -> Nanos {
         self.clock.now_coarse_nanos()
     }
@@ -229,7 +229,7 @@ impl<T> Shared<T> {
     /// The coarse reading, or the precise one near the next deadline: a
     /// coarse reading would not see the deadline come due for up to a
     /// tick (a consumer woken for it would spin until then, and the
-    /// message would be late). For receive and plain sends.
+    /// message would be late). For receive and plain in-memory sends.
     fn now_for_tick(&self) -> Nanos {
         let now = self.now_coarse();
         if now.saturating_add(self.coarse_lag) >= self.next_deadline.load(SeqCst) {

@@ -23,14 +23,8 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
-        // A plain send's time is only its `enqueued_at` (and the age
-        // statistics): the coarse reading does. A delay or a dedup window
-        // must not end early, so it runs from the precise one.
         let plain = options.delay.is_zero() && options.key.is_none();
-        let read_clock = || match plain {
-            true => self.now_for_tick(),
-            false => self.now(),
-        };
+        let read_clock = || self.now_for_send(plain);
         let mut now = read_clock();
         self.tick(now);
         if self.is_closed() {
@@ -145,8 +139,7 @@ impl<T: Serialize> Shared<T> {
         messages: Vec<T>,
         wait: Wait,
     ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
-        // Plain sends, as in `send`: the coarse clock does.
-        self.tick(self.now_for_tick());
+        self.tick(self.now_for_send(true));
         if self.is_closed() {
             return Err(SendError::Closed(messages));
         }
@@ -190,7 +183,7 @@ impl<T: Serialize> Shared<T> {
         if let Err(no_room) = self.take_slots(messages.len(), wait) {
             return Err(no_room.refuse(messages));
         }
-        let now = self.now_for_tick();
+        let now = self.now_for_send(true);
         let count = messages.len() as u64;
         let first = self.ids.take(count);
         let ids: Vec<MessageId> = (first..first + count).map(MessageId).collect();
@@ -227,6 +220,23 @@ impl<T: Serialize> Shared<T> {
 }
 
 impl<T> Shared<T> {
+    /// The time of a send; `plain` if it has no key and no delay.
+    ///
+    /// In memory, a plain send's time is only its `enqueued_at` (and the
+    /// age statistics): the coarse reading does. A delay or a dedup window
+    /// must not end early, so it runs from the precise reading. So does
+    /// every send to a journal: its time is the record's `visible_at`, by
+    /// which a reopen orders the ready messages, and a coarse reading
+    /// could put a send before a release or a keyed send that came just
+    /// before it (and the write costs far more than the reading).
+    fn now_for_send(&self, plain: bool) -> Nanos {
+        if plain && self.journal.is_none() {
+            self.now_for_tick()
+        } else {
+            self.now()
+        }
+    }
+
     /// Undoes `n` sends that took ids and slots but enqueued nothing.
     fn unsend(&self, n: usize) {
         // Release: a reader that sees this sees the id it takes off.
