@@ -201,7 +201,16 @@ impl<T> BatchBuilder<T> {
             .collect()
     }
 
-    pub(crate) fn finish(self) -> BatchMessages<T> {
+    /// The batch, ready to share. Sized for the messages ready when it
+    /// began, it gives back room it holds more than twice over (other
+    /// consumers took them first, or the payloads were shared already).
+    pub(crate) fn finish(mut self) -> BatchMessages<T> {
+        if self.entries.capacity() > 2 * self.entries.len() {
+            self.entries.shrink_to_fit();
+        }
+        if self.store.capacity() > 2 * self.store.len() {
+            self.store.shrink_to_fit();
+        }
         BatchMessages {
             entries: self.entries,
             store: Arc::new(self.store),
