@@ -263,21 +263,12 @@ impl<T> BatchMessages<T> {
                 return (0..batch.len()).map(|i| batch.share(i)).collect();
             }
         };
-        // `new` stored the owned payloads in entry order.
-        let mut stored = store.into_iter();
-        batch
-            .entries
-            .into_iter()
-            .map(|entry| {
-                entry.map_payload(|slot| match slot {
-                    Slot::Stored(_) => {
-                        let payload = stored.next().expect("one stored payload per slot");
-                        SharedPayload::Alone(Arc::new(payload))
-                    }
-                    Slot::Shared(payload) => payload,
-                })
-            })
-            .collect()
+        let messages = BatchBuilder {
+            entries: batch.entries,
+            store,
+        };
+        let queued = messages.into_queued();
+        queued.into_iter().map(Queued::into_held).collect()
     }
 }
 
