@@ -490,3 +490,33 @@ fn a_failed_write_or_sync_or_a_full_disk_poisons_the_queue_and_loses_nothing_ack
     }
     assert!(cases > 30, "only {cases} fault cases");
 }
+
+/// `redrive_all` and `redrive_where` wait for one group commit for all
+/// the messages they move, not one sync per message, and report none as
+/// redriven before that commit is on disk.
+#[test]
+fn redrive_all_and_where_commit_once() {
+    let storage = SimStorage::new();
+    let clock = ManualClock::new();
+    let queue = open(&storage, &clock);
+    let producer = queue.producer();
+    let consumer = queue.consumer();
+    for i in 0..100 {
+        producer.send(i).unwrap();
+    }
+    for _ in 0..100 {
+        consumer.try_recv().unwrap().dead_letter("bad").unwrap();
+    }
+    let dead = queue.dead_letters();
+    let before = storage.syncs();
+    assert_eq!(dead.redrive_where(|l| l.payload() % 2 == 0).unwrap(), 50);
+    let after_where = storage.syncs();
+    assert_eq!(dead.redrive_all().unwrap(), 50);
+    let after_all = storage.syncs();
+    assert_eq!((after_where - before, after_all - after_where), (1, 1));
+    // What they reported is on disk.
+    drop((producer, consumer, dead, queue));
+    let reopened = open(&storage.crash(Torn::Lost), &clock);
+    assert_eq!(reopened.stats().ready, 100);
+    assert!(reopened.dead_letters().is_empty());
+}

@@ -7,7 +7,7 @@ use crate::error::{RedriveError, StorageError};
 use crate::event::Event;
 use crate::message::{MessageId, Payload};
 use crate::stats::Counters;
-use crate::wal::Record;
+use crate::wal::{Record, Ticket};
 use serde::Serialize;
 
 impl<T> Shared<T> {
@@ -38,6 +38,17 @@ impl<T: Serialize> Shared<T> {
         id: MessageId,
         replacement: Option<T>,
     ) -> Result<(), RedriveError> {
+        let ticket = self.redrive_logged(id, replacement)?;
+        self.durable(ticket).map_err(RedriveError::Storage)
+    }
+
+    /// [`redrive`](Self::redrive) without waiting for its record to be
+    /// durable: returns what to wait for.
+    fn redrive_logged(
+        &self,
+        id: MessageId,
+        replacement: Option<T>,
+    ) -> Result<Option<Ticket>, RedriveError> {
         if !self.dead.contains(id) {
             return Err(RedriveError::NotFound(id));
         }
@@ -85,20 +96,39 @@ impl<T: Serialize> Shared<T> {
         self.ready.push(entry, now);
         self.ready.signal.notify_one();
         self.emit(|| Event::Redriven { id });
-        self.durable(ticket).map_err(RedriveError::Storage)
+        Ok(ticket)
     }
 
-    /// Redrives each of `ids` in turn, stopping at the first refusal.
+    /// Redrives each of `ids` in turn, stopping at the first refusal, and
+    /// waits once for all their records to be durable (one group commit,
+    /// not one per message) before it reports any as redriven.
     pub(crate) fn redrive_each(&self, ids: Vec<MessageId>) -> Result<usize, RedriveError> {
         let mut redriven = 0;
+        let mut last = None;
+        let mut refusal = None;
         for id in ids {
-            match self.redrive(id, None) {
-                Ok(()) => redriven += 1,
+            match self.redrive_logged(id, None) {
+                Ok(ticket) => {
+                    redriven += 1;
+                    last = ticket.or(last);
+                }
                 Err(RedriveError::NotFound(_)) => {} // purged or redriven meanwhile
-                Err(RedriveError::Full { .. }) => return Err(RedriveError::Full { redriven }),
-                Err(other) => return Err(other),
+                Err(RedriveError::Full { .. }) => {
+                    refusal = Some(RedriveError::Full { redriven });
+                    break;
+                }
+                Err(other) => {
+                    refusal = Some(other);
+                    break;
+                }
             }
         }
-        Ok(redriven)
+        let committed = self.durable(last);
+        match (refusal, committed) {
+            (Some(failed @ RedriveError::Storage(_)), _) => Err(failed),
+            (_, Err(failed)) => Err(RedriveError::Storage(failed)),
+            (Some(refusal), Ok(())) => Err(refusal),
+            (None, Ok(())) => Ok(redriven),
+        }
     }
 }
