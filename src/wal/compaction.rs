@@ -17,7 +17,7 @@ use super::format::{
 };
 use super::options::WalOptions;
 use super::record::Record;
-use super::recovery::{replay_files, survey, RecoveryReport};
+use super::recovery::{replay_files, survey_through, RecoveryReport};
 use super::state::{key_ref, message_record, Replay};
 use super::storage::{Storage, WriteFile};
 
@@ -42,18 +42,17 @@ pub(crate) struct CompactionReport {
 }
 
 /// Compacts every log file with a sequence number up to `through`, which
-/// must all be sealed.
+/// must all be sealed; files after it are neither read nor touched.
+/// `cancelled` is asked between steps: once it says yes, the compaction
+/// gives up with `Closed` and leaves the files as they were.
 pub(crate) fn compact(
     storage: &dyn Storage,
     through: u64,
     options: &WalOptions,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<CompactionReport, WalError> {
-    let found = survey(storage, options.fingerprint)?;
-    let files: Vec<_> = found
-        .files
-        .into_iter()
-        .filter(|f| f.seq <= through)
-        .collect();
+    let found = survey_through(storage, options.fingerprint, through)?;
+    let files = found.files;
     let Some(newest) = files.last() else {
         return Ok(CompactionReport::default());
     };
@@ -69,6 +68,9 @@ pub(crate) fn compact(
     }
     let mut ignored = RecoveryReport::default();
     let (state, _) = replay_files(storage, &files, false, options.salvage, &mut ignored)?;
+    if cancelled() {
+        return Err(WalError::Closed);
+    }
     let base_seq = newest.seq;
     let final_name = file_name(base_seq);
     let tmp = format!("{final_name}{TMP_SUFFIX}");
@@ -79,7 +81,7 @@ pub(crate) fn compact(
 
     // A leftover from a failed compaction of the same file is garbage.
     let _ = storage.remove(&tmp);
-    let bytes_out = match write_base(storage, &tmp, base_seq, &state, options) {
+    let bytes_out = match write_base(storage, &tmp, base_seq, &state, options, cancelled) {
         Ok(len) => len,
         Err(e) => {
             let _ = storage.remove(&tmp);
@@ -126,6 +128,7 @@ fn write_base(
     seq: u64,
     state: &Replay,
     options: &WalOptions,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<u64, WalError> {
     let path = storage.describe(tmp);
     let keys = state.gone_keys();
@@ -173,6 +176,9 @@ fn write_base(
         if !body.is_empty() && body.len() as u64 + record.encoded_len() > target {
             out.frame(header.salt, &body)?;
             body.clear();
+            if cancelled() {
+                return Err(WalError::Closed);
+            }
         }
         record.encode(&mut body);
     }

@@ -13,23 +13,23 @@
 //! the message onto the ready queue), so that a later record about the
 //! same message (a `Receive`) is always behind it in the log.
 
-use super::compaction::{compact, CompactionReport};
+use super::compaction::CompactionReport;
+use super::compactor::{Compactor, COMPACT_AT_OPEN_FILES};
 use super::error::WalError;
 use super::format::FRAME_HEADER_LEN;
 use super::options::{Durability, WalOptions};
 use super::record::Record;
 use super::recovery::{recover, Recovered};
 use super::storage::{LockGuard, Storage};
-use super::writer::{create_segment, Shared, Writer, WRITE_AT_BYTES};
+use super::writer::{create_segment, remove_segment, Shared, Writer, WRITE_AT_BYTES};
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Appends wait while the writer has this many bytes still to write.
-const MAX_PENDING_BYTES: usize = 4 << 20;
-
-/// Sealed segments that make an open compact them (FORMAT.md, section 8).
-const COMPACT_AT_OPEN_FILES: usize = 8;
+/// Appends wait while the writer has this many bytes still to write:
+/// what a failed write can lose under `Interval` and `None`, beside the
+/// round being written (README, Durability).
+pub(crate) const MAX_PENDING_BYTES: usize = 2 * WRITE_AT_BYTES;
 
 /// A place in the log: what [`Wal::append`] returns and [`Wal::commit`]
 /// waits for.
@@ -40,6 +40,8 @@ pub(crate) struct Ticket(u64);
 pub(crate) struct Wal {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    compactor: Arc<Compactor>,
+    compactor_thread: Option<JoinHandle<()>>,
     durability: Durability,
     max_frame: u32,
     storage: Arc<dyn Storage>,
@@ -57,7 +59,11 @@ impl std::fmt::Debug for Wal {
 
 impl Wal {
     /// Locks the directory, recovers its state, repairs a torn tail,
-    /// starts a new segment and the writer thread.
+    /// starts a new segment, the writer thread and the compactor thread.
+    ///
+    /// Open writes nothing but the new segment's header (and the repair):
+    /// it needs no more free space than that, never waits for a
+    /// compaction, and a failed open removes the segment it created.
     pub(crate) fn open(
         storage: Arc<dyn Storage>,
         options: WalOptions,
@@ -70,26 +76,40 @@ impl Wal {
         })?;
         let (recovered, layout) = recover(&*storage, options.fingerprint, options.salvage)?;
         let active = create_segment(&*storage, layout.next_seq, &options)?;
-        let mut writer = Writer {
+        let seq = active.seq;
+        // Each open starts a new segment, so a queue reopened often would
+        // pile up small files that only a rotation compacts: compact soon
+        // after open too once there are many (and a salvaged file, so that
+        // the damage is gone), on the compactor's thread.
+        let forced =
+            !recovered.report.salvaged.is_empty() || layout.sealed_files >= COMPACT_AT_OPEN_FILES;
+        let compactor = Arc::new(Compactor::new(
+            &options,
+            layout.next_seq - 1,
+            layout.base_bytes,
+            layout.sealed_bytes,
+            forced,
+        ));
+        let writer = Writer {
             storage: Arc::clone(&storage),
             options: options.clone(),
             active,
-            base_bytes: layout.base_bytes,
-            sealed_bytes: layout.sealed_bytes,
+            compactor: Arc::clone(&compactor),
         };
-        // Each open starts a new segment, so a queue reopened often would
-        // pile up small files that only a rotation compacts: compact at
-        // open too once there are many, or once they outgrow a segment.
-        let piled_up = options.auto_compact
-            && (layout.sealed_files >= COMPACT_AT_OPEN_FILES
-                || layout.sealed_bytes >= layout.base_bytes.max(options.segment_size));
-        if !recovered.report.salvaged.is_empty() || piled_up {
-            // Rewrite the files now (a salvaged one: so the damage is gone).
-            let report = compact(&*storage, layout.next_seq - 1, &options)?;
-            writer.base_bytes = report.bytes_out;
-            writer.sealed_bytes = 0;
-        }
         let shared = Arc::new(Shared::default());
+        let spawn_failed = |e| {
+            remove_segment(&*storage, &super::format::file_name(seq));
+            WalError::io("spawn thread", storage.describe(""), e)
+        };
+        let compactor_thread = {
+            let compactor = Arc::clone(&compactor);
+            let storage = Arc::clone(&storage);
+            let options = options.clone();
+            std::thread::Builder::new()
+                .name("spool-compact".into())
+                .spawn(move || compactor.run(&*storage, &options))
+                .map_err(spawn_failed)?
+        };
         let thread = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -98,11 +118,20 @@ impl Wal {
                     let _stopped = StopGuard(&shared);
                     writer.run(&shared);
                 })
-                .map_err(|e| WalError::io("spawn writer thread", storage.describe(""), e))?
+        };
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                compactor.stop();
+                let _ = compactor_thread.join();
+                return Err(spawn_failed(e));
+            }
         };
         let wal = Wal {
             shared,
             thread: Some(thread),
+            compactor,
+            compactor_thread: Some(compactor_thread),
             durability: options.durability,
             max_frame: options.max_frame(),
             storage,
@@ -132,7 +161,9 @@ impl Wal {
         if let Some(poison) = &st.poison {
             return Err(WalError::Poisoned(Arc::clone(poison)));
         }
-        if st.closing {
+        // A writer that stopped for any reason writes nothing more: no
+        // append may be acknowledged then.
+        if st.closing || st.stopped {
             return Err(WalError::Closed);
         }
         if len == 0 {
@@ -145,6 +176,9 @@ impl Wal {
         }
         if let Some(poison) = &st.poison {
             return Err(WalError::Poisoned(Arc::clone(poison)));
+        }
+        if st.stopped {
+            return Err(WalError::Closed);
         }
         let before = st.pending.len();
         if before == 0 {
@@ -235,7 +269,7 @@ impl Wal {
 
     #[cfg_attr(not(test), allow(dead_code))]
     /// Seals the active segment and compacts every sealed file into one
-    /// base file; runs on the writer thread (appends wait meanwhile).
+    /// base file, on the compactor thread (appends go on meanwhile).
     pub(crate) fn compact(&self) -> Result<CompactionReport, WalError> {
         let (reply, outcome) = crossbeam_channel::bounded(1);
         {
@@ -263,6 +297,18 @@ impl Wal {
     #[cfg(test)]
     pub(crate) fn is_poisoned(&self) -> bool {
         self.shared.is_poisoned()
+    }
+
+    /// Waits until no compaction is running or due.
+    #[cfg(test)]
+    pub(crate) fn quiesce(&self, options: &WalOptions) {
+        self.compactor.quiesce(options);
+    }
+
+    /// Compactions finished so far.
+    #[cfg(test)]
+    pub(crate) fn compactions_finished(&self) -> u64 {
+        self.compactor.finished()
     }
 
     /// Rounds the writer has started so far.
@@ -306,6 +352,11 @@ impl Wal {
             self.shared.work.notify_one();
         }
         if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // After the writer: it may still hand over a last request.
+        self.compactor.stop();
+        if let Some(thread) = self.compactor_thread.take() {
             let _ = thread.join();
         }
     }

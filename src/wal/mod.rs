@@ -15,12 +15,14 @@
 //! | `state` | replaying records into the queue's state |
 //! | `recovery` | surveying, replaying and repairing a directory |
 //! | `compaction` | rewriting sealed files as one base file |
+//! | `compactor` | the compactor thread: when to compact, beside the writer |
 //! | `error` | [`WalError`] |
 
 // The re-exports are the API the queue calls; unused until it is wired in.
 #![allow(unused_imports)]
 
 mod compaction;
+mod compactor;
 mod error;
 mod format;
 mod journal;

@@ -17,12 +17,14 @@ pub enum Durability {
     /// once. Lease extensions are not recorded (in-flight messages come
     /// back ready on reopen anyway).
     Sync,
-    /// Operations return without waiting for the disk (they wait only if
-    /// 4 MiB of records are pending); records are written in batches
-    /// (within a millisecond, or `d` if shorter) and synced about every
-    /// `d`, so a crash (of the process or the machine) loses about the last
-    /// `d` of operations; while the writer compacts or the disk is slow,
-    /// that window can grow beyond `d`.
+    /// Operations return without waiting for the disk (they wait only
+    /// while 512 KiB of records are pending); records are written in
+    /// batches (within a millisecond, or `d` if shorter) and synced about
+    /// every `d`, so a crash (of the process or the machine) loses about
+    /// the last `d` of operations; while the disk is slow, that window can
+    /// grow beyond `d`. A failed write loses at most 1 MiB of records
+    /// whose calls had returned `Ok`. An interval too long for the clock
+    /// (`Duration::MAX`) means no sync on a timer, as under `None`.
     Interval(Duration),
     /// Operations return without waiting; records are written in batches
     /// (within about a millisecond) and synced only when a segment fills,

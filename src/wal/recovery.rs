@@ -129,14 +129,25 @@ fn read_header(
 /// FORMAT.md section 7). Checks type, version and codec of every file
 /// that takes part in replay.
 pub(crate) fn survey(storage: &dyn Storage, fingerprint: u64) -> Result<Survey, WalError> {
+    survey_through(storage, fingerprint, u64::MAX)
+}
+
+/// [`survey`] of the files with a sequence number up to `through` only:
+/// compaction's view, which leaves the files the writer is creating or
+/// appending to alone.
+pub(crate) fn survey_through(
+    storage: &dyn Storage,
+    fingerprint: u64,
+    through: u64,
+) -> Result<Survey, WalError> {
     let mut survey = Survey::default();
     let mut logs = Vec::new();
     for name in storage.list().map_err(io_err(storage, "list", ""))? {
         if let Some(stem) = name.strip_suffix(TMP_SUFFIX) {
-            if parse_file_name(stem).is_some() {
+            if parse_file_name(stem).is_some_and(|seq| seq <= through) {
                 survey.tmp.push(name);
             }
-        } else if let Some(seq) = parse_file_name(&name) {
+        } else if let Some(seq) = parse_file_name(&name).filter(|&seq| seq <= through) {
             logs.push((seq, name));
         }
     }

@@ -38,7 +38,7 @@
 //! it stops writing, and every waiting or later caller gets the error.
 //! Tickets are published as durable only after their sync returned `Ok`.
 
-use super::compaction::{compact, CompactionReport};
+use super::compactor::{CompactionReply, Compactor};
 use super::error::WalError;
 use super::format::{
     file_name, random_salt, salt_crc, seal_frame, Header, CODEC_BINCODE2, FRAME_HEADER_LEN,
@@ -46,7 +46,6 @@ use super::format::{
 };
 use super::options::{Durability, WalOptions};
 use super::storage::{Storage, WriteFile};
-use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,8 +117,6 @@ impl Shared {
     }
 }
 
-pub(crate) type CompactionReply = Sender<Result<CompactionReport, WalError>>;
-
 #[derive(Default)]
 pub(crate) struct State {
     /// Records waiting for the writer, in ticket order, after 16 bytes of
@@ -169,7 +166,7 @@ impl State {
 
 /// The segment being appended to.
 pub(crate) struct Active {
-    seq: u64,
+    pub(crate) seq: u64,
     file: Box<dyn WriteFile>,
     /// The CRC of the file's salt, where every frame checksum starts.
     salt_crc: u32,
@@ -180,6 +177,8 @@ pub(crate) struct Active {
 }
 
 /// Creates segment `seq` durably: header written, synced, directory synced.
+/// On failure the file is removed again (as far as the disk lets it), so
+/// that a failed open or rotation leaves the directory as it found it.
 pub(crate) fn create_segment(
     storage: &dyn Storage,
     seq: u64,
@@ -199,13 +198,23 @@ pub(crate) fn create_segment(
     let mut file = storage
         .create(&name)
         .map_err(|e| WalError::io("create", path(), e))?;
-    file.write_all(&header.encode())
-        .map_err(|e| WalError::io("write", path(), e))?;
-    file.sync_data()
-        .map_err(|e| WalError::io("sync", path(), e))?;
-    storage
-        .sync_dir()
-        .map_err(|e| WalError::io("sync directory", path(), e))?;
+    let written = file
+        .write_all(&header.encode())
+        .map_err(|e| WalError::io("write", path(), e))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(|e| WalError::io("sync", path(), e))
+        })
+        .and_then(|()| {
+            storage
+                .sync_dir()
+                .map_err(|e| WalError::io("sync directory", path(), e))
+        });
+    if let Err(e) = written {
+        drop(file);
+        remove_segment(storage, &name);
+        return Err(e);
+    }
     Ok(Active {
         seq,
         file,
@@ -215,15 +224,21 @@ pub(crate) fn create_segment(
     })
 }
 
+/// Removes a segment that never took a record (best effort: the error
+/// that led here is the one worth reporting).
+pub(crate) fn remove_segment(storage: &dyn Storage, name: &str) {
+    if storage.remove(name).is_ok() {
+        let _ = storage.sync_dir();
+    }
+}
+
 /// The writer thread's own state.
 pub(crate) struct Writer {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) options: WalOptions,
     pub(crate) active: Active,
-    /// Size of the newest base file.
-    pub(crate) base_bytes: u64,
-    /// Size of the sealed files other than the base.
-    pub(crate) sealed_bytes: u64,
+    /// Told of every sealed segment; compacts them on its own thread.
+    pub(crate) compactor: Arc<Compactor>,
 }
 
 impl Writer {
@@ -252,23 +267,24 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segment (synced) and starts the next one.
+    /// Seals the active segment (synced), starts the next one, and hands
+    /// the sealed one to the compactor (which may make it wait while it
+    /// is far behind).
     fn rotate(&mut self) -> Result<(), WalError> {
         self.sync()?;
         let next = create_segment(&*self.storage, self.active.seq + 1, &self.options)?;
-        self.sealed_bytes += self.active.len;
-        self.active = next;
+        let sealed = std::mem::replace(&mut self.active, next);
+        self.compactor.sealed(sealed.seq, sealed.len, &self.options);
         Ok(())
     }
 
     /// Frames and writes a round's records: `buf` as laid out in
     /// [`State::pending`], `ends` the end of each append in it. One write
-    /// per frame; rotates when a segment fills up. Returns whether it
-    /// rotated.
-    fn write(&mut self, buf: &mut [u8], ends: &[usize]) -> Result<bool, WalError> {
+    /// per frame; rotates when a segment fills up (at the compactor's
+    /// [`Compactor::rotate_at`]).
+    fn write(&mut self, buf: &mut [u8], ends: &[usize]) -> Result<(), WalError> {
         const ROOM: usize = FRAME_HEADER_LEN as usize;
         let limit = MERGE_BYTES.min(self.options.max_frame() as usize);
-        let mut rotated = false;
         // The frame being built: header at `buf[start..start + ROOM]`,
         // body up to `end`, the end of its last append.
         let mut start = 0;
@@ -279,22 +295,16 @@ impl Writer {
                 start = end - ROOM;
             }
             end = append_end;
-            if self.active.len + (end - start) as u64 >= self.options.segment_size {
+            if self.active.len + (end - start) as u64 >= self.compactor.rotate_at() {
                 self.write_frame(&mut buf[start..end])?;
                 start = end - ROOM;
                 self.rotate()?;
-                rotated = true;
-                // Within a long batch too, so that disk use stays bounded.
-                // A failed compaction leaves the log as it was.
-                if self.should_compact() {
-                    let _ = self.compact_now();
-                }
             }
         }
         if end > start + ROOM {
             self.write_frame(&mut buf[start..end])?;
         }
-        Ok(rotated)
+        Ok(())
     }
 
     /// Seals `frame` (header room, then body) for the active segment and
@@ -302,19 +312,6 @@ impl Writer {
     fn write_frame(&mut self, frame: &mut [u8]) -> Result<(), WalError> {
         seal_frame(frame, self.active.salt_crc, self.active.synced);
         self.write_buf(frame)
-    }
-
-    fn should_compact(&self) -> bool {
-        self.options.auto_compact
-            && self.sealed_bytes >= self.base_bytes.max(self.options.segment_size)
-    }
-
-    /// Compacts every sealed file. A failure leaves the log as it was.
-    fn compact_now(&mut self) -> Result<CompactionReport, WalError> {
-        let report = compact(&*self.storage, self.active.seq - 1, &self.options)?;
-        self.base_bytes = report.bytes_out;
-        self.sealed_bytes = 0;
-        Ok(report)
     }
 
     /// The writer thread's loop; returns when the log is closed.
@@ -353,10 +350,12 @@ impl Writer {
                 if !st.pending.is_empty() {
                     deadline = Some(*pending_since.get_or_insert_with(Instant::now) + write_delay);
                 }
-                // A poisoned writer syncs nothing more: no deadline.
-                if let Some(d) = interval.filter(|_| st.written > st.durable && st.poison.is_none())
+                // A poisoned writer syncs nothing more: no deadline. An
+                // interval too long to add to an `Instant` never comes due.
+                if let Some(sync_at) = interval
+                    .filter(|_| st.written > st.durable && st.poison.is_none())
+                    .and_then(|d| last_sync.checked_add(d))
                 {
-                    let sync_at = last_sync + d;
                     deadline = Some(deadline.map_or(sync_at, |at: Instant| at.min(sync_at)));
                 }
                 match deadline {
@@ -396,16 +395,14 @@ impl Writer {
             let poisoned = st.poison.clone();
             drop(st);
 
-            let mut rotated = false;
             let mut synced = false;
             let result = match poisoned {
                 Some(p) => Err(WalError::Poisoned(p)),
                 None => (|| {
-                    rotated = self.write(&mut frames, &ends)?;
+                    self.write(&mut frames, &ends)?;
                     if compaction.is_some() && self.active.len > HEADER_LEN {
                         // Seal what the caller appended before asking.
                         self.rotate()?;
-                        rotated = true;
                     }
                     let sync = match self.options.durability {
                         Durability::Sync => true,
@@ -443,20 +440,11 @@ impl Writer {
             } else {
                 shared.rounds[(st.finished % 2) as usize].notify_all();
             }
-            let poison = st.poison.clone();
-            if compaction.is_some() || (rotated && poison.is_none() && self.should_compact()) {
-                drop(st);
-                let outcome = match poison {
-                    Some(p) => Err(WalError::Poisoned(p)),
-                    None => self.compact_now(),
-                };
-                match compaction {
-                    Some(reply) => {
-                        let _ = reply.send(outcome);
-                    }
-                    None => drop(outcome),
+            if let Some(reply) = compaction {
+                match &st.poison {
+                    Some(p) => drop(reply.send(Err(WalError::Poisoned(Arc::clone(p))))),
+                    None => self.compactor.request(reply),
                 }
-                st = shared.state.lock();
             }
             if closing && st.pending.is_empty() && st.compactions.is_empty() {
                 st.stopped = true;
@@ -477,12 +465,16 @@ pub(crate) fn write_one_round(
     appends: &[Vec<u8>],
 ) -> Result<(), WalError> {
     let active = create_segment(&*storage, seq, options)?;
+    let options = WalOptions {
+        auto_compact: false,
+        ..options.clone()
+    };
+    let compactor = Arc::new(Compactor::new(&options, seq - 1, 0, 0, false));
     let mut writer = Writer {
         storage,
-        options: options.clone(),
+        options,
         active,
-        base_bytes: 0,
-        sealed_bytes: 0,
+        compactor,
     };
     let mut buf = vec![0; FRAME_HEADER_LEN as usize];
     let mut ends = Vec::new();
