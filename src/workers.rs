@@ -405,6 +405,7 @@ impl<T: Message> Pool<T> {
         E: fmt::Display,
     {
         let counts = &self.counts[index];
+        let _exit = Exit { pool: self, index };
         while !self.stopping.load(SeqCst) {
             let delivery = match self
                 .consumer
@@ -417,11 +418,6 @@ impl<T: Message> Pool<T> {
             Counts::bump(&counts.received);
             self.handle(index, delivery, handler);
         }
-        let mut state = self.state.lock();
-        state.finished[index] = true;
-        state.running -= 1;
-        drop(state);
-        self.changed.notify_all();
     }
 
     fn handle<F, E>(&self, index: usize, delivery: Delivery<T>, handler: &F)
@@ -515,6 +511,24 @@ impl<T> Pool<T> {
         self.stopping.store(true, SeqCst);
         self.consumer.wake();
         self.changed.notify_all();
+    }
+}
+
+/// Marks a worker finished however its loop ends (a panic outside the
+/// handler included), so that nobody waits for it for ever.
+struct Exit<'a, T> {
+    pool: &'a Pool<T>,
+    index: usize,
+}
+
+impl<T> Drop for Exit<'_, T> {
+    fn drop(&mut self) {
+        let mut state = self.pool.state.lock();
+        state.finished[self.index] = true;
+        state.busy[self.index] = false;
+        state.running -= 1;
+        drop(state);
+        self.pool.changed.notify_all();
     }
 }
 
