@@ -205,7 +205,9 @@ impl<T: Message> Builder<T> {
     ///
     /// Only one queue at a time may have a directory open, in this process
     /// or another ([`OpenError::Locked`]). It stays open until every handle
-    /// of the queue (including deliveries) is dropped.
+    /// of the queue (including deliveries, and the threads of a
+    /// [`WorkerPool`](crate::WorkerPool) still running a handler) is
+    /// dropped, and not a moment longer.
     ///
     /// ```
     /// use spool::{Durability, Queue};

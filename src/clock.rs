@@ -9,6 +9,15 @@
 //! Internally the queue keeps instants as nanoseconds since the Unix epoch
 //! ([`Nanos`]): they fit in a `u64` until the year 2554, compare cheaply, and
 //! can be written to disk.
+//!
+//! Time saturates: a reading past 2554 is `Nanos::MAX` (the end of time),
+//! and so is every deadline that would lie beyond it. A deadline that
+//! saturated is never [`reached`]: a lease or an idempotency window that
+//! would end after the end of time does not run out, even while the clock
+//! stands at the end of time too (else a lease granted there would be
+//! expired at once). A delay or backoff that would end beyond it comes due
+//! there (`due <= now`): it cannot end any later, and a message must not
+//! be stranded.
 
 use crate::monotonic::Monotonic;
 use parking_lot::Mutex;
@@ -23,6 +32,16 @@ pub(crate) type Nanos = u64;
 ///
 /// Implementations must never go backwards. [`SystemClock`] is the default;
 /// [`ManualClock`] is for tests.
+///
+/// The queue counts time in nanoseconds since the Unix epoch, so it
+/// saturates: a time before 1970 reads as 1970, a time after
+/// 2554-07-21T23:34:33.709551615Z (the end of time) as the end of time,
+/// and every deadline that would lie beyond the end of time (a lease, an
+/// idempotency window, a delay or a backoff, e.g. given `Duration::MAX`)
+/// is set there. A lease or an idempotency window ending there never runs
+/// out, even once the clock stands there too; a delay or backoff ending
+/// there comes due when the clock gets there. So on a clock at the end of
+/// time leases still work (they just never expire) and delays end at once.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> SystemTime;
@@ -193,8 +212,17 @@ impl ManualClock {
     }
 
     /// Moves time forward by `by` and wakes the queues that use this clock.
+    ///
+    /// Time stops at the end of what a queue can represent,
+    /// 2554-07-21T23:34:33.709551615Z (`u64::MAX` nanoseconds after the
+    /// Unix epoch): advancing past it, by `Duration::MAX` say, leaves the
+    /// clock there. A lease granted there holds until settled, and delays
+    /// come due at once: see [`Clock`].
     pub fn advance(&self, by: Duration) {
-        *self.inner.since_start.lock() += by;
+        {
+            let mut since_start = self.inner.since_start.lock();
+            *since_start = since_start.saturating_add(by).min(MANUAL_MAX);
+        }
         let wakers = self.inner.wakers.lock().clone();
         let alive: Vec<bool> = wakers.iter().map(ClockWaker::wake).collect();
         if alive.contains(&false) {
@@ -218,10 +246,17 @@ impl fmt::Debug for ManualClock {
 
 /// 2025-01-01T00:00:00Z, where every [`ManualClock`] starts.
 const MANUAL_EPOCH: Duration = Duration::from_secs(1_735_689_600);
+/// How far a [`ManualClock`] goes: to `Nanos::MAX`, the end of time.
+const MANUAL_MAX: Duration = Duration::from_nanos(Nanos::MAX).saturating_sub(MANUAL_EPOCH);
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
+        // At most `Nanos::MAX` after the epoch: representable everywhere.
         UNIX_EPOCH + MANUAL_EPOCH + self.elapsed()
+    }
+
+    fn now_nanos(&self) -> u64 {
+        duration_nanos(MANUAL_EPOCH.saturating_add(self.elapsed()))
     }
 
     fn register_waker(&self, waker: ClockWaker) {
@@ -240,6 +275,13 @@ pub(crate) fn to_nanos(time: SystemTime) -> Nanos {
 /// Converts [`Nanos`] back to a time.
 pub(crate) fn from_nanos(nanos: Nanos) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// Whether `deadline` has come at `now`. A deadline that saturated at
+/// `Nanos::MAX` never comes (see the module docs): for leases and
+/// idempotency windows, not for delays.
+pub(crate) fn reached(deadline: Nanos, now: Nanos) -> bool {
+    deadline <= now && deadline != Nanos::MAX
 }
 
 /// A duration in [`Nanos`], saturating.
@@ -261,6 +303,42 @@ mod tests {
             clock.now().duration_since(start).unwrap(),
             Duration::from_millis(1500)
         );
+    }
+
+    #[test]
+    fn manual_clock_stops_at_the_end_of_time() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::MAX);
+        let end = UNIX_EPOCH + Duration::from_nanos(u64::MAX);
+        assert_eq!((clock.now(), clock.now_nanos()), (end, u64::MAX));
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(clock.now(), end);
+        assert_eq!(clock.elapsed(), MANUAL_MAX);
+        let near = ManualClock::new();
+        near.advance(MANUAL_MAX - Duration::from_nanos(1));
+        assert_eq!(near.now_nanos(), u64::MAX - 1);
+        assert_eq!(to_nanos(near.now()), u64::MAX - 1);
+    }
+
+    #[test]
+    fn conversions_saturate_at_both_ends() {
+        let end = UNIX_EPOCH + Duration::from_nanos(u64::MAX);
+        assert_eq!(to_nanos(end), u64::MAX);
+        assert_eq!(from_nanos(u64::MAX), end);
+        assert_eq!(to_nanos(end + Duration::from_nanos(1)), u64::MAX);
+        assert_eq!(to_nanos(end + Duration::from_secs(1 << 40)), u64::MAX);
+        assert_eq!(to_nanos(UNIX_EPOCH), 0);
+        assert_eq!(to_nanos(UNIX_EPOCH - Duration::from_nanos(1)), 0);
+        assert_eq!(from_nanos(0), UNIX_EPOCH);
+        assert_eq!(duration_nanos(Duration::MAX), u64::MAX);
+        assert_eq!(duration_nanos(Duration::from_nanos(u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn a_saturated_deadline_is_never_reached() {
+        assert!(reached(5, 5) && reached(5, 6) && !reached(6, 5));
+        assert!(reached(Nanos::MAX - 1, Nanos::MAX));
+        assert!(!reached(Nanos::MAX, Nanos::MAX));
     }
 
     #[test]

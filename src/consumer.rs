@@ -6,6 +6,7 @@ use crate::error::{RecvError, SettleError};
 use crate::shared::{Shared, Wait};
 use crate::Message;
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +116,17 @@ impl<T: Message> Consumer<T> {
         self.origin.shared.receive_one(&self.origin, wait)
     }
 
+    /// Receives for a worker of a pool: `Ok(None)` once `stop` is set, or
+    /// once `until_idle` is set and the closed queue has nothing ready or
+    /// delayed (see `Shared::receive_for_worker`).
+    pub(crate) fn recv_for_worker(
+        &self,
+        stop: &AtomicBool,
+        until_idle: &AtomicBool,
+    ) -> Result<Option<Delivery<T>>, RecvError> {
+        (self.origin.shared).receive_for_worker(&self.origin, stop, until_idle)
+    }
+
     /// The queue's visibility timeout (for the worker pool's heartbeat).
     pub(crate) fn visibility_timeout(&self) -> Duration {
         self.origin.shared.config.visibility_timeout
@@ -123,6 +135,13 @@ impl<T: Message> Consumer<T> {
     /// The queue's clock, read now.
     pub(crate) fn now(&self) -> crate::clock::Nanos {
         self.origin.shared.now()
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Wakes the queue's blocked consumers (after setting a worker flag).
+    pub(crate) fn wake(&self) {
+        self.origin.shared.wake_consumers();
     }
 }
 

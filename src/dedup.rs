@@ -6,7 +6,7 @@
 //! has expired, on the next insert into that shard. A lookup also checks the
 //! expiry itself, so the window is exact even before the FIFO catches up.
 
-use crate::clock::Nanos;
+use crate::clock::{reached, Nanos};
 use crate::message::MessageId;
 use parking_lot::Mutex;
 use std::collections::hash_map::DefaultHasher;
@@ -68,7 +68,7 @@ impl Dedup {
     pub(crate) fn check(&self, key: &str, payload_hash: u64, now: Nanos) -> KeyStatus {
         let shard = self.shard(key).lock();
         match shard.keys.get(key) {
-            Some(seen) if seen.expires > now => seen.status(payload_hash),
+            Some(seen) if !reached(seen.expires, now) => seen.status(payload_hash),
             _ => KeyStatus::New,
         }
     }
@@ -102,7 +102,11 @@ impl Dedup {
     ) -> Result<KeyStatus, E> {
         let mut shard = self.shard(key).lock();
         shard.forget_expired(now);
-        if let Some(seen) = shard.keys.get(key).filter(|seen| seen.expires > now) {
+        if let Some(seen) = shard
+            .keys
+            .get(key)
+            .filter(|seen| !reached(seen.expires, now))
+        {
             return Ok(seen.status(payload_hash));
         }
         record()?;
@@ -130,7 +134,7 @@ impl Dedup {
     ) {
         let mut shard = self.shard(key).lock();
         shard.forget_expired(now);
-        if expires <= now
+        if reached(expires, now)
             || shard
                 .keys
                 .get(key)
@@ -174,7 +178,7 @@ impl Shard {
 
     fn forget_expired(&mut self, now: Nanos) {
         while let Some((expires, _)) = self.by_expiry.front() {
-            if *expires > now {
+            if !reached(*expires, now) {
                 break;
             }
             let (expires, key) = self.by_expiry.pop_front().expect("peeked");

@@ -124,6 +124,14 @@ pub enum OpenError {
     #[error("persistence settings need a path")]
     NoPath,
     /// Another queue, in this process or another, has the directory open.
+    ///
+    /// A queue keeps its directory until its last handle is gone: every
+    /// `Queue`, `Producer`, `Consumer`, `Delivery`, `Batch` and
+    /// `DeadLetters`, and every thread of a [`WorkerPool`](crate::WorkerPool)
+    /// over it. A pool that was shut down, joined, or dropped while no
+    /// handler ran holds nothing once that call returns; a pool dropped
+    /// while handlers run holds the queue until the last of them has
+    /// returned and its message is settled.
     #[error("{path} is already open by another queue")]
     Locked {
         /// The queue's directory.

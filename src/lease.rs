@@ -27,11 +27,12 @@
 //! Fencing: a token is the lease's shard, its slot and the message's lease
 //! count (see [`Entry::next_lease`](crate::message::Entry::next_lease)),
 //! so with the message id it names one lease. Settling needs the token of the current
-//! lease and a deadline still in the future; a delivery whose lease expired
+//! lease and a deadline not yet [`reached`] (one saturated at the end of
+//! time never is); a delivery whose lease expired
 //! (and whose message may have been delivered again under a new token) can
 //! change nothing.
 
-use crate::clock::Nanos;
+use crate::clock::{reached, Nanos};
 use crate::error::SettleError;
 use crate::message::{BatchMessages, Batched, Held, MessageId};
 use crate::padded::Padded;
@@ -189,7 +190,7 @@ impl<T> Shard<T> {
     /// out at `now` (the fencing rule).
     fn current(&mut self, id: MessageId, token: u64, now: Nanos) -> Option<&mut Lease<T>> {
         let lease = self.slots.get_mut(slot_of(token))?.as_mut()?;
-        (lease.token == token && lease.id == id && lease.deadline > now).then_some(lease)
+        (lease.token == token && lease.id == id && !reached(lease.deadline, now)).then_some(lease)
     }
 
     /// Ends the lease of one message, `id` under `token`, if it is current
@@ -203,7 +204,7 @@ impl<T> Shard<T> {
                 token: leased_token,
                 deadline,
                 leased: Leased::One(_),
-            }) if *leased_token == token && *leased_id == id && *deadline > now => {}
+            }) if *leased_token == token && *leased_id == id && !reached(*deadline, now) => {}
             _ => return None,
         }
         let Some(Lease {
@@ -434,8 +435,8 @@ impl<T> LeaseTable<T> {
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock();
             while let Some(&Reverse(top)) = shard.deadlines.peek() {
-                if top.0 > now {
-                    break;
+                if !reached(top.0, now) {
+                    break; // the rest are later (or saturated: never)
                 }
                 shard.deadlines.pop();
                 if shard.is_live(&top) {
@@ -640,6 +641,22 @@ mod tests {
         assert!(table
             .split(MessageId(0), token, 10, ours, |_, t| t)
             .is_err());
+    }
+
+    #[test]
+    fn a_deadline_saturated_at_the_end_of_time_never_expires() {
+        let table = LeaseTable::new();
+        let end = lease(&table, 1, Nanos::MAX);
+        let before = lease(&table, 2, Nanos::MAX - 1);
+        let mut expired = Vec::new();
+        assert_eq!(table.expire(Nanos::MAX, &mut expired), Nanos::MAX);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].1.id, MessageId(2));
+        assert!(table.ack(MessageId(2), before, Nanos::MAX).is_err());
+        table
+            .extend(MessageId(1), end, Nanos::MAX, Nanos::MAX)
+            .unwrap();
+        assert!(table.ack(MessageId(1), end, Nanos::MAX).is_ok());
     }
 
     #[test]

@@ -93,7 +93,10 @@
 //! late). A send to an in-memory queue without a key or a delay reads it
 //! too, so its `enqueued_at` may be up to the lag early; delays,
 //! idempotency windows and sends to a write-ahead file read the precise
-//! clock. [`ManualClock`] has no lag.
+//! clock. [`ManualClock`] has no lag. Time saturates at the year 2554,
+//! and so do deadlines: any duration, `Duration::MAX` included, is
+//! accepted; a lease or key window that would end later never runs out,
+//! a delay that would end later comes due then (see [`Clock`]).
 //!
 //! Capacity counts ready, in-flight and delayed messages; a message whose
 //! lease expires keeps its slot, so it always has room to come back.

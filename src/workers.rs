@@ -17,13 +17,15 @@
 //! [`ManualClock`](crate::ManualClock) that jumps is noticed too; it sleeps
 //! without a timeout while no handler runs.
 //!
-//! Stopping: workers wait for messages in slices of [`POLL`] and check a
-//! flag between them, so they stop taking messages within one slice.
+//! Stopping: a worker waiting for a message also waits for the pool's stop
+//! flag (whoever sets it wakes the queue's consumers), so an idle worker
+//! stops at once. `shutdown`, `join` and drop find out whether they run on
+//! one of the pool's own workers (a handler ending its pool) by thread id,
+//! and then neither wait for nor release the caller's own message.
 
 use crate::clock::{self, Nanos};
 use crate::consumer::Consumer;
 use crate::delivery::{Delivery, LeaseHandle};
-use crate::error::RecvError;
 use crate::Message;
 use parking_lot::{Condvar, Mutex};
 use std::any::Any;
@@ -36,8 +38,6 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// How long a worker waits for a message before it looks at the stop flag.
-const POLL: Duration = Duration::from_millis(20);
 /// The longest the heartbeat sleeps while a handler runs.
 const MAX_NAP: Duration = Duration::from_millis(25);
 
@@ -50,8 +50,7 @@ const MAX_NAP: Duration = Duration::from_millis(25);
 /// heartbeat thread extends its lease by a full visibility timeout each
 /// time half a timeout has passed on the queue's clock (checked at least
 /// every 25 ms, so a [`ManualClock`](crate::ManualClock) that jumps is seen
-/// too). Workers check for [`stop`](WorkerPool::stop) every 20 ms while
-/// idle.
+/// too). Idle workers notice [`stop`](WorkerPool::stop) at once.
 ///
 /// ```
 /// use spool::{Queue, Workers};
@@ -162,8 +161,20 @@ impl<T> fmt::Debug for Workers<T> {
 ///
 /// End it with [`shutdown`](Self::shutdown) (stop now, let running
 /// handlers finish) or [`join`](Self::join) (let the workers drain a closed
-/// queue). Dropping it stops the workers without waiting: running handlers
-/// finish in the background, their leases still kept alive.
+/// queue). A handler may end its own pool (reaching it through a shared
+/// slot, say): the call then waits for the other workers only, and the
+/// caller's message is settled as its handler returns.
+///
+/// Dropping it stops the workers without waiting for running handlers:
+/// idle workers are woken and their threads joined before `drop` returns;
+/// a worker running a handler is left to finish it in the background, its
+/// lease still kept alive by the heartbeat, and settles its message when
+/// the handler returns. Until then that worker and the heartbeat hold the
+/// queue: a persistent queue's directory stays locked
+/// ([`OpenError::Locked`](crate::OpenError::Locked)) until the last running
+/// handler has returned and its message is settled, and no longer. With no
+/// handler running, nothing of the pool holds the queue once `drop`
+/// returns.
 pub struct WorkerPool<T> {
     pool: Arc<Pool<T>>,
     threads: Vec<JoinHandle<()>>,
@@ -188,6 +199,7 @@ impl<T: Message> WorkerPool<T> {
 
     /// Stops taking new messages, waits until `timeout` for running
     /// handlers to finish and settle, joins the threads and reports.
+    /// `Duration::MAX` waits as long as it takes.
     ///
     /// Messages not yet received stay in the queue. If a handler is still
     /// running at the deadline, its thread is left to finish on its own
@@ -197,6 +209,13 @@ impl<T: Message> WorkerPool<T> {
     /// counted in `stats().nacked`: it is retried, or dead-lettered if that
     /// was its last receive), and that handler's own settle is then refused and counted
     /// in `lease_lost`.
+    ///
+    /// Called from the pool's own handler, it waits for the other workers
+    /// only: the calling worker is neither waited for, nor listed in
+    /// `unfinished`, nor is its message released. Its message is settled
+    /// by its handler's result once the handler returns (after the report
+    /// was made: the report's counts do not include it); the heartbeat
+    /// keeps its lease alive until then, and its thread then ends.
     pub fn shutdown(self, timeout: Duration) -> ShutdownReport {
         self.pool.stop();
         self.finish(timeout)
@@ -209,14 +228,35 @@ impl<T: Message> WorkerPool<T> {
     /// [`Event::Poisoned`](crate::Event::Poisoned)), then reports. At
     /// the deadline it acts as [`shutdown`](Self::shutdown) with no time
     /// left: it stops the workers and releases what they hold.
+    /// `Duration::MAX` waits as long as it takes.
+    ///
+    /// Called from the pool's own handler, it waits for the other workers
+    /// only, as [`shutdown`](Self::shutdown) does. The caller's message is
+    /// in flight until its handler returns, so the queue cannot drain
+    /// before: the other workers stop once the queue is closed and nothing
+    /// is left ready or delayed (what is left is in flight). Should the
+    /// caller's handler then fail, its message is retried by whoever
+    /// receives from the queue next, no longer by this pool.
     pub fn join(self, timeout: Duration) -> ShutdownReport {
+        if self.caller().is_some() {
+            self.pool.until_idle.store(true, SeqCst);
+            self.pool.consumer.wake();
+        }
         self.finish(timeout)
     }
 
+    /// The index of the calling thread, if it is one of the pool's workers.
+    fn caller(&self) -> Option<usize> {
+        let me = thread::current().id();
+        self.threads.iter().position(|t| t.thread().id() == me)
+    }
+
     fn finish(mut self, timeout: Duration) -> ShutdownReport {
+        let caller = self.caller();
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.pool.state.lock();
-        while state.running > 0 {
+        // The caller is a running worker: wait for the others.
+        while state.running > usize::from(caller.is_some()) {
             let timed_out = match deadline {
                 Some(deadline) => self
                     .pool
@@ -232,30 +272,21 @@ impl<T: Message> WorkerPool<T> {
                 break;
             }
         }
-        self.pool.stopping.store(true, SeqCst);
-        let abandoned: Vec<LeaseHandle<T>> = (state.active.iter_mut())
-            .filter_map(|slot| slot.take().map(|active| active.lease))
+        let abandoned: Vec<LeaseHandle<T>> = (state.active.iter_mut().enumerate())
+            .filter(|&(index, _)| Some(index) != caller)
+            .filter_map(|(_, slot)| slot.take().map(|active| active.lease))
             .collect();
-        let unfinished: Vec<usize> = (0..state.finished.len())
-            .filter(|&index| !state.finished[index])
-            .collect();
-        state.heartbeat_stop = true;
+        // The caller's lease is kept alive until its handler returns.
+        state.heartbeat_stop = caller.is_none();
         drop(state);
-        self.pool.changed.notify_all();
+        self.pool.stop();
 
         // Outside the lock: releasing may call the queue's event hook.
         let released = abandoned
             .iter()
             .filter(|lease| lease.release().is_ok())
             .count();
-        for (index, thread) in self.threads.drain(..).enumerate() {
-            if !unfinished.contains(&index) {
-                let _ = thread.join(); // it has finished; a panic here is not the handler's
-            }
-        }
-        if let Some(heartbeat) = self.heartbeat.take() {
-            let _ = heartbeat.join();
-        }
+        let unfinished = self.end_threads(caller);
         ShutdownReport {
             workers: self.stats(),
             unfinished,
@@ -264,9 +295,47 @@ impl<T: Message> WorkerPool<T> {
     }
 }
 
+impl<T> WorkerPool<T> {
+    /// Waits until every worker but `caller` has stopped or is running a
+    /// handler (idle ones stop at once once woken), joins the stopped
+    /// ones and the heartbeat if it has ended, and returns the workers
+    /// left running, detached. The pool must be stopping.
+    fn end_threads(&mut self, caller: Option<usize>) -> Vec<usize> {
+        let mut state = self.pool.state.lock();
+        let settling = |state: &State<T>, index: usize| {
+            Some(index) != caller && !state.finished[index] && !state.busy[index]
+        };
+        while (0..self.threads.len()).any(|index| settling(&state, index)) {
+            self.pool.changed.wait(&mut state);
+        }
+        let unfinished: Vec<usize> = (0..self.threads.len())
+            .filter(|&index| Some(index) != caller && !state.finished[index])
+            .collect();
+        let heartbeat_ends = state.heartbeat_stop || state.running == 0;
+        drop(state);
+        for (index, thread) in self.threads.drain(..).enumerate() {
+            if Some(index) != caller && !unfinished.contains(&index) {
+                let _ = thread.join(); // it has finished; a panic here is not the handler's
+            }
+        }
+        if let Some(heartbeat) = self.heartbeat.take().filter(|_| heartbeat_ends) {
+            let _ = heartbeat.join();
+        }
+        unfinished
+    }
+}
+
 impl<T> Drop for WorkerPool<T> {
+    /// Stops the workers; see the type's docs for what still holds the
+    /// queue afterwards. Does nothing after `shutdown` or `join`.
     fn drop(&mut self) {
-        self.pool.stopping.store(true, SeqCst);
+        if self.threads.is_empty() && self.heartbeat.is_none() {
+            return;
+        }
+        self.pool.stop();
+        let me = thread::current().id();
+        let caller = self.threads.iter().position(|t| t.thread().id() == me);
+        self.end_threads(caller);
     }
 }
 
@@ -283,6 +352,9 @@ impl<T> fmt::Debug for WorkerPool<T> {
 struct Pool<T> {
     consumer: Consumer<T>,
     stopping: AtomicBool,
+    /// Set by a `join` called from a worker: stop once the closed queue
+    /// has nothing ready or delayed.
+    until_idle: AtomicBool,
     counts: Box<[Counts]>,
     state: Mutex<State<T>>,
     /// Signalled when a lease is taken or given back, or a worker exits.
@@ -292,6 +364,9 @@ struct Pool<T> {
 struct State<T> {
     /// The lease each worker's handler is running under, if any.
     active: Vec<Option<Active<T>>>,
+    /// Whether each worker is running its handler (still set after a
+    /// shutdown deadline took its lease from `active`).
+    busy: Vec<bool>,
     finished: Vec<bool>,
     running: usize,
     heartbeat_stop: bool,
@@ -310,20 +385,17 @@ impl<T: Message> Pool<T> {
         Pool {
             consumer,
             stopping: AtomicBool::new(false),
+            until_idle: AtomicBool::new(false),
             counts: (0..threads).map(|_| Counts::default()).collect(),
             state: Mutex::new(State {
                 active: (0..threads).map(|_| None).collect(),
+                busy: vec![false; threads],
                 finished: vec![false; threads],
                 running: threads,
                 heartbeat_stop: false,
             }),
             changed: Condvar::new(),
         }
-    }
-
-    fn stop(&self) {
-        self.stopping.store(true, SeqCst);
-        self.changed.notify_all();
     }
 
     /// One worker thread.
@@ -333,20 +405,19 @@ impl<T: Message> Pool<T> {
         E: fmt::Display,
     {
         let counts = &self.counts[index];
+        let _exit = Exit { pool: self, index };
         while !self.stopping.load(SeqCst) {
-            let delivery = match self.consumer.recv_timeout(POLL) {
-                Ok(delivery) => delivery,
-                Err(RecvError::Timeout | RecvError::Empty) => continue,
-                Err(_) => break, // closed and drained
+            let delivery = match self
+                .consumer
+                .recv_for_worker(&self.stopping, &self.until_idle)
+            {
+                Ok(Some(delivery)) => delivery,
+                // Stopped; or closed and drained, or the write-ahead file failed.
+                Ok(None) | Err(_) => break,
             };
             Counts::bump(&counts.received);
             self.handle(index, delivery, handler);
         }
-        let mut state = self.state.lock();
-        state.finished[index] = true;
-        state.running -= 1;
-        drop(state);
-        self.changed.notify_all();
     }
 
     fn handle<F, E>(&self, index: usize, delivery: Delivery<T>, handler: &F)
@@ -355,15 +426,21 @@ impl<T: Message> Pool<T> {
         E: fmt::Display,
     {
         let counts = &self.counts[index];
-        self.state.lock().active[index] = Some(Active {
+        let mut state = self.state.lock();
+        state.active[index] = Some(Active {
             lease: delivery.lease(),
             since: self.consumer.now(),
             lost: false,
         });
+        state.busy[index] = true;
+        drop(state);
         self.changed.notify_all();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(delivery.payload())));
         // Taken back before settling, so the heartbeat leaves it alone.
-        self.state.lock().active[index] = None;
+        let mut state = self.state.lock();
+        state.active[index] = None;
+        state.busy[index] = false;
+        drop(state);
         let settled = match outcome {
             Ok(Ok(())) => {
                 let settled = delivery.ack();
@@ -424,6 +501,34 @@ impl<T: Message> Pool<T> {
                 }
             }
         }
+    }
+}
+
+impl<T> Pool<T> {
+    /// Sets the stop flag and wakes the workers waiting for a message and
+    /// the threads waiting on `changed`.
+    fn stop(&self) {
+        self.stopping.store(true, SeqCst);
+        self.consumer.wake();
+        self.changed.notify_all();
+    }
+}
+
+/// Marks a worker finished however its loop ends (a panic outside the
+/// handler included), so that nobody waits for it for ever.
+struct Exit<'a, T> {
+    pool: &'a Pool<T>,
+    index: usize,
+}
+
+impl<T> Drop for Exit<'_, T> {
+    fn drop(&mut self) {
+        let mut state = self.pool.state.lock();
+        state.finished[self.index] = true;
+        state.busy[self.index] = false;
+        state.running -= 1;
+        drop(state);
+        self.pool.changed.notify_all();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Worker pools: handler outcomes settle deliveries, panics are caught,
 //! long handlers keep their leases, and shutdown loses nothing.
 
-use spool::{DeadLetterReason, Event, ManualClock, Queue, Workers};
+use spool::{DeadLetterReason, Durability, Event, ManualClock, Queue, WorkerPool, Workers};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Once};
@@ -251,4 +251,105 @@ fn at_the_shutdown_deadline_a_stuck_handler_s_message_is_released() {
     open.send(()).unwrap(); // the detached handler's ack is refused
     again.ack().unwrap();
     assert_eq!(queue.stats().acked, 1);
+}
+
+/// How a handler ends its own pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    Shutdown,
+    Join,
+    Drop,
+}
+
+/// Issue 10, fault 3: a handler that ends its own pool (here through a
+/// slot it shares with the test) waited for itself, for ever with
+/// `Duration::MAX`, and its message was then released instead of acked.
+/// The call must wait for the other workers only, and the caller's message
+/// is settled as its handler returns.
+#[test]
+fn a_handler_that_shuts_down_its_own_pool_does_not_wait_for_itself() {
+    for ending in [Ending::Shutdown, Ending::Join, Ending::Drop] {
+        let queue: Queue<u32> = Queue::builder().open().unwrap();
+        let slot: Arc<Mutex<Option<WorkerPool<u32>>>> = Arc::new(Mutex::new(None));
+        let (report_tx, reports) = mpsc::channel();
+        let in_handler = Arc::clone(&slot);
+        let pool = Workers::new(queue.consumer())
+            .threads(3)
+            .spawn(move |n: &u32| {
+                let pool = in_handler.lock().unwrap().take();
+                if let Some(pool) = pool {
+                    let report = match ending {
+                        Ending::Shutdown => Some(pool.shutdown(Duration::MAX)),
+                        Ending::Join => Some(pool.join(Duration::MAX)),
+                        Ending::Drop => {
+                            drop(pool);
+                            None
+                        }
+                    };
+                    report_tx.send((*n, report)).unwrap();
+                }
+                Ok::<(), String>(())
+            })
+            .unwrap();
+        *slot.lock().unwrap() = Some(pool);
+        let sent = if ending == Ending::Join { 5 } else { 1 };
+        for n in 0..sent {
+            queue.producer().send(n).unwrap();
+        }
+        if ending == Ending::Join {
+            queue.close(); // the other workers drain the rest, then stop
+        }
+
+        let (caller, report) = reports
+            .recv_timeout(WAIT)
+            .expect("the handler's own shutdown returned");
+        if let Some(report) = &report {
+            assert!(report.unfinished.is_empty(), "{report:?}");
+            assert_eq!(report.released, 0, "the caller's message is not released");
+            assert_eq!(report.totals().received, sent as u64, "{ending:?}");
+        }
+        wait_until("every message is acked", || {
+            queue.stats().acked == sent as u64
+        });
+        let stats = queue.stats();
+        assert_eq!(
+            (stats.ready, stats.in_flight, stats.delayed, stats.expired),
+            (0, 0, 0, 0),
+            "{ending:?}, caller's message: {caller}"
+        );
+    }
+}
+
+/// Issue 10, fault 7: once a pool was dropped without `join` and every
+/// handle of a persistent queue was gone, an immediate reopen found the
+/// directory still locked now and then, for up to a polling interval: the
+/// dropped pool's idle workers still held the queue until they next looked
+/// at their stop flag. Dropping the pool must wake and join its idle
+/// workers, so the directory reopens at once, every time.
+#[test]
+fn the_directory_stays_locked_after_everything_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..60u32 {
+        let queue: Queue<u32> = Queue::builder()
+            .path(dir.path())
+            .durability(Durability::None)
+            .open()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let pool = Workers::new(queue.consumer())
+            .threads(2)
+            .spawn(|_: &u32| Ok::<(), String>(()))
+            .unwrap();
+        let producer = queue.producer();
+        for n in 0..3 {
+            producer.send(round * 3 + n).unwrap();
+        }
+        wait_until("the pool acks all three", || pool.totals().acked == 3);
+        // The workers are idle in a receive now; nothing is settled late.
+        drop(pool);
+        drop(producer);
+        drop(queue);
+        if let Err(error) = Queue::<u32>::builder().path(dir.path()).open() {
+            panic!("round {round}: reopening at once failed: {error}");
+        }
+    }
 }

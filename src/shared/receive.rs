@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::message::{BatchBuilder, Held, Queued};
 use crate::stats::Counters;
 use crate::wal::Record;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,40 @@ impl<T> Shared<T> {
         wait: Wait,
     ) -> Result<Batch<T>, RecvError> {
         self.receive_with(wait, |now| self.take_batch(origin, max, now))
+    }
+
+    /// Receives one message for a worker of a pool: waits until one is
+    /// ready (`Ok(Some(_))`), the queue is drained (`Closed`), `stop` is
+    /// set, or `until_idle` is set and the queue is closed with nothing
+    /// ready or delayed, all that is left being in flight (`Ok(None)`).
+    /// Who sets a flag then calls [`wake_consumers`](Self::wake_consumers).
+    pub(crate) fn receive_for_worker(
+        &self,
+        origin: &Arc<Origin<T>>,
+        stop: &AtomicBool,
+        until_idle: &AtomicBool,
+    ) -> Result<Option<Delivery<T>>, RecvError> {
+        self.receive_with(Wait::Forever, |now| {
+            if stop.load(SeqCst) {
+                return Ok(Some(None));
+            }
+            match self.take_one(origin, now)? {
+                Some(delivery) => Ok(Some(Some(delivery))),
+                None if until_idle.load(SeqCst) && self.nothing_to_take() => Ok(Some(None)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Closed, and nothing ready or delayed (messages may be in flight).
+    fn nothing_to_take(&self) -> bool {
+        self.is_closed() && self.ready.len() == 0 && self.delayed.len() == 0
+    }
+
+    /// Wakes every blocked consumer, so that it looks again (a worker pool
+    /// stopping).
+    pub(crate) fn wake_consumers(&self) {
+        self.ready.signal.notify_all();
     }
 
     /// Tries `take` until it finds something, the queue is drained, or the
