@@ -13,7 +13,9 @@
 //!   queue (the baseline here) and through persistent queues with
 //!   `Durability::Sync`, `Interval(10 ms)` and `None`, P producers and C
 //!   consumers (`PpCc`). Under `Sync`, a message costs three durable
-//!   records: its enqueue, its receive and its ack. The `_batch64` rows
+//!   records: its enqueue, its receive and its ack; the
+//!   `sync_lazy_receives` rows open with `durable_receives(false)`, where
+//!   the receive is recorded without waiting. The `_batch64` rows
 //!   move the messages 64 at a time (`send_batch`, `recv_batch`,
 //!   `Batch::ack`): three frames per 64 messages.
 //!
@@ -93,10 +95,20 @@ impl Drop for Dir {
 }
 
 fn open(dir: &Dir, durability: Durability, capacity: usize) -> Queue<Payload> {
+    open_with(dir, durability, capacity, true)
+}
+
+fn open_with(
+    dir: &Dir,
+    durability: Durability,
+    capacity: usize,
+    durable_receives: bool,
+) -> Queue<Payload> {
     Queue::builder()
         .capacity(capacity)
         .path(&dir.0)
         .durability(durability)
+        .durable_receives(durable_receives)
         .open()
         .unwrap()
 }
@@ -173,7 +185,7 @@ fn sync_send_round(producers: u64, n: u64) -> Duration {
 /// one: in memory when `durability` is `None`, else persistent at that
 /// level.
 fn round_trip(
-    durability: Option<Durability>,
+    durability: Option<(Durability, bool)>,
     producers: u64,
     consumers: u64,
     n: u64,
@@ -182,9 +194,9 @@ fn round_trip(
     let dir;
     let queue = match durability {
         None => Queue::builder().capacity(CAPACITY).open().unwrap(),
-        Some(durability) => {
+        Some((durability, durable_receives)) => {
             dir = Dir::fresh("round-trip");
-            open(&dir, durability, CAPACITY)
+            open_with(&dir, durability, CAPACITY, durable_receives)
         }
     };
     let start_line = Barrier::new((producers + consumers) as usize + 1);
@@ -286,26 +298,26 @@ fn durable(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("durable_round_trip_64B");
     configure(&mut group);
-    let interval = Durability::Interval(Duration::from_millis(10));
+    let interval = Some((Durability::Interval(Duration::from_millis(10)), true));
+    let sync = Some((Durability::Sync, true));
+    let none = Some((Durability::None, true));
+    // `Sync` whose receives do not wait for the disk (`durable_receives`).
+    let sync_lazy = Some((Durability::Sync, false));
     let cases = [
         ("in_memory", None, 1, IN_MEMORY_ROUND, 1),
         ("in_memory", None, 2, IN_MEMORY_ROUND, 1),
-        ("sync", Some(Durability::Sync), 1, one / 2, 1),
-        ("interval_10ms", Some(interval), 1, WRITE_ROUND, 1),
-        ("interval_10ms", Some(interval), 2, WRITE_ROUND, 1),
-        ("none", Some(Durability::None), 1, WRITE_ROUND, 1),
-        ("none", Some(Durability::None), 2, WRITE_ROUND, 1),
+        ("sync", sync, 1, one / 2, 1),
+        ("sync_lazy_receives", sync_lazy, 1, one / 2, 1),
+        ("interval_10ms", interval, 1, WRITE_ROUND, 1),
+        ("interval_10ms", interval, 2, WRITE_ROUND, 1),
+        ("none", none, 1, WRITE_ROUND, 1),
+        ("none", none, 2, WRITE_ROUND, 1),
         // The same in batches of 64: one frame (and under `Sync` one
         // fdatasync) for each send, receive and ack of a whole batch.
         ("in_memory_batch64", None, 1, IN_MEMORY_ROUND * 10, 64),
-        ("sync_batch64", Some(Durability::Sync), 1, one * 16, 64),
-        (
-            "interval_10ms_batch64",
-            Some(interval),
-            1,
-            WRITE_ROUND * 10,
-            64,
-        ),
+        ("sync_batch64", sync, 1, one * 16, 64),
+        ("sync_lazy_receives_batch64", sync_lazy, 1, one * 16, 64),
+        ("interval_10ms_batch64", interval, 1, WRITE_ROUND * 10, 64),
     ];
     for (name, durability, threads, n, batch) in cases {
         bench(

@@ -242,6 +242,45 @@ impl<T: Message> Builder<T> {
         self
     }
 
+    /// Whether a receive from a persistent queue waits for its record to
+    /// be on disk before it hands out the message (`true`, the default).
+    /// Only for a queue with a [`path`](Self::path); it matters under
+    /// [`Durability::Sync`], where every other level waits for nothing.
+    ///
+    /// With `true`, one consumer draining a `Sync` queue pays an
+    /// `fdatasync` per receive (shared with concurrent callers) before it
+    /// can start the work, and in return the receive count survives any
+    /// crash: a message that crashes the process on every delivery reaches
+    /// the dead-letter queue after `max_receives` restarts.
+    ///
+    /// With `false`, the receive record is appended in order before the
+    /// message is handed out, and the writer thread writes and syncs it
+    /// at once, but the receive does not wait for that (the `ack` of the
+    /// message does wait, for its own record and so for the receive's).
+    /// A crash can then lose the last receives: their
+    /// messages come back with the receive count they had before, so a
+    /// message that crashes the process on every delivery may never reach
+    /// the dead-letter queue (each restart may redeliver it as if for the
+    /// first time). Nothing acknowledged is lost either way.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("spool-doc-lazy-{}", std::process::id()));
+    /// let queue: spool::Queue<u64> = spool::Queue::builder()
+    ///     .path(&dir)
+    ///     .durable_receives(false) // receives do not wait for the disk
+    ///     .open()?;
+    /// queue.producer().send(7)?; // waits for the disk, as under `Sync`
+    /// let job = queue.consumer().try_recv()?; // does not
+    /// job.ack()?; // waits, for its own record and the receive before it
+    /// # drop(queue);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn durable_receives(mut self, durable: bool) -> Self {
+        self.persistence().durable_receives = durable;
+        self
+    }
+
     /// The largest encoded message a persistent queue accepts; a larger one
     /// is refused with [`SendError::TooLarge`](crate::SendError::TooLarge)
     /// (in memory nothing is encoded, so nothing is checked). Frames read
@@ -283,6 +322,7 @@ impl<T: Message> Builder<T> {
         self.config.persist.get_or_insert_with(|| PersistConfig {
             path: PathBuf::new(),
             durability: Durability::Sync,
+            durable_receives: true,
             segment_size: 64 << 20,
             salvage: false,
         })

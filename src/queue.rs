@@ -100,6 +100,37 @@ impl<T: Message> Queue<T> {
         self.shared.sync()
     }
 
+    /// Compacts the write-ahead file now: seals the active segment and
+    /// rewrites every file before it as one base file holding only the
+    /// live state, then returns. Compaction runs on a thread of its own,
+    /// so sends, receives and settles go on meanwhile; it also runs by
+    /// itself as segments fill, so call this only to reclaim the disk at
+    /// once (after draining a large backlog, say). A no-op in memory.
+    ///
+    /// A failure (a full disk) leaves the files as they were and does not
+    /// stop the queue; an error after the write-ahead file stopped is that
+    /// earlier failure.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("spool-doc-compact-{}", std::process::id()));
+    /// let queue: spool::Queue<u64> = spool::Queue::builder().path(&dir).open()?;
+    /// let producer = queue.producer();
+    /// let consumer = queue.consumer();
+    /// for i in 0..1_000 {
+    ///     producer.send(i)?;
+    ///     consumer.try_recv()?.ack()?;
+    /// }
+    /// let before = queue.disk_usage()?;
+    /// queue.compact()?;
+    /// assert!(queue.disk_usage()? < before);
+    /// # drop((producer, consumer, queue));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(&self) -> Result<(), StorageError> {
+        self.shared.compact()
+    }
+
     /// Bytes the write-ahead files take on disk (0 in memory). Acknowledged
     /// messages are reclaimed by compaction as segments fill, so this stays
     /// within a small multiple of the live messages plus four segments

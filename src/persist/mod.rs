@@ -9,7 +9,9 @@
 //!   their record is as durable as the [`Durability`] level promises, and so
 //!   does every receive, before its delivery is handed out: a message that
 //!   crashes the process on every delivery still reaches the dead-letter
-//!   queue after `max_receives` restarts.
+//!   queue after `max_receives` restarts. With `durable_receives(false)`
+//!   a receive is appended (in order, before its delivery is handed out)
+//!   without waiting, and that promise is given up.
 //! - Releases (nack, fail, expiry) are appended without waiting: losing one
 //!   in a crash only loses a backoff or an error text, since a message in
 //!   flight comes back ready anyway.
@@ -29,6 +31,8 @@ use std::sync::Arc;
 pub(crate) struct PersistConfig {
     pub(crate) path: PathBuf,
     pub(crate) durability: Durability,
+    /// Whether a receive waits for its record to be durable.
+    pub(crate) durable_receives: bool,
     pub(crate) segment_size: u64,
     pub(crate) salvage: bool,
 }
@@ -38,6 +42,7 @@ pub(crate) struct PersistConfig {
 pub(crate) struct Journal {
     wal: Wal,
     max_frame: usize,
+    durable_receives: bool,
 }
 
 impl Journal {
@@ -70,7 +75,18 @@ impl Journal {
         options.max_frame = u32::try_from(frame).unwrap_or(u32::MAX);
         let max_frame = options.max_frame() as usize;
         let (wal, recovered) = Wal::open(storage, options).map_err(open_error)?;
-        Ok((Journal { wal, max_frame }, recovered))
+        let journal = Journal {
+            wal,
+            max_frame,
+            durable_receives: config.durable_receives,
+        };
+        Ok((journal, recovered))
+    }
+
+    /// Whether a receive waits for its record to be durable
+    /// ([`Builder::durable_receives`](crate::Builder::durable_receives)).
+    pub(crate) fn durable_receives(&self) -> bool {
+        self.durable_receives
     }
 
     /// The largest frame (one append) in bytes of records.
@@ -103,6 +119,12 @@ impl Journal {
     /// durability level.
     pub(crate) fn sync(&self) -> Result<(), StorageError> {
         Ok(self.wal.sync()?)
+    }
+
+    /// Compacts every file up to the active segment (sealed first), on the
+    /// compactor thread; returns once it is done.
+    pub(crate) fn compact(&self) -> Result<(), StorageError> {
+        Ok(self.wal.compact().map(drop)?)
     }
 
     /// Whether the writer has stopped after a failure.

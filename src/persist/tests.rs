@@ -520,3 +520,46 @@ fn redrive_all_and_where_commit_once() {
     assert_eq!(reopened.stats().ready, 100);
     assert!(reopened.dead_letters().is_empty());
 }
+
+/// `durable_receives(false)`: a receive is recorded in order but does not
+/// wait for the disk. Shown with a sync that fails: the default receive
+/// reports the failure and hands out nothing; the lazy one has already
+/// handed out the message, whose receive is then lost with the log (it
+/// comes back with its old receive count), while the ack that would
+/// have waited for it is refused.
+#[test]
+fn receives_wait_for_the_disk_unless_asked_not_to() {
+    for durable in [true, false] {
+        let storage = SimStorage::new();
+        let clock = ManualClock::new();
+        let open = |storage: &SimStorage| {
+            Queue::<u32>::builder()
+                .path("sim")
+                .clock(clock.clone())
+                .durable_receives(durable)
+                .open_on_storage(Arc::new(storage.clone()))
+                .unwrap()
+        };
+        let queue = open(&storage);
+        queue.producer().send(7).unwrap();
+        storage.fail_sync(1);
+        let consumer = queue.consumer();
+        match consumer.try_recv() {
+            Ok(delivery) => {
+                assert!(!durable, "a durable receive returned before its sync");
+                assert_eq!((*delivery, delivery.receive_count()), (7, 1));
+                assert!(delivery.ack().is_err(), "ack after a failed sync");
+            }
+            Err(RecvError::Storage(_)) => assert!(durable, "a lazy receive waited"),
+            Err(other) => panic!("durable {durable}: {other:?}"),
+        }
+        drop((consumer, queue));
+        let reopened = open(&storage.crash(Torn::Lost));
+        let delivery = reopened.consumer().try_recv().unwrap();
+        assert_eq!(
+            (*delivery, delivery.receive_count()),
+            (7, 1),
+            "durable {durable}"
+        );
+    }
+}

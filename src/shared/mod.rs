@@ -389,6 +389,13 @@ impl<T> Shared<T> {
         }
     }
 
+    pub(crate) fn compact(&self) -> Result<(), StorageError> {
+        match &self.journal {
+            Some(journal) => journal.compact().map_err(|e| self.failed(e)),
+            None => Ok(()),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn journal_poisoned(&self) -> bool {
         self.journal.as_ref().is_some_and(Journal::is_poisoned)

@@ -123,7 +123,7 @@ impl<T> Shared<T> {
             id: entry.id.0,
             receive_count: entry.receive_count,
         };
-        if let Err(error) = self.log_durably(&[record]) {
+        if let Err(error) = self.log_receive(&[record]) {
             self.unreceive(vec![entry], now);
             return Err(RecvError::Storage(error));
         }
@@ -166,8 +166,18 @@ impl<T> Shared<T> {
         Ok(Some(Batch::new(Arc::clone(origin), batch, token)))
     }
 
+    /// Appends a receive's record, and waits for it to be durable unless
+    /// the queue was opened with `durable_receives(false)`.
+    fn log_receive(&self, records: &[Record<'_>]) -> Result<(), StorageError> {
+        match &self.journal {
+            Some(journal) if !journal.durable_receives() => self.log(records).map(drop),
+            _ => self.log_durably(records),
+        }
+    }
+
     /// Records the receives of a batch, in frames of at most
-    /// `RECEIVES_PER_FRAME` records, and waits for the last.
+    /// `RECEIVES_PER_FRAME` records, and waits for the last (unless the
+    /// queue was opened with `durable_receives(false)`).
     fn log_receives(&self, batch: &BatchBuilder<T>) -> Result<(), StorageError> {
         let records: Vec<Record<'_>> = batch
             .receives()
@@ -180,7 +190,10 @@ impl<T> Shared<T> {
         for chunk in records.chunks(RECEIVES_PER_FRAME) {
             ticket = self.log(chunk)?;
         }
-        self.durable(ticket)
+        match &self.journal {
+            Some(journal) if !journal.durable_receives() => Ok(()),
+            _ => self.durable(ticket),
+        }
     }
 
     /// The deadline of a lease granted at `now`, a coarse reading.

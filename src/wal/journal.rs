@@ -267,7 +267,6 @@ impl Wal {
         }
     }
 
-    #[cfg_attr(not(test), allow(dead_code))]
     /// Seals the active segment and compacts every sealed file into one
     /// base file, on the compactor thread (appends go on meanwhile).
     pub(crate) fn compact(&self) -> Result<CompactionReport, WalError> {
