@@ -401,6 +401,9 @@ impl<T: Message> Builder<T> {
         let report = recovered.report.clone();
         let shared = Shared::new(config, self.clock, seed, Some((journal, report)));
         shared.restore(recovered)?;
+        // Only now: a compaction due at open would compete with the
+        // restore for the cores.
+        shared.start_compaction();
         Ok(Queue::new(shared))
     }
 }

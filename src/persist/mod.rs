@@ -121,6 +121,11 @@ impl Journal {
         Ok(self.wal.sync()?)
     }
 
+    /// Lets automatic compactions run, once the queue restored its state.
+    pub(crate) fn start_compaction(&self) {
+        self.wal.start_compaction();
+    }
+
     /// Compacts every file up to the active segment (sealed first), on the
     /// compactor thread; returns once it is done.
     pub(crate) fn compact(&self) -> Result<(), StorageError> {

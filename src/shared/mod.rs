@@ -389,6 +389,12 @@ impl<T> Shared<T> {
         }
     }
 
+    pub(crate) fn start_compaction(&self) {
+        if let Some(journal) = &self.journal {
+            journal.start_compaction();
+        }
+    }
+
     pub(crate) fn compact(&self) -> Result<(), StorageError> {
         match &self.journal {
             Some(journal) => journal.compact().map_err(|e| self.failed(e)),

@@ -25,10 +25,12 @@
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
 use super::options::WalOptions;
-use super::storage::Storage;
+use super::storage::{LockGuard, ReadFile, Storage, WriteFile};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The least log after the base that makes an automatic compaction due,
 /// and the size at which the active segment is sealed while the base is
@@ -63,6 +65,9 @@ pub(crate) struct Plan {
     requests: Vec<CompactionReply>,
     /// Compact at the next chance whatever the sizes (after open).
     forced: bool,
+    /// No automatic compaction until [`Compactor::start`]: the queue
+    /// restores its state first, without a compaction beside it.
+    held: bool,
     /// An automatic compaction through this file failed: not retried
     /// until a newer file is sealed.
     failed_through: u64,
@@ -83,7 +88,8 @@ impl Plan {
         if !self.requests.is_empty() {
             return true;
         }
-        options.auto_compact
+        !self.held
+            && options.auto_compact
             && self.sealed_through > self.failed_through
             && (self.forced || self.sealed_bytes >= self.threshold(options))
     }
@@ -98,6 +104,7 @@ fn floor(options: &WalOptions) -> u64 {
 /// thread.
 #[derive(Debug)]
 pub(crate) struct Compactor {
+    options: WalOptions,
     plan: Mutex<Plan>,
     /// Wakes the compactor thread.
     work: Condvar,
@@ -105,15 +112,16 @@ pub(crate) struct Compactor {
     progress: Condvar,
     /// The size at which the writer seals the active segment.
     rotate_at: AtomicU64,
-    /// Set when the log closes: a running compaction gives up.
-    cancel: AtomicBool,
+    /// Set when the log closes: a running compaction gives up (its reads
+    /// fail, see [`Cancellable`]).
+    cancel: Arc<AtomicBool>,
 }
 
 impl Compactor {
     /// The state after open: the recovered files are all sealed, up to
     /// `sealed_through`.
     pub(crate) fn new(
-        options: &WalOptions,
+        options: WalOptions,
         sealed_through: u64,
         base_bytes: u64,
         sealed_bytes: u64,
@@ -125,20 +133,32 @@ impl Compactor {
             sealed_bytes,
             requests: Vec::new(),
             forced,
+            held: true,
             failed_through: 0,
             running: false,
             stop: false,
             finished: 0,
         };
         let compactor = Compactor {
+            rotate_at: AtomicU64::new(options.segment_size),
+            options,
             plan: Mutex::new(plan),
             work: Condvar::new(),
             progress: Condvar::new(),
-            rotate_at: AtomicU64::new(options.segment_size),
-            cancel: AtomicBool::new(false),
+            cancel: Arc::new(AtomicBool::new(false)),
         };
-        compactor.set_rotate_at(&compactor.plan.lock(), options);
+        compactor.set_rotate_at(&compactor.plan.lock());
         compactor
+    }
+
+    /// Lets automatic compactions run (they are held from open until the
+    /// queue has restored its state).
+    pub(crate) fn start(&self) {
+        let mut plan = self.plan.lock();
+        plan.held = false;
+        if plan.due(&self.options) {
+            self.work.notify_one();
+        }
     }
 
     /// The active segment is sealed once it reaches this size: the
@@ -149,7 +169,8 @@ impl Compactor {
         self.rotate_at.load(Ordering::Relaxed)
     }
 
-    fn set_rotate_at(&self, plan: &Plan, options: &WalOptions) {
+    fn set_rotate_at(&self, plan: &Plan) {
+        let options = &self.options;
         let at = match options.auto_compact {
             true => options.segment_size.min(plan.threshold(options)),
             false => options.segment_size,
@@ -159,7 +180,8 @@ impl Compactor {
 
     /// The writer sealed file `seq` of `bytes`. Waits while the compactor
     /// is far behind (see the module docs).
-    pub(crate) fn sealed(&self, seq: u64, bytes: u64, options: &WalOptions) {
+    pub(crate) fn sealed(&self, seq: u64, bytes: u64) {
+        let options = &self.options;
         let mut plan = self.plan.lock();
         plan.sealed_through = seq;
         plan.sealed_bytes += bytes;
@@ -205,7 +227,8 @@ impl Compactor {
     }
 
     /// The compactor thread's loop; returns once stopped.
-    pub(crate) fn run(&self, storage: &dyn Storage, options: &WalOptions) {
+    pub(crate) fn run(&self, storage: &dyn Storage) {
+        let options = &self.options;
         let mut plan = self.plan.lock();
         loop {
             while !plan.stop && !plan.due(options) {
@@ -226,7 +249,17 @@ impl Compactor {
             plan.running = true;
             drop(plan);
 
-            let outcome = compact(storage, through, options, &|| self.cancelled());
+            let reads = Cancellable {
+                inner: storage,
+                cancel: &self.cancel,
+            };
+            let outcome = compact(&reads, through, options, &|| self.cancelled()).map_err(|e| {
+                if self.cancelled() {
+                    WalError::Closed
+                } else {
+                    e
+                }
+            });
 
             plan = self.plan.lock();
             plan.running = false;
@@ -239,7 +272,7 @@ impl Compactor {
                 }
                 Err(_) => plan.failed_through = through,
             }
-            self.set_rotate_at(&plan, options);
+            self.set_rotate_at(&plan);
             if let Some(reply) = request {
                 let _ = reply.send(outcome);
             }
@@ -249,9 +282,9 @@ impl Compactor {
 
     /// Tests: waits until no compaction is running or due.
     #[cfg(test)]
-    pub(crate) fn quiesce(&self, options: &WalOptions) {
+    pub(crate) fn quiesce(&self) {
         let mut plan = self.plan.lock();
-        while !plan.stop && (plan.running || plan.due(options)) {
+        while !plan.stop && (plan.running || plan.due(&self.options)) {
             self.progress.wait(&mut plan);
         }
     }
@@ -260,5 +293,74 @@ impl Compactor {
     #[cfg(test)]
     pub(crate) fn finished(&self) -> u64 {
         self.plan.lock().finished
+    }
+}
+
+/// The storage as a compaction sees it: reads fail once the log closes,
+/// so that a compaction replaying a large log gives up at once rather
+/// than holding the directory (and its lock) until it is done.
+#[derive(Debug)]
+struct Cancellable<'a> {
+    inner: &'a dyn Storage,
+    cancel: &'a Arc<AtomicBool>,
+}
+
+/// A file read by a compaction; fails once the log closes.
+struct CancellableRead {
+    inner: Box<dyn ReadFile>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl io::Read for CancellableRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the write-ahead file is closing"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl io::Seek for CancellableRead {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl Storage for Cancellable<'_> {
+    fn describe(&self, name: &str) -> String {
+        self.inner.describe(name)
+    }
+    fn lock(&self) -> io::Result<LockGuard> {
+        self.inner.lock()
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        self.inner.create(name)
+    }
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        Ok(Box::new(CancellableRead {
+            inner: self.inner.open_read(name)?,
+            cancel: Arc::clone(self.cancel),
+        }))
+    }
+    fn len(&self, name: &str) -> io::Result<u64> {
+        self.inner.len(name)
+    }
+    fn sync_file(&self, name: &str) -> io::Result<()> {
+        self.inner.sync_file(name)
+    }
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
     }
 }

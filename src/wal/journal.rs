@@ -77,6 +77,11 @@ impl Wal {
         let (recovered, layout) = recover(&*storage, options.fingerprint, options.salvage)?;
         let active = create_segment(&*storage, layout.next_seq, &options)?;
         let seq = active.seq;
+        if let Some(empty) = &layout.empty_last {
+            // Holds nothing (a lost removal brings back an empty file, as
+            // harmless as it was).
+            let _ = storage.remove(empty);
+        }
         // Each open starts a new segment, so a queue reopened often would
         // pile up small files that only a rotation compacts: compact soon
         // after open too once there are many (and a salvaged file, so that
@@ -84,7 +89,7 @@ impl Wal {
         let forced =
             !recovered.report.salvaged.is_empty() || layout.sealed_files >= COMPACT_AT_OPEN_FILES;
         let compactor = Arc::new(Compactor::new(
-            &options,
+            options.clone(),
             layout.next_seq - 1,
             layout.base_bytes,
             layout.sealed_bytes,
@@ -104,10 +109,9 @@ impl Wal {
         let compactor_thread = {
             let compactor = Arc::clone(&compactor);
             let storage = Arc::clone(&storage);
-            let options = options.clone();
             std::thread::Builder::new()
                 .name("spool-compact".into())
-                .spawn(move || compactor.run(&*storage, &options))
+                .spawn(move || compactor.run(&*storage))
                 .map_err(spawn_failed)?
         };
         let thread = {
@@ -298,10 +302,16 @@ impl Wal {
         self.shared.is_poisoned()
     }
 
+    /// Lets automatic compactions run: the queue calls it once it has
+    /// restored its state, so that no compaction competes with that.
+    pub(crate) fn start_compaction(&self) {
+        self.compactor.start();
+    }
+
     /// Waits until no compaction is running or due.
     #[cfg(test)]
-    pub(crate) fn quiesce(&self, options: &WalOptions) {
-        self.compactor.quiesce(options);
+    pub(crate) fn quiesce(&self) {
+        self.compactor.quiesce();
     }
 
     /// Compactions finished so far.

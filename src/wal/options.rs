@@ -22,7 +22,7 @@ pub enum Durability {
     /// batches (within a millisecond, or `d` if shorter) and synced about
     /// every `d`, so a crash (of the process or the machine) loses about
     /// the last `d` of operations; while the disk is slow, that window can
-    /// grow beyond `d`. A failed write loses at most 1 MiB of records
+    /// grow beyond `d`. A failed write loses at most about 1 MiB of records
     /// whose calls had returned `Ok`. An interval too long for the clock
     /// (`Duration::MAX`) means no sync on a timer, as under `None`.
     Interval(Duration),

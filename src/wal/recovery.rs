@@ -91,7 +91,7 @@ pub(crate) struct Recovered {
 }
 
 /// What the writer needs to know about the files after recovery.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Layout {
     /// The sequence number of the next file to create.
     pub(crate) next_seq: u64,
@@ -101,6 +101,11 @@ pub(crate) struct Layout {
     pub(crate) sealed_bytes: u64,
     /// How many other files there are.
     pub(crate) sealed_files: usize,
+    /// The last file, when it is a segment that holds nothing but its
+    /// header (the previous open wrote nothing): the writer removes it
+    /// once its own segment exists, so that a queue opened and closed in
+    /// a loop does not pile up empty files.
+    pub(crate) empty_last: Option<String>,
 }
 
 fn io_err(
@@ -341,11 +346,14 @@ pub(crate) fn recover(
         ..Layout::default()
     };
     for (i, file) in survey.files.iter().enumerate() {
+        let last = i + 1 == survey.files.len();
         let len = match end {
-            FileEnd::Torn(offset) if i + 1 == survey.files.len() => offset,
+            FileEnd::Torn(offset) if last => offset,
             _ => file.len,
         };
-        if file.header.kind == KIND_BASE {
+        if last && file.header.kind != KIND_BASE && len == HEADER_LEN {
+            layout.empty_last = Some(file.name.clone());
+        } else if file.header.kind == KIND_BASE {
             layout.base_bytes += len;
         } else {
             layout.sealed_bytes += len;

@@ -274,7 +274,7 @@ impl Writer {
         self.sync()?;
         let next = create_segment(&*self.storage, self.active.seq + 1, &self.options)?;
         let sealed = std::mem::replace(&mut self.active, next);
-        self.compactor.sealed(sealed.seq, sealed.len, &self.options);
+        self.compactor.sealed(sealed.seq, sealed.len);
         Ok(())
     }
 
@@ -469,7 +469,7 @@ pub(crate) fn write_one_round(
         auto_compact: false,
         ..options.clone()
     };
-    let compactor = Arc::new(Compactor::new(&options, seq - 1, 0, 0, false));
+    let compactor = Arc::new(Compactor::new(options.clone(), seq - 1, 0, 0, false));
     let mut writer = Writer {
         storage,
         options,

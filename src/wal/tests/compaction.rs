@@ -51,7 +51,7 @@ fn check_bound(name: &str, steps: u64, mut round: impl FnMut(u64, &mut Vec<Vec<u
             .messages()
             .map(|m| super::super::state::message_record(m).encoded_len() + 16)
             .sum();
-        wal.quiesce(&small_segments());
+        wal.quiesce();
         let used = wal.disk_usage().unwrap();
         let bound = 3 * live + 2 * SEGMENT + 2 * 64 + 256;
         assert!(
@@ -233,7 +233,7 @@ fn an_acknowledged_log_stays_small_whatever_the_segment_size() {
         wal.append_commit(&records).unwrap();
         if id % 20_000 == 0 {
             wal.wait_written().unwrap();
-            wal.quiesce(&opts);
+            wal.quiesce();
             worst = worst.max(wal.disk_usage().unwrap());
         }
     }

@@ -35,11 +35,14 @@ pub(super) fn options() -> WalOptions {
     }
 }
 
+/// Opens as the queue does: compaction starts once the state is restored.
 pub(super) fn open(
     storage: &SimStorage,
     options: WalOptions,
 ) -> Result<(Wal, Recovered), WalError> {
-    Wal::open(Arc::new(storage.clone()), options)
+    let (wal, recovered) = Wal::open(Arc::new(storage.clone()), options)?;
+    wal.start_compaction();
+    Ok((wal, recovered))
 }
 
 pub(super) type State = (Vec<RecoveredMessage>, Vec<RecoveredKey>, u64);
