@@ -129,6 +129,7 @@ mod ready;
 mod shared;
 mod signal;
 mod stats;
+mod sync;
 mod timer;
 mod topic;
 mod wal;
