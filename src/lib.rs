@@ -119,6 +119,8 @@ mod delivery;
 mod error;
 mod event;
 mod lease;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod message;
 mod monotonic;
 mod padded;
