@@ -14,10 +14,14 @@
 //! so it over-counts what is held: it never lets in a message that does not
 //! fit, and a producer reads the consumers' line only when the copy says
 //! the queue is full, about once per `limit - held` sends.
+//!
+//! loom checks that concurrent takes and give-backs never let in more
+//! than the limit, lose no slot, and leave no producer asleep with room
+//! free (`src/loom_tests.rs`).
 
 use crate::padded::Padded;
 use crate::signal::Signal;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use crate::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 pub(crate) struct Capacity {
     limit: usize,

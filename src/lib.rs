@@ -122,6 +122,8 @@ mod delivery;
 mod error;
 mod event;
 mod lease;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod message;
 mod monotonic;
 mod padded;
@@ -132,6 +134,7 @@ mod ready;
 mod shared;
 mod signal;
 mod stats;
+mod sync;
 mod timer;
 mod topic;
 mod wal;

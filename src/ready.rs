@@ -11,7 +11,9 @@
 //! the rest at the front, where the next pop looks first. Consumers pop
 //! under one lock (producers never take it): without it, a consumer could
 //! take a later chunk while another is still putting back the rest of an
-//! earlier one, and see messages out of order.
+//! earlier one, and see messages out of order. loom checks this hand-off
+//! (`src/loom_tests.rs`), with the channel replaced by a stand-in that
+//! keeps its contract (`src/sync/channel.rs`).
 //!
 //! For the age of the oldest ready message, every push takes a sequence
 //! number and writes its time into a ring at that position, with the
@@ -32,10 +34,10 @@ use crate::clock::Nanos;
 use crate::message::Queued;
 use crate::padded::Padded;
 use crate::signal::Signal;
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
-use std::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
-use std::sync::atomic::{Ordering::Release, Ordering::SeqCst};
+use crate::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
+use crate::sync::atomic::{Ordering::Release, Ordering::SeqCst};
+use crate::sync::channel::{self, Receiver, Sender};
+use crate::sync::Mutex;
 use std::time::Duration;
 use std::vec;
 
@@ -88,7 +90,7 @@ impl<T> ReadyQueue<T> {
     /// spin for up to `spin` (see [`Signal::with_spin`]).
     pub(crate) fn new(capacity: usize, spin: Duration) -> Self {
         let slots = capacity.clamp(1, MAX_AGE_SLOTS).next_power_of_two();
-        let (sender, receiver) = crossbeam_channel::unbounded();
+        let (sender, receiver) = channel::unbounded();
         ReadyQueue {
             sender,
             receiver,
