@@ -191,6 +191,7 @@ fn every_promise_survives_a_power_cut_at_every_point() {
         }
         assert!(cut_after < 10_000, "the workload never finished");
     }
+    eprintln!("queue power cuts: {cuts} cut points, each with 3 kinds of torn tail");
     assert!(cuts > 50, "only {cuts} cut points");
 }
 
@@ -488,6 +489,7 @@ fn a_failed_write_or_sync_or_a_full_disk_poisons_the_queue_and_loses_nothing_ack
             assert!(n < 10_000, "the workload never finished");
         }
     }
+    eprintln!("queue faults: {cases} failed writes, failed syncs and full disks");
     assert!(cases > 30, "only {cases} fault cases");
 }
 
