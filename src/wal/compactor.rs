@@ -11,9 +11,11 @@
 //! after the base reach the size of the base, or [`COMPACT_FLOOR`] if that
 //! is more (so the log replayed on reopen stays within about twice the
 //! live data plus a few floors, whatever the segment size: see
-//! [`Compactor::rotate_at`]); right after open when files piled up or a
-//! region was salvaged; and when [`Wal::compact`](super::Wal::compact)
-//! asks. A failed automatic compaction (a full disk, say) changes nothing
+//! [`Compactor::rotate_at`]), and they would let it reclaim at least a
+//! quarter of the log ([`Reclaim`]: a queue that only fills is not
+//! rewritten again and again for nothing); right after open when files
+//! piled up or a region was salvaged; and when
+//! [`Wal::compact`](super::Wal::compact) asks. A failed automatic compaction (a full disk, say) changes nothing
 //! on disk and is tried again once another segment is sealed; open never
 //! waits for one.
 //!
@@ -25,6 +27,7 @@
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
 use super::options::WalOptions;
+use super::record::Record;
 use super::storage::{LockGuard, ReadFile, Storage, WriteFile};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
@@ -60,6 +63,17 @@ pub(crate) struct Plan {
     base_bytes: u64,
     /// Size of the sealed files after the base.
     sealed_bytes: u64,
+    /// Bytes of records appended lately, and what compacting them would
+    /// reclaim: both halve once they cover four thresholds of log, so
+    /// their ratio follows the recent mix of records.
+    recent_bytes: u64,
+    recent_reclaim: u64,
+    /// A purge was appended since the last compaction started.
+    purged: bool,
+    /// Enqueue records appended since open, and their bytes: the average
+    /// size of what an ack frees.
+    enqueues: u64,
+    enqueued_bytes: u64,
     /// Explicit compactions waiting; each was asked after its caller's
     /// records were sealed.
     requests: Vec<CompactionReply>,
@@ -91,7 +105,58 @@ impl Plan {
         !self.held
             && options.auto_compact
             && self.sealed_through > self.failed_through
-            && (self.forced || self.sealed_bytes >= self.threshold(options))
+            && (self.forced || (self.sealed_bytes >= self.threshold(options) && self.worth_it()))
+    }
+
+    /// Whether compacting would reclaim at least a quarter of the log
+    /// (base and sealed files), as far as the recent records tell: the
+    /// sealed files times the share of recent bytes that is reclaimable.
+    fn worth_it(&self) -> bool {
+        if self.purged {
+            return true; // how much a purge frees is not known
+        }
+        let share = self.recent_reclaim as f64 / self.recent_bytes.max(1) as f64;
+        let estimate = self.sealed_bytes as f64 * share.min(1.0);
+        estimate * 4.0 >= (self.base_bytes + self.sealed_bytes) as f64
+    }
+}
+
+/// What records appended to the log will let a compaction reclaim,
+/// counted as they are appended (under the writer's lock, no atomics).
+///
+/// Compaction folds every record but an enqueue into the state of the
+/// message it is about (a receive count, an error text) or drops it, and
+/// an ack frees its message's enqueue record (of the average size). A
+/// purge frees dead letters of unknown size: it makes the next
+/// compaction worth it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reclaim {
+    /// Bytes of records other than enqueues.
+    folded: u64,
+    acks: u64,
+    enqueues: u64,
+    enqueued_bytes: u64,
+    purged: bool,
+}
+
+impl Reclaim {
+    /// Counts one appended record of `len` bytes.
+    pub(crate) fn note(&mut self, record: &Record<'_>, len: u64) {
+        match record {
+            Record::Enqueue { .. } => {
+                self.enqueues += 1;
+                self.enqueued_bytes += len;
+            }
+            Record::Ack { .. } => {
+                self.acks += 1;
+                self.folded += len;
+            }
+            Record::PurgeDeadLetters => {
+                self.purged = true;
+                self.folded += len;
+            }
+            _ => self.folded += len,
+        }
     }
 }
 
@@ -131,6 +196,13 @@ impl Compactor {
             sealed_through,
             base_bytes,
             sealed_bytes,
+            // What recovered files would reclaim is not known: assume it
+            // is worth it, as it was before this estimate existed.
+            recent_bytes: 0,
+            recent_reclaim: 0,
+            purged: true,
+            enqueues: 0,
+            enqueued_bytes: 0,
             requests: Vec::new(),
             forced,
             held: true,
@@ -171,11 +243,36 @@ impl Compactor {
 
     fn set_rotate_at(&self, plan: &Plan) {
         let options = &self.options;
+        // Segments grow with the sealed files when compactions are not
+        // worth it (a queue that only fills), so files stay few.
         let at = match options.auto_compact {
-            true => options.segment_size.min(plan.threshold(options)),
+            true => options
+                .segment_size
+                .min(plan.threshold(options).max(plan.sealed_bytes)),
             false => options.segment_size,
         };
         self.rotate_at.store(at.max(1), Ordering::Relaxed);
+    }
+
+    /// The writer took a round of appends whose records would let a
+    /// compaction reclaim `reclaim` (counted at once, though they are
+    /// sealed later: a compaction's estimate may include a little of the
+    /// active segment).
+    pub(crate) fn appended(&self, reclaim: Reclaim) {
+        let mut plan = self.plan.lock();
+        plan.enqueues += reclaim.enqueues;
+        plan.enqueued_bytes += reclaim.enqueued_bytes;
+        let freed_per_ack = plan.enqueued_bytes.checked_div(plan.enqueues).unwrap_or(0);
+        plan.recent_bytes += reclaim.folded + reclaim.enqueued_bytes;
+        plan.recent_reclaim += reclaim.folded + reclaim.acks.saturating_mul(freed_per_ack);
+        plan.purged |= reclaim.purged;
+        // Forget the older half once they cover more than a few
+        // thresholds of log.
+        let window = plan.threshold(&self.options).saturating_mul(4);
+        if plan.recent_bytes > window {
+            plan.recent_bytes /= 2;
+            plan.recent_reclaim /= 2;
+        }
     }
 
     /// The writer sealed file `seq` of `bytes`. Waits while the compactor
@@ -185,6 +282,7 @@ impl Compactor {
         let mut plan = self.plan.lock();
         plan.sealed_through = seq;
         plan.sealed_bytes += bytes;
+        self.set_rotate_at(&plan);
         if plan.due(options) {
             self.work.notify_one();
         }
@@ -239,6 +337,7 @@ impl Compactor {
             }
             let through = plan.sealed_through;
             let sealed_bytes = plan.sealed_bytes;
+            let purged = std::mem::take(&mut plan.purged);
             // One explicit request per run: each caller gets its own
             // outcome (a second one meets a compacted log and is quick).
             let request = match plan.requests.is_empty() {
@@ -270,7 +369,10 @@ impl Compactor {
                     plan.sealed_bytes -= sealed_bytes;
                     plan.failed_through = 0;
                 }
-                Err(_) => plan.failed_through = through,
+                Err(_) => {
+                    plan.failed_through = through;
+                    plan.purged |= purged;
+                }
             }
             self.set_rotate_at(&plan);
             if let Some(reply) = request {

@@ -194,7 +194,10 @@ impl Wal {
         st.pending.reserve(len as usize);
         let start = st.pending.len();
         for record in records {
+            let at = st.pending.len();
             record.encode(&mut st.pending);
+            let len = (st.pending.len() - at) as u64;
+            st.reclaim.note(record, len);
         }
         let after = st.pending.len();
         debug_assert_eq!((after - start) as u64, len);

@@ -38,7 +38,7 @@
 //! it stops writing, and every waiting or later caller gets the error.
 //! Tickets are published as durable only after their sync returned `Ok`.
 
-use super::compactor::{CompactionReply, Compactor};
+use super::compactor::{CompactionReply, Compactor, Reclaim};
 use super::error::WalError;
 use super::format::{
     file_name, random_salt, salt_crc, seal_frame, Header, CODEC_BINCODE2, FRAME_HEADER_LEN,
@@ -141,6 +141,9 @@ pub(crate) struct State {
     pub(crate) finished: u64,
     /// The last ticket taken by the latest round.
     pub(crate) taken: u64,
+    /// What the appends since the writer last looked would let a
+    /// compaction reclaim.
+    pub(crate) reclaim: Reclaim,
     /// The first failure; set once, never cleared.
     pub(crate) poison: Option<Arc<WalError>>,
     /// No more appends; the writer finishes the queue, syncs and exits.
@@ -385,6 +388,7 @@ impl Writer {
             pending_since = None;
             std::mem::swap(&mut st.pending, &mut frames);
             std::mem::swap(&mut st.ends, &mut ends);
+            let reclaim = std::mem::take(&mut st.reclaim);
             shared.room.notify_all();
             let last = st.appended;
             st.started += 1;
@@ -394,6 +398,7 @@ impl Writer {
             let compaction = st.compactions.pop();
             let poisoned = st.poison.clone();
             drop(st);
+            self.compactor.appended(reclaim);
 
             let mut synced = false;
             let result = match poisoned {

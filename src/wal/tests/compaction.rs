@@ -244,3 +244,55 @@ fn an_acknowledged_log_stays_small_whatever_the_segment_size() {
     let bound = 3 * COMPACT_FLOOR;
     assert!(worst <= bound, "{worst} bytes on disk, bound {bound}");
 }
+
+/// Issue 10: compaction is skipped when it would reclaim little. A queue
+/// that only fills used to be rewritten whole each time its log doubled;
+/// now the records show nothing to reclaim and it is left alone, until
+/// acks make a compaction worth it again.
+#[test]
+fn a_log_that_only_fills_is_not_rewritten_for_nothing() {
+    let opts = WalOptions {
+        durability: Durability::None,
+        segment_size: 16 << 10,
+        ..options()
+    };
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, opts.clone()).unwrap();
+    let payload = [5u8; 100];
+    let enqueue = |id: u64| Record::Enqueue {
+        id,
+        enqueued_at: id,
+        visible_at: id,
+        key: None,
+        payload: &payload,
+    };
+    // About 2 MiB of sends, none received.
+    for id in 1..=16_000u64 {
+        wal.append_commit(&[enqueue(id)]).unwrap();
+    }
+    wal.wait_written().unwrap();
+    wal.quiesce();
+    // At most the first, whose estimate starts unknown.
+    let filling = wal.compactions_finished();
+    assert!(
+        filling <= 1,
+        "{filling} compactions of a log that only fills"
+    );
+    // Then every message is acked and more churn through: compaction is
+    // worth it again, and the log shrinks to what is live.
+    for id in 1..=16_000u64 {
+        wal.append_commit(&[Record::Ack { id }]).unwrap();
+    }
+    for id in 16_001..=48_000u64 {
+        wal.append_commit(&[enqueue(id), Record::Ack { id }])
+            .unwrap();
+    }
+    wal.wait_written().unwrap();
+    wal.quiesce();
+    assert!(wal.compactions_finished() > filling + 3);
+    let used = wal.disk_usage().unwrap();
+    assert!(
+        used <= 6 * (16 << 10),
+        "{used} bytes on disk with nothing live"
+    );
+}
