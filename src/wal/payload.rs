@@ -78,12 +78,15 @@ impl Hold for PayloadAt {
 /// each, not a read of the whole log.
 const READ_CHUNK: usize = 32 << 10;
 
+/// The file a [`PayloadReader`] has open: its index, reader and the
+/// reader's position.
+type OpenFile = (u32, BufReader<Box<dyn ReadFile>>, u64);
+
 /// Reads payloads back from the files of a replay, mostly in file order.
 pub(crate) struct PayloadReader<'a> {
     storage: &'a dyn Storage,
     files: &'a [LogFile],
-    /// The open file: its index, reader and the reader's position.
-    open: Option<(u32, BufReader<Box<dyn ReadFile>>, u64)>,
+    open: Option<OpenFile>,
     buf: Vec<u8>,
 }
 
