@@ -8,7 +8,11 @@
 //! or the new base (which supersedes the files before it on open): the
 //! same state either way.
 //!
-//! Memory: the live state, as for recovery, plus one write buffer.
+//! Memory: the live messages without their payloads (56 bytes each, see
+//! `live`), the remembered keys, and the write buffers. The payloads stay
+//! in the sealed files: the replay notes where each live one lies
+//! (`payload`), and [`write_base`] copies it from there as it writes, in
+//! id order, which is about file order.
 
 use super::error::WalError;
 use super::format::{
@@ -16,6 +20,7 @@ use super::format::{
     MAX_FRAME_LIMIT, TMP_SUFFIX,
 };
 use super::options::WalOptions;
+use super::payload::{PayloadAt, PayloadReader};
 use super::record::Record;
 use super::recovery::{replay_files, survey_through, RecoveryReport};
 use super::state::{key_ref, message_record, Replay};
@@ -67,7 +72,8 @@ pub(crate) fn compact(
         });
     }
     let mut ignored = RecoveryReport::default();
-    let (state, _) = replay_files(storage, &files, false, options.salvage, &mut ignored)?;
+    let (state, _) =
+        replay_files::<PayloadAt>(storage, &files, false, options.salvage, &mut ignored)?;
     if cancelled() {
         return Err(WalError::Closed);
     }
@@ -81,7 +87,8 @@ pub(crate) fn compact(
 
     // A leftover from a failed compaction of the same file is garbage.
     let _ = storage.remove(&tmp);
-    let bytes_out = match write_base(storage, &tmp, base_seq, &state, options, cancelled) {
+    let source = PayloadReader::new(storage, &files);
+    let bytes_out = match write_base(&tmp, base_seq, &state, source, options, cancelled) {
         Ok(len) => len,
         Err(e) => {
             let _ = storage.remove(&tmp);
@@ -115,37 +122,44 @@ pub(crate) fn compact(
         files_in: files.len(),
         bytes_in: files.iter().map(|f| f.len).sum(),
         bytes_out,
-        messages: state.messages().count(),
+        messages: state.live_count(),
         keys: state.gone_keys().len(),
     })
 }
 
-/// Writes `state` as base file `seq` under the name `tmp`, synced.
-/// Returns its size.
+/// Writes `state` as base file `seq` under the name `tmp`, synced, with
+/// the payloads read from `payloads`. Returns its size.
 fn write_base(
-    storage: &dyn Storage,
     tmp: &str,
     seq: u64,
-    state: &Replay,
+    state: &Replay<PayloadAt>,
+    mut payloads: PayloadReader<'_>,
     options: &WalOptions,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<u64, WalError> {
+    let storage = payloads.storage();
     let path = storage.describe(tmp);
     let keys = state.gone_keys();
     let next_id = Record::NextId {
         next_id: state.next_id(),
     };
-    let records = || {
-        std::iter::once(next_id.clone())
-            .chain(keys.iter().map(|k| Record::DedupKey {
-                id: k.id,
-                key: key_ref(k),
-            }))
-            .chain(state.messages().map(message_record))
+    let key_records = || {
+        keys.iter().map(|k| Record::DedupKey {
+            id: k.id,
+            key: key_ref(k),
+        })
     };
     // The largest record decides the file's max frame: a message whose
     // errors grew past the queue's max frame must still fit.
-    let largest = records().map(|r| r.encoded_len()).max().unwrap_or(0);
+    let largest = std::iter::once(next_id.encoded_len())
+        .chain(key_records().map(|r| r.encoded_len()))
+        .chain(
+            state
+                .messages()
+                .map(|m| message_record(m, &[]).encoded_len() + u64::from(m.payload.len)),
+        )
+        .max()
+        .unwrap_or(0);
     let max_frame = largest.max(u64::from(options.max_frame()));
     if max_frame > u64::from(MAX_FRAME_LIMIT) {
         return Err(WalError::TooLarge {
@@ -172,7 +186,7 @@ fn write_base(
         path: &path,
     };
     let mut body = Vec::new();
-    for record in records() {
+    let mut add = |record: &Record<'_>| {
         if !body.is_empty() && body.len() as u64 + record.encoded_len() > target {
             out.frame(header.salt, &body)?;
             body.clear();
@@ -181,6 +195,14 @@ fn write_base(
             }
         }
         record.encode(&mut body);
+        Ok(())
+    };
+    add(&next_id)?;
+    for record in key_records() {
+        add(&record)?;
+    }
+    for m in state.messages() {
+        add(&message_record(m, payloads.read(m.payload)?))?;
     }
     if !body.is_empty() {
         out.frame(header.salt, &body)?;

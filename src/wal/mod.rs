@@ -13,6 +13,8 @@
 //! | `writer` | the writer thread: group commit, rotation, poisoning |
 //! | `reader` | streaming frame reader; torn tail or corruption |
 //! | `state` | replaying records into the queue's state |
+//! | `live` | the live messages of a replay, compact, in id order |
+//! | `payload` | a replay's payloads: bytes, or where they lie, read back |
 //! | `recovery` | surveying, replaying and repairing a directory |
 //! | `compaction` | rewriting sealed files as one base file |
 //! | `compactor` | the compactor thread: when to compact, beside the writer |
@@ -26,7 +28,9 @@ mod compactor;
 mod error;
 mod format;
 mod journal;
+mod live;
 mod options;
+mod payload;
 mod reader;
 mod record;
 mod recovery;

@@ -12,6 +12,7 @@
 
 use super::error::WalError;
 use super::format::{parse_file_name, Header, HEADER_LEN, KIND_BASE, TMP_SUFFIX};
+use super::payload::{Frame, Hold};
 use super::reader::{scan_after, FrameReader, Next};
 use super::record::Record;
 use super::state::{RecoveredKey, RecoveredMessage, Replay};
@@ -209,14 +210,15 @@ pub(crate) enum FileEnd {
     Torn(u64),
 }
 
-/// Replays one file into `state`. `last`: whether it is the last file of
-/// the log, the only one that may have a torn tail.
-pub(crate) fn replay_file(
+/// Replays one file, the `index`-th of the log, into `state`. `last`:
+/// whether it is the last file of the log, the only one that may have a
+/// torn tail.
+pub(crate) fn replay_file<P: Hold>(
     storage: &dyn Storage,
-    file: &LogFile,
+    (index, file): (u32, &LogFile),
     last: bool,
     salvage: bool,
-    state: &mut Replay,
+    state: &mut Replay<P>,
     report: &mut RecoveryReport,
 ) -> Result<FileEnd, WalError> {
     let path = storage.describe(&file.name);
@@ -234,8 +236,13 @@ pub(crate) fn replay_file(
             Next::Frame { offset, body } => match Record::decode_all(body) {
                 Ok(records) => {
                     report.frames += 1;
+                    let frame = Frame {
+                        file: index,
+                        offset: offset + super::format::FRAME_HEADER_LEN,
+                        body,
+                    };
                     for record in &records {
-                        state.apply(record);
+                        state.apply_in(record, &frame);
                     }
                     continue;
                 }
@@ -280,22 +287,23 @@ pub(crate) fn replay_file(
     }
 }
 
-/// Replays `files` in order into a fresh state.
-pub(crate) fn replay_files(
+/// Replays `files` in order into a fresh state, settled.
+pub(crate) fn replay_files<P: Hold>(
     storage: &dyn Storage,
     files: &[LogFile],
     last_may_be_torn: bool,
     salvage: bool,
     report: &mut RecoveryReport,
-) -> Result<(Replay, FileEnd), WalError> {
+) -> Result<(Replay<P>, FileEnd), WalError> {
     let mut state = Replay::default();
     let mut end = FileEnd::Clean;
-    for (i, file) in files.iter().enumerate() {
-        let last = last_may_be_torn && i + 1 == files.len();
-        end = replay_file(storage, file, last, salvage, &mut state, report)?;
+    for (i, file) in (0u32..).zip(files) {
+        let last = last_may_be_torn && i as usize + 1 == files.len();
+        end = replay_file(storage, (i, file), last, salvage, &mut state, report)?;
     }
+    state.settle();
     report.records = state.records;
-    report.ignored_records = state.ignored;
+    report.ignored_records = state.ignored();
     Ok((state, end))
 }
 
@@ -309,7 +317,7 @@ pub(crate) fn recover(
 ) -> Result<(Recovered, Layout), WalError> {
     let survey = survey(storage, fingerprint)?;
     let mut report = RecoveryReport::default();
-    let (state, end) = replay_files(storage, &survey.files, true, salvage, &mut report)?;
+    let (state, end) = replay_files::<Vec<u8>>(storage, &survey.files, true, salvage, &mut report)?;
 
     let mut dir_changed = false;
     if let Some(file) = survey.files.last() {

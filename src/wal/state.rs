@@ -7,9 +7,11 @@
 //! records. It holds the live messages and the remembered keys, nothing
 //! proportional to the length of the log.
 
+use super::live::{Live, LiveTable, Rare};
+use super::payload::{Frame, Hold};
 use super::record::{KeyRef, MessageRef, ReasonRef, Record};
 use crate::dead_letter::DeadLetterReason;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// An idempotency key with what the dedup table needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +48,11 @@ pub(crate) struct RecoveredMessage {
     pub(crate) dead: Option<DeadLettered>,
 }
 
-/// The state replayed so far.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Replay {
-    messages: BTreeMap<u64, RecoveredMessage>,
+/// The state replayed so far; `P`: how it holds payloads (the bytes for
+/// recovery, where they lie for compaction: see `payload`).
+#[derive(Debug, Clone)]
+pub(crate) struct Replay<P = Vec<u8>> {
+    messages: LiveTable<P>,
     /// Keys of messages that are gone, still in their window.
     gone_keys: HashMap<String, RecoveredKey>,
     next_id: u64,
@@ -58,7 +61,20 @@ pub(crate) struct Replay {
     /// Records applied.
     pub(crate) records: u64,
     /// Records about ids that are not live (changed nothing).
-    pub(crate) ignored: u64,
+    ignored: u64,
+}
+
+impl<P> Default for Replay<P> {
+    fn default() -> Self {
+        Replay {
+            messages: LiveTable::default(),
+            gone_keys: HashMap::new(),
+            next_id: 0,
+            log_time: 0,
+            records: 0,
+            ignored: 0,
+        }
+    }
 }
 
 fn owned_key(key: &KeyRef<'_>, id: u64) -> RecoveredKey {
@@ -77,9 +93,27 @@ fn owned_reason(reason: &ReasonRef<'_>) -> DeadLetterReason {
     }
 }
 
-impl Replay {
-    /// Applies one record.
+impl Replay<Vec<u8>> {
+    /// Applies one record that comes from no file, and settles (tests).
+    #[cfg(test)]
     pub(crate) fn apply(&mut self, record: &Record<'_>) {
+        self.apply_in(record, &Frame::DETACHED);
+        self.settle();
+    }
+
+    /// Hands over the state.
+    pub(crate) fn finish(mut self) -> (Vec<RecoveredMessage>, Vec<RecoveredKey>, u64) {
+        self.settle();
+        let keys = self.gone_keys().into_iter().cloned().collect();
+        let next_id = self.next_id();
+        let messages = self.messages.into_iter().map(recovered).collect();
+        (messages, keys, next_id)
+    }
+}
+
+impl<P: Hold> Replay<P> {
+    /// Applies one record, decoded from `frame`.
+    pub(crate) fn apply_in(&mut self, record: &Record<'_>, frame: &Frame<'_>) {
         self.records += 1;
         let applied = match record {
             Record::Enqueue {
@@ -90,20 +124,15 @@ impl Replay {
                 payload,
             } => {
                 self.see(*id, *enqueued_at);
+                let mut fresh = Live::new(*id, *enqueued_at, *visible_at, P::hold(payload, frame));
                 if let Some(k) = key {
                     self.gone_keys.remove(k.key);
+                    fresh.rare_mut().key = Some(owned_key(k, *id));
                 }
-                let fresh = RecoveredMessage {
-                    id: *id,
-                    payload: payload.to_vec(),
-                    enqueued_at: *enqueued_at,
-                    visible_at: *visible_at,
-                    receive_count: 0,
-                    key: key.as_ref().map(|k| owned_key(k, *id)),
-                    errors: Vec::new(),
-                    dead: None,
-                };
-                self.messages.insert(*id, fresh).is_none()
+                // Replacing a message with the same id counts as ignored
+                // (`LiveTable::replaced`).
+                self.messages.insert(fresh);
+                true
             }
             Record::Receive { id, receive_count } => self.live(*id, |m| {
                 m.receive_count = *receive_count;
@@ -114,7 +143,9 @@ impl Replay {
                 error,
             } => self.live(*id, |m| {
                 m.visible_at = *visible_at;
-                m.errors.extend(error.map(str::to_owned));
+                if let Some(error) = error {
+                    m.rare_mut().errors.push((*error).to_owned());
+                }
             }),
             Record::Ack { id } => self.remove(*id),
             Record::DeadLetter {
@@ -125,8 +156,9 @@ impl Replay {
             } => {
                 self.log_time = self.log_time.max(*at);
                 self.live(*id, |m| {
-                    m.errors.extend(error.map(str::to_owned));
-                    m.dead = Some(DeadLettered {
+                    let rare = m.rare_mut();
+                    rare.errors.extend(error.map(str::to_owned));
+                    rare.dead = Some(DeadLettered {
                         at: *at,
                         reason: owned_reason(reason),
                     });
@@ -134,14 +166,15 @@ impl Replay {
             }
             Record::Redrive { id, at, payload } => {
                 self.log_time = self.log_time.max(*at);
-                match self.messages.get_mut(id) {
-                    Some(m) if m.dead.is_some() => {
-                        m.dead = None;
+                match self.messages.get_mut(*id) {
+                    Some(m) if m.dead().is_some() => {
+                        let rare = m.rare_mut();
+                        rare.dead = None;
+                        rare.errors = Vec::new();
                         m.receive_count = 0;
-                        m.errors.clear();
                         m.visible_at = *at;
                         if let Some(p) = payload {
-                            m.payload = p.to_vec();
+                            m.payload = P::hold(p, frame);
                         }
                         true
                     }
@@ -149,14 +182,10 @@ impl Replay {
                 }
             }
             Record::PurgeDeadLetters => {
-                let dead: Vec<u64> = self
-                    .messages
-                    .values()
-                    .filter(|m| m.dead.is_some())
-                    .map(|m| m.id)
-                    .collect();
-                for id in dead {
-                    self.remove(id);
+                for rare in self.messages.remove_where(|m| m.dead().is_some()) {
+                    if let Some(key) = rare.key {
+                        self.remember(key);
+                    }
                 }
                 true
             }
@@ -167,7 +196,7 @@ impl Replay {
             }
             Record::Message(m) => {
                 self.see(m.id, m.enqueued_at);
-                self.messages.insert(m.id, from_ref(m));
+                self.messages.insert(from_ref(m, P::hold(m.payload, frame)));
                 true
             }
             Record::NextId { next_id } => {
@@ -185,9 +214,9 @@ impl Replay {
         self.log_time = self.log_time.max(time);
     }
 
-    fn live(&mut self, id: u64, change: impl FnOnce(&mut RecoveredMessage)) -> bool {
-        match self.messages.get_mut(&id) {
-            Some(m) if m.dead.is_none() => {
+    fn live(&mut self, id: u64, change: impl FnOnce(&mut Live<P>)) -> bool {
+        match self.messages.get_mut(id) {
+            Some(m) if m.dead().is_none() => {
                 change(m);
                 true
             }
@@ -196,9 +225,9 @@ impl Replay {
     }
 
     fn remove(&mut self, id: u64) -> bool {
-        match self.messages.remove(&id) {
-            Some(m) => {
-                if let Some(key) = m.key {
+        match self.messages.remove(id) {
+            Some(rare) => {
+                if let Some(key) = rare.key {
                     self.remember(key);
                 }
                 true
@@ -218,17 +247,34 @@ impl Replay {
         }
     }
 
+    /// Merges messages that the log holds out of id order: the reading
+    /// methods below need it done after the last record.
+    pub(crate) fn settle(&mut self) {
+        self.messages.settle();
+    }
+
+    /// Records about ids that were not live (changed nothing), and
+    /// messages replaced by another with the same id.
+    pub(crate) fn ignored(&self) -> u64 {
+        self.ignored + self.messages.replaced
+    }
+
     /// Live messages in id order.
-    pub(crate) fn messages(&self) -> impl Iterator<Item = &RecoveredMessage> {
-        self.messages.values()
+    pub(crate) fn messages(&self) -> impl Iterator<Item = &Live<P>> {
+        self.messages.iter()
+    }
+
+    /// How many messages are live.
+    pub(crate) fn live_count(&self) -> usize {
+        self.messages.len()
     }
 
     /// Keys of gone messages that are still in their window (as far as the
     /// log can tell) and not superseded by a live message holding the same
     /// key for at least as long, sorted by key.
     pub(crate) fn gone_keys(&self) -> Vec<&RecoveredKey> {
-        let mut held: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        for key in self.messages.values().filter_map(|m| m.key.as_ref()) {
+        let mut held: HashMap<&str, u64> = HashMap::new();
+        for key in self.messages.iter().filter_map(Live::key) {
             let expires = held.entry(key.key.as_str()).or_insert(0);
             *expires = (*expires).max(key.expires_at);
         }
@@ -247,48 +293,58 @@ impl Replay {
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.max(1)
     }
-
-    /// Hands over the state.
-    pub(crate) fn finish(self) -> (Vec<RecoveredMessage>, Vec<RecoveredKey>, u64) {
-        let keys = self.gone_keys().into_iter().cloned().collect();
-        let next_id = self.next_id();
-        (self.messages.into_values().collect(), keys, next_id)
-    }
 }
 
-fn from_ref(m: &MessageRef<'_>) -> RecoveredMessage {
-    RecoveredMessage {
-        id: m.id,
-        payload: m.payload.to_vec(),
-        enqueued_at: m.enqueued_at,
-        visible_at: m.visible_at,
-        receive_count: m.receive_count,
+fn from_ref<P>(m: &MessageRef<'_>, payload: P) -> Live<P> {
+    let mut live = Live::new(m.id, m.enqueued_at, m.visible_at, payload);
+    live.receive_count = m.receive_count;
+    let rare = Rare {
         key: m.key.as_ref().map(|k| owned_key(k, m.id)),
         errors: m.errors.iter().map(|e| (*e).to_owned()).collect(),
         dead: m.dead.as_ref().map(|(at, reason)| DeadLettered {
             at: *at,
             reason: owned_reason(reason),
         }),
+    };
+    if rare != Rare::default() {
+        *live.rare_mut() = rare;
+    }
+    live
+}
+
+/// What the queue gets back of a live message.
+fn recovered(mut m: Live<Vec<u8>>) -> RecoveredMessage {
+    let rare = m.take_rare();
+    RecoveredMessage {
+        id: m.id,
+        payload: m.payload,
+        enqueued_at: m.enqueued_at,
+        visible_at: m.visible_at,
+        receive_count: m.receive_count,
+        key: rare.key,
+        errors: rare.errors,
+        dead: rare.dead,
     }
 }
 
-/// The record that restores `m` exactly (compaction's output).
-pub(crate) fn message_record(m: &RecoveredMessage) -> Record<'_> {
+/// The record that restores `m`, with `payload`, exactly (compaction's
+/// output).
+pub(crate) fn message_record<'a, P>(m: &'a Live<P>, payload: &'a [u8]) -> Record<'a> {
     Record::Message(MessageRef {
         id: m.id,
         enqueued_at: m.enqueued_at,
         visible_at: m.visible_at,
         receive_count: m.receive_count,
-        key: m.key.as_ref().map(key_ref),
-        errors: m.errors.iter().map(String::as_str).collect(),
-        dead: m.dead.as_ref().map(|d| {
+        key: m.key().map(key_ref),
+        errors: m.errors().iter().map(String::as_str).collect(),
+        dead: m.dead().map(|d| {
             let reason = match &d.reason {
                 DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
                 DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
             };
             (d.at, reason)
         }),
-        payload: &m.payload,
+        payload,
     })
 }
 
@@ -348,7 +404,7 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].receive_count, 2);
         assert_eq!(m[0].visible_at, 150);
-        assert_eq!(m[0].errors, vec!["e1".to_string()]);
+        assert_eq!(m[0].errors(), ["e1".to_string()]);
         assert_eq!(r.next_id(), 2);
     }
 
@@ -394,7 +450,7 @@ mod tests {
         assert_eq!(m.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(m[0].payload, b"fixed");
         assert_eq!(
-            (m[0].receive_count, m[0].visible_at, m[0].dead.clone()),
+            (m[0].receive_count, m[0].visible_at, m[0].dead().cloned()),
             (0, 300, None)
         );
         assert_eq!(r.ignored, 1);
@@ -461,7 +517,7 @@ mod tests {
             });
         }
         for m in r.messages() {
-            copy.apply(&message_record(m));
+            copy.apply(&message_record(m, &m.payload));
         }
         r.ignored = 0;
         assert_eq!(copy.clone().finish(), r.clone().finish());

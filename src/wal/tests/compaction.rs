@@ -1,7 +1,9 @@
 //! Compaction keeps disk use bounded under every consumer pattern, never
 //! changes the recovered state, and survives a power cut at every step.
 
+use super::super::record::MessageRef;
 use super::*;
+use crate::dead_letter::DeadLetterReason;
 
 const SEGMENT: u64 = 4096;
 
@@ -24,9 +26,27 @@ fn enqueue(id: u64, payload: &[u8]) -> Vec<u8> {
 
 /// Bytes the live messages take as compaction writes them.
 fn live_bytes(r: &Recovered) -> u64 {
+    fn reason(r: &DeadLetterReason) -> ReasonRef<'_> {
+        match r {
+            DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
+            DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+        }
+    }
     r.messages
         .iter()
-        .map(|m| super::super::state::message_record(m).encoded_len() + 16)
+        .map(|m| {
+            let record = Record::Message(MessageRef {
+                id: m.id,
+                enqueued_at: m.enqueued_at,
+                visible_at: m.visible_at,
+                receive_count: m.receive_count,
+                key: m.key.as_ref().map(super::super::state::key_ref),
+                errors: m.errors.iter().map(String::as_str).collect(),
+                dead: m.dead.as_ref().map(|d| (d.at, reason(&d.reason))),
+                payload: &m.payload,
+            });
+            record.encoded_len() + 16
+        })
         .sum()
 }
 
@@ -49,7 +69,7 @@ fn check_bound(name: &str, steps: u64, mut round: impl FnMut(u64, &mut Vec<Vec<u
         }
         let live: u64 = replay
             .messages()
-            .map(|m| super::super::state::message_record(m).encoded_len() + 16)
+            .map(|m| super::super::state::message_record(m, &m.payload).encoded_len() + 16)
             .sum();
         wal.quiesce();
         let used = wal.disk_usage().unwrap();
