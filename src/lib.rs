@@ -118,6 +118,9 @@ mod dedup;
 mod delivery;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod lease;
 mod message;
 mod monotonic;
