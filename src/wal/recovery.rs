@@ -212,6 +212,9 @@ pub(crate) fn replay_file(
     let mut reader = FrameReader::new(open()?, &file.header, file.len)
         .map_err(io_err(storage, "read", &file.name))?;
     report.files_read += 1;
+    // The furthest frame that vouched for a region skipped under salvage:
+    // a torn tail before it is not cut off (see below).
+    let mut voucher = None;
     loop {
         let (offset, reason) = match reader.next().map_err(io_err(storage, "read", &file.name))? {
             Next::End => return Ok(FileEnd::Clean),
@@ -245,13 +248,19 @@ pub(crate) fn replay_file(
         };
         let scan = scan_after(open()?, &file.header, file.len, offset)
             .map_err(io_err(storage, "read", &file.name))?;
-        if last && scan.vouched_by.is_none() {
+        // Cutting a torn tail that holds the frame that vouched for an
+        // earlier skipped region would make that region read as a torn
+        // tail in turn, should the open go no further (a crash before the
+        // new segment): the frames between would be lost. So that tail is
+        // skipped as damage instead, as it will be once the file is sealed.
+        if last && scan.vouched_by.is_none() && voucher.is_none_or(|v| v < offset) {
             report.torn_bytes += file.len - offset;
             return Ok(FileEnd::Torn(offset));
         }
         if !salvage {
             return Err(WalError::corrupted(&path, offset, reason));
         }
+        voucher = voucher.max(scan.vouched_by);
         let resume = scan.first_valid.unwrap_or(file.len);
         report.salvaged.push(SalvagedRegion {
             file: path.clone(),
