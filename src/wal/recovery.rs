@@ -11,7 +11,7 @@
 //! 3. [`recover`] applies the repairs and hands back the state.
 
 use super::error::WalError;
-use super::format::{parse_file_name, Header, HEADER_LEN, KIND_BASE, TMP_SUFFIX};
+use super::format::{file_name, parse_file_name, Header, HEADER_LEN, KIND_BASE, TMP_SUFFIX};
 use super::reader::{scan_after, FrameReader, Next};
 use super::record::Record;
 use super::state::{RecoveredKey, RecoveredMessage, Replay};
@@ -301,6 +301,15 @@ pub(crate) fn recover(
     salvage: bool,
 ) -> Result<(Recovered, Layout), WalError> {
     let survey = survey(storage, fingerprint)?;
+    if survey.max_seq == u64::MAX {
+        // The open would fail to create the next file with an I/O error
+        // (the name exists); no log reaches this number by rotating.
+        return Err(WalError::corrupted(
+            &storage.describe(&file_name(u64::MAX)),
+            24,
+            "sequence number leaves no room for a next file",
+        ));
+    }
     let mut report = RecoveryReport::default();
     let (state, end) = replay_files(storage, &survey.files, true, salvage, &mut report)?;
 
