@@ -13,8 +13,8 @@
 //! | [`recover_directory`] | recovery of a directory, then a [`Queue`] opened on it | see below |
 //!
 //! Recovery runs on the in-memory directory of the crash tests (`SimStorage`)
-//! rather than a temporary directory: no syscalls and no fsync per input
-//! (thousands of inputs a second instead of hundreds), nothing left behind
+//! rather than a temporary directory: no syscalls and no fsync per input,
+//! nothing left behind
 //! when a run is killed, and an I/O error can only be a bug, since
 //! the simulated disk has no faults unless asked to. A recovered directory
 //! must hold ids in order below the next id; recovering it again must
@@ -31,7 +31,7 @@
 use crate::persist::{open_error, type_fingerprint};
 use crate::wal::fuzz_api::{
     recover, salt_crc, scan_after, seal_frame, FrameHeader, FrameReader, Header, Next, Scan,
-    HEADER_LEN,
+    FRAME_HEADER_LEN, HEADER_LEN,
 };
 use crate::wal::{Record, Recovered, SimStorage, Storage, WalError};
 use crate::{ManualClock, OpenError, Queue};
@@ -47,7 +47,7 @@ pub const FIX_HEADER: u8 = 1;
 /// Flag bit: recompute the checksum of every frame along the length chain.
 pub const FIX_FRAMES: u8 = 2;
 
-const FRAME_HEADER: usize = 16;
+const FRAME_HEADER: usize = FRAME_HEADER_LEN as usize;
 
 /// The `record_decode` target: the input is a frame body.
 pub fn record_decode_target(input: &[u8]) {

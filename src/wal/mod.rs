@@ -55,7 +55,9 @@ pub(crate) use storage::{FsStorage, Storage};
 /// What the fuzz targets drive directly (`src/fuzzing.rs`).
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz_api {
-    pub(crate) use super::format::{salt_crc, seal_frame, FrameHeader, Header, HEADER_LEN};
+    pub(crate) use super::format::{
+        salt_crc, seal_frame, FrameHeader, Header, FRAME_HEADER_LEN, HEADER_LEN,
+    };
     pub(crate) use super::reader::{scan_after, FrameReader, Next, Scan};
     pub(crate) use super::recovery::recover;
 }
