@@ -19,8 +19,8 @@
 //! the simulated disk has no faults unless asked to. A recovered directory
 //! must hold ids in order below the next id; recovering it again must
 //! find nothing to repair and the same state; a queue opened on it must
-//! hold every recovered message, and after it is dropped the directory
-//! must recover to the same messages with the same payloads.
+//! hold every recovered message and sync, and after it is dropped the
+//! directory must recover to the same messages with the same payloads.
 //!
 //! Checksums stand in the way of a fuzzer: a random change to a frame
 //! almost never verifies. The inputs can therefore ask for the header
@@ -394,6 +394,9 @@ pub fn recover_directory(salvage: bool, files: &[DirFile]) -> Recovery {
     let stats = queue.stats();
     let held = stats.ready + stats.delayed + stats.in_flight + stats.dead_letters;
     assert_eq!(held, first.messages.len(), "the queue holds {stats:?}");
+    if let Err(e) = queue.sync() {
+        panic!("a queue on a disk without faults fails to sync: {e}");
+    }
     drop(queue);
 
     let (after, _) = recover(&disk, fingerprint, salvage)
