@@ -340,7 +340,7 @@ impl<T: Message> Builder<T> {
     }
 
     /// Opens a persistent queue on a simulated disk (the path only names it).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn open_on_storage(
         self,
         storage: Arc<dyn crate::wal::Storage>,

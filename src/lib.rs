@@ -121,6 +121,9 @@ mod dedup;
 mod delivery;
 mod error;
 mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod lease;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -147,11 +147,11 @@ impl Journal {
 /// Identifies a message type in file headers: FNV-1a of its Rust type
 /// name. Type names are not guaranteed stable across compiler versions;
 /// a mismatch after a toolchain change is refused rather than misread.
-fn type_fingerprint<T>() -> u64 {
+pub(crate) fn type_fingerprint<T>() -> u64 {
     crate::codec::fingerprint(std::any::type_name::<T>().as_bytes())
 }
 
-fn open_error(error: WalError) -> OpenError {
+pub(crate) fn open_error(error: WalError) -> OpenError {
     match error {
         WalError::Locked { path } => OpenError::Locked { path },
         WalError::Corrupted {

@@ -7,7 +7,7 @@
 //! | `format` | constants, file header, frame layout and checksums |
 //! | `record` | record kinds and their encoding |
 //! | `storage` | the directory behind a trait; real files |
-//! | `sim` | (tests) an in-memory directory with power cuts and faults |
+//! | `sim` | (tests, fuzzing) an in-memory directory with power cuts and faults |
 //! | `options` | durability levels and limits |
 //! | `journal` | [`Wal`]: open, append, commit, sync, compact, close |
 //! | `writer` | the writer thread: group commit, rotation, poisoning |
@@ -34,7 +34,8 @@ mod payload;
 mod reader;
 mod record;
 mod recovery;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))] // the fuzz targets use a part
 mod sim;
 mod state;
 mod storage;
@@ -50,7 +51,19 @@ pub(crate) use options::WalOptions;
 pub(crate) use record::{KeyRef, MessageRef, ReasonRef, Record};
 pub(crate) use recovery::Recovered;
 pub use recovery::{RecoveryReport, SalvagedRegion};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use sim::SimStorage;
 #[cfg(test)]
-pub(crate) use sim::{SimStorage, Torn};
+pub(crate) use sim::Torn;
 pub(crate) use state::{DeadLettered, RecoveredKey, RecoveredMessage};
 pub(crate) use storage::{FsStorage, Storage};
+
+/// What the fuzz targets drive directly (`src/fuzzing.rs`).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz_api {
+    pub(crate) use super::format::{
+        salt_crc, seal_frame, FrameHeader, Header, FRAME_HEADER_LEN, HEADER_LEN,
+    };
+    pub(crate) use super::reader::{scan_after, FrameReader, Next, Scan};
+    pub(crate) use super::recovery::recover;
+}

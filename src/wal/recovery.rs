@@ -11,7 +11,7 @@
 //! 3. [`recover`] applies the repairs and hands back the state.
 
 use super::error::WalError;
-use super::format::{parse_file_name, Header, HEADER_LEN, KIND_BASE, TMP_SUFFIX};
+use super::format::{file_name, parse_file_name, Header, HEADER_LEN, KIND_BASE, TMP_SUFFIX};
 use super::payload::{Frame, Hold};
 use super::reader::{scan_after, FrameReader, Next};
 use super::record::Record;
@@ -230,6 +230,9 @@ pub(crate) fn replay_file<P: Hold>(
     let mut reader = FrameReader::new(open()?, &file.header, file.len)
         .map_err(io_err(storage, "read", &file.name))?;
     report.files_read += 1;
+    // The furthest frame that vouched for a region skipped under salvage:
+    // a torn tail before it is not cut off (see below).
+    let mut voucher = None;
     loop {
         let (offset, reason) = match reader.next().map_err(io_err(storage, "read", &file.name))? {
             Next::End => return Ok(FileEnd::Clean),
@@ -268,13 +271,19 @@ pub(crate) fn replay_file<P: Hold>(
         };
         let scan = scan_after(open()?, &file.header, file.len, offset)
             .map_err(io_err(storage, "read", &file.name))?;
-        if last && scan.vouched_by.is_none() {
+        // Cutting a torn tail that holds the frame that vouched for an
+        // earlier skipped region would make that region read as a torn
+        // tail in turn, should the open go no further (a crash before the
+        // new segment): the frames between would be lost. So that tail is
+        // skipped as damage instead, as it will be once the file is sealed.
+        if last && scan.vouched_by.is_none() && voucher.is_none_or(|v| v < offset) {
             report.torn_bytes += file.len - offset;
             return Ok(FileEnd::Torn(offset));
         }
         if !salvage {
             return Err(WalError::corrupted(&path, offset, reason));
         }
+        voucher = voucher.max(scan.vouched_by);
         let resume = scan.first_valid.unwrap_or(file.len);
         report.salvaged.push(SalvagedRegion {
             file: path.clone(),
@@ -316,6 +325,15 @@ pub(crate) fn recover(
     salvage: bool,
 ) -> Result<(Recovered, Layout), WalError> {
     let survey = survey(storage, fingerprint)?;
+    if survey.max_seq == u64::MAX {
+        // The open would fail to create the next file with an I/O error
+        // (the name exists); no log reaches this number by rotating.
+        return Err(WalError::corrupted(
+            &storage.describe(&file_name(u64::MAX)),
+            24,
+            "sequence number leaves no room for a next file",
+        ));
+    }
     let mut report = RecoveryReport::default();
     let (state, end) = replay_files::<Vec<u8>>(storage, &survey.files, true, salvage, &mut report)?;
 

@@ -121,3 +121,63 @@ fn every_bit_flip_in_the_last_frames_is_a_prefix_or_a_typed_error() {
         }
     }
 }
+
+/// Found by the `recovery` fuzz target. Last file: frames A B C V, where
+/// V was written after a sync that covered A and B (not C); A and C are
+/// damaged. Under salvage, V vouches that A was synced, so A is skipped
+/// and B replayed. C has no voucher, and cutting it off as a torn tail
+/// would cut V too: if the open then stopped before its new segment (a
+/// power cut), the next open would find A unvouched, call it a torn tail
+/// and lose B. C is skipped instead, and both opens agree.
+#[test]
+fn salvage_keeps_the_frame_that_vouched_for_a_skipped_region() {
+    use super::super::format::{encode_frame, Header, CODEC_BINCODE2, KIND_SEGMENT};
+    let enqueue = |id: u64| {
+        body(&[Record::Enqueue {
+            id,
+            enqueued_at: 1,
+            visible_at: 1,
+            key: None,
+            payload: b"p",
+        }])
+    };
+    let header = Header {
+        kind: KIND_SEGMENT,
+        codec: CODEC_BINCODE2,
+        fingerprint: FINGERPRINT,
+        seq: 1,
+        salt: 9,
+        max_frame: 1 << 20,
+    };
+    let mut file = header.encode().to_vec();
+    let mut offsets = Vec::new();
+    for id in 1..=3 {
+        offsets.push(file.len());
+        encode_frame(&mut file, 9, HEADER_LEN, &enqueue(id));
+    }
+    let synced = offsets[2] as u64; // A and B synced, C not
+    encode_frame(&mut file, 9, synced, &enqueue(4));
+    file[offsets[0] + 20] ^= 1; // A
+    file[offsets[2] + 20] ^= 1; // C
+    let salvage = WalOptions {
+        salvage: true,
+        ..options()
+    };
+    let ids = |r: &Recovered| r.messages.iter().map(|m| m.id).collect::<Vec<_>>();
+
+    let s = SimStorage::new();
+    s.create(&file_name(1)).unwrap().write_all(&file).unwrap();
+    s.sync_file(&file_name(1)).unwrap();
+    s.sync_dir().unwrap();
+    let (wal, recovered) = open(&s.snapshot(), salvage.clone()).unwrap();
+    drop(wal);
+    assert_eq!(ids(&recovered), vec![2, 4]);
+    assert_eq!(recovered.report.torn_bytes, 0);
+    assert_eq!(recovered.report.salvaged.len(), 2);
+
+    // The power goes right after the repair, before the new segment.
+    s.cut_power_after(1);
+    assert!(open(&s, salvage.clone()).is_err());
+    let (_, again) = open(&s.crash(Torn::Lost), salvage).unwrap();
+    assert_eq!(ids(&again), vec![2, 4]);
+}

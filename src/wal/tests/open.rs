@@ -259,3 +259,31 @@ fn concurrent_syncs_under_interval_all_return_with_their_records_on_disk() {
     let (_, recovered) = open(&s.crash(Torn::Lost), options()).unwrap();
     assert_eq!(recovered.messages.len() as u64, threads * per_thread);
 }
+
+/// Found while writing the `recovery` fuzz target: a file numbered
+/// `u64::MAX` left no name for the next segment, and the open failed with
+/// an I/O error (the name exists) instead of saying what is wrong.
+#[test]
+fn a_file_numbered_u64_max_is_corruption_not_an_io_error() {
+    use super::super::format::{Header, CODEC_BINCODE2, KIND_SEGMENT};
+    let header = Header {
+        kind: KIND_SEGMENT,
+        codec: CODEC_BINCODE2,
+        fingerprint: FINGERPRINT,
+        seq: u64::MAX,
+        salt: 1,
+        max_frame: 1 << 20,
+    };
+    let s = SimStorage::new();
+    let name = file_name(u64::MAX);
+    s.create(&name)
+        .unwrap()
+        .write_all(&header.encode())
+        .unwrap();
+    match open(&s, options()) {
+        Err(WalError::Corrupted { file, offset, .. }) => {
+            assert_eq!((file, offset), (format!("sim:{name}"), 24));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

@@ -1,0 +1,4 @@
+//! See `spool::fuzzing::recovery_target` for the input layout and the checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|input: &[u8]| spool::fuzzing::recovery_target(input));
