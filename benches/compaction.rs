@@ -15,7 +15,8 @@
 //! Prints p50 / p99 / p99.9 / max of each run and the ratio of the p99.9s.
 //! Compaction runs beside the writer thread, so no send waits for it; what
 //! is left is the disk and the two cores they share (the compactor's own
-//! reads, writes and final `fdatasync` compete with the writer's syncs).
+//! reads, writes and syncs compete with the writer's syncs; the compactor
+//! runs at the lowest CPU priority).
 //!
 //! `cargo bench --bench compaction` (in `target/bench-spool/`, removed
 //! afterwards).

@@ -89,7 +89,9 @@ impl Monotonic {
     }
 }
 
-/// The crate's only unsafe code: two calls into the C library.
+/// Unsafe code: two calls into the C library (the crate's only other
+/// unsafe call lowers the compactor thread's priority, in
+/// `wal/compactor.rs`).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[allow(unsafe_code)]
 mod linux {

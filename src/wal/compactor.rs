@@ -324,8 +324,11 @@ impl Compactor {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// The compactor thread's loop; returns once stopped.
+    /// The compactor thread's loop; returns once stopped. Runs at the
+    /// lowest CPU priority, so that on a machine with few cores the writer
+    /// and the callers it wakes are not kept waiting for a core.
     pub(crate) fn run(&self, storage: &dyn Storage) {
+        background::lower_this_threads_priority();
         let options = &self.options;
         let mut plan = self.plan.lock();
         loop {
@@ -396,6 +399,33 @@ impl Compactor {
     pub(crate) fn finished(&self) -> u64 {
         self.plan.lock().finished
     }
+}
+
+/// The compactor thread's priority.
+///
+/// `benches/compaction.rs` on this project's 2-core machine: with the
+/// compactor at the lowest priority, `Sync` sends during a compaction of
+/// 1,000,000 live messages had a p99 of 1.2-1.4 ms and a p99.9 of
+/// 6.2-9.3 ms, against 4.5-7.8 ms and 11-20 ms at normal priority (the
+/// compactor, the writer and the producer share two cores). That measured
+/// need is why this module holds `unsafe` code: one call into the C
+/// library, on Linux only.
+mod background {
+    /// Lowers the calling thread's CPU priority to the least (nice 19).
+    /// Best effort: a failure changes nothing else.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[allow(unsafe_code)]
+    pub(super) fn lower_this_threads_priority() {
+        // SAFETY: `setpriority` takes plain integers and touches no memory
+        // of ours; on Linux, `PRIO_PROCESS` with id 0 names the calling
+        // thread (each thread is a task with its own nice value), so it
+        // changes nothing but this thread's scheduling priority.
+        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    }
+
+    /// Elsewhere the compactor runs at the normal priority.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(super) fn lower_this_threads_priority() {}
 }
 
 /// The storage as a compaction sees it: reads fail once the log closes,
