@@ -133,7 +133,7 @@ impl<T: Message> Queue<T> {
 
     /// Bytes the write-ahead files take on disk (0 in memory). Acknowledged
     /// messages are reclaimed by compaction as segments fill, so this stays
-    /// within a small multiple of the live messages plus four segments
+    /// within a small multiple of the live messages plus six segments
     /// (`docs/FORMAT.md`, section 8).
     pub fn disk_usage(&self) -> Result<u64, StorageError> {
         self.shared.disk_usage()

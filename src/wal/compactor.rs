@@ -46,9 +46,16 @@ pub(crate) const COMPACT_FLOOR: u64 = 4 << 20;
 /// Sealed files that make an open compact them (FORMAT.md, section 8).
 pub(crate) const COMPACT_AT_OPEN_FILES: usize = 8;
 
+/// Sealed files after the base of this many thresholds are compacted
+/// whatever the estimate says, so that an estimate fooled by a workload
+/// (acked messages far larger than the live ones) cannot let the disk
+/// grow without bound.
+const MUST_COMPACT_AT: u64 = 4;
+
 /// The writer waits at a rotation while the sealed files after the base
 /// exceed this many thresholds and a compaction is running or due: disk use
-/// stays below about 3 x live data + 4 thresholds (FORMAT.md, section 8).
+/// stays below about 3 x live data + 4 thresholds, or 6 while the reclaim
+/// estimate holds compaction off (FORMAT.md, section 8).
 const MAX_BEHIND: u64 = 2;
 
 /// Where the answer to an explicit compaction goes.
@@ -85,6 +92,11 @@ pub(crate) struct Plan {
     /// An automatic compaction through this file failed: not retried
     /// until a newer file is sealed.
     failed_through: u64,
+    /// Automatic compactions that failed in a row, and the sealed size
+    /// they wait for before the next try (a threshold more for each
+    /// failure, doubling, so a failure that repeats costs less and less).
+    failures: u32,
+    retry_at: u64,
     running: bool,
     stop: bool,
     /// Compactions finished, with or without success.
@@ -102,10 +114,15 @@ impl Plan {
         if !self.requests.is_empty() {
             return true;
         }
+        let threshold = self.threshold(options);
         !self.held
             && options.auto_compact
             && self.sealed_through > self.failed_through
-            && (self.forced || (self.sealed_bytes >= self.threshold(options) && self.worth_it()))
+            && self.sealed_bytes >= self.retry_at
+            && (self.forced
+                || (self.sealed_bytes >= threshold
+                    && (self.worth_it()
+                        || self.sealed_bytes >= MUST_COMPACT_AT.saturating_mul(threshold))))
     }
 
     /// Whether compacting would reclaim at least a quarter of the log
@@ -207,6 +224,8 @@ impl Compactor {
             forced,
             held: true,
             failed_through: 0,
+            failures: 0,
+            retry_at: 0,
             running: false,
             stop: false,
             finished: 0,
@@ -287,6 +306,7 @@ impl Compactor {
             self.work.notify_one();
         }
         while (plan.running || plan.due(options))
+            && plan.failures == 0
             && !plan.stop
             && plan.sealed_bytes > MAX_BEHIND.saturating_mul(plan.threshold(options))
         {
@@ -329,6 +349,7 @@ impl Compactor {
     /// and the callers it wakes are not kept waiting for a core.
     pub(crate) fn run(&self, storage: &dyn Storage) {
         background::lower_this_threads_priority();
+        let _stopped = Stopped(self);
         let options = &self.options;
         let mut plan = self.plan.lock();
         loop {
@@ -371,10 +392,15 @@ impl Compactor {
                     plan.base_bytes = report.bytes_out;
                     plan.sealed_bytes -= sealed_bytes;
                     plan.failed_through = 0;
+                    plan.failures = 0;
+                    plan.retry_at = 0;
                 }
                 Err(_) => {
                     plan.failed_through = through;
                     plan.purged |= purged;
+                    plan.failures = plan.failures.saturating_add(1);
+                    let wait = plan.threshold(options) << plan.failures.min(8);
+                    plan.retry_at = plan.sealed_bytes.saturating_add(wait);
                 }
             }
             self.set_rotate_at(&plan);
@@ -398,6 +424,23 @@ impl Compactor {
     #[cfg(test)]
     pub(crate) fn finished(&self) -> u64 {
         self.plan.lock().finished
+    }
+}
+
+/// Marks the compactor stopped however its thread ends: after a panic
+/// nobody may wait for it (the writer at a rotation, a caller of
+/// `Wal::compact`), and later requests are answered `Closed`.
+struct Stopped<'a>(&'a Compactor);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let mut plan = self.0.plan.lock();
+        plan.running = false;
+        plan.stop = true;
+        for reply in plan.requests.drain(..) {
+            let _ = reply.send(Err(WalError::Closed));
+        }
+        self.0.progress.notify_all();
     }
 }
 

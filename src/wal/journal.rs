@@ -358,6 +358,10 @@ impl Wal {
     }
 
     fn stop(&mut self) {
+        // First the compactor: a running compaction gives up, and a writer
+        // waiting at a rotation for it to catch up goes on, so that closing
+        // never waits for a compaction.
+        self.compactor.stop();
         {
             let mut st = self.shared.state.lock();
             st.closing = true;
@@ -366,8 +370,6 @@ impl Wal {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        // After the writer: it may still hand over a last request.
-        self.compactor.stop();
         if let Some(thread) = self.compactor_thread.take() {
             let _ = thread.join();
         }
