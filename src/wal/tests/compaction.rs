@@ -272,24 +272,11 @@ fn an_acknowledged_log_stays_small_whatever_the_segment_size() {
 /// worth it again.
 #[test]
 fn a_log_that_only_fills_is_not_rewritten_for_nothing() {
-    let opts = WalOptions {
-        durability: Durability::None,
-        segment_size: 16 << 10,
-        ..options()
-    };
-    let s = SimStorage::new();
-    let (wal, _) = open(&s, opts.clone()).unwrap();
+    let (_s, wal) = open_unsynced_16k();
     let payload = [5u8; 100];
-    let enqueue = |id: u64| Record::Enqueue {
-        id,
-        enqueued_at: id,
-        visible_at: id,
-        key: None,
-        payload: &payload,
-    };
     // About 2 MiB of sends, none received.
     for id in 1..=16_000u64 {
-        wal.append_commit(&[enqueue(id)]).unwrap();
+        append(&wal, &enqueue(id, &payload)).unwrap();
     }
     wal.wait_written().unwrap();
     wal.quiesce();
@@ -307,8 +294,8 @@ fn a_log_that_only_fills_is_not_rewritten_for_nothing() {
         wal.append_commit(&[Record::Ack { id }]).unwrap();
     }
     for id in 16_001..=48_000u64 {
-        wal.append_commit(&[enqueue(id), Record::Ack { id }])
-            .unwrap();
+        append(&wal, &enqueue(id, &payload)).unwrap();
+        append(&wal, &body(&[Record::Ack { id }])).unwrap();
     }
     wal.wait_written().unwrap();
     wal.quiesce();
@@ -327,24 +314,9 @@ fn a_log_that_only_fills_is_not_rewritten_for_nothing() {
 /// bounded (found by review: about 20 GB of log before the fallback).
 #[test]
 fn a_fooled_reclaim_estimate_still_keeps_the_disk_bounded() {
-    let opts = WalOptions {
-        durability: Durability::None,
-        segment_size: 16 << 10,
-        ..options()
-    };
-    let s = SimStorage::new();
-    let (wal, _) = open(&s, opts.clone()).unwrap();
+    let (_s, wal) = open_unsynced_16k();
     let small = [1u8; 8];
     let large = vec![2u8; 4096];
-    let enqueue = |id: u64, payload: &[u8]| {
-        body(&[Record::Enqueue {
-            id,
-            enqueued_at: id,
-            visible_at: id,
-            key: None,
-            payload,
-        }])
-    };
     // Many small messages that stay...
     for id in 1..=20_000u64 {
         append(&wal, &enqueue(id, &small)).unwrap();
@@ -369,4 +341,16 @@ fn a_fooled_reclaim_estimate_still_keeps_the_disk_bounded() {
         worst <= bound,
         "{worst} bytes on disk, bound {bound} (live {live})"
     );
+}
+
+/// A log under `Durability::None` with 16 KiB segments, on a fresh disk.
+fn open_unsynced_16k() -> (SimStorage, Wal) {
+    let opts = WalOptions {
+        durability: Durability::None,
+        segment_size: 16 << 10,
+        ..options()
+    };
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, opts).unwrap();
+    (s, wal)
 }
