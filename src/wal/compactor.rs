@@ -157,6 +157,15 @@ pub(crate) struct Reclaim {
 }
 
 impl Reclaim {
+    /// Adds what `other` counted.
+    pub(crate) fn merge(&mut self, other: Reclaim) {
+        self.folded += other.folded;
+        self.acks += other.acks;
+        self.enqueues += other.enqueues;
+        self.enqueued_bytes += other.enqueued_bytes;
+        self.purged |= other.purged;
+    }
+
     /// Counts one appended record of `len` bytes.
     pub(crate) fn note(&mut self, record: &Record<'_>, len: u64) {
         match record {
@@ -273,12 +282,10 @@ impl Compactor {
         self.rotate_at.store(at.max(1), Ordering::Relaxed);
     }
 
-    /// The writer took a round of appends whose records would let a
-    /// compaction reclaim `reclaim` (counted at once, though they are
-    /// sealed later: a compaction's estimate may include a little of the
-    /// active segment).
-    pub(crate) fn appended(&self, reclaim: Reclaim) {
-        let mut plan = self.plan.lock();
+    /// Counts what the records written since the last seal would let a
+    /// compaction reclaim (where rounds end does not matter: the estimate
+    /// is a share of recent bytes).
+    fn count(&self, plan: &mut Plan, reclaim: Reclaim) {
         plan.enqueues += reclaim.enqueues;
         plan.enqueued_bytes += reclaim.enqueued_bytes;
         let freed_per_ack = plan.enqueued_bytes.checked_div(plan.enqueues).unwrap_or(0);
@@ -294,11 +301,13 @@ impl Compactor {
         }
     }
 
-    /// The writer sealed file `seq` of `bytes`. Waits while the compactor
-    /// is far behind (see the module docs).
-    pub(crate) fn sealed(&self, seq: u64, bytes: u64) {
+    /// The writer sealed file `seq` of `bytes`, having written records
+    /// that would let a compaction reclaim `reclaim` since the last seal.
+    /// Waits while the compactor is far behind (see the module docs).
+    pub(crate) fn sealed(&self, seq: u64, bytes: u64, reclaim: Reclaim) {
         let options = &self.options;
         let mut plan = self.plan.lock();
+        self.count(&mut plan, reclaim);
         plan.sealed_through = seq;
         plan.sealed_bytes += bytes;
         self.set_rotate_at(&plan);

@@ -100,6 +100,7 @@ impl Wal {
             options: options.clone(),
             active,
             compactor: Arc::clone(&compactor),
+            unsealed: Default::default(),
         };
         let shared = Arc::new(Shared::default());
         let spawn_failed = |e| {

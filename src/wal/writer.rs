@@ -242,6 +242,9 @@ pub(crate) struct Writer {
     pub(crate) active: Active,
     /// Told of every sealed segment; compacts them on its own thread.
     pub(crate) compactor: Arc<Compactor>,
+    /// What the records written since the last seal would reclaim,
+    /// handed to the compactor at the next seal (no lock per round).
+    pub(crate) unsealed: Reclaim,
 }
 
 impl Writer {
@@ -277,7 +280,8 @@ impl Writer {
         self.sync()?;
         let next = create_segment(&*self.storage, self.active.seq + 1, &self.options)?;
         let sealed = std::mem::replace(&mut self.active, next);
-        self.compactor.sealed(sealed.seq, sealed.len);
+        let reclaim = std::mem::take(&mut self.unsealed);
+        self.compactor.sealed(sealed.seq, sealed.len, reclaim);
         Ok(())
     }
 
@@ -388,7 +392,7 @@ impl Writer {
             pending_since = None;
             std::mem::swap(&mut st.pending, &mut frames);
             std::mem::swap(&mut st.ends, &mut ends);
-            let reclaim = std::mem::take(&mut st.reclaim);
+            self.unsealed.merge(std::mem::take(&mut st.reclaim));
             shared.room.notify_all();
             let last = st.appended;
             st.started += 1;
@@ -398,7 +402,6 @@ impl Writer {
             let compaction = st.compactions.pop();
             let poisoned = st.poison.clone();
             drop(st);
-            self.compactor.appended(reclaim);
 
             let mut synced = false;
             let result = match poisoned {
@@ -480,6 +483,7 @@ pub(crate) fn write_one_round(
         options,
         active,
         compactor,
+        unsealed: Reclaim::default(),
     };
     let mut buf = vec![0; FRAME_HEADER_LEN as usize];
     let mut ends = Vec::new();
