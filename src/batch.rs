@@ -5,6 +5,7 @@ use crate::delivery::{Delivery, Origin};
 use crate::error::SettleError;
 use crate::lease::NO_LEASE;
 use crate::message::{Batched, MessageId};
+use crate::shared::Logged;
 use std::fmt;
 use std::iter::FusedIterator;
 use std::ops::Index;
@@ -103,10 +104,46 @@ impl<T> Batch<T> {
 
     /// Releases every message, after `delay` or each one's backoff.
     fn release(&mut self, delay: Option<Duration>) -> Result<(), SettleError> {
+        let logged = self.release_logged(delay)?;
+        self.origin.shared.settled(logged)
+    }
+
+    /// [`release`](Self::release), without waiting for the disk.
+    fn release_logged(&mut self, delay: Option<Duration>) -> Result<Logged, SettleError> {
         let id = self.lease_id();
         let messages = self.take_messages();
         let shared = &self.origin.shared;
-        shared.release_batch(id, self.token, delay, messages)
+        shared.release_batch_logged(id, self.token, delay, messages)
+    }
+
+    /// [`ack`](Self::ack) for async code: waits for the disk (under
+    /// [`Durability::Sync`](crate::Durability::Sync)) without blocking the
+    /// thread.
+    ///
+    /// Cancel safety: the ack is made at the first poll. Dropped before
+    /// that, the batch is dropped unsettled (a `nack`); dropped after, the
+    /// messages are acknowledged and only the wait for the disk is given
+    /// up.
+    pub async fn ack_async(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        let logged = shared.ack_batch_lease_logged(self.lease_id(), self.token)?;
+        shared.settled_async(logged).await
+    }
+
+    /// [`nack`](Self::nack) for async code: only messages it sends to the
+    /// dead-letter queue wait for the disk. Cancel safety as
+    /// [`ack_async`](Self::ack_async).
+    pub async fn nack_async(mut self) -> Result<(), SettleError> {
+        let logged = self.release_logged(None)?;
+        self.origin.shared.settled_async(logged).await
+    }
+
+    /// [`retry_after`](Self::retry_after) for async code. Cancel safety as
+    /// [`ack_async`](Self::ack_async).
+    pub async fn retry_after_async(mut self, delay: Duration) -> Result<(), SettleError> {
+        let logged = self.release_logged(Some(delay))?;
+        self.origin.shared.settled_async(logged).await
     }
 
     /// Done with all of them: removes every message of the batch from the
@@ -163,8 +200,9 @@ impl<T> Batch<T> {
 impl<T> Drop for Batch<T> {
     fn drop(&mut self) {
         if !self.settled {
-            // An expired lease has nothing left to release.
-            let _ = self.release(None);
+            // An expired lease has nothing left to release. Nobody sees
+            // the outcome: nothing waits for the disk.
+            let _ = self.release_logged(None);
         }
     }
 }

@@ -3,12 +3,13 @@
 use crate::batch::Batch;
 use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, SettleError};
+use crate::recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
 use crate::shared::{Shared, Wait};
 use crate::Message;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Receives messages from a queue. Cheap to clone; use from any thread.
 ///
@@ -110,6 +111,119 @@ impl<T: Message> Consumer<T> {
             Some(error) => Err(error),
             None => Ok(acked),
         }
+    }
+
+    /// [`recv`](Self::recv) for async code: waits for a message without
+    /// blocking the thread, on any executor. Cancel safe: see
+    /// [`RecvFuture`].
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let queue: spool::Queue<&'static str> = spool::Queue::builder().open()?;
+    /// queue.producer().send_async("hello").await?;
+    /// let delivery = queue.consumer().recv_async().await?;
+    /// assert_eq!(*delivery, "hello");
+    /// delivery.ack_async().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn recv_async(&self) -> RecvFuture<'_, T> {
+        RecvFuture::new(self, None)
+    }
+
+    /// [`recv_timeout`](Self::recv_timeout) for async code, with a timeout
+    /// kept by the queue itself (no runtime timer needed).
+    pub fn recv_timeout_async(&self, timeout: Duration) -> RecvFuture<'_, T> {
+        RecvFuture::new(self, Instant::now().checked_add(timeout))
+    }
+
+    /// [`recv_batch`](Self::recv_batch) for async code: waits up to
+    /// `timeout` for a first message, then takes up to `max` of those
+    /// ready. Cancel safe: see [`RecvBatchFuture`].
+    pub fn recv_batch_async(&self, max: usize, timeout: Duration) -> RecvBatchFuture<'_, T> {
+        RecvBatchFuture::new(self, max.max(1), Instant::now().checked_add(timeout))
+    }
+
+    /// The deliveries as a [`Stream`](futures_core::Stream), which ends once
+    /// the queue is closed and drained. It receives through a clone of
+    /// this handle.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// # futures::executor::block_on(async {
+    /// let queue: spool::Queue<u32> = spool::Queue::builder().open()?;
+    /// queue.producer().send_batch_async(vec![1, 2, 3]).await?;
+    /// queue.close();
+    /// let mut total = 0;
+    /// let mut deliveries = queue.consumer().stream();
+    /// while let Some(delivery) = deliveries.next().await {
+    ///     total += *delivery;
+    ///     delivery.ack_async().await?;
+    /// }
+    /// assert_eq!(total, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn stream(&self) -> RecvStream<T> {
+        RecvStream::new(self.clone())
+    }
+
+    /// The deliveries as a blocking iterator: each step is a
+    /// [`recv`](Self::recv); it ends once the queue is closed and drained.
+    /// `for delivery in &consumer` does the same.
+    ///
+    /// ```
+    /// let queue: spool::Queue<u32> = spool::Queue::builder().open()?;
+    /// queue.producer().send_batch(vec![1, 2, 3])?;
+    /// queue.close();
+    /// let consumer = queue.consumer();
+    /// let mut total = 0;
+    /// for delivery in &consumer {
+    ///     total += *delivery;
+    ///     delivery.ack()?;
+    /// }
+    /// assert_eq!(total, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter::new(self)
+    }
+
+    /// [`ack_batch`](Self::ack_batch) for async code. Cancel safety: the
+    /// acks are made at the first poll; dropped after that, only the wait
+    /// for the disk is given up.
+    pub async fn ack_batch_async(
+        &self,
+        deliveries: impl IntoIterator<Item = Delivery<T>>,
+    ) -> Result<usize, SettleError> {
+        let mut leases = Vec::new();
+        let mut acked = 0;
+        let mut first_error = None;
+        let mut elsewhere = Vec::new();
+        for delivery in deliveries {
+            if delivery.is_from(&self.origin.shared) {
+                leases.push(delivery.into_lease());
+            } else {
+                elsewhere.push(delivery);
+            }
+        }
+        let (ours, logged) = self.origin.shared.ack_batch_logged(&leases)?;
+        for delivery in elsewhere {
+            match delivery.ack_async().await {
+                Ok(()) => acked += 1,
+                Err(SettleError::LeaseExpired { .. }) => {}
+                Err(error) => first_error = first_error.or(Some(error)),
+            }
+        }
+        self.origin.shared.settled_async(logged).await?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(acked + ours),
+        }
+    }
+
+    pub(crate) fn origin(&self) -> &Arc<Origin<T>> {
+        &self.origin
     }
 
     fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {

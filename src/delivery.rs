@@ -133,6 +133,63 @@ impl<T> Delivery<T> {
         self.origin.shared.extend(self.id, self.token, by)
     }
 
+    /// [`ack`](Self::ack) for async code: waits for the disk (under
+    /// [`Durability::Sync`](crate::Durability::Sync)) without blocking the
+    /// thread.
+    ///
+    /// Cancel safety: the ack is made at the first poll. Dropped before
+    /// that, the delivery is dropped unsettled (a `nack`); dropped after,
+    /// the message is acknowledged and only the wait for the disk is given
+    /// up (a [`Queue::sync_async`](crate::Queue::sync_async) then waits for
+    /// it).
+    pub async fn ack_async(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        let logged = shared.ack_logged(self.id, self.token)?;
+        shared.settled_async(logged).await
+    }
+
+    /// [`nack`](Self::nack) for async code. Only a message this sends to
+    /// the dead-letter queue waits for the disk. Cancel safety as
+    /// [`ack_async`](Self::ack_async).
+    pub async fn nack_async(mut self) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        let logged = shared.release_logged(self.id, self.token, None, None)?;
+        shared.settled_async(logged).await
+    }
+
+    /// [`fail`](Self::fail) for async code. Only a message this sends to
+    /// the dead-letter queue waits for the disk. Cancel safety as
+    /// [`ack_async`](Self::ack_async).
+    pub async fn fail_async(mut self, error: impl Into<String>) -> Result<(), SettleError> {
+        self.settled = true;
+        let error = crate::producer::bounded_text(error.into());
+        let shared = &self.origin.shared;
+        let logged = shared.release_logged(self.id, self.token, None, Some(error))?;
+        shared.settled_async(logged).await
+    }
+
+    /// [`retry_after`](Self::retry_after) for async code. Only a message
+    /// this sends to the dead-letter queue waits for the disk. Cancel
+    /// safety as [`ack_async`](Self::ack_async).
+    pub async fn retry_after_async(mut self, delay: Duration) -> Result<(), SettleError> {
+        self.settled = true;
+        let shared = &self.origin.shared;
+        let logged = shared.release_logged(self.id, self.token, Some(delay), None)?;
+        shared.settled_async(logged).await
+    }
+
+    /// [`dead_letter`](Self::dead_letter) for async code. Cancel safety as
+    /// [`ack_async`](Self::ack_async).
+    pub async fn dead_letter_async(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
+        self.settled = true;
+        let reason = crate::producer::bounded_text(reason.into());
+        let shared = &self.origin.shared;
+        let logged = shared.reject_logged(self.id, self.token, reason)?;
+        shared.settled_async(logged).await
+    }
+
     /// A handle on this delivery's lease that another thread can extend or
     /// release while this delivery is busy (the worker pool's heartbeat).
     /// Whether this delivery came from `shared`.
@@ -187,8 +244,10 @@ impl<T> Deref for Delivery<T> {
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         if !self.settled {
-            // An expired lease has nothing left to release.
-            let _ = self.origin.shared.release(self.id, self.token, None, None);
+            // An expired lease has nothing left to release. Nobody sees
+            // the outcome, so nothing waits for the disk (a drop in async
+            // code must not block).
+            let _ = (self.origin.shared).release_logged(self.id, self.token, None, None);
         }
     }
 }

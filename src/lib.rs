@@ -108,6 +108,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod alarm;
 mod alert;
 mod backoff;
 mod batch;
@@ -134,6 +135,7 @@ mod persist;
 mod producer;
 mod queue;
 mod ready;
+mod recv;
 mod shared;
 mod signal;
 mod stats;
@@ -156,6 +158,7 @@ pub use event::Event;
 pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::Queue;
+pub use recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
 pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,

@@ -187,6 +187,60 @@ impl<T: Message> Producer<T> {
         self.shared.send_batch(messages, Wait::timeout(timeout))
     }
 
+    /// [`send`](Self::send) for async code: waits for room, and under
+    /// [`Durability::Sync`](crate::Durability::Sync) for the disk, without
+    /// blocking the thread, on any executor.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let queue: spool::Queue<u32> = spool::Queue::builder().capacity(1).open()?;
+    /// let producer = queue.producer();
+    /// producer.send_async(7).await?;
+    /// let delivery = queue.consumer().recv_async().await?;
+    /// assert_eq!(*delivery, 7);
+    /// delivery.ack_async().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// Cancel safety: a future dropped while it waits for room has sent
+    /// nothing, and its message is dropped with it. Once there is room the
+    /// message is enqueued in the same poll, without a wait in between;
+    /// a future dropped after that, while it waits for the disk, has sent
+    /// its message, which becomes visible at once (only the wait for the
+    /// disk is given up). To know which happened after a drop, send with
+    /// an idempotency key ([`send_with_async`](Self::send_with_async)) and
+    /// send again: [`Sent::Duplicate`] says the first one went through.
+    /// A timeout is a matter for the runtime (`tokio::time::timeout`):
+    /// that drops the future.
+    pub async fn send_async(&self, message: T) -> Result<MessageId, SendError<T>> {
+        (self
+            .shared
+            .send_async(message, SendOptions::default())
+            .await)
+            .map(Sent::id)
+    }
+
+    /// [`send_with`](Self::send_with) for async code. Cancel safety as
+    /// [`send_async`](Self::send_async).
+    pub async fn send_with_async(
+        &self,
+        message: T,
+        options: SendOptions,
+    ) -> Result<Sent, SendError<T>> {
+        self.shared.send_async(message, options).await
+    }
+
+    /// [`send_batch`](Self::send_batch) for async code: waits until there
+    /// is room for all of the messages. Cancel safety as
+    /// [`send_async`](Self::send_async), for all of them at once.
+    pub async fn send_batch_async(
+        &self,
+        messages: Vec<T>,
+    ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        self.shared.send_batch_async(messages).await
+    }
+
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()

@@ -100,6 +100,13 @@ impl<T: Message> Queue<T> {
         self.shared.sync()
     }
 
+    /// [`sync`](Self::sync) for async code: waits for the disk without
+    /// blocking the thread. Dropped before it ends, it leaves nothing
+    /// behind (the writer syncs all the same).
+    pub async fn sync_async(&self) -> Result<(), StorageError> {
+        self.shared.sync_async().await
+    }
+
     /// Compacts the write-ahead file now: seals the active segment and
     /// rewrites every file before it as one base file holding only the
     /// live state, then returns. Compaction runs on a thread of its own,

@@ -27,6 +27,15 @@
 //! picked up in well under a microsecond, and an idle queue costs no more
 //! than a few microseconds of spinning per wait.
 //!
+//! Tasks wait on the same signal ([`poll_wait`](Signal::poll_wait)): a
+//! task's [`Registration`] holds its `Waker` in a list under the signal's
+//! mutex and counts among the waiters, so a notifier that finds no waiter
+//! still pays only its fence and load. A notify wakes the tasks it would
+//! wake as threads: `notify_all` every one, `notify_one` the task that
+//! waited longest or a sleeping thread, taking turns when both wait. A task
+//! that was woken by `notify_one` but is dropped before it looked passes
+//! the wake-up on, so that nothing another waiter needed is lost.
+//!
 //! loom checks the protocol (`src/loom_tests.rs`, built with `--cfg loom`):
 //! waits without a deadline against `notify_one` and `notify_all`, with
 //! one try before registering. Timed waits (loom has no clock; a deadline
@@ -40,8 +49,10 @@ use crate::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering::Relaxed, Orde
 use crate::sync::{thread, Condvar, Mutex};
 // The long spin's flag and places are a matter of time alone, which loom
 // does not model: they are std's under loom too (see `src/sync/mod.rs`).
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize as StdAtomicUsize};
 use std::sync::OnceLock;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Tries with a doubling spin (1, 2, 4, … 64 pauses) before yielding.
@@ -63,7 +74,8 @@ const POLL: Duration = Duration::from_micros(1);
 pub(crate) struct Signal {
     waiters: Padded<AtomicUsize>,
     epoch: AtomicU64,
-    lock: Mutex<()>,
+    /// Guards the sleeping threads' condition variable and the tasks.
+    lock: Mutex<Tasks>,
     condvar: Condvar,
     /// How long one waiter may keep trying before it sleeps; zero for the
     /// short spin only.
@@ -72,6 +84,25 @@ pub(crate) struct Signal {
     spinners: Option<&'static Spinners>,
     /// Written by waiters only: apart from what notifiers read.
     spinning: Padded<Spinning>,
+}
+
+/// The tasks waiting on a signal, oldest first.
+#[derive(Default)]
+struct Tasks {
+    wakers: VecDeque<(u64, Waker)>,
+    /// The key of the next registration.
+    next: u64,
+    /// Whether the next `notify_one` that finds both a task and a sleeping
+    /// thread wakes the thread.
+    thread_next: bool,
+}
+
+/// A task's place among a signal's waiters, kept across polls of one
+/// wait (see [`Signal::poll_wait`]). Give it back with
+/// [`Signal::cancel`] when the wait is dropped before it ended.
+#[derive(Debug, Default)]
+pub(crate) struct Registration {
+    key: Option<u64>,
 }
 
 #[derive(Default)]
@@ -106,8 +137,20 @@ impl Signal {
     pub(crate) fn notify_one(&self) {
         if self.has_waiters() {
             self.epoch.fetch_add(1, SeqCst);
-            let _guard = self.lock.lock();
-            self.condvar.notify_one();
+            let mut tasks = self.lock.lock();
+            let threads = self.waiters.load(SeqCst) > tasks.wakers.len();
+            if tasks.wakers.is_empty() || (threads && tasks.thread_next) {
+                tasks.thread_next = false;
+                self.condvar.notify_one();
+                return;
+            }
+            tasks.thread_next = threads;
+            let woken = tasks.wakers.pop_front();
+            self.waiters.fetch_sub(1, SeqCst);
+            drop(tasks);
+            if let Some((_, waker)) = woken {
+                waker.wake();
+            }
         }
     }
 
@@ -136,8 +179,17 @@ impl Signal {
         fence(SeqCst);
         if self.waiters.load(SeqCst) > 0 {
             self.epoch.fetch_add(1, SeqCst);
-            let _guard = self.lock.lock();
+            let mut tasks = self.lock.lock();
             self.condvar.notify_all();
+            if tasks.wakers.is_empty() {
+                return;
+            }
+            let woken = std::mem::take(&mut tasks.wakers);
+            self.waiters.fetch_sub(woken.len(), SeqCst);
+            drop(tasks);
+            for (_, waker) in woken {
+                waker.wake();
+            }
         }
     }
 
@@ -269,6 +321,83 @@ impl Signal {
                     std::hint::spin_loop();
                 }
             }
+        }
+    }
+}
+
+impl Signal {
+    /// The task's form of [`wait`](Self::wait): tries `attempt`, and if it
+    /// finds nothing, registers `waker` (through `registration`, kept
+    /// across polls) and tries once more, returning `Pending` only if that
+    /// fails too. A notify after the registration wakes the task, which
+    /// then polls again. It neither spins nor sleeps, and has no deadline:
+    /// a caller that needs one sets an alarm (`src/alarm.rs`).
+    ///
+    /// Once it returns `Ready` the registration is given back. A wait
+    /// dropped while `Pending` must call [`cancel`](Self::cancel).
+    pub(crate) fn poll_wait<R>(
+        &self,
+        registration: &mut Registration,
+        waker: &Waker,
+        mut attempt: impl FnMut() -> Option<R>,
+    ) -> Poll<R> {
+        if let Some(result) = attempt() {
+            self.unregister(registration);
+            return Poll::Ready(result);
+        }
+        {
+            let mut tasks = self.lock.lock();
+            let listed = registration
+                .key
+                .and_then(|key| tasks.wakers.iter_mut().find(|(k, _)| *k == key));
+            match listed {
+                Some((_, listed)) => {
+                    if !listed.will_wake(waker) {
+                        listed.clone_from(waker);
+                    }
+                }
+                None => {
+                    let key = tasks.next;
+                    tasks.next += 1;
+                    tasks.wakers.push_back((key, waker.clone()));
+                    self.waiters.fetch_add(1, SeqCst);
+                    registration.key = Some(key);
+                }
+            }
+        }
+        fence(SeqCst); // pairs with `has_waiters`, as a thread's registration
+        match attempt() {
+            Some(result) => {
+                self.unregister(registration);
+                Poll::Ready(result)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// Gives back the registration of a wait dropped before it ended. If a
+    /// `notify_one` had already woken it, the wake-up goes to another
+    /// waiter: this one will not look.
+    pub(crate) fn cancel(&self, registration: &mut Registration) {
+        if !self.unregister(registration) {
+            self.notify_one();
+        }
+    }
+
+    /// Takes a task off the list; false if a notify took it first (it was
+    /// woken). Without a registration, true: nothing to give back.
+    fn unregister(&self, registration: &mut Registration) -> bool {
+        let Some(key) = registration.key.take() else {
+            return true;
+        };
+        let mut tasks = self.lock.lock();
+        match tasks.wakers.iter().position(|(k, _)| *k == key) {
+            Some(at) => {
+                tasks.wakers.remove(at);
+                self.waiters.fetch_sub(1, SeqCst);
+                true
+            }
+            None => false,
         }
     }
 }

@@ -13,6 +13,10 @@
 //!   texts of its failed attempts in order;
 //! - the queue's counters agree with the ledger.
 //!
+//! The same ledger runs with async consumers (tasks on a tokio runtime)
+//! beside blocking ones, and with async producers, so that threads and
+//! tasks wait on the same queue.
+//!
 //! Every wait is bounded ([`DEADLINE`]), so a bug fails the test instead of
 //! hanging it.
 
@@ -339,17 +343,7 @@ fn settle(delivery: Delivery<u64>, roll: u64) -> Outcome {
 
 #[test]
 fn every_message_ends_acked_or_dead_lettered_exactly_once() {
-    let queue: Queue<u64> = Queue::builder()
-        .capacity(CAPACITY)
-        .visibility_timeout(LEASE)
-        .max_receives(MAX_RECEIVES)
-        .backoff(Backoff::exponential(
-            Duration::from_millis(1),
-            Duration::from_millis(4),
-        ))
-        .jitter_seed(1)
-        .open()
-        .unwrap();
+    let queue = ledger_queue();
     let sequence = Arc::new(Sequence::default());
     let started = Instant::now();
 
@@ -373,6 +367,255 @@ fn every_message_ends_acked_or_dead_lettered_exactly_once() {
         .flat_map(|c| c.join().unwrap())
         .collect();
 
+    check_ledger(&queue, &sent, events);
+}
+
+/// The consumers of [`consume`], as tasks: the same picks, through the
+/// async calls.
+async fn consume_async(
+    consumer: Consumer<u64>,
+    consumer_no: u64,
+    sequence: Arc<Sequence>,
+    started: Instant,
+) -> Vec<Event> {
+    let mut rng = Rng(100 + consumer_no);
+    let mut events = Vec::new();
+    loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "consumer {consumer_no} still busy after {DEADLINE:?}"
+        );
+        let asked_at = Instant::now();
+        if consumer_no == 0 {
+            let batch = match consumer.recv_batch_async(3, POLL).await {
+                Ok(batch) => batch,
+                Err(RecvError::Timeout) => continue,
+                Err(RecvError::Closed) => return events,
+                Err(other) => panic!("unexpected {other:?}"),
+            };
+            let received = Received::now(asked_at, &sequence);
+            let roll = rng.below(100);
+            if roll >= 40 {
+                for delivery in batch.into_deliveries() {
+                    received
+                        .settle_async(delivery, &mut rng, &sequence, &mut events)
+                        .await;
+                }
+                continue;
+            }
+            let messages: Vec<(MessageId, u64, u32)> = batch
+                .messages()
+                .map(|m| (m.id(), *m, m.receive_count()))
+                .collect();
+            let settling_seq = sequence.next();
+            let settled = if roll < 30 {
+                batch.ack_async().await.map(|()| Outcome::Acked)
+            } else {
+                batch.nack_async().await.map(|()| Outcome::Released)
+            };
+            let outcome = match settled {
+                Ok(outcome) => outcome,
+                Err(SettleError::LeaseExpired { .. }) => Outcome::Expired,
+                Err(other) => panic!("unexpected {other:?}"),
+            };
+            for (id, payload, receive_count) in messages {
+                events.push(received.event(
+                    id,
+                    payload,
+                    receive_count,
+                    settling_seq,
+                    outcome.clone(),
+                ));
+            }
+            continue;
+        }
+        let delivery = match consumer.recv_timeout_async(POLL).await {
+            Ok(delivery) => delivery,
+            Err(RecvError::Timeout) => continue,
+            Err(RecvError::Closed) => return events,
+            Err(other) => panic!("unexpected {other:?}"),
+        };
+        let received = Received::now(asked_at, &sequence);
+        received
+            .settle_async(delivery, &mut rng, &sequence, &mut events)
+            .await;
+    }
+}
+
+impl Received {
+    /// [`settle_each`](Self::settle_each) for one delivery, from a task.
+    async fn settle_async(
+        &self,
+        delivery: Delivery<u64>,
+        rng: &mut Rng,
+        sequence: &Sequence,
+        events: &mut Vec<Event>,
+    ) {
+        let (id, payload, receive_count) = (delivery.id(), *delivery, delivery.receive_count());
+        let settling_seq = sequence.next();
+        let outcome = settle_async(delivery, rng.below(100)).await;
+        events.push(self.event(id, payload, receive_count, settling_seq, outcome));
+    }
+}
+
+/// [`settle`], through the async calls.
+async fn settle_async(delivery: Delivery<u64>, roll: u64) -> Outcome {
+    let text = format!("attempt {} of {}", delivery.receive_count(), delivery.id());
+    let (result, outcome) = match roll {
+        0..=59 => (delivery.ack_async().await, Outcome::Acked),
+        60..=67 => (delivery.nack_async().await, Outcome::Released),
+        68..=72 => (
+            delivery.retry_after_async(Duration::from_millis(2)).await,
+            Outcome::Released,
+        ),
+        73..=80 => (
+            delivery.fail_async(text.clone()).await,
+            Outcome::Failed(text),
+        ),
+        81..=86 => {
+            drop(delivery);
+            return Outcome::Dropped;
+        }
+        87..=91 => (
+            delivery.dead_letter_async(text.clone()).await,
+            Outcome::Rejected(text),
+        ),
+        92..=97 => {
+            let extended = delivery.extend(LEASE);
+            let acked = delivery.ack_async().await;
+            assert!(
+                extended.is_ok() || acked.is_err(),
+                "ack after a refused extend"
+            );
+            (acked, Outcome::Acked)
+        }
+        _ => {
+            let lag = SystemClock::new().coarse_lag();
+            tokio::time::sleep(LEASE + 2 * lag + Duration::from_millis(10)).await;
+            let id = delivery.id();
+            let refused = delivery.ack_async().await;
+            assert_eq!(refused, Err(SettleError::LeaseExpired { id }));
+            return Outcome::Expired;
+        }
+    };
+    match result {
+        Ok(()) => outcome,
+        Err(SettleError::LeaseExpired { .. }) => Outcome::Expired,
+        Err(other) => panic!("unexpected {other:?}"),
+    }
+}
+
+fn ledger_queue() -> Queue<u64> {
+    Queue::builder()
+        .capacity(CAPACITY)
+        .visibility_timeout(LEASE)
+        .max_receives(MAX_RECEIVES)
+        .backoff(Backoff::exponential(
+            Duration::from_millis(1),
+            Duration::from_millis(4),
+        ))
+        .jitter_seed(1)
+        .open()
+        .unwrap()
+}
+
+#[test]
+fn the_ledger_balances_with_async_consumers_beside_a_blocking_one() {
+    let queue = ledger_queue();
+    let sequence = Arc::new(Sequence::default());
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    // Consumer 0 (batches) and 1 are tasks; consumer 2 is a thread.
+    let tasks: Vec<_> = (0..2)
+        .map(|no| {
+            runtime.spawn(consume_async(
+                queue.consumer(),
+                no,
+                sequence.clone(),
+                started,
+            ))
+        })
+        .collect();
+    let thread_consumer = {
+        let (consumer, sequence) = (queue.consumer(), sequence.clone());
+        thread::spawn(move || consume(&consumer, 2, &sequence, started))
+    };
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|no| {
+            let queue = queue.clone();
+            thread::spawn(move || produce(&queue, no, started))
+        })
+        .collect();
+
+    let sent: Vec<Sent> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+    queue.close();
+    let mut events: Vec<Event> = thread_consumer.join().unwrap();
+    for task in tasks {
+        events.extend(runtime.block_on(task).unwrap());
+    }
+    check_ledger(&queue, &sent, events);
+}
+
+/// The unkeyed sends of [`produce`], from a task: every message through
+/// `send_async`, except producer 0's, which go in batches of three.
+async fn produce_async(queue: Queue<u64>, producer_no: u64) -> Sent {
+    let producer = queue.producer();
+    let mut ids = Vec::new();
+    let payloads: Vec<u64> = (0..PER_PRODUCER)
+        .map(|seq| producer_no << 32 | seq)
+        .collect();
+    if producer_no == 0 {
+        for chunk in payloads.chunks(3) {
+            let sent = producer.send_batch_async(chunk.to_vec()).await.unwrap();
+            ids.extend(sent.into_iter().zip(chunk.iter().copied()));
+        }
+    } else {
+        for payload in payloads {
+            ids.push((producer.send_async(payload).await.unwrap(), payload));
+        }
+    }
+    Sent { ids, duplicates: 0 }
+}
+
+#[test]
+fn the_ledger_balances_with_async_producers_and_blocking_consumers() {
+    let queue = ledger_queue();
+    let sequence = Arc::new(Sequence::default());
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|no| {
+            let (consumer, sequence) = (queue.consumer(), sequence.clone());
+            thread::spawn(move || consume(&consumer, no, &sequence, started))
+        })
+        .collect();
+    // Every producer a task on one thread: a send that blocked its thread
+    // would stop the others, and the deadline would catch it.
+    let producing = async {
+        let producers = (0..PRODUCERS).map(|no| tokio::spawn(produce_async(queue.clone(), no)));
+        let mut sent = Vec::new();
+        for producer in producers.collect::<Vec<_>>() {
+            sent.push(producer.await.unwrap());
+        }
+        sent
+    };
+    let sent = runtime.block_on(async {
+        tokio::time::timeout(DEADLINE, producing)
+            .await
+            .expect("producers done within the deadline")
+    });
+    queue.close();
+    let events: Vec<Event> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     check_ledger(&queue, &sent, events);
 }
 

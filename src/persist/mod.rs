@@ -25,6 +25,7 @@ use crate::wal::{
 };
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 /// Where and how a persistent queue keeps its write-ahead file.
 #[derive(Debug, Clone)]
@@ -94,14 +95,61 @@ impl Journal {
         self.max_frame
     }
 
-    /// Appends records (one frame: they recover together or not at all).
+    /// Appends records (one frame: they recover together or not at all),
+    /// without waiting for the writer to catch up: for receives and
+    /// settlements, whose records are bounded by the messages sent.
     pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, StorageError> {
-        Ok(self.wal.append(records)?)
+        Ok(self.wal.append_with(records, false)?)
+    }
+
+    /// Appends the records of a send. With `wait_for_room`, it waits first
+    /// while the writer is behind (a task waits with
+    /// [`poll_room`](Self::poll_room) instead).
+    pub(crate) fn append_send(
+        &self,
+        records: &[Record<'_>],
+        wait_for_room: bool,
+    ) -> Result<Ticket, StorageError> {
+        Ok(self.wal.append_with(records, wait_for_room)?)
     }
 
     /// Waits until `ticket` is as durable as the durability level promises.
     pub(crate) fn commit(&self, ticket: Ticket) -> Result<(), StorageError> {
         Ok(self.wal.commit(ticket)?)
+    }
+
+    /// The task's form of [`commit`](Self::commit).
+    pub(crate) fn poll_commit(
+        &self,
+        ticket: Ticket,
+        waker: &Waker,
+    ) -> Poll<Result<(), StorageError>> {
+        self.wal
+            .poll_commit(ticket, waker)
+            .map_err(StorageError::from)
+    }
+
+    /// Ready once a send's append would not wait for room.
+    pub(crate) fn poll_room(&self, waker: &Waker) -> Poll<()> {
+        self.wal.poll_room(waker)
+    }
+
+    /// The ticket of everything appended so far (with its durability
+    /// awaited, a duplicate send's original is as durable as promised).
+    pub(crate) fn last_ticket(&self) -> Ticket {
+        self.wal.last_ticket()
+    }
+
+    /// The task's form of [`sync`](Self::sync), for a ticket from
+    /// [`last_ticket`](Self::last_ticket).
+    pub(crate) fn poll_synced(
+        &self,
+        ticket: Ticket,
+        waker: &Waker,
+    ) -> Poll<Result<(), StorageError>> {
+        self.wal
+            .poll_synced(ticket, waker)
+            .map_err(StorageError::from)
     }
 
     /// Appends and waits.
@@ -177,5 +225,7 @@ pub(crate) fn open_error(error: WalError) -> OpenError {
     }
 }
 
+#[cfg(test)]
+mod cancel_tests;
 #[cfg(test)]
 mod tests;

@@ -36,12 +36,17 @@
 //! | `settle` | ack, release, extend, reject, retries, dead-lettering |
 //! | `dead_letters` | redrive, purge |
 //! | `restore` | rebuilding the state a journal recovered |
+//! | `task` | the task forms of the operations that wait (async) |
 
 mod dead_letters;
 mod receive;
 mod restore;
 mod send;
 mod settle;
+mod task;
+
+pub(crate) use settle::Logged;
+pub(crate) use task::{ForWorker, Many, One, Receiving, Take};
 
 use crate::backoff::Random;
 use crate::builder::Config;
@@ -279,27 +284,11 @@ impl<T> Shared<T> {
         if n > self.capacity.limit() {
             return Err(NoRoom::Full);
         }
-        let attempts = std::cell::Cell::new(0u32);
-        let attempt = || {
-            attempts.set(attempts.get() + 1);
-            if self.is_closed() {
-                return Some(Err(NoRoom::Closed));
-            }
-            if !self.capacity.try_take(n) {
-                return None;
-            }
-            // Checked again after taking: a consumer that saw the queue
-            // closed and empty must not miss this message (see `is_drained`).
-            if self.is_closed() {
-                self.free_slots(n);
-                return Some(Err(NoRoom::Closed));
-            }
-            let waited = if attempts.get() == 1 {
-                Waited::No
-            } else {
-                Waited::Yes
-            };
-            Some(Ok(waited))
+        let mut first = true;
+        let mut attempt = || {
+            let taken = self.try_slots(n, first);
+            first = false;
+            taken
         };
         let signal = &self.capacity.signal;
         let taken = match wait {
@@ -313,6 +302,24 @@ impl<T> Shared<T> {
             None if matches!(wait, Wait::No) => Err(NoRoom::Full),
             None => Err(NoRoom::Timeout),
         }
+    }
+
+    /// One try at taking `n` slots: `None` if they are not free; `first`
+    /// if nothing was waited for before.
+    fn try_slots(&self, n: usize, first: bool) -> Option<Result<Waited, NoRoom>> {
+        if self.is_closed() {
+            return Some(Err(NoRoom::Closed));
+        }
+        if !self.capacity.try_take(n) {
+            return None;
+        }
+        // Checked again after taking: a consumer that saw the queue
+        // closed and empty must not miss this message (see `is_drained`).
+        if self.is_closed() {
+            self.free_slots(n);
+            return Some(Err(NoRoom::Closed));
+        }
+        Some(Ok(if first { Waited::No } else { Waited::Yes }))
     }
 
     /// Gives slots back; once closed, the last one lets consumers finish.
@@ -347,12 +354,6 @@ impl<T> Shared<T> {
             (Some(journal), Some(ticket)) => journal.commit(ticket).map_err(|e| self.failed(e)),
             _ => Ok(()),
         }
-    }
-
-    /// Appends and waits.
-    fn log_durably(&self, records: &[Record<'_>]) -> Result<(), StorageError> {
-        let ticket = self.log(records)?;
-        self.durable(ticket)
     }
 
     /// Tells the event hook (once) that the journal stopped, if `error` is

@@ -9,9 +9,61 @@ use crate::event::Event;
 use crate::message::{BatchBuilder, Held, Queued};
 use crate::stats::Counters;
 use crate::wal::Record;
+use crate::wal::Ticket;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Messages taken from the ready queue for a receive, with their receives
+/// appended: leased once `ticket` (if any) is durable, put back if not.
+pub(crate) struct Taken<E> {
+    pub(crate) entries: E,
+    /// The receive record to wait for; `None` if nothing waits.
+    pub(crate) ticket: Option<Ticket>,
+    /// When they were taken.
+    now: Nanos,
+}
+
+impl<E> Taken<E> {
+    /// Nothing taken, and nothing to wait for.
+    pub(crate) fn nothing(now: Nanos) -> Taken<Option<E>> {
+        Taken {
+            entries: None,
+            ticket: None,
+            now,
+        }
+    }
+
+    pub(crate) fn map<F>(self, f: impl FnOnce(E) -> F) -> Taken<F> {
+        Taken {
+            entries: f(self.entries),
+            ticket: self.ticket,
+            now: self.now,
+        }
+    }
+
+    /// The time their lease runs from: when they were taken, or now if
+    /// the receive waited for the disk (so that the wait does not shorten
+    /// the lease).
+    fn lease_from<T>(&self, shared: &Shared<T>) -> Nanos {
+        match self.ticket {
+            None => self.now,
+            Some(_) => shared.now_for_tick(),
+        }
+    }
+}
+
+impl<E> Taken<Option<E>> {
+    /// What was taken, if anything.
+    pub(crate) fn transpose(self) -> Option<Taken<E>> {
+        let (ticket, now) = (self.ticket, self.now);
+        self.entries.map(|entries| Taken {
+            entries,
+            ticket,
+            now,
+        })
+    }
+}
 
 /// Receive records per frame in a batch (about 13 bytes each, far below the
 /// smallest frame limit).
@@ -70,7 +122,7 @@ impl<T> Shared<T> {
     }
 
     /// Closed, and nothing ready or delayed (messages may be in flight).
-    fn nothing_to_take(&self) -> bool {
+    pub(super) fn nothing_to_take(&self) -> bool {
         self.is_closed() && self.ready.len() == 0 && self.delayed.len() == 0
     }
 
@@ -115,6 +167,17 @@ impl<T> Shared<T> {
         origin: &Arc<Origin<T>>,
         now: Nanos,
     ) -> Result<Option<Delivery<T>>, RecvError> {
+        let Some(taken) = self.pop_one(now)? else {
+            return Ok(None);
+        };
+        let durable = self.durable(taken.ticket);
+        self.lease_one(origin, taken, durable).map(Some)
+    }
+
+    /// Takes the oldest ready message, if any, and appends its receive.
+    /// It is leased by [`lease_one`](Self::lease_one) once the receive is
+    /// durable (`ticket`, if the queue waits for that).
+    pub(crate) fn pop_one(&self, now: Nanos) -> Result<Option<Taken<Queued<T>>>, RecvError> {
         let Some(mut entry) = self.ready.pop() else {
             return Ok(None);
         };
@@ -123,14 +186,36 @@ impl<T> Shared<T> {
             id: entry.id.0,
             receive_count: entry.receive_count,
         };
-        if let Err(error) = self.log_receive(&[record]) {
-            self.unreceive(vec![entry], now);
+        match self.log_receive(&[record]) {
+            Ok(ticket) => Ok(Some(Taken {
+                entries: entry,
+                ticket,
+                now,
+            })),
+            Err(error) => {
+                self.unreceive(vec![entry], now);
+                Err(RecvError::Storage(error))
+            }
+        }
+    }
+
+    /// Leases a message taken by [`pop_one`](Self::pop_one), once its
+    /// receive is `durable` (put back if that failed).
+    pub(crate) fn lease_one(
+        &self,
+        origin: &Arc<Origin<T>>,
+        taken: Taken<Queued<T>>,
+        durable: Result<(), StorageError>,
+    ) -> Result<Delivery<T>, RecvError> {
+        let now = taken.lease_from(self);
+        if let Err(error) = durable {
+            self.unreceive(vec![taken.entries], now);
             return Err(RecvError::Storage(error));
         }
         let deadline = self.lease_deadline(now);
-        let delivery = self.lease(origin, entry.into_held(), deadline);
+        let delivery = self.lease(origin, taken.entries.into_held(), deadline);
         self.register_deadline(deadline);
-        Ok(Some(delivery))
+        Ok(delivery)
     }
 
     /// Leases up to `max` of the oldest ready messages as one batch, if
@@ -142,6 +227,20 @@ impl<T> Shared<T> {
         max: usize,
         now: Nanos,
     ) -> Result<Option<Batch<T>>, RecvError> {
+        let Some(taken) = self.pop_batch(max, now)? else {
+            return Ok(None);
+        };
+        let durable = self.durable(taken.ticket);
+        self.lease_batch(origin, taken, durable).map(Some)
+    }
+
+    /// Takes up to `max` of the oldest ready messages, if any, and appends
+    /// their receives; [`lease_batch`](Self::lease_batch) leases them.
+    pub(crate) fn pop_batch(
+        &self,
+        max: usize,
+        now: Nanos,
+    ) -> Result<Option<Taken<BatchBuilder<T>>>, RecvError> {
         let mut batch = BatchBuilder::with_capacity(max.min(self.ready.len()).max(1));
         let taken = self.ready.pop_many(max, |mut entry| {
             entry.receive_count = entry.receive_count.saturating_add(1);
@@ -151,34 +250,85 @@ impl<T> Shared<T> {
         if taken == 0 {
             return Ok(None);
         }
+        let mut ticket = None;
         if self.journal.is_some() {
-            if let Err(error) = self.log_receives(&batch) {
-                self.unreceive(batch.into_queued(), now);
-                return Err(RecvError::Storage(error));
+            match self.log_receives(&batch) {
+                Ok(logged) => ticket = logged,
+                Err(error) => {
+                    self.unreceive(batch.into_queued(), now);
+                    return Err(RecvError::Storage(error));
+                }
             }
         }
+        Ok(Some(Taken {
+            entries: batch,
+            ticket,
+            now,
+        }))
+    }
+
+    /// Leases a batch taken by [`pop_batch`](Self::pop_batch), once its
+    /// receives are `durable` (put back if that failed).
+    pub(crate) fn lease_batch(
+        &self,
+        origin: &Arc<Origin<T>>,
+        taken: Taken<BatchBuilder<T>>,
+        durable: Result<(), StorageError>,
+    ) -> Result<Batch<T>, RecvError> {
+        let now = taken.lease_from(self);
+        if let Err(error) = durable {
+            self.unreceive(taken.entries.into_queued(), now);
+            return Err(RecvError::Storage(error));
+        }
         let deadline = self.lease_deadline(now);
-        let batch = Arc::new(batch.finish());
+        let batch = Arc::new(taken.entries.finish());
         let token = self
             .leases
             .insert_batch(origin.home, Arc::clone(&batch), deadline);
         self.register_deadline(deadline);
-        Ok(Some(Batch::new(Arc::clone(origin), batch, token)))
+        Ok(Batch::new(Arc::clone(origin), batch, token))
     }
 
-    /// Appends a receive's record, and waits for it to be durable unless
+    /// Puts back messages taken for a receive that was dropped before it
+    /// leased them (a task's): their receive counts, already appended, are
+    /// appended again as they were, so that a reopen counts no receive.
+    pub(crate) fn abandon_receive(&self, entries: Vec<Queued<T>>) {
+        if self.journal.is_some() {
+            let records: Vec<Record<'_>> = entries
+                .iter()
+                .map(|entry| Record::Receive {
+                    id: entry.id.0,
+                    receive_count: entry.receive_count.saturating_sub(1),
+                })
+                .collect();
+            for chunk in records.chunks(RECEIVES_PER_FRAME) {
+                // A failure poisons the journal and is reported there; the
+                // messages go back in memory all the same.
+                let _ = self.log(chunk);
+            }
+        }
+        self.unreceive(entries, self.now());
+    }
+
+    /// Appends a receive's record; returns the ticket to wait for, unless
     /// the queue was opened with `durable_receives(false)`.
-    fn log_receive(&self, records: &[Record<'_>]) -> Result<(), StorageError> {
+    fn log_receive(&self, records: &[Record<'_>]) -> Result<Option<Ticket>, StorageError> {
+        let ticket = self.log(records)?;
+        Ok(self.receive_ticket(ticket))
+    }
+
+    /// The ticket of a receive to wait for: none if receives do not wait.
+    fn receive_ticket(&self, ticket: Option<Ticket>) -> Option<Ticket> {
         match &self.journal {
-            Some(journal) if !journal.durable_receives() => self.log(records).map(drop),
-            _ => self.log_durably(records),
+            Some(journal) if !journal.durable_receives() => None,
+            _ => ticket,
         }
     }
 
     /// Records the receives of a batch, in frames of at most
-    /// `RECEIVES_PER_FRAME` records, and waits for the last (unless the
-    /// queue was opened with `durable_receives(false)`).
-    fn log_receives(&self, batch: &BatchBuilder<T>) -> Result<(), StorageError> {
+    /// `RECEIVES_PER_FRAME` records; returns the last one's ticket to wait
+    /// for, as [`log_receive`](Self::log_receive).
+    fn log_receives(&self, batch: &BatchBuilder<T>) -> Result<Option<Ticket>, StorageError> {
         let records: Vec<Record<'_>> = batch
             .receives()
             .map(|(id, receive_count)| Record::Receive {
@@ -190,10 +340,7 @@ impl<T> Shared<T> {
         for chunk in records.chunks(RECEIVES_PER_FRAME) {
             ticket = self.log(chunk)?;
         }
-        match &self.journal {
-            Some(journal) if !journal.durable_receives() => Ok(()),
-            _ => self.durable(ticket),
-        }
+        Ok(self.receive_ticket(ticket))
     }
 
     /// The deadline of a lease granted at `now`, a coarse reading.
@@ -277,7 +424,7 @@ impl<T> Shared<T> {
     }
 
     /// The next instant a sleeping consumer should look again.
-    fn next_wake(&self) -> Option<Instant> {
+    pub(super) fn next_wake(&self) -> Option<Instant> {
         let next = self.next_deadline.load(SeqCst);
         if next == Nanos::MAX {
             return None;

@@ -5,16 +5,74 @@ use crate::clock::{self, Nanos};
 use crate::codec;
 use crate::dedup::KeyStatus;
 use crate::error::SendError;
+use crate::error::StorageError;
 use crate::message::{Entry, MessageId, Queued};
 use crate::producer::MAX_KEY_BYTES;
 use crate::producer::{SendOptions, Sent};
 use crate::stats::Counters;
+use crate::wal::Ticket;
 use crate::wal::{KeyRef, Record};
 use serde::Serialize;
 use std::sync::atomic::Ordering::{Release, SeqCst};
 
 /// An upper bound on an enqueue record's bytes besides its payload.
 const ENQUEUE_OVERHEAD: usize = 64;
+
+/// A send checked and encoded, not yet given room.
+pub(crate) struct Checked<T> {
+    message: T,
+    options: SendOptions,
+    encoded: Vec<u8>,
+    /// The payload's fingerprint, for a keyed send.
+    hash: u64,
+    /// Without a key and a delay (see [`Shared::now_for_send`]).
+    plain: bool,
+    /// The time it was checked at.
+    now: Nanos,
+}
+
+impl<T> Checked<T> {
+    pub(crate) fn into_message(self) -> T {
+        self.message
+    }
+
+    /// When it was checked.
+    pub(crate) fn now(&self) -> Nanos {
+        self.now
+    }
+
+    /// Without a key and a delay.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.plain
+    }
+}
+
+/// What checking a send found.
+pub(crate) enum Checks<T> {
+    /// Go on: take a slot, then append.
+    Go(Checked<T>),
+    /// Its key was seen: nothing is enqueued, and once the original is as
+    /// durable as promised it is reported (see [`Shared::duplicate`]).
+    Duplicate(T, MessageId),
+}
+
+/// A send whose record is appended, not yet visible: it becomes visible
+/// once the record is as durable as promised ([`Shared::finish_send`]).
+pub(crate) struct Appended<T> {
+    id: MessageId,
+    message: T,
+    key: Option<std::sync::Arc<str>>,
+    delay: Nanos,
+    now: Nanos,
+    pub(crate) ticket: Option<Ticket>,
+}
+
+/// What appending a send's record found.
+pub(crate) enum Appending<T> {
+    Appended(Appended<T>),
+    /// Another send claimed the key meanwhile.
+    Duplicate(T, MessageId),
+}
 
 impl<T: Serialize> Shared<T> {
     pub(crate) fn send(
@@ -23,9 +81,33 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
+        let checked = match self.check_send(message, options)? {
+            Checks::Go(checked) => checked,
+            Checks::Duplicate(message, original) => return self.duplicate(message, original),
+        };
+        let now = match self.take_slots(1, wait) {
+            Ok(Waited::No) => checked.now,
+            Ok(Waited::Yes) => self.now_for_send(checked.plain),
+            Err(no_room) => return Err(no_room.refuse(checked.message)),
+        };
+        match self.append_send(checked, now, true)? {
+            Appending::Duplicate(message, original) => self.duplicate(message, original),
+            Appending::Appended(appended) => {
+                let durable = self.durable(appended.ticket);
+                self.finish_send(appended, durable)
+            }
+        }
+    }
+
+    /// Everything a send does before it takes a slot: the clock and its
+    /// deadlines, closing, encoding, sizes, and the idempotency key.
+    pub(crate) fn check_send(
+        &self,
+        message: T,
+        options: SendOptions,
+    ) -> Result<Checks<T>, SendError<T>> {
         let plain = options.delay.is_zero() && options.key.is_none();
-        let read_clock = || self.now_for_send(plain);
-        let mut now = read_clock();
+        let now = self.now_for_send(plain);
         self.tick(now);
         if self.is_closed() {
             return Err(SendError::Closed(message));
@@ -60,17 +142,39 @@ impl<T: Serialize> Shared<T> {
         if let Some(key) = &options.key {
             match self.dedup.check(key, hash, now) {
                 KeyStatus::New => {}
-                KeyStatus::Duplicate(original) => return self.duplicate(message, original),
+                KeyStatus::Duplicate(original) => {
+                    return Ok(Checks::Duplicate(message, original));
+                }
                 KeyStatus::Conflict(original) => {
                     return Err(SendError::KeyConflict { message, original })
                 }
             }
         }
-        match self.take_slots(1, wait) {
-            Ok(Waited::No) => {}
-            Ok(Waited::Yes) => now = read_clock(),
-            Err(no_room) => return Err(no_room.refuse(message)),
-        }
+        Ok(Checks::Go(Checked {
+            message,
+            options,
+            encoded,
+            hash,
+            plain,
+            now,
+        }))
+    }
+
+    /// Appends the record of a send that holds its slot (given back if
+    /// this fails), claiming its key. Does not wait for the record.
+    pub(crate) fn append_send(
+        &self,
+        checked: Checked<T>,
+        now: Nanos,
+        wait_for_room: bool,
+    ) -> Result<Appending<T>, SendError<T>> {
+        let Checked {
+            message,
+            options,
+            encoded,
+            hash,
+            ..
+        } = checked;
         let id = MessageId(self.ids.take(1));
         let delay = clock::duration_nanos(options.delay);
         let record = Record::Enqueue {
@@ -85,50 +189,79 @@ impl<T: Serialize> Shared<T> {
             payload: &encoded,
         };
         let mut ticket = None;
+        let append = || -> Result<(), StorageError> {
+            if let Some(journal) = &self.journal {
+                ticket = Some(journal.append_send(&[record], wait_for_room)?);
+            }
+            Ok(())
+        };
         let appended = match &options.key {
             // The key is claimed only now that the message has room (a send
             // that times out leaves no key behind), and only together with
             // its record (see `Dedup::claim_with`).
-            Some(key) => self.dedup.claim_with(key, hash, id, now, || {
-                ticket = self.append(&[record])?;
-                Ok(())
-            }),
-            None => self.append(&[record]).map(|appended| {
-                ticket = appended;
-                KeyStatus::New
-            }),
+            Some(key) => self.dedup.claim_with(key, hash, id, now, append),
+            None => append().map(|()| KeyStatus::New),
         };
-        let error = match appended {
-            Ok(KeyStatus::New) => self.durable(ticket).err(),
+        match appended {
+            Ok(KeyStatus::New) => Ok(Appending::Appended(Appended {
+                id,
+                message,
+                key: options.key,
+                delay,
+                now,
+                ticket,
+            })),
             Ok(KeyStatus::Duplicate(original)) => {
                 self.unsend(1);
-                return self.duplicate(message, original);
+                Ok(Appending::Duplicate(message, original))
             }
             Ok(KeyStatus::Conflict(original)) => {
                 self.unsend(1);
-                return Err(SendError::KeyConflict { message, original });
+                Err(SendError::KeyConflict { message, original })
             }
-            Err(error) => Some(self.failed(error)),
-        };
-        if let Some(error) = error {
+            Err(error) => {
+                self.unsend(1);
+                let error = self.failed(error);
+                Err(SendError::Storage { message, error })
+            }
+        }
+    }
+
+    /// Ends a send once its record is `durable` (or failed to be).
+    pub(crate) fn finish_send(
+        &self,
+        appended: Appended<T>,
+        durable: Result<(), StorageError>,
+    ) -> Result<Sent, SendError<T>> {
+        if let Err(error) = durable {
             self.unsend(1);
+            let message = appended.message;
             return Err(SendError::Storage { message, error });
         }
-        let entry = Entry::new(id, message, now, options.key);
-        self.make_visible(entry, delay, now);
+        let id = appended.id;
+        self.publish_send(appended);
         Ok(Sent::Enqueued(id))
     }
 
     /// A send whose key was seen: nothing is enqueued. It is reported only
     /// once the original is as durable as the queue promises.
     fn duplicate(&self, message: T, original: MessageId) -> Result<Sent, SendError<T>> {
-        if let Some(journal) = &self.journal {
-            if let Err(error) = journal.flush() {
-                return Err(SendError::Storage {
-                    message,
-                    error: self.failed(error),
-                });
-            }
+        let flushed = match &self.journal {
+            Some(journal) => journal.flush().map_err(|error| self.failed(error)),
+            None => Ok(()),
+        };
+        self.duplicate_flushed(message, original, flushed)
+    }
+
+    /// Reports a duplicate send once what came before it is `flushed`.
+    pub(crate) fn duplicate_flushed(
+        &self,
+        message: T,
+        original: MessageId,
+        flushed: Result<(), StorageError>,
+    ) -> Result<Sent, SendError<T>> {
+        if let Err(error) = flushed {
+            return Err(SendError::Storage { message, error });
         }
         Counters::bump(&self.counters.duplicates, 1);
         Ok(Sent::Duplicate(original))
@@ -139,6 +272,20 @@ impl<T: Serialize> Shared<T> {
         messages: Vec<T>,
         wait: Wait,
     ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        let checked = self.check_batch(messages)?;
+        if let Err(no_room) = self.take_slots(checked.messages.len(), wait) {
+            return Err(no_room.refuse(checked.messages));
+        }
+        let appended = self.append_batch(checked, true)?;
+        let durable = self.durable(appended.ticket);
+        self.finish_batch(appended, durable)
+    }
+
+    /// Everything a batch send does before it takes its slots.
+    pub(crate) fn check_batch(
+        &self,
+        messages: Vec<T>,
+    ) -> Result<CheckedBatch<T>, SendError<Vec<T>>> {
         self.tick(self.now_for_send(true));
         if self.is_closed() {
             return Err(SendError::Closed(messages));
@@ -180,14 +327,23 @@ impl<T: Serialize> Shared<T> {
                 });
             }
         }
-        if let Err(no_room) = self.take_slots(messages.len(), wait) {
-            return Err(no_room.refuse(messages));
-        }
+        Ok(CheckedBatch { messages, encoded })
+    }
+
+    /// Appends the records of a batch that holds its slots (given back if
+    /// this fails), as one frame. Does not wait for it.
+    pub(crate) fn append_batch(
+        &self,
+        checked: CheckedBatch<T>,
+        wait_for_room: bool,
+    ) -> Result<AppendedBatch<T>, SendError<Vec<T>>> {
+        let CheckedBatch { messages, encoded } = checked;
         let now = self.now_for_send(true);
         let count = messages.len() as u64;
         let first = self.ids.take(count);
         let ids: Vec<MessageId> = (first..first + count).map(MessageId).collect();
-        if self.journal.is_some() {
+        let mut ticket = None;
+        if let Some(journal) = &self.journal {
             // One frame: the batch recovers all together or not at all.
             let records: Vec<Record<'_>> = ids
                 .iter()
@@ -200,14 +356,78 @@ impl<T: Serialize> Shared<T> {
                     payload,
                 })
                 .collect();
-            if let Err(error) = self.log_durably(&records) {
-                self.unsend(messages.len());
-                return Err(SendError::Storage {
-                    message: messages,
-                    error,
-                });
+            match journal.append_send(&records, wait_for_room) {
+                Ok(appended) => ticket = Some(appended),
+                Err(error) => {
+                    self.unsend(messages.len());
+                    let error = self.failed(error);
+                    return Err(SendError::Storage {
+                        message: messages,
+                        error,
+                    });
+                }
             }
         }
+        Ok(AppendedBatch {
+            ids,
+            messages,
+            now,
+            ticket,
+        })
+    }
+
+    /// Ends a batch send once its records are `durable` (or failed to be).
+    pub(crate) fn finish_batch(
+        &self,
+        appended: AppendedBatch<T>,
+        durable: Result<(), StorageError>,
+    ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        if let Err(error) = durable {
+            self.unsend(appended.messages.len());
+            return Err(SendError::Storage {
+                message: appended.messages,
+                error,
+            });
+        }
+        Ok(self.publish_batch(appended))
+    }
+}
+
+/// A batch send checked and encoded, not yet given room.
+pub(crate) struct CheckedBatch<T> {
+    pub(crate) messages: Vec<T>,
+    encoded: Vec<Vec<u8>>,
+}
+
+/// A batch whose records are appended, not yet visible.
+pub(crate) struct AppendedBatch<T> {
+    ids: Vec<MessageId>,
+    messages: Vec<T>,
+    now: Nanos,
+    pub(crate) ticket: Option<Ticket>,
+}
+
+impl<T> Shared<T> {
+    /// A send that was not waited for (its task was dropped): visible at
+    /// once, as its record is appended.
+    pub(crate) fn publish_send(&self, appended: Appended<T>) {
+        let Appended {
+            id,
+            message,
+            key,
+            delay,
+            now,
+            ..
+        } = appended;
+        self.make_visible(Entry::new(id, message, now, key), delay, now);
+    }
+
+    /// A batch that was not waited for (its task was dropped): visible at
+    /// once, as its records are appended.
+    pub(crate) fn publish_batch(&self, appended: AppendedBatch<T>) -> Vec<MessageId> {
+        let AppendedBatch {
+            ids, messages, now, ..
+        } = appended;
         let entries = ids
             .iter()
             .zip(messages)
@@ -215,11 +435,9 @@ impl<T: Serialize> Shared<T> {
             .collect();
         self.ready.push_many(entries, now);
         self.ready.signal.notify_all();
-        Ok(ids)
+        ids
     }
-}
 
-impl<T> Shared<T> {
     /// The time of a send; `plain` if it has no key and no delay.
     ///
     /// In memory, a plain send's time is only its `enqueued_at` (and the
@@ -229,7 +447,7 @@ impl<T> Shared<T> {
     /// which a reopen orders the ready messages, and a coarse reading
     /// could put a send before a release or a keyed send that came just
     /// before it (and the write costs far more than the reading).
-    fn now_for_send(&self, plain: bool) -> Nanos {
+    pub(super) fn now_for_send(&self, plain: bool) -> Nanos {
         if plain && self.journal.is_none() {
             self.now_for_tick()
         } else {

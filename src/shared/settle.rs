@@ -9,6 +9,10 @@ use crate::event::Event;
 use crate::message::{BatchMessages, Batched, Held, MessageId};
 use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
+
+/// A settlement's record, appended and not yet waited for: `None` when
+/// there is nothing to wait for (no journal, or a release that retries).
+pub(crate) type Logged = Option<Ticket>;
 use std::time::Duration;
 
 /// Ack records per frame in a batch ack (9 bytes each).
@@ -16,33 +20,59 @@ const ACKS_PER_FRAME: usize = 65_536;
 
 impl<T> Shared<T> {
     pub(crate) fn ack(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
+        self.ack_logged(id, token)
+            .and_then(|logged| self.settled(logged))
+    }
+
+    /// [`ack`](Self::ack) without waiting for the record: returns it (a
+    /// task waits with [`durable_async`](Self::durable_async)).
+    pub(crate) fn ack_logged(&self, id: MessageId, token: u64) -> Result<Logged, SettleError> {
         let now = self.now_coarse();
         self.tick(now);
         self.leases.ack(id, token, now)?;
         let logged = self.log(&[Record::Ack { id: id.0 }]);
         self.free_slots(1);
-        self.settled(logged)
+        logged.map_err(SettleError::Storage)
     }
 
     /// Acknowledges every current lease of `leases`, skipping expired
     /// ones; returns how many. One capacity release, one wait for the disk.
     pub(crate) fn ack_batch(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
+        let (acked, logged) = self.ack_batch_logged(leases)?;
+        self.settled(logged).map(|()| acked)
+    }
+
+    /// [`ack_batch`](Self::ack_batch) without waiting for the records.
+    pub(crate) fn ack_batch_logged(
+        &self,
+        leases: &[(MessageId, u64)],
+    ) -> Result<(usize, Logged), SettleError> {
         let now = self.now_coarse();
         self.tick(now);
         let removed = self.leases.ack_many(leases, now);
         let acked: Vec<MessageId> = removed.iter().map(|entry| entry.id).collect();
         drop(removed);
         if acked.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
         let logged = self.log_acks(&acked);
         self.free_slots(acked.len());
-        self.settled(logged).map(|()| acked.len())
+        let logged = logged.map_err(SettleError::Storage)?;
+        Ok((acked.len(), logged))
     }
 
     /// Acknowledges the batch whose lease is `token` (named by its first
     /// message, `id`): one capacity release, one wait for the disk.
     pub(crate) fn ack_batch_lease(&self, id: MessageId, token: u64) -> Result<(), SettleError> {
+        (self.ack_batch_lease_logged(id, token)).and_then(|logged| self.settled(logged))
+    }
+
+    /// [`ack_batch_lease`](Self::ack_batch_lease) without waiting.
+    pub(crate) fn ack_batch_lease_logged(
+        &self,
+        id: MessageId,
+        token: u64,
+    ) -> Result<Logged, SettleError> {
         let now = self.now_coarse();
         self.tick(now);
         let batch = self.leases.remove_batch(id, token, now, true)?;
@@ -52,7 +82,7 @@ impl<T> Shared<T> {
             logged = self.log_acks(&ids);
         }
         self.free_slots(batch.len());
-        self.settled(logged)
+        logged.map_err(SettleError::Storage)
     }
 
     /// Records the acks of `ids`, in frames of at most `ACKS_PER_FRAME`
@@ -77,21 +107,26 @@ impl<T> Shared<T> {
     /// receives. `ours` is the settling [`Batch`](crate::Batch)'s reference
     /// to the messages, given up so that they can leave the batch's
     /// store. Reports the first failure to record any of them.
-    pub(crate) fn release_batch(
+    /// Returns the record to wait for of the last message it
+    /// dead-letters (not waited for).
+    pub(crate) fn release_batch_logged(
         &self,
         id: MessageId,
         token: u64,
         delay: Option<Duration>,
         ours: Batched<T>,
-    ) -> Result<(), SettleError> {
+    ) -> Result<Logged, SettleError> {
         let now = self.now();
         self.tick(now);
         let batch = self.leases.remove_batch(id, token, now, false);
         drop(ours);
-        let mut first_error = Ok(());
+        let mut first_error = Ok(None);
         for entry in BatchMessages::into_held(batch?) {
             let released = self.release_entry(entry, delay, None, now);
-            first_error = first_error.and(released);
+            first_error = match (first_error, released) {
+                (Ok(last), Ok(logged)) => Ok(logged.max(last)),
+                (Err(error), _) | (_, Err(error)) => Err(error),
+            };
         }
         first_error
     }
@@ -119,6 +154,18 @@ impl<T> Shared<T> {
         delay: Option<Duration>,
         error: Option<String>,
     ) -> Result<(), SettleError> {
+        (self.release_logged(id, token, delay, error)).and_then(|logged| self.settled(logged))
+    }
+
+    /// [`release`](Self::release) without waiting for the record of a
+    /// dead-lettering (a release that retries waits for nothing).
+    pub(crate) fn release_logged(
+        &self,
+        id: MessageId,
+        token: u64,
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<Logged, SettleError> {
         let now = self.now();
         self.tick(now);
         let entry = self.leases.remove(id, token, now)?;
@@ -132,7 +179,7 @@ impl<T> Shared<T> {
         delay: Option<Duration>,
         error: Option<String>,
         now: Nanos,
-    ) -> Result<(), SettleError> {
+    ) -> Result<Logged, SettleError> {
         let id = entry.id;
         if let Some(error) = &error {
             entry.push_error(error.clone());
@@ -141,7 +188,7 @@ impl<T> Shared<T> {
         match self.after_failure(entry, delay.map(clock::duration_nanos), now) {
             Next::Dead(entry, reason) => {
                 let logged = self.bury(entry, reason, now, error);
-                self.settled(logged)
+                logged.map_err(SettleError::Storage)
             }
             Next::VisibleAt(due, entry) => {
                 // Not waited for: if it is lost, the message comes back
@@ -152,7 +199,8 @@ impl<T> Shared<T> {
                     error: error.as_deref(),
                 }]);
                 self.place(due, entry.into_queued(), now);
-                logged.map(drop).map_err(SettleError::Storage)
+                // Nothing to wait for.
+                logged.map(|_| None).map_err(SettleError::Storage)
             }
         }
     }
@@ -177,18 +225,26 @@ impl<T> Shared<T> {
         token: u64,
         reason: String,
     ) -> Result<(), SettleError> {
+        (self.reject_logged(id, token, reason)).and_then(|logged| self.settled(logged))
+    }
+
+    /// [`reject`](Self::reject) without waiting for the record.
+    pub(crate) fn reject_logged(
+        &self,
+        id: MessageId,
+        token: u64,
+        reason: String,
+    ) -> Result<Logged, SettleError> {
         let now = self.now();
         self.tick(now);
         let entry = self.leases.remove(id, token, now)?;
         let logged = self.bury(entry, DeadLetterReason::Rejected(reason), now, None);
-        self.settled(logged)
+        logged.map_err(SettleError::Storage)
     }
 
     /// Waits for a settlement's record, if it was logged.
-    fn settled(&self, logged: Result<Option<Ticket>, StorageError>) -> Result<(), SettleError> {
-        logged
-            .and_then(|ticket| self.durable(ticket))
-            .map_err(SettleError::Storage)
+    pub(crate) fn settled(&self, logged: Logged) -> Result<(), SettleError> {
+        self.durable(logged).map_err(SettleError::Storage)
     }
 
     /// Where a message goes after a failed attempt at `at`.

@@ -21,9 +21,10 @@ use super::options::{Durability, WalOptions};
 use super::record::Record;
 use super::recovery::{recover, Recovered};
 use super::storage::{LockGuard, Storage};
-use super::writer::{create_segment, remove_segment, Shared, Writer, WRITE_AT_BYTES};
+use super::writer::{create_segment, remove_segment, Shared, Tasks, Writer, WRITE_AT_BYTES};
 use std::io;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 
 /// Appends wait while the writer has this many bytes still to write:
@@ -154,7 +155,18 @@ impl Wal {
     /// under its lock: no allocation per frame, and the lock is held for
     /// little more than copying their bytes. (The writer may put the
     /// records of several appends in one frame: see `writer.rs`.)
-    pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, WalError> {
+    ///
+    /// With `wait_for_room`, it first waits while the writer has
+    /// `MAX_PENDING_BYTES` to write. Sends do; the records of receives and
+    /// settlements do not (they are small, and bounded by the messages
+    /// sent), and neither do sends from tasks, which wait for room with
+    /// [`poll_room`](Self::poll_room) beforehand (so the bound may be
+    /// passed by one append per task).
+    pub(crate) fn append_with(
+        &self,
+        records: &[Record<'_>],
+        wait_for_room: bool,
+    ) -> Result<Ticket, WalError> {
         let len: u64 = records.iter().map(Record::encoded_len).sum();
         if len > u64::from(self.max_frame) {
             return Err(WalError::TooLarge {
@@ -176,7 +188,11 @@ impl Wal {
         }
         // Backpressure: a writer that falls behind (under `Interval` and
         // `None` nobody waits for it) must not let memory grow unbounded.
-        while st.pending.len() >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
+        while wait_for_room
+            && st.pending.len() >= MAX_PENDING_BYTES
+            && st.poison.is_none()
+            && !st.stopped
+        {
             self.shared.room.wait(&mut st);
         }
         if let Some(poison) = &st.poison {
@@ -235,6 +251,64 @@ impl Wal {
         }
     }
 
+    /// [`append_with`](Self::append_with), waiting for room.
+    pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, WalError> {
+        self.append_with(records, true)
+    }
+
+    /// The task's form of [`commit`](Self::commit): `Pending` (the task
+    /// woken when the writer ends a round) until it would return.
+    pub(crate) fn poll_commit(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), WalError>> {
+        if self.durability == Durability::Sync {
+            return self.poll_wait(ticket, waker);
+        }
+        Poll::Ready(self.commit(ticket))
+    }
+
+    /// Ready once an append that waits for room would not wait (or would
+    /// fail at once).
+    pub(crate) fn poll_room(&self, waker: &Waker) -> Poll<()> {
+        let mut st = self.shared.state.lock();
+        if st.pending.len() < MAX_PENDING_BYTES || st.poison.is_some() || st.stopped {
+            return Poll::Ready(());
+        }
+        st.add_task(Tasks::Room, waker);
+        Poll::Pending
+    }
+
+    /// The ticket of the last append so far: [`sync`](Self::sync) waits
+    /// for it to be on disk, and a task with
+    /// [`poll_synced`](Self::poll_synced).
+    pub(crate) fn last_ticket(&self) -> Ticket {
+        Ticket(self.shared.state.lock().appended)
+    }
+
+    /// The task's form of [`sync`](Self::sync), for a ticket from
+    /// [`last_ticket`](Self::last_ticket).
+    pub(crate) fn poll_synced(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), WalError>> {
+        self.poll_wait(ticket, waker)
+    }
+
+    /// The task's form of `wait(ticket, true)`.
+    fn poll_wait(&self, Ticket(ticket): Ticket, waker: &Waker) -> Poll<Result<(), WalError>> {
+        let mut st = self.shared.state.lock();
+        if st.want_durable < ticket {
+            st.want_durable = ticket;
+            self.shared.work.notify_one();
+        }
+        if st.durable >= ticket {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(poison) = &st.poison {
+            return Poll::Ready(Err(WalError::Poisoned(Arc::clone(poison))));
+        }
+        if st.stopped {
+            return Poll::Ready(Err(WalError::Closed));
+        }
+        st.add_task(Tasks::Round, waker);
+        Poll::Pending
+    }
+
     /// [`Wal::append`] then [`Wal::commit`].
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn append_commit(&self, records: &[Record<'_>]) -> Result<(), WalError> {
@@ -245,8 +319,7 @@ impl Wal {
     /// Waits until every frame appended so far is on disk, whatever the
     /// durability level.
     pub(crate) fn sync(&self) -> Result<(), WalError> {
-        let ticket = Ticket(self.shared.state.lock().appended);
-        self.wait(ticket, true)
+        self.wait(self.last_ticket(), true)
     }
 
     fn wait(&self, Ticket(ticket): Ticket, on_disk: bool) -> Result<(), WalError> {
@@ -392,7 +465,7 @@ impl Drop for StopGuard<'_> {
         st.stopped = true;
         // Compactions still asked for get their answer: `Closed`.
         st.compactions.clear();
-        self.0.wake_all();
+        self.0.wake_all(&mut st);
     }
 }
 

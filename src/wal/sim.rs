@@ -55,6 +55,8 @@ struct Sim {
     fail_sync: Option<u64>,
     space: Option<u64>,
     sync_delay: Option<std::time::Duration>,
+    /// Data syncs wait while this is set.
+    syncs_held: bool,
 }
 
 impl Sim {
@@ -193,6 +195,17 @@ impl SimStorage {
     /// pile up behind it.
     pub(crate) fn sync_delay(&self, delay: std::time::Duration) {
         self.sim.lock().sync_delay = Some(delay);
+    }
+
+    /// Makes every data sync wait until [`release_syncs`](Self::release_syncs)
+    /// (for at most 30 s): a caller waiting for one stays waiting.
+    pub(crate) fn hold_syncs(&self) {
+        self.sim.lock().syncs_held = true;
+    }
+
+    /// Lets data syncs go on.
+    pub(crate) fn release_syncs(&self) {
+        self.sim.lock().syncs_held = false;
     }
 
     /// Data syncs so far.
@@ -357,6 +370,10 @@ impl WriteFile for SimFile {
         let delay = self.sim.lock().sync_delay;
         if let Some(delay) = delay {
             std::thread::sleep(delay);
+        }
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.sim.lock().syncs_held && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
         let mut sim = self.sim.lock();
         sim.begin()?;

@@ -49,6 +49,7 @@ use super::storage::{Storage, WriteFile};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// Under `Interval` and `None`, the longest the writer lets appends gather
@@ -104,11 +105,13 @@ impl Shared {
     }
 
     /// Wakes everyone waiting: the writer stopped or failed.
-    pub(crate) fn wake_all(&self) {
+    pub(crate) fn wake_all(&self, st: &mut State) {
         for round in &self.rounds {
             round.notify_all();
         }
         self.room.notify_all();
+        st.wake_tasks(Tasks::Round);
+        st.wake_tasks(Tasks::Room);
     }
 
     /// Whether an earlier write or sync failed (without the lock).
@@ -151,9 +154,41 @@ pub(crate) struct State {
     /// The writer thread has exited.
     pub(crate) stopped: bool,
     pub(crate) compactions: Vec<CompactionReply>,
+    /// Tasks waiting for a round to end (as the `rounds` threads).
+    pub(crate) round_tasks: Vec<Waker>,
+    /// Tasks waiting for room in `pending` (as the `room` threads).
+    pub(crate) room_tasks: Vec<Waker>,
+}
+
+/// Which tasks to wake.
+#[derive(Clone, Copy)]
+pub(crate) enum Tasks {
+    Round,
+    Room,
 }
 
 impl State {
+    /// Adds a task to those woken at the next round's end or room, once.
+    pub(crate) fn add_task(&mut self, tasks: Tasks, waker: &Waker) {
+        let list = match tasks {
+            Tasks::Round => &mut self.round_tasks,
+            Tasks::Room => &mut self.room_tasks,
+        };
+        if !list.iter().any(|listed| listed.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+    }
+
+    /// Wakes the tasks waiting for a round's end or room. (A waker only
+    /// schedules its task: none polls here, under the lock.)
+    pub(crate) fn wake_tasks(&mut self, tasks: Tasks) {
+        let list = match tasks {
+            Tasks::Round => &mut self.round_tasks,
+            Tasks::Room => &mut self.room_tasks,
+        };
+        list.drain(..).for_each(Waker::wake);
+    }
+
     /// The round that will publish `ticket` (as written, and as durable
     /// if the caller has asked for that before this round started): the
     /// round in flight if it took the ticket, else the next one. A caller
@@ -394,6 +429,7 @@ impl Writer {
             std::mem::swap(&mut st.ends, &mut ends);
             self.unsealed.merge(std::mem::take(&mut st.reclaim));
             shared.room.notify_all();
+            st.wake_tasks(Tasks::Room);
             let last = st.appended;
             st.started += 1;
             st.taken = last;
@@ -444,9 +480,10 @@ impl Writer {
             }
             st.finished = st.started;
             if st.poison.is_some() {
-                shared.wake_all();
+                shared.wake_all(&mut st);
             } else {
                 shared.rounds[(st.finished % 2) as usize].notify_all();
+                st.wake_tasks(Tasks::Round);
             }
             if let Some(reply) = compaction {
                 match &st.poison {
@@ -456,7 +493,7 @@ impl Writer {
             }
             if closing && st.pending.is_empty() && st.compactions.is_empty() {
                 st.stopped = true;
-                shared.wake_all();
+                shared.wake_all(&mut st);
                 return;
             }
         }
