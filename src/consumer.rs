@@ -119,8 +119,8 @@ impl<T: Message> Consumer<T> {
     ///
     /// ```
     /// # futures::executor::block_on(async {
-    /// let queue: spool::Queue<&'static str> = spool::Queue::builder().open()?;
-    /// queue.producer().send_async("hello").await?;
+    /// let queue: spool::Queue<String> = spool::Queue::builder().open()?;
+    /// queue.producer().send_async("hello".to_string()).await?;
     /// let delivery = queue.consumer().recv_async().await?;
     /// assert_eq!(*delivery, "hello");
     /// delivery.ack_async().await?;
