@@ -4,7 +4,7 @@ use crate::batch::Batch;
 use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, SettleError};
 use crate::recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
-use crate::shared::{Shared, Wait};
+use crate::shared::{ForWorker, Receiving, Shared, Take, Wait};
 use crate::Message;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
@@ -241,6 +241,22 @@ impl<T: Message> Consumer<T> {
         (self.origin.shared).receive_for_worker(&self.origin, stop, until_idle)
     }
 
+    /// [`recv_for_worker`](Self::recv_for_worker) for a task.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) async fn recv_for_worker_async(
+        &self,
+        stop: &AtomicBool,
+        until_idle: &AtomicBool,
+    ) -> Result<Option<Delivery<T>>, RecvError> {
+        let take = ForWorker { stop, until_idle };
+        let mut receiving = CancelOnDrop {
+            shared: &self.origin.shared,
+            receiving: Receiving::default(),
+            take: std::marker::PhantomData::<ForWorker<'_>>,
+        };
+        std::future::poll_fn(|cx| receiving.receiving.poll(&take, &self.origin, None, cx)).await
+    }
+
     /// The queue's visibility timeout (for the worker pool's heartbeat).
     pub(crate) fn visibility_timeout(&self) -> Duration {
         self.origin.shared.config.visibility_timeout
@@ -256,6 +272,19 @@ impl<T> Consumer<T> {
     /// Wakes the queue's blocked consumers (after setting a worker flag).
     pub(crate) fn wake(&self) {
         self.origin.shared.wake_consumers();
+    }
+}
+
+/// A receive's state, given back if its task is dropped.
+struct CancelOnDrop<'a, T, K: Take<T>> {
+    shared: &'a Shared<T>,
+    receiving: Receiving<K::Entries>,
+    take: std::marker::PhantomData<K>,
+}
+
+impl<T, K: Take<T>> Drop for CancelOnDrop<'_, T, K> {
+    fn drop(&mut self) {
+        self.receiving.cancel::<T, K>(self.shared);
     }
 }
 

@@ -204,6 +204,12 @@ impl<T> Delivery<T> {
         (self.id, self.token)
     }
 
+    /// The payload, shared (an async job holds it).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn shared_payload(&self) -> SharedPayload<T> {
+        self.payload.clone()
+    }
+
     pub(crate) fn lease(&self) -> LeaseHandle<T> {
         LeaseHandle {
             shared: Arc::clone(&self.origin.shared),

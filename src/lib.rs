@@ -110,6 +110,8 @@ struct ReadmeDoctests;
 
 mod alarm;
 mod alert;
+#[cfg(feature = "tokio")]
+mod async_workers;
 mod backoff;
 mod batch;
 mod builder;
@@ -146,6 +148,8 @@ mod wal;
 mod workers;
 
 pub use alert::{Alert, RateAlert};
+#[cfg(feature = "tokio")]
+pub use async_workers::{AsyncJob, AsyncWorkerPool, AsyncWorkers};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchIter, BatchMessage};
 pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES};

@@ -533,7 +533,7 @@ impl<T> Drop for Exit<'_, T> {
 }
 
 /// The text of a panic payload: `panic!` gives a `&str` or a `String`.
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     if let Some(text) = panic.downcast_ref::<&str>() {
         text
     } else if let Some(text) = panic.downcast_ref::<String>() {
@@ -545,21 +545,21 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 /// One worker's counters.
 #[derive(Default)]
-struct Counts {
-    received: AtomicU64,
-    acked: AtomicU64,
-    failed: AtomicU64,
-    panicked: AtomicU64,
-    lease_extensions: AtomicU64,
-    lease_lost: AtomicU64,
+pub(crate) struct Counts {
+    pub(crate) received: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) lease_extensions: AtomicU64,
+    pub(crate) lease_lost: AtomicU64,
 }
 
 impl Counts {
-    fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
 
-    fn read(&self) -> WorkerStats {
+    pub(crate) fn read(&self) -> WorkerStats {
         WorkerStats {
             received: self.received.load(Relaxed),
             acked: self.acked.load(Relaxed),

@@ -92,12 +92,11 @@ impl<T> Shared<T> {
         let mut wait = TaskWait::new(&self.capacity.signal);
         let mut first = true;
         poll_fn(|cx| {
-            let polled = wait.poll(cx, || {
+            wait.poll(cx, || {
                 let taken = self.try_slots(n, first);
                 first = false;
                 taken
-            });
-            polled
+            })
         })
         .await
     }

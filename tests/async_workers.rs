@@ -1,0 +1,205 @@
+//! The async worker pool (the `tokio` feature): outcomes, counts, the
+//! lease heartbeat on a manual clock, shutdown deadlines that cancel a
+//! handler, and a handler that ends its own pool. Every test bounds its
+//! waits, so a lost wake-up fails instead of hanging.
+
+use spool::{AsyncWorkerPool, AsyncWorkers, ManualClock, Queue, RecvError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, Mutex, Notify};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn runtimes() -> [tokio::runtime::Runtime; 2] {
+    [
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    ]
+}
+
+#[test]
+fn outcomes_are_settled_and_counted_on_both_runtimes() {
+    for runtime in runtimes() {
+        runtime.block_on(async {
+            let queue: Queue<u32> = Queue::builder().max_receives(2).open().unwrap();
+            let pool = AsyncWorkers::new(queue.consumer())
+                .concurrency(3)
+                .spawn(|job| async move {
+                    tokio::task::yield_now().await;
+                    match *job % 3 {
+                        0 => Ok(()),
+                        1 => Err(format!("{} failed on try {}", *job, job.receive_count())),
+                        _ => panic!("{} panicked", *job),
+                    }
+                })
+                .unwrap();
+            let producer = queue.producer();
+            for n in 0..30 {
+                producer.send_async(n).await.unwrap();
+            }
+            queue.close();
+            let report = pool.join(DEADLINE).await;
+            assert!(report.unfinished.is_empty());
+            let totals = report.totals();
+            assert_eq!(totals.acked, 10);
+            assert_eq!(totals.failed, 20, "10 messages, two tries each");
+            assert_eq!(totals.panicked, 20);
+            assert_eq!(totals.received, 50);
+            assert_eq!(totals.lease_lost, 0);
+            let dead = queue.dead_letters().list();
+            assert_eq!(dead.len(), 20);
+            let one = dead.iter().find(|letter| *letter.payload() == 1).unwrap();
+            assert_eq!(one.errors(), ["1 failed on try 1", "1 failed on try 2"]);
+            let two = dead.iter().find(|letter| *letter.payload() == 2).unwrap();
+            assert_eq!(
+                two.errors(),
+                ["panicked: 2 panicked", "panicked: 2 panicked"]
+            );
+        });
+    }
+}
+
+#[test]
+fn the_heartbeat_keeps_a_long_handler_s_lease_on_a_manual_clock() {
+    for runtime in runtimes() {
+        runtime.block_on(async {
+            let clock = ManualClock::new();
+            let timeout = Duration::from_secs(10);
+            let queue: Queue<u32> = Queue::builder()
+                .clock(clock.clone())
+                .visibility_timeout(timeout)
+                .open()
+                .unwrap();
+            let release = Arc::new(Notify::new());
+            let pool = {
+                let release = release.clone();
+                AsyncWorkers::new(queue.consumer())
+                    .spawn(move |_job| {
+                        let release = release.clone();
+                        async move {
+                            release.notified().await;
+                            Ok::<(), String>(())
+                        }
+                    })
+                    .unwrap()
+            };
+            queue.producer().send(1).unwrap();
+            wait_until(|| pool.totals().received == 1).await;
+            // Three times past the visibility timeout, in steps the
+            // heartbeat sees (each above half a timeout, below a whole).
+            for step in 1..=5u64 {
+                clock.advance(timeout * 6 / 10);
+                wait_until(|| pool.totals().lease_extensions == step).await;
+            }
+            release.notify_one();
+            queue.close();
+            let report = pool.join(DEADLINE).await;
+            let totals = report.totals();
+            assert_eq!((totals.acked, totals.lease_lost), (1, 0));
+            assert_eq!(queue.stats().expired, 0);
+        });
+    }
+}
+
+/// Waits (yielding, bounded) until `done` holds.
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < give_up, "timed out");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn a_shutdown_deadline_cancels_a_running_handler_and_releases_its_message() {
+    for runtime in runtimes() {
+        runtime.block_on(async {
+            let queue: Queue<u32> = Queue::builder().open().unwrap();
+            let (started, running) = oneshot::channel();
+            let started = Arc::new(std::sync::Mutex::new(Some(started)));
+            let pool = AsyncWorkers::new(queue.consumer())
+                .concurrency(2)
+                .spawn(move |_job| {
+                    if let Some(started) = started.lock().unwrap().take() {
+                        let _ = started.send(());
+                    }
+                    std::future::pending::<Result<(), String>>()
+                })
+                .unwrap();
+            queue.producer().send(7).unwrap();
+            tokio::time::timeout(DEADLINE, running)
+                .await
+                .unwrap()
+                .unwrap();
+            let report = pool.shutdown(Duration::from_millis(20)).await;
+            assert_eq!(
+                report.unfinished,
+                [report.workers.iter().position(|w| w.received == 1).unwrap()]
+            );
+            assert_eq!(report.released, 1);
+            let stats = queue.stats();
+            assert_eq!((stats.ready, stats.in_flight), (1, 0), "back in the queue");
+            let again = queue.consumer().try_recv().unwrap();
+            assert_eq!((*again, again.receive_count()), (7, 2));
+        });
+    }
+}
+
+#[test]
+fn a_handler_that_shuts_down_its_own_pool_does_not_wait_for_itself() {
+    for runtime in runtimes() {
+        runtime.block_on(async {
+            let queue: Queue<u32> = Queue::builder().open().unwrap();
+            let slot: Arc<Mutex<Option<AsyncWorkerPool<u32>>>> = Arc::new(Mutex::new(None));
+            let (reported, report) = oneshot::channel();
+            let reported = Arc::new(std::sync::Mutex::new(Some(reported)));
+            let pool = {
+                let slot = slot.clone();
+                AsyncWorkers::new(queue.consumer())
+                    .concurrency(2)
+                    .spawn(move |_job| {
+                        let (slot, reported) = (slot.clone(), reported.clone());
+                        async move {
+                            if let Some(pool) = slot.lock().await.take() {
+                                let report = pool.shutdown(Duration::MAX).await;
+                                let _ = reported.lock().unwrap().take().unwrap().send(report);
+                            }
+                            Ok::<(), String>(())
+                        }
+                    })
+                    .unwrap()
+            };
+            *slot.lock().await = Some(pool);
+            queue.producer().send(1).unwrap();
+            let report = tokio::time::timeout(DEADLINE, report)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(report.unfinished.is_empty());
+            assert_eq!(report.released, 0, "the caller's message is not released");
+            // Its own message is settled as its handler returns.
+            let give_up = tokio::time::Instant::now() + DEADLINE;
+            while queue.stats().acked < 1 {
+                assert!(tokio::time::Instant::now() < give_up);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(queue.stats().in_flight, 0);
+        });
+    }
+}
+
+#[test]
+fn spawning_outside_a_runtime_is_an_error_not_a_panic() {
+    let queue: Queue<u32> = Queue::builder().open().unwrap();
+    let spawned = AsyncWorkers::new(queue.consumer()).spawn(|_job| async { Ok::<(), String>(()) });
+    assert!(spawned.is_err());
+    // The queue is untouched.
+    assert_eq!(queue.consumer().try_recv().unwrap_err(), RecvError::Empty);
+}
