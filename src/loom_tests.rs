@@ -18,6 +18,8 @@
 //! | `signal_notify_one_wakes_the_waiter` | [`Signal`] | 2 | none | a waiter that checks a flag, then sleeps, wakes once the flag is set and `notify_one` called |
 //! | `signal_notify_all_wakes_every_waiter` | [`Signal`] | 3 | 3 | the same for two waiters and `notify_all` |
 //! | `signal_notify_one_per_token_wakes_both` | [`Signal`] | 3 | 3 | two waiters that each need a token, two tokens each followed by `notify_one`: both get one |
+//! | `signal_task_and_thread_waiters_both_wake` | [`Signal`] | 3 | 3 | a task (`poll_wait`, parked until its waker runs) and a thread each need a token; two tokens, each followed by `notify_one`: both get one |
+//! | `signal_task_dropped_after_a_notify_passes_it_on` | [`Signal`] | 3 | 3 | a task registers and is dropped (`cancel`) while a token and its `notify_one` arrive; another task waiting for that token still wakes |
 //! | `capacity_never_exceeded_nor_lost` | [`Capacity`] | 2 | none | two producers taking the one slot, blocking on its signal, and giving it back: never both inside, neither left asleep, the slot free at the end |
 //! | `capacity_batch_and_single_waiters_both_wake` | [`Capacity`] | 3 | 3 | a batch of 2 and a single waiting for room that one release frees: both get in |
 //! | `ready_chunks_split_between_consumers` | [`ReadyQueue`] | 3 | 3 | one producer pushing a batch chunk and a single, two consumers splitting chunks: each message once, each consumer in send order, what is left after them is later than all they took |
@@ -31,7 +33,11 @@
 //! of `taken`, fails the capacity asserts. A pop that lets go of the lock
 //! between taking a chunk and putting its rest back delivers a later
 //! chunk first, and a `pop_many` that drops the rest of a chunk loses
-//! messages.
+//! messages. A task dropped without passing on a `notify_one` it had taken
+//! leaves the other task asleep; a `notify_one` that wakes only a task
+//! when a thread waits too, with a task that found its token by itself not
+//! passing the wake-up on, leaves the thread asleep (the first version of
+//! the task waiters did that: this model found it).
 //!
 //! What loom does not check here (see `src/sync/mod.rs`): timed waits
 //! (the models wait without a deadline, and a timed wait is the same
@@ -44,10 +50,12 @@
 use crate::capacity::Capacity;
 use crate::message::{Entry, MessageId, Queued};
 use crate::ready::ReadyQueue;
+use crate::signal::Registration;
 use crate::signal::Signal;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Runs `model` in every interleaving with up to `bound` preemptions (all
@@ -143,6 +151,93 @@ fn signal_notify_one_per_token_wakes_both() {
         }
         assert_eq!(tokens.load(SeqCst), 0, "each waiter took one token");
     });
+}
+
+/// A task's waker: unparks the thread that stands in for its executor.
+struct Unpark(thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Waits on `signal` as a task does: polls, and between polls parks until
+/// the waker runs (an executor with one task).
+fn task_wait_for<R>(signal: &Signal, mut attempt: impl FnMut() -> Option<R>) -> R {
+    let waker = Waker::from(std::sync::Arc::new(Unpark(thread::current())));
+    let mut registration = Registration::default();
+    loop {
+        if let Poll::Ready(result) = signal.poll_wait(&mut registration, &waker, &mut attempt) {
+            return result;
+        }
+        thread::park();
+    }
+}
+
+/// Takes a token if there is one.
+fn take_token(tokens: &AtomicUsize) -> Option<()> {
+    tokens
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+        .ok()
+        .map(drop)
+}
+
+#[test]
+fn signal_task_and_thread_waiters_both_wake() {
+    check("signal_task_and_thread_waiters_both_wake", Some(3), || {
+        let signal = Arc::new(Signal::default());
+        let tokens = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let (signal, tokens) = (signal.clone(), tokens.clone());
+            thread::spawn(move || task_wait_for(&signal, || take_token(&tokens)))
+        };
+        let blocked = {
+            let (signal, tokens) = (signal.clone(), tokens.clone());
+            thread::spawn(move || wait_for(&signal, || take_token(&tokens)))
+        };
+        for _ in 0..2 {
+            tokens.fetch_add(1, SeqCst);
+            signal.notify_one();
+        }
+        task.join().unwrap();
+        blocked.join().unwrap();
+        assert_eq!(tokens.load(SeqCst), 0, "each waiter took one token");
+    });
+}
+
+#[test]
+fn signal_task_dropped_after_a_notify_passes_it_on() {
+    check(
+        "signal_task_dropped_after_a_notify_passes_it_on",
+        Some(3),
+        || {
+            let signal = Arc::new(Signal::default());
+            let tokens = Arc::new(AtomicUsize::new(0));
+            let dropped = {
+                let signal = signal.clone();
+                thread::spawn(move || {
+                    // Waits for something that never comes, once, then is
+                    // dropped: a `notify_one` may have picked it meanwhile.
+                    let waker = Waker::from(std::sync::Arc::new(Unpark(thread::current())));
+                    let mut registration = Registration::default();
+                    let polled = signal.poll_wait(&mut registration, &waker, || None::<()>);
+                    assert!(polled.is_pending());
+                    signal.cancel(&mut registration);
+                })
+            };
+            let waiting = {
+                let (signal, tokens) = (signal.clone(), tokens.clone());
+                thread::spawn(move || task_wait_for(&signal, || take_token(&tokens)))
+            };
+            tokens.fetch_add(1, SeqCst);
+            signal.notify_one();
+            dropped.join().unwrap();
+            // A wake-up lost with the dropped task leaves this one asleep:
+            // loom reports a deadlock.
+            waiting.join().unwrap();
+        },
+    );
 }
 
 /// Takes `n` slots, waiting for room as a blocking send does.

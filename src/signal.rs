@@ -32,9 +32,11 @@
 //! mutex and counts among the waiters, so a notifier that finds no waiter
 //! still pays only its fence and load. A notify wakes the tasks it would
 //! wake as threads: `notify_all` every one, `notify_one` the task that
-//! waited longest or a sleeping thread, taking turns when both wait. A task
-//! that was woken by `notify_one` but is dropped before it looked passes
-//! the wake-up on, so that nothing another waiter needed is lost.
+//! waited longest and a sleeping thread (one of each when both kinds wait:
+//! a thread counted as waiting may be about to leave, and the wake-up
+//! must not be lost with it). A task that was woken by `notify_one` but is
+//! dropped before it looked, or that found what it waited for by itself,
+//! passes the wake-up on, so that nothing another waiter needed is lost.
 //!
 //! loom checks the protocol (`src/loom_tests.rs`, built with `--cfg loom`):
 //! waits without a deadline against `notify_one` and `notify_all`, with
@@ -92,9 +94,6 @@ struct Tasks {
     wakers: VecDeque<(u64, Waker)>,
     /// The key of the next registration.
     next: u64,
-    /// Whether the next `notify_one` that finds both a task and a sleeping
-    /// thread wakes the thread.
-    thread_next: bool,
 }
 
 /// A task's place among a signal's waiters, kept across polls of one
@@ -138,19 +137,19 @@ impl Signal {
         if self.has_waiters() {
             self.epoch.fetch_add(1, SeqCst);
             let mut tasks = self.lock.lock();
-            let threads = self.waiters.load(SeqCst) > tasks.wakers.len();
-            if tasks.wakers.is_empty() || (threads && tasks.thread_next) {
-                tasks.thread_next = false;
+            // A thread counted among the waiters may be about to sleep, or
+            // done: with tasks waiting too, both kinds are woken, as a
+            // wake-up given to a thread that no longer sleeps would be lost
+            // to the task. (A spare wake-up costs one more look.)
+            if self.waiters.load(SeqCst) > tasks.wakers.len() {
                 self.condvar.notify_one();
-                return;
             }
-            tasks.thread_next = threads;
-            let woken = tasks.wakers.pop_front();
+            let Some((_, waker)) = tasks.wakers.pop_front() else {
+                return;
+            };
             self.waiters.fetch_sub(1, SeqCst);
             drop(tasks);
-            if let Some((_, waker)) = woken {
-                waker.wake();
-            }
+            waker.wake();
         }
     }
 
@@ -333,8 +332,9 @@ impl Signal {
     /// then polls again. It neither spins nor sleeps, and has no deadline:
     /// a caller that needs one sets an alarm (`src/alarm.rs`).
     ///
-    /// Once it returns `Ready` the registration is given back. A wait
-    /// dropped while `Pending` must call [`cancel`](Self::cancel).
+    /// Once it returns `Ready` the registration is given back (see
+    /// `finish`). A wait dropped while `Pending` must call
+    /// [`cancel`](Self::cancel).
     pub(crate) fn poll_wait<R>(
         &self,
         registration: &mut Registration,
@@ -342,7 +342,7 @@ impl Signal {
         mut attempt: impl FnMut() -> Option<R>,
     ) -> Poll<R> {
         if let Some(result) = attempt() {
-            self.unregister(registration);
+            self.finish(registration);
             return Poll::Ready(result);
         }
         {
@@ -368,10 +368,21 @@ impl Signal {
         fence(SeqCst); // pairs with `has_waiters`, as a thread's registration
         match attempt() {
             Some(result) => {
-                self.unregister(registration);
+                self.finish(registration);
                 Poll::Ready(result)
             }
             None => Poll::Pending,
+        }
+    }
+
+    /// Gives back the registration of a wait that ended. If a `notify_one`
+    /// took it meanwhile, that wake-up was meant for another state change
+    /// than the one this wait found (which it would have found anyway):
+    /// it goes to another waiter, or a thread asleep beside this task could
+    /// stay asleep with its message ready (loom found this).
+    fn finish(&self, registration: &mut Registration) {
+        if !self.unregister(registration) {
+            self.notify_one();
         }
     }
 

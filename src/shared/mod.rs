@@ -48,6 +48,7 @@ mod task;
 pub(crate) use settle::Logged;
 pub(crate) use task::{ForWorker, Many, One, Receiving, Take};
 
+use crate::alarm::Alarm;
 use crate::backoff::Random;
 use crate::builder::Config;
 use crate::capacity::Capacity;
@@ -67,6 +68,7 @@ use crate::wal::{Record, RecoveryReport, Ticket};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// How long an operation may block.
@@ -170,6 +172,36 @@ pub(crate) struct Shared<T> {
     recovery: Option<RecoveryReport>,
     /// Whether the event hook was told that the journal failed.
     poison_reported: AtomicBool,
+    /// Wakes the waiting tasks at `next_deadline`, as a sleeping thread
+    /// wakes itself then: one alarm for the queue, not one per task.
+    deadline_alarm: Mutex<Alarm>,
+    /// The `next_deadline` the alarm is set for (`Nanos::MAX`: none).
+    armed_for: AtomicU64,
+    /// What the alarm wakes: this queue's waiting tasks.
+    deadline_waker: std::sync::OnceLock<Waker>,
+}
+
+/// The waker of a queue's deadline alarm.
+struct DeadlineWake(std::sync::Weak<dyn DeadlineListener>);
+
+/// A queue told that its deadline alarm rang.
+trait DeadlineListener: Send + Sync {
+    fn deadline_rang(&self);
+}
+
+impl std::task::Wake for DeadlineWake {
+    fn wake(self: Arc<Self>) {
+        if let Some(queue) = self.0.upgrade() {
+            queue.deadline_rang();
+        }
+    }
+}
+
+impl<T: Send + Sync> DeadlineListener for Shared<T> {
+    fn deadline_rang(&self) {
+        self.armed_for.store(Nanos::MAX, SeqCst);
+        self.ready.signal.notify_all();
+    }
 }
 
 impl<T: Send + Sync + 'static> Shared<T> {
@@ -201,10 +233,16 @@ impl<T: Send + Sync + 'static> Shared<T> {
             journal,
             recovery,
             poison_reported: AtomicBool::new(false),
+            deadline_alarm: Mutex::new(Alarm::default()),
+            armed_for: AtomicU64::new(Nanos::MAX),
+            deadline_waker: std::sync::OnceLock::new(),
             config,
             coarse_lag: clock::duration_nanos(clock.coarse_lag()),
             clock,
         });
+        let deadlines: Arc<dyn DeadlineListener> = shared.clone();
+        let wake = Arc::new(DeadlineWake(Arc::downgrade(&deadlines)));
+        let _ = shared.deadline_waker.set(Waker::from(wake));
         let listener: Arc<dyn ClockListener> = shared.clone();
         shared
             .clock
@@ -241,6 +279,24 @@ impl<T> Shared<T> {
             return self.now();
         }
         now
+    }
+
+    /// Makes sure the waiting tasks are woken at the next deadline (as a
+    /// sleeping thread wakes itself): sets the queue's alarm if it is not
+    /// set for that deadline or an earlier one. One atomic load when it is.
+    fn arm_deadline(&self) {
+        let next = self.next_deadline.load(SeqCst);
+        if next == Nanos::MAX || self.armed_for.load(SeqCst) <= next {
+            return;
+        }
+        let (Some(at), Some(waker)) = (self.next_wake(), self.deadline_waker.get()) else {
+            return;
+        };
+        let mut alarm = self.deadline_alarm.lock();
+        if self.armed_for.load(SeqCst) > next {
+            alarm.set(Some(at), waker);
+            self.armed_for.store(next, SeqCst);
+        }
     }
 
     // ----- handles and closing -------------------------------------------

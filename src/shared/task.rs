@@ -421,11 +421,10 @@ impl<E> Receiving<E> {
                         self.alarm.set(None, cx.waker());
                         return Poll::Ready(Err(RecvError::Timeout));
                     }
-                    let until = match (deadline, shared.next_wake()) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    self.alarm.set(until, cx.waker());
+                    // The caller's own timeout; the queue's deadlines
+                    // (leases, delays) ring the queue's alarm.
+                    self.alarm.set(deadline, cx.waker());
+                    shared.arm_deadline();
                     return Poll::Pending;
                 }
             }
