@@ -8,11 +8,12 @@
 //! has two cores), timed as a whole (`iter_custom`). A current-thread
 //! runtime row shows the same with every task on one thread.
 //!
-//! `executor_stall` is not a throughput: it is the longest a ticking task
-//! on a current-thread runtime waited for its turn while another task sent
-//! 2,000 messages to a persistent queue under `Durability::Sync`, once with
-//! `send_async` and once with the blocking `send` (which holds the only
-//! executor thread for each disk sync). Printed, not asserted.
+//! `executor_stall` is not a throughput: it is how long a ticking task on a
+//! current-thread runtime waited for each of its turns (p50, p99, max) and
+//! how many turns it got, while another task sent 2,000 messages to a
+//! persistent queue under `Durability::Sync`, once with `send_async` and
+//! once with the blocking `send` (which holds the only executor thread for
+//! each disk sync). Printed, not asserted.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spool::{Durability, Queue};
@@ -149,9 +150,9 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
-/// The longest a ticking task waited for its turn while 2,000 durable
-/// sends ran beside it on a current-thread runtime.
-fn executor_stall(blocking: bool) -> Duration {
+/// How long a ticking task waited for each turn while 2,000 durable sends
+/// ran beside it on a current-thread runtime: every wait, sorted.
+fn executor_stall(blocking: bool) -> Vec<Duration> {
     let dir = std::env::temp_dir().join(format!(
         "spool-bench-stall-{}-{blocking}",
         std::process::id()
@@ -164,18 +165,19 @@ fn executor_stall(blocking: bool) -> Duration {
         .open()
         .unwrap();
     let rt = runtime(false);
-    let worst = rt.block_on(async {
+    let waits = rt.block_on(async {
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ticker = {
             let done = done.clone();
             tokio::spawn(async move {
-                let mut worst = Duration::ZERO;
+                let mut waits = Vec::new();
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let asked = Instant::now();
                     tokio::task::yield_now().await;
-                    worst = worst.max(asked.elapsed());
+                    waits.push(asked.elapsed());
                 }
-                worst
+                waits.sort_unstable();
+                waits
             })
         };
         let producer = queue.producer();
@@ -193,7 +195,7 @@ fn executor_stall(blocking: bool) -> Duration {
     });
     drop(queue);
     let _ = std::fs::remove_dir_all(&dir);
-    worst
+    waits
 }
 
 fn stall(_: &mut Criterion) {
@@ -209,11 +211,22 @@ fn stall(_: &mut Criterion) {
     {
         return;
     }
+    let summary = |waits: &[Duration]| {
+        let at = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
+        format!(
+            "{} turns, wait p50 {:?} p99 {:?} max {:?}",
+            waits.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        )
+    };
     for round in 0..3 {
         let (a, b) = (executor_stall(false), executor_stall(true));
         println!(
-            "executor_stall round {round}: send_async worst tick wait {:?}, blocking send {:?}",
-            a, b
+            "executor_stall round {round}: send_async: {}; blocking send: {}",
+            summary(&a),
+            summary(&b)
         );
     }
 }

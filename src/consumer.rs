@@ -4,7 +4,7 @@ use crate::batch::Batch;
 use crate::delivery::{Delivery, Origin};
 use crate::error::{RecvError, SettleError};
 use crate::recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
-use crate::shared::{ForWorker, Receiving, Shared, Take, Wait};
+use crate::shared::{ForWorker, Logged, Receiving, Shared, Take, Wait};
 use crate::Message;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
@@ -92,25 +92,44 @@ impl<T: Message> Consumer<T> {
         &self,
         deliveries: impl IntoIterator<Item = Delivery<T>>,
     ) -> Result<usize, SettleError> {
+        let acks = self.ack_all(deliveries)?;
+        for (shared, logged) in acks.waits {
+            shared.settled(logged)?;
+        }
+        acks.first_error.map_or(Ok(acks.acked), Err)
+    }
+
+    /// Acknowledges `deliveries` without waiting for the disk: this
+    /// queue's together, others' on their own queue.
+    fn ack_all(
+        &self,
+        deliveries: impl IntoIterator<Item = Delivery<T>>,
+    ) -> Result<Acks<T>, SettleError> {
         let mut leases = Vec::new();
-        let mut acked = 0;
-        let mut first_error = None;
+        let mut acks = Acks {
+            acked: 0,
+            first_error: None,
+            waits: Vec::new(),
+        };
         for delivery in deliveries {
             if delivery.is_from(&self.origin.shared) {
                 leases.push(delivery.into_lease());
                 continue;
             }
-            match delivery.ack() {
-                Ok(()) => acked += 1,
+            match delivery.ack_logged() {
+                Ok(wait) => {
+                    acks.acked += 1;
+                    acks.waits.push(wait);
+                }
                 Err(SettleError::LeaseExpired { .. }) => {}
-                Err(error) => first_error = first_error.or(Some(error)),
+                Err(error) => acks.first_error = acks.first_error.or(Some(error)),
             }
         }
-        acked += self.origin.shared.ack_batch(&leases)?;
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(acked),
-        }
+        let shared = &self.origin.shared;
+        let (ours, logged) = shared.ack_batch_logged(&leases)?;
+        acks.acked += ours;
+        acks.waits.push((Arc::clone(shared), logged));
+        Ok(acks)
     }
 
     /// [`recv`](Self::recv) for async code: waits for a message without
@@ -189,37 +208,18 @@ impl<T: Message> Consumer<T> {
         Iter::new(self)
     }
 
-    /// [`ack_batch`](Self::ack_batch) for async code. Cancel safety: the
-    /// acks are made at the first poll; dropped after that, only the wait
+    /// [`ack_batch`](Self::ack_batch) for async code. Cancel safety: every
+    /// ack is made at the first poll; dropped after that, only the wait
     /// for the disk is given up.
     pub async fn ack_batch_async(
         &self,
         deliveries: impl IntoIterator<Item = Delivery<T>>,
     ) -> Result<usize, SettleError> {
-        let mut leases = Vec::new();
-        let mut acked = 0;
-        let mut first_error = None;
-        let mut elsewhere = Vec::new();
-        for delivery in deliveries {
-            if delivery.is_from(&self.origin.shared) {
-                leases.push(delivery.into_lease());
-            } else {
-                elsewhere.push(delivery);
-            }
+        let acks = self.ack_all(deliveries)?;
+        for (shared, logged) in acks.waits {
+            shared.settled_async(logged).await?;
         }
-        let (ours, logged) = self.origin.shared.ack_batch_logged(&leases)?;
-        for delivery in elsewhere {
-            match delivery.ack_async().await {
-                Ok(()) => acked += 1,
-                Err(SettleError::LeaseExpired { .. }) => {}
-                Err(error) => first_error = first_error.or(Some(error)),
-            }
-        }
-        self.origin.shared.settled_async(logged).await?;
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(acked + ours),
-        }
+        acks.first_error.map_or(Ok(acks.acked), Err)
     }
 
     pub(crate) fn origin(&self) -> &Arc<Origin<T>> {
@@ -273,6 +273,14 @@ impl<T> Consumer<T> {
     pub(crate) fn wake(&self) {
         self.origin.shared.wake_consumers();
     }
+}
+
+/// What [`Consumer::ack_all`] did: how many it acknowledged, the first
+/// failure, and the records to wait for, by queue.
+struct Acks<T> {
+    acked: usize,
+    first_error: Option<SettleError>,
+    waits: Vec<(Arc<Shared<T>>, Logged)>,
 }
 
 /// A receive's state, given back if its task is dropped.

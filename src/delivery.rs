@@ -3,7 +3,7 @@
 use crate::clock::{self, Nanos};
 use crate::error::SettleError;
 use crate::message::{Held, MessageId, SharedPayload};
-use crate::shared::Shared;
+use crate::shared::{Logged, Shared};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -86,6 +86,15 @@ impl<T> Delivery<T> {
     /// The payload.
     pub fn payload(&self) -> &T {
         &self.payload
+    }
+
+    /// [`ack`](Self::ack) without waiting for the disk: the queue, and
+    /// the record to wait for there.
+    pub(crate) fn ack_logged(mut self) -> Result<(Arc<Shared<T>>, Logged), SettleError> {
+        self.settled = true;
+        let shared = Arc::clone(&self.origin.shared);
+        let logged = shared.ack_logged(self.id, self.token)?;
+        Ok((shared, logged))
     }
 
     /// Done: removes the message from the queue for good.

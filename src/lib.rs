@@ -25,6 +25,12 @@
 //!   dies (format: `docs/FORMAT.md`).
 //! - **Fan-out** with [`Topic`] (each subscription a full queue), **worker
 //!   pools** with [`Workers`], and [`RateAlert`] on the dead-letter rate.
+//! - **Async**: every call that waits has a twin that waits without
+//!   blocking a thread, on any executor ([`Producer::send_async`],
+//!   [`Consumer::recv_async`], [`Consumer::stream`],
+//!   [`Delivery::ack_async`], ...), each with its cancel safety written
+//!   down; with the `tokio` feature, `AsyncWorkers` runs async handlers on
+//!   a tokio runtime.
 //!
 //! # Example
 //!

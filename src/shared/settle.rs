@@ -36,13 +36,8 @@ impl<T> Shared<T> {
     }
 
     /// Acknowledges every current lease of `leases`, skipping expired
-    /// ones; returns how many. One capacity release, one wait for the disk.
-    pub(crate) fn ack_batch(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
-        let (acked, logged) = self.ack_batch_logged(leases)?;
-        self.settled(logged).map(|()| acked)
-    }
-
-    /// [`ack_batch`](Self::ack_batch) without waiting for the records.
+    /// ones; returns how many, and the record to wait for. One capacity
+    /// release, one wait for the disk.
     pub(crate) fn ack_batch_logged(
         &self,
         leases: &[(MessageId, u64)],
