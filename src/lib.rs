@@ -146,7 +146,7 @@ mod workers;
 pub use alert::{Alert, RateAlert};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchIter, BatchMessage};
-pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES};
+pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES, UNNAMED};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};

@@ -58,6 +58,11 @@ impl<T: Message> Queue<T> {
         Queue { shared }
     }
 
+    /// The queue's name ([`Builder::name`]).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
     /// A new sending handle.
     pub fn producer(&self) -> Producer<T> {
         Producer::new(Arc::clone(&self.shared))

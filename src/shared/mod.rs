@@ -360,6 +360,7 @@ impl<T> Shared<T> {
     fn failed(&self, error: StorageError) -> StorageError {
         if error.stops_the_journal() && !self.poison_reported.swap(true, SeqCst) {
             self.emit(|| Event::Poisoned {
+                queue: self.name(),
                 error: error.clone(),
             });
         }
@@ -376,6 +377,11 @@ impl<T> Shared<T> {
             let call = std::panic::AssertUnwindSafe(|| (hook.0)(&event));
             let _ = std::panic::catch_unwind(call);
         }
+    }
+
+    /// The queue's name, for events (a reference count, no copy).
+    pub(crate) fn name(&self) -> Arc<str> {
+        Arc::clone(&self.config.name)
     }
 
     pub(crate) fn recovery_report(&self) -> Option<&RecoveryReport> {

@@ -235,7 +235,11 @@ impl<T> Shared<T> {
         Counters::bump(&self.counters.dead_lettered, 1);
         self.free_slots(1);
         if let Some(reason) = event_reason {
-            self.emit(|| Event::DeadLettered { id, reason });
+            self.emit(|| Event::DeadLettered {
+                queue: self.name(),
+                id,
+                reason,
+            });
         }
         logged
     }
