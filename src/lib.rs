@@ -108,6 +108,8 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "cli")]
+pub mod admin;
 mod alert;
 mod backoff;
 mod batch;
