@@ -356,6 +356,7 @@ impl<T: Message> Builder<T> {
             durable_receives: true,
             segment_size: 64 << 20,
             salvage: false,
+            name: Arc::from(UNNAMED),
         })
     }
 
@@ -426,9 +427,12 @@ impl<T: Message> Builder<T> {
         let seed = self
             .seed
             .unwrap_or_else(|| clock::to_nanos(std::time::SystemTime::now()));
-        let Some(persist) = config.persist.clone() else {
-            return Ok(Queue::new(Shared::new(config, self.clock, seed, None)));
+        let Some(mut persist) = config.persist.clone() else {
+            let shared = Shared::new(config, self.clock, seed, None);
+            crate::observe::register(&shared);
+            return Ok(Queue::new(shared));
         };
+        persist.name = Arc::clone(&config.name);
         if persist.path.as_os_str().is_empty() {
             return Err(OpenError::NoPath);
         }
@@ -443,6 +447,7 @@ impl<T: Message> Builder<T> {
         // Only now: a compaction due at open would compete with the
         // restore for the cores.
         shared.start_compaction();
+        crate::observe::register(&shared);
         Ok(Queue::new(shared))
     }
 }

@@ -131,6 +131,7 @@ mod lease;
 mod loom_tests;
 mod message;
 mod monotonic;
+mod observe;
 mod padded;
 mod persist;
 mod producer;

@@ -149,6 +149,15 @@ impl<T: Message> Queue<T> {
         self.shared.journal_poisoned()
     }
 
+    /// Publishes this queue's statistics to the `metrics` recorder now
+    /// (feature `metrics`; a reporter thread also does it every second
+    /// for every open queue). See `src/observe/metrics.rs` for the
+    /// metrics and their names.
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        crate::observe::Report::report(&*self.shared);
+    }
+
     /// For a persistent queue, what opening it found and repaired: files
     /// and records replayed, a torn tail truncated, damaged regions skipped
     /// by salvage. `None` for an in-memory queue.

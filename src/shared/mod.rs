@@ -359,6 +359,7 @@ impl<T> Shared<T> {
     /// such a failure. Never call it under a lock: the hook may call back.
     fn failed(&self, error: StorageError) -> StorageError {
         if error.stops_the_journal() && !self.poison_reported.swap(true, SeqCst) {
+            crate::observe::poisoned(&self.config.name, &error);
             self.emit(|| Event::Poisoned {
                 queue: self.name(),
                 error: error.clone(),

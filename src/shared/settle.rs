@@ -220,6 +220,7 @@ impl<T> Shared<T> {
             .on_event
             .is_some()
             .then(|| letter.reason().clone());
+        crate::observe::dead_lettered(&self.config.name, id, letter.reason());
         let logged = self.dead.insert_logged(letter, |letter| {
             self.append(&[Record::DeadLetter {
                 id: id.0,
