@@ -14,7 +14,9 @@
 //! writing anything, so they work beside the process that has the queue
 //! open: they see the log as its files hold it at that moment (every
 //! durable record, and perhaps records not yet synced), and say what a
-//! reopen would repair rather than repairing it. The commands that change
+//! reopen would repair rather than repairing it. A message counts as in
+//! flight when its receive is recorded after the last compaction (one
+//! received earlier shows as ready, as a reopen would make it). The commands that change
 //! the queue (`redrive`, `remove`, `purge`, `compact`) take the lock as
 //! an open does; while a process holds the directory they refuse, naming
 //! its process id.

@@ -28,7 +28,10 @@
 //! What it reads is what the files hold: every durable record, and
 //! possibly records written but not yet synced (a crash could still lose
 //! those). Messages in flight are those whose last record is a receive;
-//! a lease that ran out is seen only once the queue records the release.
+//! a lease that ran out is seen only once the queue records the release,
+//! and a message received before the last compaction shows as ready:
+//! compaction keeps a message's receive count but not that it is in
+//! flight (a reopen makes it ready anyway).
 
 use super::error::WalError;
 use super::format::{parse_file_name, Header, FRAME_HEADER_LEN, HEADER_LEN, KIND_BASE, LOCK_FILE};
