@@ -100,6 +100,16 @@
 //!
 //! Capacity counts ready, in-flight and delayed messages; a message whose
 //! lease expires keeps its slot, so it always has room to come back.
+//!
+//! # Features
+//!
+//! All off by default; without them none of their code is compiled in.
+//!
+//! | feature | what |
+//! |---|---|
+//! | `cli` | the `spool` binary and `spool::admin`: stats, verify, dump, dead letters and compaction of a queue directory from a shell |
+//! | `metrics` | per-queue counters and gauges through the `metrics` facade (`Queue::record_metrics`) |
+//! | `tracing` | a span per delivery (`Delivery::span`), dead-lettering at warn, poisoning at error |
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
