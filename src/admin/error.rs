@@ -39,9 +39,9 @@ pub enum AdminError {
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
     /// Reading or writing the directory failed, or its files are of another
-    /// type or format.
-    #[error("{0}")]
-    Storage(String),
+    /// message type or format.
+    #[error(transparent)]
+    Storage(#[from] crate::StorageError),
 }
 
 impl AdminError {
@@ -67,7 +67,7 @@ impl From<WalError> for AdminError {
                 offset,
                 reason,
             },
-            other => AdminError::Storage(other.to_string()),
+            other => AdminError::Storage(other.into()),
         }
     }
 }

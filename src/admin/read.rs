@@ -11,15 +11,35 @@ use std::io::Write;
 use std::path::Path;
 
 /// The state of a live message, as the snapshot shows it.
-fn state(snapshot: &Snapshot, m: &RecoveredMessage, now: Nanos) -> &'static str {
-    if m.dead.is_some() {
-        "dead_letter"
-    } else if snapshot.in_flight.contains(&m.id) {
-        "in_flight"
-    } else if m.visible_at > now {
-        "delayed"
-    } else {
-        "ready"
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ready,
+    InFlight,
+    Delayed,
+    DeadLetter,
+}
+
+impl State {
+    fn of(snapshot: &Snapshot, m: &RecoveredMessage, now: Nanos) -> State {
+        if m.dead.is_some() {
+            State::DeadLetter
+        } else if snapshot.in_flight.contains(&m.id) {
+            State::InFlight
+        } else if m.visible_at > now {
+            State::Delayed
+        } else {
+            State::Ready
+        }
+    }
+
+    /// The name `dump` writes.
+    fn name(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::InFlight => "in_flight",
+            State::Delayed => "delayed",
+            State::DeadLetter => "dead_letter",
+        }
     }
 }
 
@@ -57,15 +77,11 @@ pub(crate) fn stats(
     let mut payload_bytes = 0u64;
     for m in &snapshot.messages {
         payload_bytes += m.payload.len() as u64;
-        match state(&snapshot, m, now) {
-            "ready" => {
-                counts[0] += 1;
-                let since = m.visible_at.max(m.enqueued_at);
-                oldest_ready = Some(oldest_ready.map_or(since, |o| o.min(since)));
-            }
-            "in_flight" => counts[1] += 1,
-            "delayed" => counts[2] += 1,
-            _ => counts[3] += 1,
+        let state = State::of(&snapshot, m, now);
+        counts[state as usize] += 1;
+        if state == State::Ready {
+            let since = m.visible_at.max(m.enqueued_at);
+            oldest_ready = Some(oldest_ready.map_or(since, |o| o.min(since)));
         }
     }
     let age_ms = oldest_ready.map(|since| millis(now.saturating_sub(since)));
@@ -148,7 +164,7 @@ fn describe(
 ) -> Value {
     let mut object = Map::new();
     object.insert("id".into(), m.id.into());
-    object.insert("state".into(), state(snapshot, m, now).into());
+    object.insert("state".into(), State::of(snapshot, m, now).name().into());
     object.insert("receive_count".into(), m.receive_count.into());
     object.insert("key".into(), m.key.as_ref().map(|k| k.key.clone()).into());
     object.insert("enqueued_at_ms".into(), millis(m.enqueued_at).into());
