@@ -26,9 +26,14 @@ pub const MAX_IDLE_SPIN: Duration = Duration::from_millis(1);
 /// (512 MiB; a write-ahead frame holds at most 1 GiB).
 pub const MAX_MESSAGE_BYTES: usize = 512 << 20;
 
+/// The name of a queue opened without [`Builder::name`] or a path.
+pub const UNNAMED: &str = "unnamed";
+
 /// A queue's settings, fixed when it is opened.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The queue's name, resolved at open ([`Builder::name`]).
+    pub(crate) name: Arc<str>,
     pub(crate) capacity: usize,
     pub(crate) on_event: Option<EventHookDebug>,
     pub(crate) visibility_timeout: Duration,
@@ -43,6 +48,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            name: Arc::from(UNNAMED),
             capacity: 10_000,
             on_event: None,
             visibility_timeout: Duration::from_secs(30),
@@ -70,6 +76,7 @@ impl fmt::Debug for EventHookDebug {
 ///
 /// | setting | default |
 /// |---|---|
+/// | [`name`](Self::name) | the directory's name with a [`path`](Self::path), the subscription's in a [`Topic`](crate::Topic), else [`UNNAMED`] |
 /// | [`capacity`](Self::capacity) | 10,000 messages |
 /// | [`visibility_timeout`](Self::visibility_timeout) | 30 s |
 /// | [`max_receives`](Self::max_receives) | 5 |
@@ -84,6 +91,7 @@ impl fmt::Debug for EventHookDebug {
 /// | [`clock`](Self::clock) | [`SystemClock`] |
 pub struct Builder<T> {
     config: Config,
+    name: Option<Arc<str>>,
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
     _message: PhantomData<fn() -> T>,
@@ -102,10 +110,33 @@ impl<T: Message> Builder<T> {
     pub(crate) fn new() -> Self {
         Builder {
             config: Config::default(),
+            name: None,
             clock: Arc::new(SystemClock::new()),
             seed: None,
             _message: PhantomData,
         }
+    }
+
+    /// The queue's name, carried by every [`Event`] and, with the
+    /// `metrics` and `tracing` features, by its metrics and spans. Any
+    /// text; it need not be unique. By default the last component of the
+    /// [`path`](Self::path) (a directory `/var/lib/app/uploads` names the
+    /// queue `uploads`), the subscription's name for a queue of a
+    /// [`Topic`](crate::Topic), and [`UNNAMED`] otherwise.
+    ///
+    /// ```
+    /// let queue: spool::Queue<u32> = spool::Queue::builder().name("thumbnails").open()?;
+    /// assert_eq!(queue.name(), "thumbnails");
+    /// # Ok::<(), spool::OpenError>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// Whether [`name`](Self::name) was given.
+    pub(crate) fn has_name(&self) -> bool {
+        self.name.is_some()
     }
 
     /// The most messages held at once: ready, in flight and delayed
@@ -325,6 +356,7 @@ impl<T: Message> Builder<T> {
             durable_receives: true,
             segment_size: 64 << 20,
             salvage: false,
+            name: Arc::from(UNNAMED),
         })
     }
 
@@ -349,7 +381,15 @@ impl<T: Message> Builder<T> {
     }
 
     fn open_on(self, storage: Option<Arc<dyn crate::wal::Storage>>) -> Result<Queue<T>, OpenError> {
-        let config = self.config;
+        let mut config = self.config;
+        let from_path = config
+            .persist
+            .as_ref()
+            .and_then(|p| p.path.file_name())
+            .map(|name| Arc::from(name.to_string_lossy().as_ref()));
+        if let Some(name) = self.name.or(from_path) {
+            config.name = name;
+        }
         if config.capacity == 0 {
             return Err(OpenError::ZeroCapacity);
         }
@@ -387,9 +427,12 @@ impl<T: Message> Builder<T> {
         let seed = self
             .seed
             .unwrap_or_else(|| clock::to_nanos(std::time::SystemTime::now()));
-        let Some(persist) = config.persist.clone() else {
-            return Ok(Queue::new(Shared::new(config, self.clock, seed, None)));
+        let Some(mut persist) = config.persist.clone() else {
+            let shared = Shared::new(config, self.clock, seed, None);
+            crate::observe::register(&shared);
+            return Ok(Queue::new(shared));
         };
+        persist.name = Arc::clone(&config.name);
         if persist.path.as_os_str().is_empty() {
             return Err(OpenError::NoPath);
         }
@@ -404,6 +447,7 @@ impl<T: Message> Builder<T> {
         // Only now: a compaction due at open would compete with the
         // restore for the cores.
         shared.start_compaction();
+        crate::observe::register(&shared);
         Ok(Queue::new(shared))
     }
 }

@@ -35,6 +35,9 @@ pub struct Delivery<T> {
     receive_count: u32,
     enqueued_at: Nanos,
     settled: bool,
+    /// From receive to settle (feature `tracing`; zero-sized without).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    span: crate::observe::DeliverySpan,
 }
 
 /// The queue, as the deliveries of one [`Consumer`](crate::Consumer) handle
@@ -51,7 +54,6 @@ pub(crate) struct Origin<T> {
 impl<T> Delivery<T> {
     pub(crate) fn new(origin: Arc<Origin<T>>, entry: &Held<T>, token: u64) -> Self {
         Delivery {
-            origin,
             payload: entry.payload.clone(),
             id: entry.id,
             token,
@@ -59,7 +61,24 @@ impl<T> Delivery<T> {
             receive_count: entry.receive_count,
             enqueued_at: entry.enqueued_at,
             settled: false,
+            span: crate::observe::delivery_span(
+                &origin.shared.config.name,
+                entry.id,
+                entry.key().map(|k| &**k),
+                entry.receive_count,
+            ),
+            origin,
         }
+    }
+
+    /// This delivery's span (feature `tracing`): `spool.delivery` with
+    /// the queue's name, the message's id, key and receive count, open
+    /// from the receive until the delivery is settled or dropped. It is
+    /// not entered for you: enter it around the work (or make it the
+    /// parent of the handler's spans).
+    #[cfg(feature = "tracing")]
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The message's id.

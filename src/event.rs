@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub enum Event {
     /// A message moved to the dead-letter queue.
     DeadLettered {
+        /// The queue's [name](crate::Queue::name).
+        queue: Arc<str>,
         /// The message.
         id: MessageId,
         /// Why.
@@ -20,6 +22,8 @@ pub enum Event {
     },
     /// A delivery's lease ran out before it was settled.
     LeaseExpired {
+        /// The queue's [name](crate::Queue::name).
+        queue: Arc<str>,
         /// The message, which is retried or dead-lettered next.
         id: MessageId,
         /// Deliveries so far.
@@ -27,6 +31,8 @@ pub enum Event {
     },
     /// A dead letter was moved back into the queue.
     Redriven {
+        /// The queue's [name](crate::Queue::name).
+        queue: Arc<str>,
         /// The message.
         id: MessageId,
     },
@@ -34,9 +40,23 @@ pub enum Event {
     /// on every operation that needs a record fails, until the queue is
     /// reopened. Sent once per queue.
     Poisoned {
+        /// The queue's [name](crate::Queue::name).
+        queue: Arc<str>,
         /// The first failure.
         error: StorageError,
     },
+}
+
+impl Event {
+    /// The [name](crate::Queue::name) of the queue it happened in.
+    pub fn queue(&self) -> &str {
+        match self {
+            Event::DeadLettered { queue, .. }
+            | Event::LeaseExpired { queue, .. }
+            | Event::Redriven { queue, .. }
+            | Event::Poisoned { queue, .. } => queue,
+        }
+    }
 }
 
 /// The hook: called on the thread that caused the event, with no lock of

@@ -106,6 +106,17 @@
 //!
 //! Capacity counts ready, in-flight and delayed messages; a message whose
 //! lease expires keeps its slot, so it always has room to come back.
+//!
+//! # Features
+//!
+//! All off by default; without them none of their code is compiled in.
+//!
+//! | feature | what |
+//! |---|---|
+//! | `cli` | the `spool` binary and `spool::admin`: stats, verify, dump, dead letters and compaction of a queue directory from a shell |
+//! | `metrics` | per-queue counters and gauges through the `metrics` facade (`Queue::record_metrics`) |
+//! | `tracing` | a span per delivery (`Delivery::span`), dead-lettering at warn, poisoning at error |
+//! | `tokio` | `AsyncWorkers`: async handlers on a tokio runtime (the async calls themselves need no feature) |
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -114,6 +125,8 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "cli")]
+pub mod admin;
 mod alarm;
 mod alert;
 #[cfg(feature = "tokio")]
@@ -138,6 +151,7 @@ mod lease;
 mod loom_tests;
 mod message;
 mod monotonic;
+mod observe;
 mod padded;
 mod persist;
 mod producer;
@@ -158,7 +172,7 @@ pub use alert::{Alert, RateAlert};
 pub use async_workers::{AsyncJob, AsyncWorkerPool, AsyncWorkers};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchIter, BatchMessage};
-pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES};
+pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES, UNNAMED};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};

@@ -58,6 +58,11 @@ impl<T: Message> Queue<T> {
         Queue { shared }
     }
 
+    /// The queue's name ([`Builder::name`]).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
     /// A new sending handle.
     pub fn producer(&self) -> Producer<T> {
         Producer::new(Arc::clone(&self.shared))
@@ -149,6 +154,15 @@ impl<T: Message> Queue<T> {
     #[cfg(test)]
     pub(crate) fn journal_poisoned(&self) -> bool {
         self.shared.journal_poisoned()
+    }
+
+    /// Publishes this queue's statistics to the `metrics` recorder now
+    /// (feature `metrics`; a reporter thread also does it every second
+    /// for every open queue). See `src/observe/metrics.rs` for the
+    /// metrics and their names.
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) {
+        crate::observe::Report::report(&*self.shared);
     }
 
     /// For a persistent queue, what opening it found and repaired: files

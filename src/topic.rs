@@ -217,8 +217,14 @@ impl<T: Message + Clone> Topic<T> {
     }
 
     /// Where a subscription's queue is opened: a persistent topic puts it
-    /// in `<path>/<name>` unless the builder already has a path.
+    /// in `<path>/<name>` unless the builder already has a path. The queue
+    /// is named after the subscription unless the builder names it.
     fn open_subscription(&self, name: &str, builder: Builder<T>) -> Result<Queue<T>, OpenError> {
+        let builder = if builder.has_name() {
+            builder
+        } else {
+            builder.name(name)
+        };
         match &self.inner.path {
             Some(path) if !builder.has_path() => builder.path(path.join(name)).open(),
             _ => builder.open(),

@@ -23,6 +23,7 @@ fn three_a_minute() -> (ManualClock, RateAlert, Arc<Mutex<Vec<Alert>>>) {
 /// A dead-letter event.
 fn dead() -> Event {
     Event::DeadLettered {
+        queue: "uploads".into(),
         id: first_id(),
         reason: DeadLetterReason::Rejected("corrupt".into()),
     }
@@ -94,6 +95,7 @@ fn rearms_after_the_count_falls_below_the_threshold() {
 fn counts_only_what_it_is_told_to() {
     let (clock, alert, _) = three_a_minute();
     let expired = Event::LeaseExpired {
+        queue: "uploads".into(),
         id: first_id(),
         receive_count: 1,
     };

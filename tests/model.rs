@@ -478,9 +478,11 @@ enum Ev {
 
 fn ev(event: &Event) -> Ev {
     match event {
-        Event::DeadLettered { id, reason } => Ev::DeadLettered(id.get(), reason.clone()),
-        Event::LeaseExpired { id, receive_count } => Ev::LeaseExpired(id.get(), *receive_count),
-        Event::Redriven { id } => Ev::Redriven(id.get()),
+        Event::DeadLettered { id, reason, .. } => Ev::DeadLettered(id.get(), reason.clone()),
+        Event::LeaseExpired {
+            id, receive_count, ..
+        } => Ev::LeaseExpired(id.get(), *receive_count),
+        Event::Redriven { id, .. } => Ev::Redriven(id.get()),
         other => Ev::Other(format!("{other:?}")),
     }
 }

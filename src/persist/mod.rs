@@ -36,6 +36,8 @@ pub(crate) struct PersistConfig {
     pub(crate) durable_receives: bool,
     pub(crate) segment_size: u64,
     pub(crate) salvage: bool,
+    /// The queue's name, for the write-ahead file's metrics.
+    pub(crate) name: Arc<str>,
 }
 
 /// An open write-ahead file, as the queue uses it.
@@ -70,6 +72,7 @@ impl Journal {
         options.durability = config.durability;
         options.segment_size = config.segment_size;
         options.salvage = config.salvage;
+        options.name = Arc::clone(&config.name);
         // Room for the largest message with its key and texts
         // (each at most 4 KiB), and for batches of many small ones.
         let frame = max_message_bytes.saturating_add(64 << 10).max(16 << 20);

@@ -95,7 +95,10 @@ impl<T: Serialize> Shared<T> {
         Counters::bump(&self.counters.redriven, 1);
         self.ready.push(entry, now);
         self.ready.signal.notify_one();
-        self.emit(|| Event::Redriven { id });
+        self.emit(|| Event::Redriven {
+            queue: self.name(),
+            id,
+        });
         Ok(ticket)
     }
 

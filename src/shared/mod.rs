@@ -416,7 +416,9 @@ impl<T> Shared<T> {
     /// such a failure. Never call it under a lock: the hook may call back.
     fn failed(&self, error: StorageError) -> StorageError {
         if error.stops_the_journal() && !self.poison_reported.swap(true, SeqCst) {
+            crate::observe::poisoned(&self.config.name, &error);
             self.emit(|| Event::Poisoned {
+                queue: self.name(),
                 error: error.clone(),
             });
         }
@@ -433,6 +435,11 @@ impl<T> Shared<T> {
             let call = std::panic::AssertUnwindSafe(|| (hook.0)(&event));
             let _ = std::panic::catch_unwind(call);
         }
+    }
+
+    /// The queue's name, for events (a reference count, no copy).
+    pub(crate) fn name(&self) -> Arc<str> {
+        Arc::clone(&self.config.name)
     }
 
     pub(crate) fn recovery_report(&self) -> Option<&RecoveryReport> {

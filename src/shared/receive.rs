@@ -393,7 +393,11 @@ impl<T> Shared<T> {
         for (expired_at, entry) in expired {
             Counters::bump(&self.counters.expired, 1);
             let (id, receive_count) = (entry.id, entry.receive_count);
-            self.emit(|| Event::LeaseExpired { id, receive_count });
+            self.emit(|| Event::LeaseExpired {
+                queue: self.name(),
+                id,
+                receive_count,
+            });
             // A failed record poisons the journal and is reported there;
             // the message still moves on in memory.
             match self.after_failure(entry, None, expired_at) {

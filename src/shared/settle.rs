@@ -271,6 +271,7 @@ impl<T> Shared<T> {
             .on_event
             .is_some()
             .then(|| letter.reason().clone());
+        crate::observe::dead_lettered(&self.config.name, id, letter.reason());
         let logged = self.dead.insert_logged(letter, |letter| {
             self.append(&[Record::DeadLetter {
                 id: id.0,
@@ -286,7 +287,11 @@ impl<T> Shared<T> {
         Counters::bump(&self.counters.dead_lettered, 1);
         self.free_slots(1);
         if let Some(reason) = event_reason {
-            self.emit(|| Event::DeadLettered { id, reason });
+            self.emit(|| Event::DeadLettered {
+                queue: self.name(),
+                id,
+                reason,
+            });
         }
         logged
     }

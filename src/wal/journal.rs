@@ -102,6 +102,7 @@ impl Wal {
             active,
             compactor: Arc::clone(&compactor),
             unsealed: Default::default(),
+            metrics: crate::observe::WalMetrics::new(&options.name),
         };
         let shared = Arc::new(Shared::default());
         let spawn_failed = |e| {

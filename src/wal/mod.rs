@@ -18,6 +18,7 @@
 //! | `recovery` | surveying, replaying and repairing a directory |
 //! | `compaction` | rewriting sealed files as one base file |
 //! | `compactor` | the compactor thread: when to compact, beside the writer |
+//! | `snapshot` | (`cli`) reading a directory without the lock, beside a running queue |
 //! | `error` | [`WalError`] |
 
 // The re-exports are the API the queue calls; unused until it is wired in.
@@ -37,6 +38,8 @@ mod recovery;
 #[cfg(any(test, feature = "fuzzing"))]
 #[cfg_attr(not(test), allow(dead_code))] // the fuzz targets use a part
 mod sim;
+#[cfg(feature = "cli")]
+mod snapshot;
 mod state;
 mod storage;
 #[cfg(test)]
@@ -55,6 +58,8 @@ pub use recovery::{RecoveryReport, SalvagedRegion};
 pub(crate) use sim::SimStorage;
 #[cfg(test)]
 pub(crate) use sim::Torn;
+#[cfg(feature = "cli")]
+pub(crate) use snapshot::{lock_holder, read_snapshot, Snapshot};
 pub(crate) use state::{DeadLettered, RecoveredKey, RecoveredMessage};
 pub(crate) use storage::{FsStorage, Storage};
 

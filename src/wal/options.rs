@@ -52,6 +52,8 @@ pub(crate) struct WalOptions {
     pub(crate) salvage: bool,
     /// Compact automatically after rotations (FORMAT.md, section 8).
     pub(crate) auto_compact: bool,
+    /// The queue's name, for metrics.
+    pub(crate) name: std::sync::Arc<str>,
 }
 
 impl WalOptions {
@@ -65,6 +67,7 @@ impl WalOptions {
             max_frame: 16 << 20,
             salvage: false,
             auto_compact: true,
+            name: std::sync::Arc::from(crate::builder::UNNAMED),
         }
     }
 

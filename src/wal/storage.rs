@@ -104,16 +104,22 @@ impl Storage for FsStorage {
         self.path(name).display().to_string()
     }
 
-    // `File::try_lock` (Rust 1.89, the crate's minimum).
+    // `File::try_lock` (Rust 1.89, the crate's minimum). The holder writes
+    // its process id into the file, so that a tool refused the lock can
+    // say who holds it (`spool` in the `cli` feature).
     fn lock(&self) -> io::Result<LockGuard> {
-        let file = Self::options()
+        let mut file = Self::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(self.path(super::format::LOCK_FILE))?;
         match file.try_lock() {
-            Ok(()) => Ok(LockGuard::new(file)),
+            Ok(()) => {
+                file.set_len(0)?;
+                writeln!(file, "{}", std::process::id())?;
+                Ok(LockGuard::new(file))
+            }
             Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -231,6 +237,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::new(dir.path()).unwrap();
         let guard = storage.lock().unwrap();
+        let holder = fs::read_to_string(dir.path().join(super::super::format::LOCK_FILE)).unwrap();
+        assert_eq!(holder, format!("{}\n", std::process::id()));
         let err = storage.lock().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         drop(guard);

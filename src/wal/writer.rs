@@ -280,6 +280,8 @@ pub(crate) struct Writer {
     /// What the records written since the last seal would reclaim,
     /// handed to the compactor at the next seal (no lock per round).
     pub(crate) unsealed: Reclaim,
+    /// Bytes written, syncs and their latency (feature `metrics`).
+    pub(crate) metrics: crate::observe::WalMetrics,
 }
 
 impl Writer {
@@ -289,10 +291,12 @@ impl Writer {
 
     fn sync(&mut self) -> Result<(), WalError> {
         if self.active.synced < self.active.len {
+            let started = self.metrics.sync_started();
             self.active
                 .file
                 .sync_data()
                 .map_err(|e| WalError::io("sync", self.path(), e))?;
+            self.metrics.synced(started);
             self.active.synced = self.active.len;
         }
         Ok(())
@@ -304,6 +308,7 @@ impl Writer {
             // Count the bytes even on failure: the file may hold part of them.
             self.active.len += bytes.len() as u64;
             result.map_err(|e| WalError::io("write", self.path(), e))?;
+            self.metrics.written(bytes.len());
         }
         Ok(())
     }
@@ -517,6 +522,7 @@ pub(crate) fn write_one_round(
     let compactor = Arc::new(Compactor::new(options.clone(), seq - 1, 0, 0, false));
     let mut writer = Writer {
         storage,
+        metrics: crate::observe::WalMetrics::new(&options.name),
         options,
         active,
         compactor,
