@@ -101,12 +101,17 @@ impl<T> Batch<T> {
         std::mem::take(&mut self.messages)
     }
 
-    /// Releases every message, after `delay` or each one's backoff.
-    fn release(&mut self, delay: Option<Duration>) -> Result<(), SettleError> {
+    /// Releases every message, after `delay` or each one's backoff,
+    /// recording `error` as each one's failed attempt.
+    fn release(
+        &mut self,
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), SettleError> {
         let id = self.lease_id();
         let messages = self.take_messages();
         let shared = &self.origin.shared;
-        shared.release_batch(id, self.token, delay, messages)
+        shared.release_batch(id, self.token, delay, error, messages)
     }
 
     /// Done with all of them: removes every message of the batch from the
@@ -122,13 +127,22 @@ impl<T> Batch<T> {
     /// queue's [`Backoff`](crate::Backoff), or dead-letters it if this was
     /// its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
-        self.release(None)
+        self.release(None, None)
+    }
+
+    /// A `nack` that records why the attempt failed, as
+    /// [`Delivery::fail`] does, for every message of the batch: any error
+    /// or text, kept (up to [`MAX_TEXT_BYTES`](crate::MAX_TEXT_BYTES)) with
+    /// each message and shown if it is dead-lettered.
+    pub fn fail(mut self, error: impl fmt::Display) -> Result<(), SettleError> {
+        let error = crate::producer::bounded_text(error.to_string());
+        self.release(None, Some(error))
     }
 
     /// A `nack` with an explicit delay, the same for every message, instead
     /// of the queue's backoff.
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
-        self.release(Some(delay))
+        self.release(Some(delay), None)
     }
 
     /// Keeps the lease for `by` from now.
@@ -164,7 +178,7 @@ impl<T> Drop for Batch<T> {
     fn drop(&mut self) {
         if !self.settled {
             // An expired lease has nothing left to release.
-            let _ = self.release(None);
+            let _ = self.release(None, None);
         }
     }
 }

@@ -102,12 +102,13 @@ impl<T> Delivery<T> {
         self.origin.shared.release(self.id, self.token, None, None)
     }
 
-    /// A `nack` that records why the attempt failed; the text (up to
+    /// A `nack` that records why the attempt failed: any error or text
+    /// (`&str`, `String`, `io::Error`, ...). Its text (up to
     /// [`MAX_TEXT_BYTES`](crate::MAX_TEXT_BYTES)) is kept with the message
     /// and shown if it is dead-lettered.
-    pub fn fail(mut self, error: impl Into<String>) -> Result<(), SettleError> {
+    pub fn fail(mut self, error: impl fmt::Display) -> Result<(), SettleError> {
         self.settled = true;
-        let error = crate::producer::bounded_text(error.into());
+        let error = crate::producer::bounded_text(error.to_string());
         self.origin
             .shared
             .release(self.id, self.token, None, Some(error))

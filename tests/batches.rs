@@ -438,3 +438,23 @@ fn handles_deliveries_and_batches_cross_threads() {
     assert_eq!(total.join().unwrap(), Ok(6));
     assert_eq!(queue.stats().acked, 3);
 }
+
+#[test]
+fn a_failed_batch_records_any_error_on_every_message_and_dead_letters_the_last_attempts() {
+    let queue: Queue<u32> = Queue::builder().max_receives(2).open().unwrap();
+    queue.producer().send_batch(vec![1, 2]).unwrap();
+    let consumer = queue.consumer();
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    consumer
+        .recv_batch(2, Duration::ZERO)
+        .unwrap()
+        .fail(refused)
+        .unwrap();
+    let again = consumer.recv_batch(2, Duration::ZERO).unwrap();
+    assert_eq!(again.iter().copied().collect::<Vec<_>>(), [1, 2]);
+    again.fail(format_args!("attempt {}", 2)).unwrap();
+
+    let dead = queue.dead_letters().list();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d.errors() == ["refused", "attempt 2"]));
+}

@@ -74,14 +74,16 @@ impl<T> Shared<T> {
 
     /// Ends the lease of a batch early: each message is retried after
     /// `delay` (or its backoff), or dead-lettered if it has used up its
-    /// receives. `ours` is the settling [`Batch`](crate::Batch)'s reference
-    /// to the messages, given up so that they can leave the batch's
-    /// store. Reports the first failure to record any of them.
+    /// receives; `error` is recorded as each one's failed attempt. `ours`
+    /// is the settling [`Batch`](crate::Batch)'s reference to the
+    /// messages, given up so that they can leave the batch's store.
+    /// Reports the first failure to record any of them.
     pub(crate) fn release_batch(
         &self,
         id: MessageId,
         token: u64,
         delay: Option<Duration>,
+        error: Option<String>,
         ours: Batched<T>,
     ) -> Result<(), SettleError> {
         let now = self.now();
@@ -90,7 +92,7 @@ impl<T> Shared<T> {
         drop(ours);
         let mut first_error = Ok(());
         for entry in BatchMessages::into_held(batch?) {
-            let released = self.release_entry(entry, delay, None, now);
+            let released = self.release_entry(entry, delay, error.clone(), now);
             first_error = first_error.and(released);
         }
         first_error
