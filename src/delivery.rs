@@ -148,6 +148,11 @@ impl<T> Delivery<T> {
         (self.id, self.token)
     }
 
+    /// Its payload, shared (for a worker's [`Job`](crate::Job)).
+    pub(crate) fn shared_payload(&self) -> SharedPayload<T> {
+        self.payload.clone()
+    }
+
     pub(crate) fn lease(&self) -> LeaseHandle<T> {
         LeaseHandle {
             shared: Arc::clone(&self.origin.shared),
@@ -166,9 +171,14 @@ pub(crate) struct LeaseHandle<T> {
 }
 
 impl<T> LeaseHandle<T> {
-    /// As [`Delivery::extend`].
-    pub(crate) fn extend(&self, by: Duration) -> Result<(), SettleError> {
-        self.shared.extend(self.id, self.token, by)
+    /// As [`Delivery::extend`], returning the new deadline.
+    pub(crate) fn extend_to(&self, by: Duration) -> Result<Nanos, SettleError> {
+        self.shared.extend_to(self.id, self.token, by)
+    }
+
+    /// The lease's deadline, if it is still current.
+    pub(crate) fn deadline(&self) -> Option<Nanos> {
+        self.shared.lease_deadline_of(self.id, self.token)
     }
 
     /// As [`Delivery::nack`]: the delivery itself can then settle nothing.

@@ -24,7 +24,9 @@
 //!   acknowledged to a producer is lost when the process or the machine
 //!   dies (format: `docs/FORMAT.md`).
 //! - **Fan-out** with [`Topic`] (each subscription a full queue), **worker
-//!   pools** with [`Workers`], and [`RateAlert`] on the dead-letter rate.
+//!   pools** with [`Workers`] (whose handlers can read a [`Job`]'s metadata
+//!   and choose its [`Outcome`]: ack, retry, retry after a delay, or
+//!   dead-letter), and [`RateAlert`] on the dead-letter rate.
 //!
 //! # Example
 //!
@@ -124,6 +126,7 @@ mod event;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod job;
 mod lease;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -153,6 +156,7 @@ pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
 pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError, StorageError};
 pub use event::Event;
+pub use job::{Job, LeaseLost, Outcome};
 pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::Queue;

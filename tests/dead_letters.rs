@@ -391,7 +391,8 @@ fn fail_takes_any_error_and_keeps_its_text() {
     queue.producer().send(7).unwrap();
     let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "410 gone");
     consumer.try_recv().unwrap().fail(gone).unwrap();
-    consumer.try_recv().unwrap().fail(&"borrowed").unwrap();
+    let text = String::from("borrowed");
+    consumer.try_recv().unwrap().fail(&text).unwrap();
     let long = "é".repeat(spool::MAX_TEXT_BYTES);
     consumer.try_recv().unwrap().fail(long).unwrap();
     let letter = &queue.dead_letters().list()[0];

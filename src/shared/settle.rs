@@ -165,12 +165,29 @@ impl<T> Shared<T> {
         token: u64,
         by: Duration,
     ) -> Result<(), SettleError> {
+        self.extend_to(id, token, by).map(drop)
+    }
+
+    /// [`extend`](Self::extend), returning the lease's new deadline.
+    pub(crate) fn extend_to(
+        &self,
+        id: MessageId,
+        token: u64,
+        by: Duration,
+    ) -> Result<Nanos, SettleError> {
         let now = self.now();
         self.tick(now);
         let deadline = now.saturating_add(clock::duration_nanos(by));
         self.leases.extend(id, token, now, deadline)?;
         self.register_deadline(deadline);
-        Ok(())
+        Ok(deadline)
+    }
+
+    /// The deadline of lease `token` on `id`, if it is current.
+    pub(crate) fn lease_deadline_of(&self, id: MessageId, token: u64) -> Option<Nanos> {
+        let now = self.now();
+        self.tick(now);
+        self.leases.deadline(id, token, now)
     }
 
     pub(crate) fn reject(
