@@ -205,7 +205,9 @@ fn a_shutdown_that_releases_a_running_job_fires_its_signal() {
     queue.producer().send(1).unwrap();
     started.recv_timeout(WAIT).unwrap();
     let report = pool.shutdown(Duration::ZERO);
-    assert_eq!((report.unfinished.len(), report.released), (1, 1));
+    // (Whether the handler counts as unfinished depends on whether it has
+    // returned, once signalled, by the time the report is made.)
+    assert_eq!(report.released, 1);
     assert_eq!(lost.recv_timeout(WAIT), Ok(true));
     // Released: visible again, and the handler's late ack settles nothing.
     let again = queue.consumer().recv_timeout(WAIT).unwrap();
