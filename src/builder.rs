@@ -48,7 +48,7 @@ impl Default for Config {
             visibility_timeout: Duration::from_secs(30),
             max_receives: 5,
             dedup_window: Duration::from_secs(300),
-            backoff: Backoff::None,
+            backoff: Backoff::DEFAULT,
             max_message_bytes: 1 << 20,
             idle_spin: Duration::from_micros(100),
             persist: None,
@@ -74,7 +74,7 @@ impl fmt::Debug for EventHookDebug {
 /// | [`visibility_timeout`](Self::visibility_timeout) | 30 s |
 /// | [`max_receives`](Self::max_receives) | 5 |
 /// | [`dedup_window`](Self::dedup_window) | 5 min |
-/// | [`backoff`](Self::backoff) | [`Backoff::None`] |
+/// | [`backoff`](Self::backoff) | [`Backoff::DEFAULT`]: exponential from 1 s to 5 min, with jitter |
 /// | [`idle_spin`](Self::idle_spin) | 100 µs |
 /// | [`path`](Self::path) | none: the queue lives in memory |
 /// | [`durability`](Self::durability) | [`Durability::Sync`] (with a path) |
@@ -136,7 +136,9 @@ impl<T: Message> Builder<T> {
         self
     }
 
-    /// The delay before a failed message is visible again.
+    /// The delay before a failed message is visible again: by default
+    /// [`Backoff::DEFAULT`] (1 s after the first failed attempt, doubling
+    /// up to 5 min, with jitter); [`Backoff::None`] retries at once.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
         self

@@ -201,9 +201,12 @@ impl<T> DeadLetterStore<T> {
 /// [`Queue::dead_letters`](crate::Queue::dead_letters).
 ///
 /// ```
-/// use spool::{DeadLetterReason, Queue};
+/// use spool::{Backoff, DeadLetterReason, Queue};
 ///
-/// let queue: Queue<String> = Queue::builder().max_receives(2).open()?;
+/// let queue: Queue<String> = Queue::builder()
+///     .max_receives(2)
+///     .backoff(Backoff::None) // retry at once
+///     .open()?;
 /// queue.producer().send("{not json".to_string())?;
 /// let consumer = queue.consumer();
 /// consumer.try_recv()?.fail("parse error at 0")?;

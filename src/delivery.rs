@@ -95,7 +95,7 @@ impl<T> Delivery<T> {
     }
 
     /// Not done: makes the message visible again after the queue's
-    /// [`Backoff`](crate::Backoff) (at once by default), or dead-letters it
+    /// [`Backoff`](crate::Backoff) (by default about 1 s, doubling with each attempt), or dead-letters it
     /// if this was its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
         self.settled = true;
