@@ -95,8 +95,9 @@ impl<T> Delivery<T> {
     }
 
     /// Not done: makes the message visible again after the queue's
-    /// [`Backoff`](crate::Backoff) (by default about 1 s, doubling with each attempt), or dead-letters it
-    /// if this was its last allowed receive.
+    /// [`Backoff`](crate::Backoff) (by default about 1 s, doubling with
+    /// each attempt), or dead-letters it if this was its last allowed
+    /// receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
         self.settled = true;
         self.origin.shared.release(self.id, self.token, None, None)
