@@ -13,7 +13,8 @@
 //!   ([`DeadLetters`]) that catches messages after `max_receives` attempts,
 //!   with the errors of each attempt, ready to inspect, fix and redrive.
 //! - **Idempotency keys** ([`SendOptions::key`]) that drop duplicate sends
-//!   within a window, and **delays** ([`SendOptions::delay`]).
+//!   within a window, and **delays** ([`SendOptions::delay`], or a
+//!   wall-clock time with [`SendOptions::at`]).
 //! - **Batches**: [`Producer::send_batch`] and [`Consumer::recv_batch`]
 //!   move many messages as one, under one lease ([`Batch`]), for about the
 //!   cost of one.
@@ -74,6 +75,7 @@
 //! | `retry_after(d)` | visible again after `d` |
 //! | `extend(d)` | the lease now runs until `d` from now |
 //! | `send_with(.., delay(d))` | invisible for `d` |
+//! | `send_with(.., at(t))` | invisible until the wall-clock time `t` (kept as that time across a restart) |
 //! | `redrive` from the dead-letter queue | back in the queue with a fresh receive count |
 //! | lease expires | as a `nack`; counted in `expired` |
 //! | any failure on the `max_receives`-th receive | dead-lettered instead |

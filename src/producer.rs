@@ -6,7 +6,7 @@ use crate::shared::{Shared, Wait};
 use crate::Message;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -27,19 +27,25 @@ pub(crate) fn bounded_text(mut text: String) -> String {
     text
 }
 
-/// Options for one send: an idempotency key and a delay.
+/// Options for one send: an idempotency key, and a delay or a time to
+/// become visible at.
 ///
 /// ```
 /// use spool::SendOptions;
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 ///
 /// let options = SendOptions::new().key("video-42").delay(Duration::from_secs(5));
-/// # let _ = options;
+/// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+/// let reminder = SendOptions::new().at(tomorrow);
+/// # let _ = (options, reminder);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
     pub(crate) key: Option<Arc<str>>,
     pub(crate) delay: Duration,
+    /// Visible at this wall-clock time (on the queue's clock), instead of
+    /// after `delay`.
+    pub(crate) at: Option<SystemTime>,
 }
 
 impl SendOptions {
@@ -58,9 +64,25 @@ impl SendOptions {
         self
     }
 
-    /// Keeps the message invisible for `delay` after it is sent.
+    /// Keeps the message invisible for `delay` after it is sent. Replaces
+    /// an earlier [`at`](Self::at).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self.at = None;
+        self
+    }
+
+    /// Keeps the message invisible until the wall-clock time `at`, as the
+    /// queue's [`Clock`](crate::Clock) reads it; a time already past makes
+    /// it visible at once. Replaces an earlier [`delay`](Self::delay).
+    ///
+    /// A persistent queue keeps the time itself (as it does the end of a
+    /// delay), so after a restart, however long, the message becomes
+    /// visible at `at`, or at once if that has passed meanwhile. Times
+    /// after the year 2554 saturate there (see [`Clock`](crate::Clock)).
+    pub fn at(mut self, at: SystemTime) -> Self {
+        self.at = Some(at);
+        self.delay = Duration::ZERO;
         self
     }
 }

@@ -23,7 +23,7 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
-        let plain = options.delay.is_zero() && options.key.is_none();
+        let plain = options.delay.is_zero() && options.key.is_none() && options.at.is_none();
         let read_clock = || self.now_for_send(plain);
         let mut now = read_clock();
         self.tick(now);
@@ -72,11 +72,15 @@ impl<T: Serialize> Shared<T> {
             Err(no_room) => return Err(no_room.refuse(message)),
         }
         let id = MessageId(self.ids.take(1));
-        let delay = clock::duration_nanos(options.delay);
+        let visible_at = match options.at {
+            Some(at) => clock::to_nanos(at).max(now),
+            None => now.saturating_add(clock::duration_nanos(options.delay)),
+        };
+        let delay = visible_at - now;
         let record = Record::Enqueue {
             id: id.0,
             enqueued_at: now,
-            visible_at: now.saturating_add(delay),
+            visible_at,
             key: options.key.as_deref().map(|key| KeyRef {
                 key,
                 payload_hash: hash,
