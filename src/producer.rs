@@ -58,7 +58,9 @@ impl SendOptions {
     /// queue's dedup window enqueues nothing and returns
     /// [`Sent::Duplicate`] with the first message's id (even after that
     /// message was acknowledged). The same key with a different payload is
-    /// refused with [`SendError::KeyConflict`]. At most [`MAX_KEY_BYTES`].
+    /// refused with [`SendError::KeyConflict`], unless the queue compares
+    /// keys only ([`Builder::dedup_key_only`](crate::Builder::dedup_key_only)).
+    /// At most [`MAX_KEY_BYTES`].
     pub fn key(mut self, key: impl Into<Arc<str>>) -> Self {
         self.key = Some(key.into());
         self

@@ -180,7 +180,10 @@ impl<T: Send + Sync + 'static> Shared<T> {
             capacity: Capacity::new(config.capacity),
             leases: LeaseTable::new(),
             delayed: DelayQueue::new(),
-            dedup: Dedup::new(clock::duration_nanos(config.dedup_window)),
+            dedup: Dedup::with_keys_only(
+                clock::duration_nanos(config.dedup_window),
+                config.dedup_key_only,
+            ),
             dead: DeadLetterStore::default(),
             counters: Counters::default(),
             random: Random::new(seed),
