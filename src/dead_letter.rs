@@ -303,6 +303,14 @@ impl<T: Message> DeadLetters<T> {
         self.shared.redrive_each(chosen)
     }
 
+    /// Deletes the dead letter `id` for good and returns it; `None` if
+    /// there is none (redriven, purged or removed meanwhile). Counted in
+    /// [`Stats::purged`](crate::Stats::purged); a persistent queue waits
+    /// for its record as for an ack, so a reopen does not bring it back.
+    pub fn remove(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
+        self.shared.remove_dead_letter(id)
+    }
+
     /// Deletes every dead letter; returns how many.
     pub fn purge(&self) -> Result<usize, StorageError> {
         self.shared.dead_letters();

@@ -83,6 +83,13 @@ impl Dedup {
         }
     }
 
+    /// The message first sent with `key`, if the key is remembered at `now`.
+    pub(crate) fn id_of(&self, key: &str, now: Nanos) -> Option<MessageId> {
+        let shard = self.shard(key).lock();
+        let seen = shard.keys.get(key)?;
+        (!reached(seen.expires, now)).then_some(seen.id)
+    }
+
     /// Records `key` for message `id` unless it is live already; returns
     /// what was there. Only `New` means the key is now taken by `id`.
     #[cfg(test)]

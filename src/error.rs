@@ -339,6 +339,27 @@ pub enum SettleError {
     Storage(StorageError),
 }
 
+/// Why [`Queue::cancel`](crate::Queue::cancel) cancelled nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// No message with this id is ready or delayed: it was received (it is
+    /// in flight), acknowledged, dead-lettered, cancelled already, or
+    /// never sent.
+    #[error("message {0} is neither ready nor delayed")]
+    NotFound(MessageId),
+    /// No message was sent with this idempotency key within the dedup
+    /// window.
+    #[error("no message was sent with key {0:?} within the dedup window")]
+    UnknownKey(String),
+    /// The cancel could not be recorded in the write-ahead file. If the
+    /// record could not even be written, the message is back where it
+    /// was; if only the wait for the disk failed, it is cancelled in
+    /// memory, but a reopen may bring it back.
+    #[error("cancel not recorded: {0}")]
+    Storage(StorageError),
+}
+
 /// Why a redrive from the dead-letter queue did not (fully) happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

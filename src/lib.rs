@@ -80,6 +80,8 @@
 //! | lease expires | as a `nack`; counted in `expired` |
 //! | any failure on the `max_receives`-th receive | dead-lettered instead |
 //! | `dead_letter(reason)` | dead-lettered now |
+//! | `Queue::cancel(id)` while ready or delayed | gone as if acked, counted in `cancelled`; in flight or settled: `NotFound` |
+//! | `DeadLetters::remove(id)` | that dead letter is gone for good |
 //! | settle after the lease expired | `Err(LeaseExpired)`, nothing changes |
 //! | same key within the window | nothing enqueued, `Sent::Duplicate(original id)`; different payload: `KeyConflict` |
 //! | `close()` or every `Queue`/`Producer` dropped | sends fail with `Closed`; consumers drain, then get `Closed` |
@@ -156,12 +158,14 @@ pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
-pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError, StorageError};
+pub use error::{
+    CancelError, OpenError, RecvError, RedriveError, SendError, SettleError, StorageError,
+};
 pub use event::Event;
 pub use job::{Job, LeaseLost, Outcome};
 pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
-pub use queue::Queue;
+pub use queue::{Cancelled, Queue};
 pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,

@@ -31,7 +31,7 @@
 //! exact.
 
 use crate::clock::Nanos;
-use crate::message::Queued;
+use crate::message::{MessageId, Queued};
 use crate::padded::Padded;
 use crate::signal::Signal;
 use crate::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
@@ -207,6 +207,34 @@ impl<T> ReadyQueue<T> {
         popped
     }
 
+    /// Takes the ready message `id` out of the queue, wherever it is, and
+    /// keeps the others in order: under the consumers' lock, it moves
+    /// every message the channel holds to the front (where pops look
+    /// first) and leaves out `id`. O(ready messages), for rare calls (a
+    /// cancellation). The age ring then reads the oldest ready message's
+    /// time from the slot after it (counts are exact; the age may be that
+    /// of the message behind the oldest until the oldest is popped).
+    pub(crate) fn remove(&self, id: MessageId) -> Option<Queued<T>> {
+        let mut front = self.front.lock();
+        let mut all: Vec<Queued<T>> = std::mem::take(&mut *front).collect();
+        while let Ok(chunk) = self.receiver.try_recv() {
+            match chunk {
+                Chunk::One(entry) => all.push(entry),
+                Chunk::Many(entries) => all.extend(entries),
+            }
+        }
+        let removed = all
+            .iter()
+            .position(|entry| entry.id == id)
+            .map(|at| all.remove(at));
+        *front = all.into_iter();
+        free_if_drained(&mut front);
+        if removed.is_some() {
+            self.count_popped(1);
+        }
+        removed
+    }
+
     /// Counts `n` pops; called under the `front` lock, so a plain store
     /// (not a fence: a reader of a stale count takes the queue for a
     /// little longer than it is, never shorter).
@@ -240,10 +268,28 @@ impl<T> ReadyQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Entry, MessageId};
+    use crate::message::Entry;
 
     fn entry(id: u64) -> Queued<u32> {
         Entry::new(MessageId(id), id as u32, 0, None)
+    }
+
+    #[test]
+    fn remove_takes_one_message_out_and_keeps_the_others_in_order() {
+        let ready = ReadyQueue::new(8, Duration::ZERO);
+        ready.push(entry(1), 100);
+        ready.push_many(vec![entry(2), entry(3), entry(4)], 200);
+        ready.push(entry(5), 300);
+        assert_eq!(ready.pop().map(|e| e.id.0), Some(1));
+        assert_eq!(ready.remove(MessageId(3)).map(|e| e.id.0), Some(3));
+        assert!(ready.remove(MessageId(3)).is_none());
+        assert!(ready.remove(MessageId(1)).is_none());
+        assert_eq!(ready.len(), 3);
+        ready.push(entry(6), 400);
+        let mut left = Vec::new();
+        ready.pop_many(10, |e| left.push(e.id.0));
+        assert_eq!(left, [2, 4, 5, 6]);
+        assert_eq!((ready.len(), ready.oldest_since(500)), (0, None));
     }
 
     #[test]

@@ -34,9 +34,11 @@
 //! | `send` | send, send_batch, delays |
 //! | `receive` | receive, tick (deadlines) |
 //! | `settle` | ack, release, extend, reject, retries, dead-lettering |
-//! | `dead_letters` | redrive, purge |
+//! | `dead_letters` | redrive, purge, remove |
+//! | `cancel` | cancelling a ready or delayed message |
 //! | `restore` | rebuilding the state a journal recovered |
 
+mod cancel;
 mod dead_letters;
 mod receive;
 mod restore;
