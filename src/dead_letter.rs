@@ -27,6 +27,9 @@ pub enum DeadLetterReason {
     /// A consumer sent it here with
     /// [`Delivery::dead_letter`](crate::Delivery::dead_letter), saying why.
     Rejected(String),
+    /// Its time to live ([`SendOptions::ttl`](crate::SendOptions::ttl))
+    /// ran out before any consumer received it.
+    Expired,
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -34,6 +37,7 @@ impl fmt::Display for DeadLetterReason {
         match self {
             DeadLetterReason::MaxReceives(n) => write!(f, "failed {n} delivery attempts"),
             DeadLetterReason::Rejected(reason) => write!(f, "rejected: {reason}"),
+            DeadLetterReason::Expired => f.write_str("expired"),
         }
     }
 }

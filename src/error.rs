@@ -156,14 +156,19 @@ pub enum OpenError {
         /// The file whose header says so.
         file: String,
     },
-    /// The directory was written by another version of spool's format.
-    #[error("{file} has format version {found}; this build reads version {supported}")]
+    /// The directory was written by a newer version of spool's format (or
+    /// its header is damaged in a way that names another version).
+    #[error(
+        "{file} has format version {found}; this build reads versions 1 to {supported} \
+         (a newer spool wrote it)"
+    )]
     UnsupportedFormat {
         /// The file whose header says so.
         file: String,
         /// The version found.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every version
+        /// from 1 up to it, and writes it).
         supported: u32,
     },
     /// A stored payload could not be decoded as the message type.

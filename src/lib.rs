@@ -78,7 +78,8 @@
 //! | `send_with(.., at(t))` | invisible until the wall-clock time `t` (kept as that time across a restart) |
 //! | `redrive` from the dead-letter queue | back in the queue with a fresh receive count |
 //! | lease expires | as a `nack`; counted in `expired` |
-//! | any failure on the `max_receives`-th receive | dead-lettered instead |
+//! | any failure on the `max_receives`-th receive | dead-lettered instead (the message's own [`SendOptions::max_receives`] if it has one) |
+//! | [`SendOptions::ttl`] runs out before any receive | dead-lettered as [`DeadLetterReason::Expired`], as of then |
 //! | `dead_letter(reason)` | dead-lettered now |
 //! | `Queue::cancel(id)` while ready or delayed | gone as if acked, counted in `cancelled`; in flight or settled: `NotFound` |
 //! | `DeadLetters::remove(id)` | that dead letter is gone for good |
@@ -127,6 +128,7 @@ mod dedup;
 mod delivery;
 mod error;
 mod event;
+mod expiry;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

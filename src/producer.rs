@@ -27,8 +27,8 @@ pub(crate) fn bounded_text(mut text: String) -> String {
     text
 }
 
-/// Options for one send: an idempotency key, and a delay or a time to
-/// become visible at.
+/// Options for one send: an idempotency key, a delay or a time to become
+/// visible at, and per-message limits (`max_receives`, a time to live).
 ///
 /// ```
 /// use spool::SendOptions;
@@ -46,6 +46,10 @@ pub struct SendOptions {
     /// Visible at this wall-clock time (on the queue's clock), instead of
     /// after `delay`.
     pub(crate) at: Option<SystemTime>,
+    /// Its own `max_receives`, instead of the queue's.
+    pub(crate) max_receives: Option<u32>,
+    /// Dead-lettered as `Expired` if not received within this.
+    pub(crate) ttl: Option<Duration>,
 }
 
 impl SendOptions {
@@ -85,6 +89,29 @@ impl SendOptions {
     pub fn at(mut self, at: SystemTime) -> Self {
         self.at = Some(at);
         self.delay = Duration::ZERO;
+        self
+    }
+
+    /// How many deliveries this message gets before it is dead-lettered,
+    /// instead of the queue's [`max_receives`](crate::Builder::max_receives)
+    /// (at least 1: 0 is taken as 1). Kept with the message, across
+    /// redrives and restarts.
+    pub fn max_receives(mut self, max: u32) -> Self {
+        self.max_receives = Some(max.max(1));
+        self
+    }
+
+    /// A time to live, from the send: if no consumer has received the
+    /// message by then, it is dead-lettered with
+    /// [`DeadLetterReason::Expired`](crate::DeadLetterReason::Expired), as
+    /// of that instant (a delayed message included, even one whose delay
+    /// ends later). Once received, a message is out of reach of its time
+    /// to live: its retries follow `max_receives`. A redrive gives it a new
+    /// life without one. A persistent queue keeps the expiry time, so a
+    /// message that expired while the process was down is dead-lettered on
+    /// reopen.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
         self
     }
 }

@@ -215,6 +215,16 @@ impl<T> ReadyQueue<T> {
     /// time from the slot after it (counts are exact; the age may be that
     /// of the message behind the oldest until the oldest is popped).
     pub(crate) fn remove(&self, id: MessageId) -> Option<Queued<T>> {
+        self.remove_where(|entry| entry.id == id).pop()
+    }
+
+    /// Takes every ready message that `remove` picks out of the queue, in
+    /// queue order, as [`remove`](Self::remove) does one (expired
+    /// messages).
+    pub(crate) fn remove_where(
+        &self,
+        mut remove: impl FnMut(&Queued<T>) -> bool,
+    ) -> Vec<Queued<T>> {
         let mut front = self.front.lock();
         let mut all: Vec<Queued<T>> = std::mem::take(&mut *front).collect();
         while let Ok(chunk) = self.receiver.try_recv() {
@@ -223,15 +233,10 @@ impl<T> ReadyQueue<T> {
                 Chunk::Many(entries) => all.extend(entries),
             }
         }
-        let removed = all
-            .iter()
-            .position(|entry| entry.id == id)
-            .map(|at| all.remove(at));
-        *front = all.into_iter();
+        let (removed, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|entry| remove(entry));
+        *front = kept.into_iter();
         free_if_drained(&mut front);
-        if removed.is_some() {
-            self.count_popped(1);
-        }
+        self.count_popped(removed.len());
         removed
     }
 

@@ -79,17 +79,29 @@ impl<T> DelayQueue<T> {
     /// when it was due. O(delayed messages), for rare calls (a
     /// cancellation).
     pub(crate) fn remove(&self, id: MessageId) -> Option<(Nanos, Queued<T>)> {
+        self.remove_where(|entry| entry.id == id).pop()
+    }
+
+    /// Takes every delayed message that `remove` picks, with its due time
+    /// (expired messages). O(delayed messages).
+    pub(crate) fn remove_where(
+        &self,
+        mut remove: impl FnMut(&Queued<T>) -> bool,
+    ) -> Vec<(Nanos, Queued<T>)> {
         let mut heap = self.heap.lock();
-        if !heap.items.iter().any(|Reverse(d)| d.entry.id == id) {
-            return None;
+        if !heap.items.iter().any(|Reverse(d)| remove(&d.entry)) {
+            return Vec::new();
         }
-        let mut items = std::mem::take(&mut heap.items).into_vec();
-        let at = items.iter().position(|Reverse(d)| d.entry.id == id)?;
-        let Reverse(removed) = items.swap_remove(at);
-        heap.items = BinaryHeap::from(items);
+        let items = std::mem::take(&mut heap.items).into_vec();
+        let (removed, kept): (Vec<_>, Vec<_>) =
+            items.into_iter().partition(|Reverse(d)| remove(&d.entry));
+        heap.items = BinaryHeap::from(kept);
         drop(heap);
-        self.len.fetch_sub(1, Relaxed);
-        Some((removed.due, removed.entry))
+        self.len.fetch_sub(removed.len(), Relaxed);
+        removed
+            .into_iter()
+            .map(|Reverse(d)| (d.due, d.entry))
+            .collect()
     }
 
     /// Moves every message due at or before `now` to `due` with its due

@@ -109,6 +109,7 @@ impl<T: Serialize> Shared<T> {
         let mut entry = letter.into_entry().into_queued();
         entry.receive_count = 0;
         entry.set_errors(Vec::new());
+        entry.clear_expiry();
         if let Some(payload) = replacement {
             entry.payload = Payload::Owned(payload);
         }

@@ -36,10 +36,12 @@
 //! | `settle` | ack, release, extend, reject, retries, dead-lettering |
 //! | `dead_letters` | redrive, purge, remove |
 //! | `cancel` | cancelling a ready or delayed message |
+//! | `expire` | times to live running out |
 //! | `restore` | rebuilding the state a journal recovered |
 
 mod cancel;
 mod dead_letters;
+mod expire;
 mod receive;
 mod restore;
 mod send;
@@ -53,6 +55,7 @@ use crate::dead_letter::{DeadLetterReason, DeadLetterStore};
 use crate::dedup::Dedup;
 use crate::error::{SendError, StorageError};
 use crate::event::Event;
+use crate::expiry::ExpiryQueue;
 use crate::lease::LeaseTable;
 use crate::message::Held;
 use crate::padded::Padded;
@@ -150,6 +153,8 @@ pub(crate) struct Shared<T> {
     capacity: Capacity,
     leases: LeaseTable<T>,
     delayed: DelayQueue<T>,
+    /// When messages sent with a time to live expire.
+    expiry: ExpiryQueue,
     dedup: Dedup,
     dead: DeadLetterStore<T>,
     counters: Counters,
@@ -182,6 +187,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
             capacity: Capacity::new(config.capacity),
             leases: LeaseTable::new(),
             delayed: DelayQueue::new(),
+            expiry: ExpiryQueue::default(),
             dedup: Dedup::with_keys_only(
                 clock::duration_nanos(config.dedup_window),
                 config.dedup_key_only,

@@ -23,7 +23,11 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
-        let plain = options.delay.is_zero() && options.key.is_none() && options.at.is_none();
+        let plain = options.delay.is_zero()
+            && options.key.is_none()
+            && options.at.is_none()
+            && options.ttl.is_none()
+            && options.max_receives.is_none();
         let read_clock = || self.now_for_send(plain);
         let mut now = read_clock();
         self.tick(now);
@@ -77,6 +81,15 @@ impl<T: Serialize> Shared<T> {
             None => now.saturating_add(clock::duration_nanos(options.delay)),
         };
         let delay = visible_at - now;
+        let expires_at = options
+            .ttl
+            .map(|ttl| now.saturating_add(clock::duration_nanos(ttl)));
+        let limits =
+            (options.max_receives.is_some() || expires_at.is_some()).then_some(Record::Limits {
+                id: id.0,
+                max_receives: options.max_receives,
+                expires_at,
+            });
         let record = Record::Enqueue {
             id: id.0,
             enqueued_at: now,
@@ -88,16 +101,21 @@ impl<T: Serialize> Shared<T> {
             }),
             payload: &encoded,
         };
+        // The limits go in the enqueue's frame: recovered together or not
+        // at all. (`Ack { id: 0 }` only fills the array; it is not written.)
+        let written = 1 + usize::from(limits.is_some());
+        let records = [record, limits.unwrap_or(Record::Ack { id: 0 })];
+        let records = &records[..written];
         let mut ticket = None;
         let appended = match &options.key {
             // The key is claimed only now that the message has room (a send
             // that times out leaves no key behind), and only together with
             // its record (see `Dedup::claim_with`).
             Some(key) => self.dedup.claim_with(key, hash, id, now, || {
-                ticket = self.append(&[record])?;
+                ticket = self.append(records)?;
                 Ok(())
             }),
-            None => self.append(&[record]).map(|appended| {
+            None => self.append(records).map(|appended| {
                 ticket = appended;
                 KeyStatus::New
             }),
@@ -118,7 +136,11 @@ impl<T: Serialize> Shared<T> {
             self.unsend(1);
             return Err(SendError::Storage { message, error });
         }
-        let entry = Entry::new(id, message, now, options.key);
+        let mut entry = Entry::new(id, message, now, options.key);
+        entry.set_limits(options.max_receives, expires_at);
+        if let Some(at) = expires_at {
+            self.expire_at(at, id);
+        }
         self.make_visible(entry, delay, now);
         Ok(Sent::Enqueued(id))
     }

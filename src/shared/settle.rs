@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::{SettleError, StorageError};
 use crate::event::Event;
-use crate::message::{BatchMessages, Batched, Held, MessageId};
+use crate::message::{BatchMessages, Batched, Entry, Held, MessageId};
 use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
 use std::time::Duration;
@@ -212,7 +212,7 @@ impl<T> Shared<T> {
 
     /// Where a message goes after a failed attempt at `at`.
     pub(super) fn after_failure(&self, entry: Held<T>, delay: Option<Nanos>, at: Nanos) -> Next<T> {
-        if entry.receive_count >= self.config.max_receives {
+        if self.used_up(&entry) {
             let reason = DeadLetterReason::MaxReceives(entry.receive_count);
             return Next::Dead(entry, reason);
         }
@@ -221,6 +221,14 @@ impl<T> Shared<T> {
             clock::duration_nanos(backoff)
         });
         Next::VisibleAt(at.saturating_add(delay), entry)
+    }
+
+    /// Whether a message has had all the receives it is allowed (its own
+    /// `max_receives`, or the queue's): the rule of the live queue and of
+    /// a restore alike.
+    pub(super) fn used_up<P>(&self, entry: &Entry<P>) -> bool {
+        let max = entry.max_receives().unwrap_or(self.config.max_receives);
+        entry.receive_count >= max
     }
 
     /// Moves a message to the dead-letter queue at `at`; `error` is the
@@ -246,6 +254,7 @@ impl<T> Shared<T> {
                 reason: match letter.reason() {
                     DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
                     DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+                    DeadLetterReason::Expired => ReasonRef::Expired,
                 },
                 error: error.as_deref(),
             }])
