@@ -24,6 +24,10 @@
 //!   write-ahead file, so that with [`Durability::Sync`] nothing
 //!   acknowledged to a producer is lost when the process or the machine
 //!   dies (format: `docs/FORMAT.md`).
+//! - **Periodic jobs** with [`Queue::schedule`]: every interval, or on a
+//!   cron expression (feature `cron`), with a key per tick so that no tick
+//!   is enqueued twice across restarts, and a [`Missed`] policy per
+//!   schedule.
 //! - **Fan-out** with [`Topic`] (each subscription a full queue), **worker
 //!   pools** with [`Workers`] (whose handlers can read a [`Job`]'s metadata
 //!   and choose its [`Outcome`]: ack, retry, retry after a delay, or
@@ -143,6 +147,7 @@ mod persist;
 mod producer;
 mod queue;
 mod ready;
+mod schedule;
 mod shared;
 mod signal;
 mod stats;
@@ -168,6 +173,7 @@ pub use job::{Job, LeaseLost, Outcome};
 pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::{Cancelled, Queue};
+pub use schedule::{Missed, Schedule, ScheduleError, ScheduleStats, Scheduled};
 pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,

@@ -50,6 +50,9 @@ pub struct SendOptions {
     pub(crate) max_receives: Option<u32>,
     /// Dead-lettered as `Expired` if not received within this.
     pub(crate) ttl: Option<Duration>,
+    /// The key alone decides a duplicate, whatever the payload (a
+    /// schedule's ticks).
+    pub(crate) any_payload: bool,
 }
 
 impl SendOptions {
@@ -112,6 +115,13 @@ impl SendOptions {
     /// reopen.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Under the key, any payload is the same message: a duplicate, never
+    /// a conflict.
+    pub(crate) fn any_payload(mut self) -> Self {
+        self.any_payload = true;
         self
     }
 }
@@ -241,6 +251,16 @@ impl<T: Message> Producer<T> {
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// The queue's clock (for a schedule).
+    pub(crate) fn clock(&self) -> &Arc<dyn crate::Clock> {
+        self.shared.clock()
+    }
+
+    /// The queue's clock, read now.
+    pub(crate) fn now(&self) -> crate::clock::Nanos {
+        self.shared.now()
     }
 }
 

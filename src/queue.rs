@@ -6,12 +6,14 @@ use crate::dead_letter::DeadLetters;
 use crate::error::{CancelError, StorageError};
 use crate::message::MessageId;
 use crate::producer::Producer;
+use crate::schedule::{Runner, Schedule, ScheduleError, Scheduled};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::wal::RecoveryReport;
 use crate::Message;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// An in-process message queue with leases, retries, idempotency keys and
 /// a dead-letter queue.
@@ -113,6 +115,37 @@ impl<T: Message> Queue<T> {
     /// [`CancelError::UnknownKey`] if not.
     pub fn cancel_key(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
         self.shared.cancel_key(key)
+    }
+
+    /// Starts a periodic job: a thread that sends `make(tick)` at each
+    /// tick of `schedule`, with an idempotency key per tick so that no
+    /// tick is enqueued twice (within the dedup window: across restarts of
+    /// a persistent queue, and between schedules of the same name). What
+    /// happens to ticks missed while no schedule ran is the schedule's
+    /// [`Missed`](crate::Missed) policy; see [`Schedule`](crate::Schedule)
+    /// for the details.
+    ///
+    /// ```
+    /// use spool::{ManualClock, Queue, Schedule};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let clock = ManualClock::new();
+    /// let queue: Queue<SystemTime> = Queue::builder().clock(clock.clone()).open()?;
+    /// let health = queue.schedule(Schedule::every("health", Duration::from_secs(60)), |tick| tick)?;
+    /// clock.advance(Duration::from_secs(60));
+    /// let check = queue.consumer().recv_timeout(Duration::from_secs(10))?;
+    /// assert_eq!(check.key().map(|k| k.starts_with("health@")), Some(true));
+    /// check.ack()?;
+    /// assert_eq!(health.stop().sent, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn schedule(
+        &self,
+        schedule: Schedule,
+        make: impl Fn(SystemTime) -> T + Send + Sync + 'static,
+    ) -> Result<Scheduled, ScheduleError> {
+        let window = self.shared.config.dedup_window;
+        Runner::start(schedule, self.producer(), window, make)
     }
 
     /// Counts and counters, exact when nothing else is changing the queue.

@@ -230,6 +230,11 @@ impl<T> Shared<T> {
         self.clock.now_nanos()
     }
 
+    /// The queue's clock (for a schedule, which waits on it).
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The time, up to `coarse_lag` behind: for receive, acknowledge and
     /// plain in-memory sends, the hot paths where a millisecond does not
     /// matter (see [`Clock::now_coarse_nanos`]).

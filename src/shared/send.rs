@@ -58,8 +58,8 @@ impl<T: Serialize> Shared<T> {
         }
         // Only a keyed send compares payloads.
         let hash = match options.key {
-            Some(_) => codec::fingerprint(&encoded),
-            None => 0,
+            Some(_) if !options.any_payload => codec::fingerprint(&encoded),
+            _ => 0,
         };
         if let Some(key) = &options.key {
             match self.dedup.check(key, hash, now) {
