@@ -211,9 +211,8 @@ impl<T> ReadyQueue<T> {
     /// keeps the others in order: under the consumers' lock, it moves
     /// every message the channel holds to the front (where pops look
     /// first) and leaves out `id`. O(ready messages), for rare calls (a
-    /// cancellation). The age ring then reads the oldest ready message's
-    /// time from the slot after it (counts are exact; the age may be that
-    /// of the message behind the oldest until the oldest is popped).
+    /// cancellation). The times in the age ring move with the messages
+    /// kept, so the oldest age stays exact when no push is under way.
     pub(crate) fn remove(&self, id: MessageId) -> Option<Queued<T>> {
         self.remove_where(|entry| entry.id == id).pop()
     }
@@ -233,7 +232,30 @@ impl<T> ReadyQueue<T> {
                 Chunk::Many(entries) => all.extend(entries),
             }
         }
-        let (removed, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|entry| remove(entry));
+        // The message at index i of `all` was pushed as `popped + i`.
+        let popped = self.popped.load(Relaxed);
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(all.len());
+        let mut since = Vec::new();
+        for (i, entry) in (0u64..).zip(all) {
+            if remove(&entry) {
+                removed.push(entry);
+            } else {
+                since.push(self.stamped(popped + i));
+                kept.push(entry);
+            }
+        }
+        if !removed.is_empty() {
+            // Kept message j is now the one at `popped + removed + j`: a
+            // later slot than its own (or the same), so writing from the
+            // back reads each time before anything overwrites it.
+            let first = popped + removed.len() as u64;
+            for (j, since) in since.into_iter().enumerate().rev() {
+                if let Some(since) = since {
+                    self.stamp(first + j as u64, since);
+                }
+            }
+        }
         *front = kept.into_iter();
         free_if_drained(&mut front);
         self.count_popped(removed.len());
@@ -291,9 +313,14 @@ mod tests {
         assert!(ready.remove(MessageId(1)).is_none());
         assert_eq!(ready.len(), 3);
         ready.push(entry(6), 400);
+        assert_eq!(ready.oldest_since(500), Some(200), "2 is the oldest");
+        assert_eq!(ready.remove(MessageId(2)).map(|e| e.id.0), Some(2));
+        assert_eq!(ready.oldest_since(500), Some(200), "4 came with it");
+        assert_eq!(ready.remove(MessageId(4)).map(|e| e.id.0), Some(4));
+        assert_eq!(ready.oldest_since(500), Some(300));
         let mut left = Vec::new();
         ready.pop_many(10, |e| left.push(e.id.0));
-        assert_eq!(left, [2, 4, 5, 6]);
+        assert_eq!(left, [5, 6]);
         assert_eq!((ready.len(), ready.oldest_since(500)), (0, None));
     }
 
