@@ -99,12 +99,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let calls = Arc::new(AtomicU32::new(0));
     let pool = {
         let calls = calls.clone();
-        AsyncWorkers::new(queue.consumer())
-            .concurrency(8)
-            .spawn(move |job| {
+        AsyncWorkers::new(queue.consumer()).concurrency(8).spawn(
+            move |job: spool::Job<Webhook>| {
                 let calls = calls.clone();
                 async move { deliver(&job, job.receive_count(), &calls).await }
-            })?
+            },
+        )?
     };
 
     // The "server": request handlers running concurrently, each retried

@@ -42,6 +42,7 @@ fn open(dir: &Path) -> Result<Queue<Job>, spool::OpenError> {
         .durability(Durability::Sync) // every send and ack is on disk when it returns
         .visibility_timeout(Duration::from_secs(30))
         .max_receives(5)
+        .backoff(spool::Backoff::None) // a failed job is retried at once
         .open()
 }
 

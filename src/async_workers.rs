@@ -1,17 +1,18 @@
 //! A pool of tasks that run an async handler over a consumer, on a tokio
 //! runtime (the `tokio` feature).
 //!
-//! The async twin of [`Workers`](crate::Workers), with the same outcomes
-//! and counts: each worker task loops: receive a delivery
+//! The async twin of [`Workers`](crate::Workers), with the same [`Job`],
+//! [`Outcome`]s and counts: each worker task loops: receive a delivery
 //! (`recv_async`'s wait, stopped by the pool's flag), run the handler's
 //! future with every poll inside [`catch_unwind`], settle by the outcome
-//! (`Ok` acks; `Err` and panics fail it with their text). While the
-//! handler runs, the same task extends the lease each time half a
-//! visibility timeout has passed on the queue's clock (looking at least
-//! every 25 ms, so that a [`ManualClock`](crate::ManualClock) that jumps is
-//! seen too). A worker publishes its lease, fenced as the delivery is, so
-//! that a shutdown deadline can release it; unlike a thread, a task can be
-//! cancelled, so at the deadline the handler's future is dropped.
+//! (with the `_async` settles). While the handler runs, the same task
+//! extends the lease each time half a visibility timeout has passed on the
+//! queue's clock (looking at least every 25 ms, so that a
+//! [`ManualClock`](crate::ManualClock) that jumps is seen too), and fires
+//! the job's [`LeaseLost`](crate::LeaseLost) if it could not. A worker
+//! publishes its lease, fenced as the delivery is, so that a shutdown
+//! deadline can release it; unlike a thread, a task can be cancelled, so
+//! at the deadline the handler's future is dropped.
 //!
 //! Other executors: the pool needs tokio's `spawn` and timer only. On
 //! another runtime, drive [`Consumer::stream`](crate::Consumer::stream)
@@ -22,7 +23,8 @@
 use crate::clock::{self, Nanos};
 use crate::consumer::Consumer;
 use crate::delivery::{Delivery, LeaseHandle};
-use crate::message::MessageId;
+use crate::error::SettleError;
+use crate::job::{Job, LeaseLost, Outcome};
 use crate::workers::{panic_message, Counts, ShutdownReport, WorkerStats};
 use crate::Message;
 use parking_lot::Mutex;
@@ -33,7 +35,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// The longest a worker waits between looks at its lease.
@@ -46,10 +48,13 @@ const MAX_NAP: Duration = Duration::from_millis(25);
 /// use std::time::Duration;
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let queue: Queue<u32> = Queue::builder().max_receives(2).open()?;
+/// let queue: Queue<u32> = Queue::builder()
+///     .max_receives(2)
+///     .backoff(spool::Backoff::None)
+///     .open()?;
 /// let pool = AsyncWorkers::new(queue.consumer())
 ///     .concurrency(4)
-///     .spawn(|job| async move {
+///     .spawn(|job: spool::Job<u32>| async move {
 ///         match *job % 2 {
 ///             0 => Ok(()),
 ///             _ => Err(format!("{} is odd", *job)),
@@ -87,24 +92,48 @@ impl<T: Message> AsyncWorkers<T> {
     }
 
     /// Spawns the tasks on the current tokio runtime, each running
-    /// `handler` on one message at a time, with the outcomes of
-    /// [`Workers::spawn`](crate::Workers::spawn):
-    ///
-    /// | handler's future | delivery |
-    /// |---|---|
-    /// | `Ok(())` | acked (the ack's wait for the disk is awaited) |
-    /// | `Err(e)` | failed with `e.to_string()` |
-    /// | panics (when polled, or when `handler` is called) | failed with `"panicked: <message>"` |
-    /// | runs past half the visibility timeout | lease extended, again every half timeout |
-    ///
-    /// The handler gets an [`AsyncJob`]: the payload and what the delivery
-    /// knows, owned, so that its future can hold it across awaits.
+    /// `handler` on one [`Job`] at a time: `Ok(())` acks, as
+    /// [`Workers::spawn`](crate::Workers::spawn)'s handlers do; see
+    /// [`spawn_jobs`](Self::spawn_jobs) for the rest.
     ///
     /// Fails if called outside a tokio runtime.
     pub fn spawn<F, Fut, E>(self, handler: F) -> std::io::Result<AsyncWorkerPool<T>>
     where
-        F: Fn(AsyncJob<T>) -> Fut + Send + Sync + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        self.spawn_jobs(move |job| {
+            let handled = handler(job);
+            async move { handled.await.map(|()| Outcome::Ack) }
+        })
+    }
+
+    /// Spawns the tasks on the current tokio runtime, each running
+    /// `handler` on one [`Job`] at a time and settling by the [`Outcome`]
+    /// its future returns, as
+    /// [`Workers::spawn_jobs`](crate::Workers::spawn_jobs) does:
+    ///
+    /// | handler's future | delivery | counted in [`WorkerStats`] |
+    /// |---|---|---|
+    /// | `Ok(Outcome::Ack)` | acked (the ack's wait for the disk awaited) | `acked` |
+    /// | `Ok(Outcome::Retry)` | nacked: the queue's backoff | `retried` |
+    /// | `Ok(Outcome::RetryAfter(d))` | visible again after `d` | `retried` |
+    /// | `Ok(Outcome::DeadLetter(reason))` | dead-lettered now | `dead_lettered` |
+    /// | `Err(e)` | failed with `e.to_string()` | `failed` |
+    /// | panics (when called or polled) | failed with `"panicked: <message>"` | `panicked` |
+    /// | returns after its lease was lost | nothing: the message is visible again | `lease_expired` |
+    /// | runs past half the visibility timeout | lease extended, again every half timeout | `lease_extensions` |
+    ///
+    /// A job's [`LeaseLost`] fires when its lease could not be extended or
+    /// a shutdown released it; [`LeaseLost::wait_async`] waits for that in
+    /// a task.
+    ///
+    /// Fails if called outside a tokio runtime.
+    pub fn spawn_jobs<F, Fut, E>(self, handler: F) -> std::io::Result<AsyncWorkerPool<T>>
+    where
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Outcome, E>> + Send + 'static,
         E: fmt::Display,
     {
         let runtime = tokio::runtime::Handle::try_current()
@@ -131,62 +160,6 @@ impl<T> fmt::Debug for AsyncWorkers<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncWorkers")
             .field("concurrency", &self.concurrency)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A message handed to an async handler: the payload (it derefs to it)
-/// and what its delivery knows, owned by the handler's future.
-pub struct AsyncJob<T> {
-    payload: crate::message::SharedPayload<T>,
-    id: MessageId,
-    key: Option<Arc<str>>,
-    receive_count: u32,
-    enqueued_at: SystemTime,
-}
-
-impl<T> AsyncJob<T> {
-    /// The message's id.
-    pub fn id(&self) -> MessageId {
-        self.id
-    }
-
-    /// The idempotency key it was sent with, if any.
-    pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
-    /// Which delivery of this message this is: 1 the first time.
-    pub fn receive_count(&self) -> u32 {
-        self.receive_count
-    }
-
-    /// When the message was first enqueued.
-    pub fn enqueued_at(&self) -> SystemTime {
-        self.enqueued_at
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &T {
-        &self.payload
-    }
-}
-
-impl<T> std::ops::Deref for AsyncJob<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.payload
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for AsyncJob<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncJob")
-            .field("id", &self.id)
-            .field("key", &self.key)
-            .field("receive_count", &self.receive_count)
-            .field("payload", &*self.payload)
             .finish_non_exhaustive()
     }
 }
@@ -276,9 +249,12 @@ impl<T: Message> AsyncWorkerPool<T> {
         for &index in &late {
             // Released through its fenced lease first, then the task is
             // cancelled: the delivery it drops then releases nothing.
-            let lease = self.pool.active[index].lock().take();
-            if lease.is_some_and(|lease| lease.release().is_ok()) {
-                released += 1;
+            let active = self.pool.active[index].lock().take();
+            if let Some(active) = active {
+                if active.lease.release().is_ok() {
+                    released += 1;
+                }
+                active.signal.fire();
             }
             self.tasks[index].abort();
             let _ = (&mut self.tasks[index]).await;
@@ -318,7 +294,13 @@ struct Pool<T> {
     until_idle: AtomicBool,
     counts: Box<[Counts]>,
     /// The lease each worker's handler runs under, if any.
-    active: Box<[Mutex<Option<LeaseHandle<T>>>]>,
+    active: Box<[Mutex<Option<Active<T>>>]>,
+}
+
+/// A running handler's lease, and its job's signal.
+struct Active<T> {
+    lease: LeaseHandle<T>,
+    signal: LeaseLost,
 }
 
 impl<T> Pool<T> {
@@ -332,8 +314,8 @@ impl<T: Message> Pool<T> {
     /// One worker task.
     async fn work<F, Fut, E>(&self, index: usize, handler: &F)
     where
-        F: Fn(AsyncJob<T>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
+        F: Fn(Job<T>) -> Fut,
+        Fut: Future<Output = Result<Outcome, E>>,
         E: fmt::Display,
     {
         while !self.stopping.load(SeqCst) {
@@ -352,19 +334,23 @@ impl<T: Message> Pool<T> {
 
     async fn handle<F, Fut, E>(&self, index: usize, delivery: Delivery<T>, handler: &F)
     where
-        F: Fn(AsyncJob<T>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
+        F: Fn(Job<T>) -> Fut,
+        Fut: Future<Output = Result<Outcome, E>>,
         E: fmt::Display,
     {
         let counts = &self.counts[index];
-        *self.active[index].lock() = Some(delivery.lease());
-        let job = AsyncJob {
-            payload: delivery.shared_payload(),
-            id: delivery.id(),
-            key: delivery.key().map(Arc::from),
-            receive_count: delivery.receive_count(),
-            enqueued_at: delivery.enqueued_at(),
-        };
+        let lease = delivery.lease();
+        // An expired lease has no deadline: the first look fires the signal.
+        let signal = LeaseLost::new(lease.deadline().unwrap_or_else(|| self.consumer.now()));
+        let job = Job::new(
+            delivery.shared_payload(),
+            delivery.id(),
+            delivery.key().map(Into::into),
+            delivery.receive_count(),
+            clock::to_nanos(delivery.enqueued_at()),
+            signal.clone(),
+        );
+        *self.active[index].lock() = Some(Active { lease, signal });
         let outcome = match panic::catch_unwind(AssertUnwindSafe(|| handler(job))) {
             Ok(future) => self.run(index, future).await,
             Err(panic) => Err(panic),
@@ -372,36 +358,48 @@ impl<T: Message> Pool<T> {
         // Taken back before settling: a shutdown deadline then finds none.
         self.active[index].lock().take();
         // The error becomes its text before any await: `E` need not be `Send`.
-        let failure = Self::failure(counts, outcome);
-        let settled = match failure {
-            None => {
-                let settled = delivery.ack_async().await;
+        let settled = match Self::decide(counts, outcome) {
+            Decided::Settle(outcome) => {
+                let (settled, counter) = match outcome {
+                    Outcome::Ack => (delivery.ack_async().await, &counts.acked),
+                    Outcome::Retry => (delivery.nack_async().await, &counts.retried),
+                    Outcome::RetryAfter(delay) => {
+                        (delivery.retry_after_async(delay).await, &counts.retried)
+                    }
+                    Outcome::DeadLetter(reason) => {
+                        let settled = delivery.dead_letter_async(reason).await;
+                        (settled, &counts.dead_lettered)
+                    }
+                };
                 if settled.is_ok() {
-                    Counts::bump(&counts.acked);
+                    Counts::bump(counter);
                 }
                 settled
             }
-            Some(text) => delivery.fail_async(text).await,
+            Decided::Fail(text) => delivery.fail_async(text).await,
         };
-        if settled.is_err() {
+        if let Err(refused) = settled {
             Counts::bump(&counts.lease_lost);
+            if matches!(refused, SettleError::LeaseExpired { .. }) {
+                Counts::bump(&counts.lease_expired);
+            }
         }
     }
 
-    /// The failure text of a handler's outcome, counted; `None` for `Ok`.
-    fn failure<E: fmt::Display>(
+    /// What to do with a handler's outcome; failures counted.
+    fn decide<E: fmt::Display>(
         counts: &Counts,
-        outcome: Result<Result<(), E>, Box<dyn std::any::Any + Send>>,
-    ) -> Option<String> {
+        outcome: Result<Result<Outcome, E>, Box<dyn std::any::Any + Send>>,
+    ) -> Decided {
         match outcome {
-            Ok(Ok(())) => None,
+            Ok(Ok(outcome)) => Decided::Settle(outcome),
             Ok(Err(error)) => {
                 Counts::bump(&counts.failed);
-                Some(error.to_string())
+                Decided::Fail(error.to_string())
             }
             Err(panic) => {
                 Counts::bump(&counts.panicked);
-                Some(format!("panicked: {}", panic_message(&*panic)))
+                Decided::Fail(format!("panicked: {}", panic_message(&*panic)))
             }
         }
     }
@@ -428,14 +426,22 @@ impl<T: Message> Pool<T> {
             while !lost && nap.as_mut().poll(cx).is_ready() {
                 let now = self.consumer.now();
                 if now.saturating_sub(since) >= half {
-                    let lease = self.active[index].lock();
-                    match lease.as_ref().map(|lease| lease.extend(timeout)) {
-                        Some(Ok(())) => {
+                    let active = self.active[index].lock();
+                    let Some(active) = active.as_ref() else {
+                        lost = true;
+                        continue;
+                    };
+                    match active.lease.extend_to(timeout) {
+                        Ok(deadline) => {
                             since = now;
+                            active.signal.extended(deadline);
                             Counts::bump(&self.counts[index].lease_extensions);
                         }
                         // Expired or released: the settle will tell.
-                        _ => lost = true,
+                        Err(_) => {
+                            lost = true;
+                            active.signal.fire();
+                        }
                     }
                 }
                 let due = since.saturating_add(half);
@@ -446,4 +452,10 @@ impl<T: Message> Pool<T> {
         })
         .await
     }
+}
+
+/// What a worker does with a handler's outcome.
+enum Decided {
+    Settle(Outcome),
+    Fail(String),
 }

@@ -8,11 +8,14 @@ use std::time::Duration;
 ///
 /// [`Delivery::retry_after`](crate::Delivery::retry_after) overrides it for
 /// one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The default ([`Backoff::DEFAULT`]) is exponential from 1 s up to 5 min
+/// with jitter, so that a failing job is not retried `max_receives` times
+/// within milliseconds; [`Backoff::None`] retries at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Backoff {
-    /// Visible again at once (the default).
-    #[default]
+    /// Visible again at once.
     None,
     /// The same delay after every failed attempt.
     Fixed(Duration),
@@ -29,7 +32,23 @@ pub enum Backoff {
     },
 }
 
+impl Default for Backoff {
+    /// [`Backoff::DEFAULT`].
+    fn default() -> Self {
+        Backoff::DEFAULT
+    }
+}
+
 impl Backoff {
+    /// A queue's backoff unless it sets one: 1 s after the first failed
+    /// attempt, 2 s after the second, doubling up to 5 min, each spread
+    /// over its upper half by jitter (so 0.5–1 s, then 1–2 s, ...).
+    pub const DEFAULT: Backoff = Backoff::Exponential {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+        jitter: true,
+    };
+
     /// Exponential backoff from `initial` up to `max`, with jitter.
     pub fn exponential(initial: Duration, max: Duration) -> Self {
         Backoff::Exponential {

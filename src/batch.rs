@@ -102,18 +102,27 @@ impl<T> Batch<T> {
         std::mem::take(&mut self.messages)
     }
 
-    /// Releases every message, after `delay` or each one's backoff.
-    fn release(&mut self, delay: Option<Duration>) -> Result<(), SettleError> {
-        let logged = self.release_logged(delay)?;
+    /// Releases every message, after `delay` or each one's backoff,
+    /// recording `error` as each one's failed attempt.
+    fn release(
+        &mut self,
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), SettleError> {
+        let logged = self.release_logged(delay, error)?;
         self.origin.shared.settled(logged)
     }
 
     /// [`release`](Self::release), without waiting for the disk.
-    fn release_logged(&mut self, delay: Option<Duration>) -> Result<Logged, SettleError> {
+    fn release_logged(
+        &mut self,
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<Logged, SettleError> {
         let id = self.lease_id();
         let messages = self.take_messages();
         let shared = &self.origin.shared;
-        shared.release_batch_logged(id, self.token, delay, messages)
+        shared.release_batch_logged(id, self.token, delay, error, messages)
     }
 
     /// [`ack`](Self::ack) for async code: waits for the disk (under
@@ -135,14 +144,31 @@ impl<T> Batch<T> {
     /// dead-letter queue wait for the disk. Cancel safety as
     /// [`ack_async`](Self::ack_async).
     pub async fn nack_async(mut self) -> Result<(), SettleError> {
-        let logged = self.release_logged(None)?;
+        let logged = self.release_logged(None, None)?;
         self.origin.shared.settled_async(logged).await
+    }
+
+    /// [`fail`](Self::fail) for async code. Cancel safety as
+    /// [`ack_async`](Self::ack_async).
+    pub fn fail_async(
+        mut self,
+        error: impl fmt::Display,
+    ) -> impl std::future::Future<Output = Result<(), SettleError>> + Send
+    where
+        T: Send + Sync,
+    {
+        // The text is made now: the error's type need not be `Send`.
+        let error = crate::producer::bounded_text(error.to_string());
+        async move {
+            let logged = self.release_logged(None, Some(error))?;
+            self.origin.shared.settled_async(logged).await
+        }
     }
 
     /// [`retry_after`](Self::retry_after) for async code. Cancel safety as
     /// [`ack_async`](Self::ack_async).
     pub async fn retry_after_async(mut self, delay: Duration) -> Result<(), SettleError> {
-        let logged = self.release_logged(Some(delay))?;
+        let logged = self.release_logged(Some(delay), None)?;
         self.origin.shared.settled_async(logged).await
     }
 
@@ -159,13 +185,22 @@ impl<T> Batch<T> {
     /// queue's [`Backoff`](crate::Backoff), or dead-letters it if this was
     /// its last allowed receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
-        self.release(None)
+        self.release(None, None)
+    }
+
+    /// A `nack` that records why the attempt failed, as
+    /// [`Delivery::fail`] does, for every message of the batch: any error
+    /// or text, kept (up to [`MAX_TEXT_BYTES`](crate::MAX_TEXT_BYTES)) with
+    /// each message and shown if it is dead-lettered.
+    pub fn fail(mut self, error: impl fmt::Display) -> Result<(), SettleError> {
+        let error = crate::producer::bounded_text(error.to_string());
+        self.release(None, Some(error))
     }
 
     /// A `nack` with an explicit delay, the same for every message, instead
     /// of the queue's backoff.
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
-        self.release(Some(delay))
+        self.release(Some(delay), None)
     }
 
     /// Keeps the lease for `by` from now.
@@ -202,7 +237,7 @@ impl<T> Drop for Batch<T> {
         if !self.settled {
             // An expired lease has nothing left to release. Nobody sees
             // the outcome: nothing waits for the disk.
-            let _ = self.release_logged(None);
+            let _ = self.release_logged(None, None);
         }
     }
 }

@@ -39,6 +39,7 @@ pub(crate) struct Config {
     pub(crate) visibility_timeout: Duration,
     pub(crate) max_receives: u32,
     pub(crate) dedup_window: Duration,
+    pub(crate) dedup_key_only: bool,
     pub(crate) backoff: Backoff,
     pub(crate) max_message_bytes: usize,
     pub(crate) idle_spin: Duration,
@@ -54,7 +55,8 @@ impl Default for Config {
             visibility_timeout: Duration::from_secs(30),
             max_receives: 5,
             dedup_window: Duration::from_secs(300),
-            backoff: Backoff::None,
+            dedup_key_only: false,
+            backoff: Backoff::DEFAULT,
             max_message_bytes: 1 << 20,
             idle_spin: Duration::from_micros(100),
             persist: None,
@@ -81,7 +83,8 @@ impl fmt::Debug for EventHookDebug {
 /// | [`visibility_timeout`](Self::visibility_timeout) | 30 s |
 /// | [`max_receives`](Self::max_receives) | 5 |
 /// | [`dedup_window`](Self::dedup_window) | 5 min |
-/// | [`backoff`](Self::backoff) | [`Backoff::None`] |
+/// | [`dedup_key_only`](Self::dedup_key_only) | false: payloads are compared |
+/// | [`backoff`](Self::backoff) | [`Backoff::DEFAULT`]: exponential from 1 s to 5 min, with jitter |
 /// | [`idle_spin`](Self::idle_spin) | 100 µs |
 /// | [`path`](Self::path) | none: the queue lives in memory |
 /// | [`durability`](Self::durability) | [`Durability::Sync`] (with a path) |
@@ -167,7 +170,23 @@ impl<T: Message> Builder<T> {
         self
     }
 
-    /// The delay before a failed message is visible again.
+    /// With `true`, a send whose idempotency key was seen within the window
+    /// is a [`Sent::Duplicate`](crate::Sent::Duplicate) whatever its
+    /// payload, instead of a
+    /// [`SendError::KeyConflict`](crate::SendError::KeyConflict) when the
+    /// payload differs: for producers that re-send the same event with a
+    /// fresh timestamp. The first payload sent under the key is the one
+    /// kept. A setting of the open queue, not of its file: a persistent
+    /// queue reopened without it compares payloads again, keys recovered
+    /// from the file included.
+    pub fn dedup_key_only(mut self, key_only: bool) -> Self {
+        self.config.dedup_key_only = key_only;
+        self
+    }
+
+    /// The delay before a failed message is visible again: by default
+    /// [`Backoff::DEFAULT`] (1 s after the first failed attempt, doubling
+    /// up to 5 min, with jitter); [`Backoff::None`] retries at once.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
         self

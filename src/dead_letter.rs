@@ -27,6 +27,9 @@ pub enum DeadLetterReason {
     /// A consumer sent it here with
     /// [`Delivery::dead_letter`](crate::Delivery::dead_letter), saying why.
     Rejected(String),
+    /// Its time to live ([`SendOptions::ttl`](crate::SendOptions::ttl))
+    /// ran out before any consumer received it.
+    Expired,
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -34,6 +37,7 @@ impl fmt::Display for DeadLetterReason {
         match self {
             DeadLetterReason::MaxReceives(n) => write!(f, "failed {n} delivery attempts"),
             DeadLetterReason::Rejected(reason) => write!(f, "rejected: {reason}"),
+            DeadLetterReason::Expired => f.write_str("expired"),
         }
     }
 }
@@ -201,9 +205,12 @@ impl<T> DeadLetterStore<T> {
 /// [`Queue::dead_letters`](crate::Queue::dead_letters).
 ///
 /// ```
-/// use spool::{DeadLetterReason, Queue};
+/// use spool::{Backoff, DeadLetterReason, Queue};
 ///
-/// let queue: Queue<String> = Queue::builder().max_receives(2).open()?;
+/// let queue: Queue<String> = Queue::builder()
+///     .max_receives(2)
+///     .backoff(Backoff::None) // retry at once
+///     .open()?;
 /// queue.producer().send("{not json".to_string())?;
 /// let consumer = queue.consumer();
 /// consumer.try_recv()?.fail("parse error at 0")?;
@@ -298,6 +305,14 @@ impl<T: Message> DeadLetters<T> {
             .map(|l| l.id())
             .collect();
         self.shared.redrive_each(chosen)
+    }
+
+    /// Deletes the dead letter `id` for good and returns it; `None` if
+    /// there is none (redriven, purged or removed meanwhile). Counted in
+    /// [`Stats::purged`](crate::Stats::purged); a persistent queue waits
+    /// for its record as for an ack, so a reopen does not bring it back.
+    pub fn remove(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
+        self.shared.remove_dead_letter(id)
     }
 
     /// Deletes every dead letter; returns how many.

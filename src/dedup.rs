@@ -18,6 +18,8 @@ const SHARDS: usize = 8;
 
 pub(crate) struct Dedup {
     window: Nanos,
+    /// Compare keys only: a reused key is a duplicate whatever its payload.
+    key_only: bool,
     shards: Box<[Mutex<Shard>]>,
 }
 
@@ -46,9 +48,17 @@ pub(crate) enum KeyStatus {
 }
 
 impl Dedup {
+    #[cfg(test)]
     pub(crate) fn new(window: Nanos) -> Self {
+        Self::with_keys_only(window, false)
+    }
+
+    /// A table where, with `key_only`, a key seen within the window is a
+    /// duplicate whatever the payload (never a conflict).
+    pub(crate) fn with_keys_only(window: Nanos, key_only: bool) -> Self {
         Dedup {
             window,
+            key_only,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -68,9 +78,16 @@ impl Dedup {
     pub(crate) fn check(&self, key: &str, payload_hash: u64, now: Nanos) -> KeyStatus {
         let shard = self.shard(key).lock();
         match shard.keys.get(key) {
-            Some(seen) if !reached(seen.expires, now) => seen.status(payload_hash),
+            Some(seen) if !reached(seen.expires, now) => seen.status(payload_hash, self.key_only),
             _ => KeyStatus::New,
         }
+    }
+
+    /// The message first sent with `key`, if the key is remembered at `now`.
+    pub(crate) fn id_of(&self, key: &str, now: Nanos) -> Option<MessageId> {
+        let shard = self.shard(key).lock();
+        let seen = shard.keys.get(key)?;
+        (!reached(seen.expires, now)).then_some(seen.id)
     }
 
     /// Records `key` for message `id` unless it is live already; returns
@@ -107,7 +124,7 @@ impl Dedup {
             .get(key)
             .filter(|seen| !reached(seen.expires, now))
         {
-            return Ok(seen.status(payload_hash));
+            return Ok(seen.status(payload_hash, self.key_only));
         }
         record()?;
         let expires = now.saturating_add(self.window);
@@ -161,8 +178,8 @@ impl Dedup {
 }
 
 impl Seen {
-    fn status(&self, payload_hash: u64) -> KeyStatus {
-        if self.payload_hash == payload_hash {
+    fn status(&self, payload_hash: u64, key_only: bool) -> KeyStatus {
+        if key_only || self.payload_hash == payload_hash {
             KeyStatus::Duplicate(self.id)
         } else {
             KeyStatus::Conflict(self.id)
@@ -211,6 +228,15 @@ mod tests {
         assert_eq!(dedup.check(&key, 7, 100), KeyStatus::New);
         assert_eq!(dedup.claim(&key, 8, MessageId(3), 100), KeyStatus::New);
         assert_eq!(dedup.check(&key, 7, 150), KeyStatus::Conflict(MessageId(3)));
+    }
+
+    #[test]
+    fn with_keys_only_another_payload_is_a_duplicate_too() {
+        let dedup = Dedup::with_keys_only(100, true);
+        let key: Arc<str> = "k".into();
+        assert_eq!(dedup.claim(&key, 7, MessageId(1), 0), KeyStatus::New);
+        assert_eq!(dedup.check(&key, 8, 99), KeyStatus::Duplicate(MessageId(1)));
+        assert_eq!(dedup.claim(&key, 8, MessageId(2), 100), KeyStatus::New);
     }
 
     #[test]

@@ -123,19 +123,21 @@ impl<T> Delivery<T> {
     }
 
     /// Not done: makes the message visible again after the queue's
-    /// [`Backoff`](crate::Backoff) (at once by default), or dead-letters it
-    /// if this was its last allowed receive.
+    /// [`Backoff`](crate::Backoff) (by default about 1 s, doubling with
+    /// each attempt), or dead-letters it if this was its last allowed
+    /// receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
         self.settled = true;
         self.origin.shared.release(self.id, self.token, None, None)
     }
 
-    /// A `nack` that records why the attempt failed; the text (up to
+    /// A `nack` that records why the attempt failed: any error or text
+    /// (`&str`, `String`, `io::Error`, ...). Its text (up to
     /// [`MAX_TEXT_BYTES`](crate::MAX_TEXT_BYTES)) is kept with the message
     /// and shown if it is dead-lettered.
-    pub fn fail(mut self, error: impl Into<String>) -> Result<(), SettleError> {
+    pub fn fail(mut self, error: impl fmt::Display) -> Result<(), SettleError> {
         self.settled = true;
-        let error = crate::producer::bounded_text(error.into());
+        let error = crate::producer::bounded_text(error.to_string());
         self.origin
             .shared
             .release(self.id, self.token, None, Some(error))
@@ -190,12 +192,21 @@ impl<T> Delivery<T> {
     /// [`fail`](Self::fail) for async code. Only a message this sends to
     /// the dead-letter queue waits for the disk. Cancel safety as
     /// [`ack_async`](Self::ack_async).
-    pub async fn fail_async(mut self, error: impl Into<String>) -> Result<(), SettleError> {
-        self.settled = true;
-        let error = crate::producer::bounded_text(error.into());
-        let shared = &self.origin.shared;
-        let logged = shared.release_logged(self.id, self.token, None, Some(error))?;
-        shared.settled_async(logged).await
+    pub fn fail_async(
+        mut self,
+        error: impl fmt::Display,
+    ) -> impl std::future::Future<Output = Result<(), SettleError>> + Send
+    where
+        T: Send + Sync,
+    {
+        // The text is made now: the error's type need not be `Send`.
+        let error = crate::producer::bounded_text(error.to_string());
+        async move {
+            self.settled = true;
+            let shared = &self.origin.shared;
+            let logged = shared.release_logged(self.id, self.token, None, Some(error))?;
+            shared.settled_async(logged).await
+        }
     }
 
     /// [`retry_after`](Self::retry_after) for async code. Only a message
@@ -232,8 +243,7 @@ impl<T> Delivery<T> {
         (self.id, self.token)
     }
 
-    /// The payload, shared (an async job holds it).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// Its payload, shared (for a worker's [`Job`](crate::Job)).
     pub(crate) fn shared_payload(&self) -> SharedPayload<T> {
         self.payload.clone()
     }
@@ -256,9 +266,14 @@ pub(crate) struct LeaseHandle<T> {
 }
 
 impl<T> LeaseHandle<T> {
-    /// As [`Delivery::extend`].
-    pub(crate) fn extend(&self, by: Duration) -> Result<(), SettleError> {
-        self.shared.extend(self.id, self.token, by)
+    /// As [`Delivery::extend`], returning the new deadline.
+    pub(crate) fn extend_to(&self, by: Duration) -> Result<Nanos, SettleError> {
+        self.shared.extend_to(self.id, self.token, by)
+    }
+
+    /// The lease's deadline, if it is still current.
+    pub(crate) fn deadline(&self) -> Option<Nanos> {
+        self.shared.lease_deadline_of(self.id, self.token)
     }
 
     /// As [`Delivery::nack`]: the delivery itself can then settle nothing.

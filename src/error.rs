@@ -156,14 +156,19 @@ pub enum OpenError {
         /// The file whose header says so.
         file: String,
     },
-    /// The directory was written by another version of spool's format.
-    #[error("{file} has format version {found}; this build reads version {supported}")]
+    /// The directory was written by a newer version of spool's format (or
+    /// its header is damaged in a way that names another version).
+    #[error(
+        "{file} has format version {found}; this build reads versions 1 to {supported} \
+         (a newer spool wrote it)"
+    )]
     UnsupportedFormat {
         /// The file whose header says so.
         file: String,
         /// The version found.
         found: u32,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every version
+        /// from 1 up to it, and writes it).
         supported: u32,
     },
     /// A stored payload could not be decoded as the message type.
@@ -336,6 +341,27 @@ pub enum SettleError {
     /// effect in memory, but a reopen may not see it (for an ack: the
     /// message may be delivered again).
     #[error("settlement not recorded: {0}")]
+    Storage(StorageError),
+}
+
+/// Why [`Queue::cancel`](crate::Queue::cancel) cancelled nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CancelError {
+    /// No message with this id is ready or delayed: it was received (it is
+    /// in flight), acknowledged, dead-lettered, cancelled already, or
+    /// never sent.
+    #[error("message {0} is neither ready nor delayed")]
+    NotFound(MessageId),
+    /// No message was sent with this idempotency key within the dedup
+    /// window.
+    #[error("no message was sent with key {0:?} within the dedup window")]
+    UnknownKey(String),
+    /// The cancel could not be recorded in the write-ahead file. If the
+    /// record could not even be written, the message is back where it
+    /// was; if only the wait for the disk failed, it is cancelled in
+    /// memory, but a reopen may bring it back.
+    #[error("cancel not recorded: {0}")]
     Storage(StorageError),
 }
 

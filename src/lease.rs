@@ -409,6 +409,12 @@ impl<T> LeaseTable<T> {
             .collect())
     }
 
+    /// The deadline of lease `token` on `id`, if it is current at `now`.
+    pub(crate) fn deadline(&self, id: MessageId, token: u64, now: Nanos) -> Option<Nanos> {
+        let mut shard = self.shard(token).lock();
+        shard.current(id, token, now).map(|lease| lease.deadline)
+    }
+
     /// Moves the deadline of a current lease to `deadline`.
     pub(crate) fn extend(
         &self,

@@ -13,7 +13,8 @@
 //!   ([`DeadLetters`]) that catches messages after `max_receives` attempts,
 //!   with the errors of each attempt, ready to inspect, fix and redrive.
 //! - **Idempotency keys** ([`SendOptions::key`]) that drop duplicate sends
-//!   within a window, and **delays** ([`SendOptions::delay`]).
+//!   within a window, and **delays** ([`SendOptions::delay`], or a
+//!   wall-clock time with [`SendOptions::at`]).
 //! - **Batches**: [`Producer::send_batch`] and [`Consumer::recv_batch`]
 //!   move many messages as one, under one lease ([`Batch`]), for about the
 //!   cost of one.
@@ -23,8 +24,14 @@
 //!   write-ahead file, so that with [`Durability::Sync`] nothing
 //!   acknowledged to a producer is lost when the process or the machine
 //!   dies (format: `docs/FORMAT.md`).
+//! - **Periodic jobs** with [`Queue::schedule`]: every interval, or on a
+//!   cron expression (feature `cron`), with a key per tick so that no tick
+//!   is enqueued twice across restarts, and a [`Missed`] policy per
+//!   schedule.
 //! - **Fan-out** with [`Topic`] (each subscription a full queue), **worker
-//!   pools** with [`Workers`], and [`RateAlert`] on the dead-letter rate.
+//!   pools** with [`Workers`] (whose handlers can read a [`Job`]'s metadata
+//!   and choose its [`Outcome`]: ack, retry, retry after a delay, or
+//!   dead-letter), and [`RateAlert`] on the dead-letter rate.
 //! - **Async**: every call that waits has a twin that waits without
 //!   blocking a thread, on any executor ([`Producer::send_async`],
 //!   [`Consumer::recv_async`], [`Consumer::stream`],
@@ -78,10 +85,14 @@
 //! | `retry_after(d)` | visible again after `d` |
 //! | `extend(d)` | the lease now runs until `d` from now |
 //! | `send_with(.., delay(d))` | invisible for `d` |
+//! | `send_with(.., at(t))` | invisible until the wall-clock time `t` (kept as that time across a restart) |
 //! | `redrive` from the dead-letter queue | back in the queue with a fresh receive count |
 //! | lease expires | as a `nack`; counted in `expired` |
-//! | any failure on the `max_receives`-th receive | dead-lettered instead |
+//! | any failure on the `max_receives`-th receive | dead-lettered instead (the message's own [`SendOptions::max_receives`] if it has one) |
+//! | [`SendOptions::ttl`] runs out before any receive | dead-lettered as [`DeadLetterReason::Expired`], as of then |
 //! | `dead_letter(reason)` | dead-lettered now |
+//! | `Queue::cancel(id)` while ready or delayed | gone as if acked, counted in `cancelled`; in flight or settled: `NotFound` |
+//! | `DeadLetters::remove(id)` | that dead letter is gone for good |
 //! | settle after the lease expired | `Err(LeaseExpired)`, nothing changes |
 //! | same key within the window | nothing enqueued, `Sent::Duplicate(original id)`; different payload: `KeyConflict` |
 //! | `close()` or every `Queue`/`Producer` dropped | sends fail with `Closed`; consumers drain, then get `Closed` |
@@ -143,9 +154,11 @@ mod dedup;
 mod delivery;
 mod error;
 mod event;
+mod expiry;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod job;
 mod lease;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -158,6 +171,7 @@ mod producer;
 mod queue;
 mod ready;
 mod recv;
+mod schedule;
 mod shared;
 mod signal;
 mod stats;
@@ -169,7 +183,7 @@ mod workers;
 
 pub use alert::{Alert, RateAlert};
 #[cfg(feature = "tokio")]
-pub use async_workers::{AsyncJob, AsyncWorkerPool, AsyncWorkers};
+pub use async_workers::{AsyncWorkerPool, AsyncWorkers};
 pub use backoff::Backoff;
 pub use batch::{Batch, BatchIter, BatchMessage};
 pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES, UNNAMED};
@@ -177,12 +191,16 @@ pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
-pub use error::{OpenError, RecvError, RedriveError, SendError, SettleError, StorageError};
+pub use error::{
+    CancelError, OpenError, RecvError, RedriveError, SendError, SettleError, StorageError,
+};
 pub use event::Event;
+pub use job::{Job, LeaseLost, Outcome};
 pub use message::MessageId;
 pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
-pub use queue::Queue;
+pub use queue::{Cancelled, Queue};
 pub use recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
+pub use schedule::{Missed, Schedule, ScheduleError, ScheduleStats, Scheduled};
 pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,

@@ -277,6 +277,10 @@ struct Extra {
     key: Option<Arc<str>>,
     /// The error texts consumers gave through `fail`, oldest first.
     errors: Vec<String>,
+    /// Its own `max_receives`, instead of the queue's.
+    max_receives: Option<u32>,
+    /// When its time to live runs out, if it is never received.
+    expires_at: Option<Nanos>,
 }
 
 impl<T> Queued<T> {
@@ -364,6 +368,39 @@ impl<P> Entry<P> {
     /// The error texts of its failed attempts, oldest first.
     pub(crate) fn errors(&self) -> &[String] {
         self.extra.as_ref().map_or(&[], |extra| &extra.errors)
+    }
+
+    /// Its own `max_receives`, if it was sent with one.
+    pub(crate) fn max_receives(&self) -> Option<u32> {
+        self.extra.as_ref()?.max_receives
+    }
+
+    /// When its time to live runs out, if it was sent with one (and not
+    /// redriven since).
+    pub(crate) fn expires_at(&self) -> Option<Nanos> {
+        self.extra.as_ref()?.expires_at
+    }
+
+    /// Whether it was never received and its time to live has run out at
+    /// `now`.
+    pub(crate) fn expired(&self, now: Nanos) -> bool {
+        self.expires_at().is_some_and(|at| at <= now) && self.receive_count == 0
+    }
+
+    /// Sets its per-message overrides.
+    pub(crate) fn set_limits(&mut self, max_receives: Option<u32>, expires_at: Option<Nanos>) {
+        if max_receives.is_some() || expires_at.is_some() {
+            let extra = self.extra_mut();
+            extra.max_receives = max_receives;
+            extra.expires_at = expires_at;
+        }
+    }
+
+    /// Drops its time to live (a redrive starts a new life).
+    pub(crate) fn clear_expiry(&mut self) {
+        if let Some(extra) = &mut self.extra {
+            extra.expires_at = None;
+        }
     }
 
     pub(crate) fn push_error(&mut self, error: String) {

@@ -6,7 +6,7 @@ use crate::shared::{Shared, Wait};
 use crate::Message;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -27,19 +27,32 @@ pub(crate) fn bounded_text(mut text: String) -> String {
     text
 }
 
-/// Options for one send: an idempotency key and a delay.
+/// Options for one send: an idempotency key, a delay or a time to become
+/// visible at, and per-message limits (`max_receives`, a time to live).
 ///
 /// ```
 /// use spool::SendOptions;
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 ///
 /// let options = SendOptions::new().key("video-42").delay(Duration::from_secs(5));
-/// # let _ = options;
+/// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+/// let reminder = SendOptions::new().at(tomorrow);
+/// # let _ = (options, reminder);
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
     pub(crate) key: Option<Arc<str>>,
     pub(crate) delay: Duration,
+    /// Visible at this wall-clock time (on the queue's clock), instead of
+    /// after `delay`.
+    pub(crate) at: Option<SystemTime>,
+    /// Its own `max_receives`, instead of the queue's.
+    pub(crate) max_receives: Option<u32>,
+    /// Dead-lettered as `Expired` if not received within this.
+    pub(crate) ttl: Option<Duration>,
+    /// The key alone decides a duplicate, whatever the payload (a
+    /// schedule's ticks).
+    pub(crate) any_payload: bool,
 }
 
 impl SendOptions {
@@ -52,15 +65,63 @@ impl SendOptions {
     /// queue's dedup window enqueues nothing and returns
     /// [`Sent::Duplicate`] with the first message's id (even after that
     /// message was acknowledged). The same key with a different payload is
-    /// refused with [`SendError::KeyConflict`]. At most [`MAX_KEY_BYTES`].
+    /// refused with [`SendError::KeyConflict`], unless the queue compares
+    /// keys only ([`Builder::dedup_key_only`](crate::Builder::dedup_key_only)).
+    /// At most [`MAX_KEY_BYTES`].
     pub fn key(mut self, key: impl Into<Arc<str>>) -> Self {
         self.key = Some(key.into());
         self
     }
 
-    /// Keeps the message invisible for `delay` after it is sent.
+    /// Keeps the message invisible for `delay` after it is sent. Replaces
+    /// an earlier [`at`](Self::at).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self.at = None;
+        self
+    }
+
+    /// Keeps the message invisible until the wall-clock time `at`, as the
+    /// queue's [`Clock`](crate::Clock) reads it; a time already past makes
+    /// it visible at once. Replaces an earlier [`delay`](Self::delay).
+    ///
+    /// A persistent queue keeps the time itself (as it does the end of a
+    /// delay), so after a restart, however long, the message becomes
+    /// visible at `at`, or at once if that has passed meanwhile. Times
+    /// after the year 2554 saturate there (see [`Clock`](crate::Clock)).
+    pub fn at(mut self, at: SystemTime) -> Self {
+        self.at = Some(at);
+        self.delay = Duration::ZERO;
+        self
+    }
+
+    /// How many deliveries this message gets before it is dead-lettered,
+    /// instead of the queue's [`max_receives`](crate::Builder::max_receives)
+    /// (at least 1: 0 is taken as 1). Kept with the message, across
+    /// redrives and restarts.
+    pub fn max_receives(mut self, max: u32) -> Self {
+        self.max_receives = Some(max.max(1));
+        self
+    }
+
+    /// A time to live, from the send: if no consumer has received the
+    /// message by then, it is dead-lettered with
+    /// [`DeadLetterReason::Expired`](crate::DeadLetterReason::Expired), as
+    /// of that instant (a delayed message included, even one whose delay
+    /// ends later). Once received, a message is out of reach of its time
+    /// to live: its retries follow `max_receives`. A redrive gives it a new
+    /// life without one. A persistent queue keeps the expiry time, so a
+    /// message that expired while the process was down is dead-lettered on
+    /// reopen.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Under the key, any payload is the same message: a duplicate, never
+    /// a conflict.
+    pub(crate) fn any_payload(mut self) -> Self {
+        self.any_payload = true;
         self
     }
 }
@@ -244,6 +305,16 @@ impl<T: Message> Producer<T> {
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+
+    /// The queue's clock (for a schedule).
+    pub(crate) fn clock(&self) -> &Arc<dyn crate::Clock> {
+        self.shared.clock()
+    }
+
+    /// The queue's clock, read now.
+    pub(crate) fn now(&self) -> crate::clock::Nanos {
+        self.shared.now()
     }
 }
 

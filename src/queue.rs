@@ -3,14 +3,17 @@
 use crate::builder::Builder;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetters;
-use crate::error::StorageError;
+use crate::error::{CancelError, StorageError};
+use crate::message::MessageId;
 use crate::producer::Producer;
+use crate::schedule::{Runner, Schedule, ScheduleError, Scheduled};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::wal::RecoveryReport;
 use crate::Message;
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// An in-process message queue with leases, retries, idempotency keys and
 /// a dead-letter queue.
@@ -76,6 +79,78 @@ impl<T: Message> Queue<T> {
     /// The attached dead-letter queue.
     pub fn dead_letters(&self) -> DeadLetters<T> {
         DeadLetters::new(Arc::clone(&self.shared))
+    }
+
+    /// Cancels message `id` if no consumer has received it yet: it is
+    /// ready, or waiting for its delay (or `at` time, or a retry backoff).
+    /// Says where it was found; [`CancelError::NotFound`] if it is in
+    /// flight, acknowledged, dead-lettered or unknown.
+    ///
+    /// The message is gone as if acknowledged (counted in
+    /// [`Stats::cancelled`]); its slot frees and its idempotency key stays
+    /// remembered for the rest of its window. A persistent queue records
+    /// the cancel and waits for it as an ack does, so it survives a reopen.
+    /// Cancelling a ready message moves the ready queue once: O(ready
+    /// messages), with the consumers held meanwhile; a delayed one,
+    /// O(delayed messages). A message coming due at that very instant
+    /// (moved by another thread) can be missed: `NotFound` then, and a
+    /// second call finds it ready.
+    ///
+    /// ```
+    /// use spool::{CancelError, Cancelled, Queue, SendOptions};
+    /// use std::time::Duration;
+    ///
+    /// let queue: Queue<u32> = Queue::builder().open()?;
+    /// let producer = queue.producer();
+    /// let now = producer.send(1)?;
+    /// let later = producer.send_with(2, SendOptions::new().delay(Duration::from_secs(60)))?;
+    /// assert_eq!(queue.cancel(now), Ok(Cancelled::Ready));
+    /// assert_eq!(queue.cancel(later.id()), Ok(Cancelled::Delayed));
+    /// assert_eq!(queue.cancel(now), Err(CancelError::NotFound(now)));
+    /// assert_eq!(queue.stats().cancelled, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(&self, id: MessageId) -> Result<Cancelled, CancelError> {
+        self.shared.cancel(id)
+    }
+
+    /// Cancels the message sent with idempotency key `key`, as
+    /// [`cancel`](Self::cancel) does; returns its id too. The key must
+    /// still be remembered (within the dedup window):
+    /// [`CancelError::UnknownKey`] if not.
+    pub fn cancel_key(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
+        self.shared.cancel_key(key)
+    }
+
+    /// Starts a periodic job: a thread that sends `make(tick)` at each
+    /// tick of `schedule`, with an idempotency key per tick so that no
+    /// tick is enqueued twice (within the dedup window: across restarts of
+    /// a persistent queue, and between schedules of the same name). What
+    /// happens to ticks missed while no schedule ran is the schedule's
+    /// [`Missed`](crate::Missed) policy; see [`Schedule`](crate::Schedule)
+    /// for the details.
+    ///
+    /// ```
+    /// use spool::{ManualClock, Queue, Schedule};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let clock = ManualClock::new();
+    /// let queue: Queue<SystemTime> = Queue::builder().clock(clock.clone()).open()?;
+    /// let health = queue.schedule(Schedule::every("health", Duration::from_secs(60)), |tick| tick)?;
+    /// clock.advance(Duration::from_secs(60));
+    /// let check = queue.consumer().recv_timeout(Duration::from_secs(10))?;
+    /// assert_eq!(check.key().map(|k| k.starts_with("health@")), Some(true));
+    /// check.ack()?;
+    /// assert_eq!(health.stop().sent, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn schedule(
+        &self,
+        schedule: Schedule,
+        make: impl Fn(SystemTime) -> T + Send + Sync + 'static,
+    ) -> Result<Scheduled, ScheduleError> {
+        let window = self.shared.config.dedup_window;
+        Runner::start(schedule, self.producer(), window, make)
     }
 
     /// Counts and counters, exact when nothing else is changing the queue.
@@ -194,4 +269,13 @@ impl<T> fmt::Debug for Queue<T> {
             .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Where [`Queue::cancel`] found the message it cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Visible to consumers, not yet received.
+    Ready,
+    /// Waiting for its delay, its `at` time or a retry backoff.
+    Delayed,
 }

@@ -31,7 +31,7 @@
 //! exact.
 
 use crate::clock::Nanos;
-use crate::message::Queued;
+use crate::message::{MessageId, Queued};
 use crate::padded::Padded;
 use crate::signal::Signal;
 use crate::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
@@ -207,6 +207,61 @@ impl<T> ReadyQueue<T> {
         popped
     }
 
+    /// Takes the ready message `id` out of the queue, wherever it is, and
+    /// keeps the others in order: under the consumers' lock, it moves
+    /// every message the channel holds to the front (where pops look
+    /// first) and leaves out `id`. O(ready messages), for rare calls (a
+    /// cancellation). The times in the age ring move with the messages
+    /// kept, so the oldest age stays exact when no push is under way.
+    pub(crate) fn remove(&self, id: MessageId) -> Option<Queued<T>> {
+        self.remove_where(|entry| entry.id == id).pop()
+    }
+
+    /// Takes every ready message that `remove` picks out of the queue, in
+    /// queue order, as [`remove`](Self::remove) does one (expired
+    /// messages).
+    pub(crate) fn remove_where(
+        &self,
+        mut remove: impl FnMut(&Queued<T>) -> bool,
+    ) -> Vec<Queued<T>> {
+        let mut front = self.front.lock();
+        let mut all: Vec<Queued<T>> = std::mem::take(&mut *front).collect();
+        while let Ok(chunk) = self.receiver.try_recv() {
+            match chunk {
+                Chunk::One(entry) => all.push(entry),
+                Chunk::Many(entries) => all.extend(entries),
+            }
+        }
+        // The message at index i of `all` was pushed as `popped + i`.
+        let popped = self.popped.load(Relaxed);
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(all.len());
+        let mut since = Vec::new();
+        for (i, entry) in (0u64..).zip(all) {
+            if remove(&entry) {
+                removed.push(entry);
+            } else {
+                since.push(self.stamped(popped + i));
+                kept.push(entry);
+            }
+        }
+        if !removed.is_empty() {
+            // Kept message j is now the one at `popped + removed + j`: a
+            // later slot than its own (or the same), so writing from the
+            // back reads each time before anything overwrites it.
+            let first = popped + removed.len() as u64;
+            for (j, since) in since.into_iter().enumerate().rev() {
+                if let Some(since) = since {
+                    self.stamp(first + j as u64, since);
+                }
+            }
+        }
+        *front = kept.into_iter();
+        free_if_drained(&mut front);
+        self.count_popped(removed.len());
+        removed
+    }
+
     /// Counts `n` pops; called under the `front` lock, so a plain store
     /// (not a fence: a reader of a stale count takes the queue for a
     /// little longer than it is, never shorter).
@@ -240,10 +295,33 @@ impl<T> ReadyQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Entry, MessageId};
+    use crate::message::Entry;
 
     fn entry(id: u64) -> Queued<u32> {
         Entry::new(MessageId(id), id as u32, 0, None)
+    }
+
+    #[test]
+    fn remove_takes_one_message_out_and_keeps_the_others_in_order() {
+        let ready = ReadyQueue::new(8, Duration::ZERO);
+        ready.push(entry(1), 100);
+        ready.push_many(vec![entry(2), entry(3), entry(4)], 200);
+        ready.push(entry(5), 300);
+        assert_eq!(ready.pop().map(|e| e.id.0), Some(1));
+        assert_eq!(ready.remove(MessageId(3)).map(|e| e.id.0), Some(3));
+        assert!(ready.remove(MessageId(3)).is_none());
+        assert!(ready.remove(MessageId(1)).is_none());
+        assert_eq!(ready.len(), 3);
+        ready.push(entry(6), 400);
+        assert_eq!(ready.oldest_since(500), Some(200), "2 is the oldest");
+        assert_eq!(ready.remove(MessageId(2)).map(|e| e.id.0), Some(2));
+        assert_eq!(ready.oldest_since(500), Some(200), "4 came with it");
+        assert_eq!(ready.remove(MessageId(4)).map(|e| e.id.0), Some(4));
+        assert_eq!(ready.oldest_since(500), Some(300));
+        let mut left = Vec::new();
+        ready.pop_many(10, |e| left.push(e.id.0));
+        assert_eq!(left, [5, 6]);
+        assert_eq!((ready.len(), ready.oldest_since(500)), (0, None));
     }
 
     #[test]

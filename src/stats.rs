@@ -40,8 +40,12 @@ pub struct Stats {
     pub dead_lettered: u64,
     /// Messages moved back from the dead-letter queue.
     pub redriven: u64,
-    /// Dead letters deleted by a purge.
+    /// Dead letters deleted by a purge or
+    /// [`DeadLetters::remove`](crate::DeadLetters::remove).
     pub purged: u64,
+    /// Messages cancelled before they were received
+    /// ([`Queue::cancel`](crate::Queue::cancel)).
+    pub cancelled: u64,
 }
 
 /// The counters behind [`Stats`]: plain atomics, bumped as things happen,
@@ -55,6 +59,7 @@ pub(crate) struct Counters {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) redriven: AtomicU64,
     pub(crate) purged: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
 }
 
 impl Counters {
@@ -69,5 +74,6 @@ impl Counters {
         stats.dead_lettered = self.dead_lettered.load(Relaxed);
         stats.redriven = self.redriven.load(Relaxed);
         stats.purged = self.purged.load(Relaxed);
+        stats.cancelled = self.cancelled.load(Relaxed);
     }
 }

@@ -6,7 +6,7 @@
 //! plain send → recv → ack path never does.
 
 use crate::clock::Nanos;
-use crate::message::Queued;
+use crate::message::{MessageId, Queued};
 use parking_lot::Mutex;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -75,6 +75,35 @@ impl<T> DelayQueue<T> {
         self.len.fetch_add(1, Relaxed);
     }
 
+    /// Takes the delayed message `id` out, if it is here; returns it and
+    /// when it was due. O(delayed messages), for rare calls (a
+    /// cancellation).
+    pub(crate) fn remove(&self, id: MessageId) -> Option<(Nanos, Queued<T>)> {
+        self.remove_where(|entry| entry.id == id).pop()
+    }
+
+    /// Takes every delayed message that `remove` picks, with its due time
+    /// (expired messages). O(delayed messages).
+    pub(crate) fn remove_where(
+        &self,
+        mut remove: impl FnMut(&Queued<T>) -> bool,
+    ) -> Vec<(Nanos, Queued<T>)> {
+        let mut heap = self.heap.lock();
+        if !heap.items.iter().any(|Reverse(d)| remove(&d.entry)) {
+            return Vec::new();
+        }
+        let items = std::mem::take(&mut heap.items).into_vec();
+        let (removed, kept): (Vec<_>, Vec<_>) =
+            items.into_iter().partition(|Reverse(d)| remove(&d.entry));
+        heap.items = BinaryHeap::from(kept);
+        drop(heap);
+        self.len.fetch_sub(removed.len(), Relaxed);
+        removed
+            .into_iter()
+            .map(|Reverse(d)| (d.due, d.entry))
+            .collect()
+    }
+
     /// Moves every message due at or before `now` to `due` with its due
     /// time, earliest first. Returns the next due time left, or `Nanos::MAX`.
     pub(crate) fn pop_due(&self, now: Nanos, due: &mut Vec<(Nanos, Queued<T>)>) -> Nanos {
@@ -91,7 +120,7 @@ impl<T> DelayQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Entry, MessageId};
+    use crate::message::Entry;
 
     fn entry(id: u64) -> Queued<()> {
         Entry::new(MessageId(id), (), 0, None)
@@ -111,5 +140,23 @@ mod tests {
         let ids: Vec<u64> = due.iter().map(|(_, e)| e.id.0).collect();
         assert_eq!(ids, [2, 3, 1]);
         assert_eq!(delays.len(), 1);
+    }
+
+    #[test]
+    fn remove_takes_one_message_out_and_keeps_the_order_of_the_rest() {
+        let delays = DelayQueue::new();
+        for (due, id) in [(30, 1), (10, 2), (10, 3), (50, 4)] {
+            delays.push(due, entry(id));
+        }
+        assert_eq!(
+            delays.remove(MessageId(2)).map(|(due, e)| (due, e.id.0)),
+            Some((10, 2))
+        );
+        assert!(delays.remove(MessageId(2)).is_none());
+        assert_eq!(delays.len(), 3);
+        let mut due = Vec::new();
+        delays.pop_due(100, &mut due);
+        let ids: Vec<u64> = due.iter().map(|(_, e)| e.id.0).collect();
+        assert_eq!(ids, [3, 1, 4]);
     }
 }

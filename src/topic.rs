@@ -103,7 +103,7 @@ pub const MAX_SUBSCRIPTION_NAME: usize = 64;
 /// let thumb = thumbnails.consumer().try_recv()?;
 /// assert_eq!(thumb.video_id, 42);
 /// thumb.ack()?;
-/// assert_eq!(moderation.stats().ready, 1);
+/// assert_eq!(moderation.stats().delayed, 1); // for the queue's backoff
 /// assert_eq!(thumbnails.stats().acked, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -1,10 +1,12 @@
 //! A pool of threads that run a handler over a consumer.
 //!
 //! Each worker thread loops: receive a delivery, run the handler on its
-//! payload inside [`catch_unwind`], settle the delivery by the outcome
-//! (`Ok` acks; `Err` and panics [`fail`](crate::Delivery::fail) it with
-//! their text, so the queue's backoff and `max_receives` apply and the
-//! texts reach the dead-letter queue).
+//! [`Job`] (a `&T` handler is one that reads the payload and acks) inside
+//! [`catch_unwind`], settle the delivery by the outcome (the
+//! [`Outcome`] chosen; `Err` and panics [`fail`](crate::Delivery::fail) it
+//! with their text, so the queue's backoff and `max_receives` apply and
+//! the texts reach the dead-letter queue). A settle refused because the
+//! lease was lost is counted in `lease_expired`, never as a success.
 //!
 //! One more thread, the heartbeat, keeps the leases of running handlers
 //! alive: a handler that has run for half the visibility timeout since its
@@ -26,6 +28,8 @@
 use crate::clock::{self, Nanos};
 use crate::consumer::Consumer;
 use crate::delivery::{Delivery, LeaseHandle};
+use crate::error::SettleError;
+use crate::job::{Job, LeaseLost, Outcome};
 use crate::Message;
 use parking_lot::{Condvar, Mutex};
 use std::any::Any;
@@ -112,9 +116,63 @@ impl<T: Message> Workers<T> {
     ///
     /// Fails only if a thread cannot be spawned; those already started
     /// then stop.
+    ///
+    /// To read the receive count, choose the retry delay or dead-letter at
+    /// once, use [`spawn_jobs`](Self::spawn_jobs).
     pub fn spawn<F, E>(self, handler: F) -> io::Result<WorkerPool<T>>
     where
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
+        E: fmt::Display,
+    {
+        self.spawn_jobs(move |job: Job<T>| handler(job.payload()).map(|()| Outcome::Ack))
+    }
+
+    /// Starts the threads, each running `handler` on one [`Job`] at a time
+    /// (the payload, its id, key, receive count, enqueue time, lease
+    /// deadline, and a [`LeaseLost`] signal) and settling the delivery by
+    /// the [`Outcome`] it returns:
+    ///
+    /// | handler | delivery | counted in [`WorkerStats`] |
+    /// |---|---|---|
+    /// | `Ok(Outcome::Ack)` | acked | `acked` |
+    /// | `Ok(Outcome::Retry)` | [`nack`](crate::Delivery::nack)ed: the queue's backoff | `retried` |
+    /// | `Ok(Outcome::RetryAfter(d))` | visible again after `d` | `retried` |
+    /// | `Ok(Outcome::DeadLetter(reason))` | dead-lettered now with `reason` | `dead_lettered` |
+    /// | `Err(e)` | [`fail`](crate::Delivery::fail)ed with `e.to_string()` | `failed` |
+    /// | panics | failed with `"panicked: <message>"` | `panicked` |
+    /// | returns after its lease was lost | nothing: the message is visible again | `lease_expired` |
+    ///
+    /// Retries, failures and panics are failed attempts: on the message's
+    /// last allowed receive it is dead-lettered instead. Leases are kept
+    /// alive as for [`spawn`](Self::spawn); when the heartbeat finds one
+    /// lost anyway, or a shutdown releases it at its deadline, the job's
+    /// [`LeaseLost`] fires so that the handler can stop.
+    ///
+    /// ```
+    /// use spool::{Outcome, Queue, Workers};
+    /// use std::time::Duration;
+    ///
+    /// let queue: Queue<u16> = Queue::builder().open()?;
+    /// let pool = Workers::new(queue.consumer()).spawn_jobs(|job| match *job {
+    ///     200 => Ok(Outcome::Ack),
+    ///     410 => Ok(Outcome::dead_letter("410: gone")),
+    ///     429 if job.receive_count() == 1 => Ok(Outcome::RetryAfter(Duration::from_millis(1))),
+    ///     status if job.receive_count() < 3 => Err(format!("status {status}")),
+    ///     _ => Ok(Outcome::Ack), // a third attempt always works
+    /// })?;
+    /// for status in [200, 410, 429, 503] {
+    ///     queue.producer().send(status)?;
+    /// }
+    /// queue.close();
+    /// let totals = pool.join(Duration::from_secs(10)).totals();
+    /// assert_eq!((totals.acked, totals.dead_lettered), (3, 1));
+    /// // 429: retried, then failed once; 503: failed twice.
+    /// assert_eq!((totals.retried, totals.failed), (1, 3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spawn_jobs<F, E>(self, handler: F) -> io::Result<WorkerPool<T>>
+    where
+        F: Fn(Job<T>) -> Result<Outcome, E> + Send + Sync + 'static,
         E: fmt::Display,
     {
         let pool = Arc::new(Pool::new(self.consumer, self.threads));
@@ -272,9 +330,9 @@ impl<T: Message> WorkerPool<T> {
                 break;
             }
         }
-        let abandoned: Vec<LeaseHandle<T>> = (state.active.iter_mut().enumerate())
+        let abandoned: Vec<Active<T>> = (state.active.iter_mut().enumerate())
             .filter(|&(index, _)| Some(index) != caller)
-            .filter_map(|(_, slot)| slot.take().map(|active| active.lease))
+            .filter_map(|(_, slot)| slot.take())
             .collect();
         // The caller's lease is kept alive until its handler returns.
         state.heartbeat_stop = caller.is_none();
@@ -284,7 +342,11 @@ impl<T: Message> WorkerPool<T> {
         // Outside the lock: releasing may call the queue's event hook.
         let released = abandoned
             .iter()
-            .filter(|lease| lease.release().is_ok())
+            .filter(|active| {
+                let released = active.lease.release().is_ok();
+                active.signal.fire(); // released or already lost
+                released
+            })
             .count();
         let unfinished = self.end_threads(caller);
         ShutdownReport {
@@ -374,6 +436,8 @@ struct State<T> {
 
 struct Active<T> {
     lease: LeaseHandle<T>,
+    /// The handler's signal, fired when the lease is found lost.
+    signal: LeaseLost,
     /// When the lease was taken or last extended, on the queue's clock.
     since: Nanos,
     /// The heartbeat could not extend it (it had already expired).
@@ -401,7 +465,7 @@ impl<T: Message> Pool<T> {
     /// One worker thread.
     fn work<F, E>(&self, index: usize, handler: &F)
     where
-        F: Fn(&T) -> Result<(), E>,
+        F: Fn(Job<T>) -> Result<Outcome, E>,
         E: fmt::Display,
     {
         let counts = &self.counts[index];
@@ -422,44 +486,68 @@ impl<T: Message> Pool<T> {
 
     fn handle<F, E>(&self, index: usize, delivery: Delivery<T>, handler: &F)
     where
-        F: Fn(&T) -> Result<(), E>,
+        F: Fn(Job<T>) -> Result<Outcome, E>,
         E: fmt::Display,
     {
         let counts = &self.counts[index];
+        let lease = delivery.lease();
+        let since = self.consumer.now();
+        // An expired lease has no deadline: the heartbeat then fires the
+        // signal at its first look.
+        let signal = LeaseLost::new(lease.deadline().unwrap_or(since));
+        let job = Job::new(
+            delivery.shared_payload(),
+            delivery.id(),
+            delivery.key().map(Into::into),
+            delivery.receive_count(),
+            clock::to_nanos(delivery.enqueued_at()),
+            signal.clone(),
+        );
         let mut state = self.state.lock();
         state.active[index] = Some(Active {
-            lease: delivery.lease(),
-            since: self.consumer.now(),
+            lease,
+            signal,
+            since,
             lost: false,
         });
         state.busy[index] = true;
         drop(state);
         self.changed.notify_all();
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(delivery.payload())));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(job)));
         // Taken back before settling, so the heartbeat leaves it alone.
         let mut state = self.state.lock();
         state.active[index] = None;
         state.busy[index] = false;
         drop(state);
         let settled = match outcome {
-            Ok(Ok(())) => {
-                let settled = delivery.ack();
+            Ok(Ok(outcome)) => {
+                let (settled, counter) = match outcome {
+                    Outcome::Ack => (delivery.ack(), &counts.acked),
+                    Outcome::Retry => (delivery.nack(), &counts.retried),
+                    Outcome::RetryAfter(delay) => (delivery.retry_after(delay), &counts.retried),
+                    Outcome::DeadLetter(reason) => {
+                        (delivery.dead_letter(reason), &counts.dead_lettered)
+                    }
+                };
                 if settled.is_ok() {
-                    Counts::bump(&counts.acked);
+                    Counts::bump(counter);
                 }
                 settled
             }
             Ok(Err(error)) => {
                 Counts::bump(&counts.failed);
-                delivery.fail(error.to_string())
+                delivery.fail(error)
             }
             Err(panic) => {
                 Counts::bump(&counts.panicked);
                 delivery.fail(format!("panicked: {}", panic_message(&*panic)))
             }
         };
-        if settled.is_err() {
+        if let Err(refused) = settled {
             Counts::bump(&counts.lease_lost);
+            if matches!(refused, SettleError::LeaseExpired { .. }) {
+                Counts::bump(&counts.lease_expired);
+            }
         }
     }
 
@@ -479,13 +567,15 @@ impl<T: Message> Pool<T> {
                     continue;
                 };
                 if now.saturating_sub(active.since) >= half {
-                    match active.lease.extend(timeout) {
-                        Ok(()) => {
+                    match active.lease.extend_to(timeout) {
+                        Ok(deadline) => {
                             active.since = now;
+                            active.signal.extended(deadline);
                             Counts::bump(&self.counts[index].lease_extensions);
                         }
                         Err(_) => {
                             active.lost = true; // the worker's settle will tell
+                            active.signal.fire();
                             continue;
                         }
                     }
@@ -552,6 +642,9 @@ pub(crate) struct Counts {
     pub(crate) panicked: AtomicU64,
     pub(crate) lease_extensions: AtomicU64,
     pub(crate) lease_lost: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) lease_expired: AtomicU64,
 }
 
 impl Counts {
@@ -567,18 +660,24 @@ impl Counts {
             panicked: self.panicked.load(Relaxed),
             lease_extensions: self.lease_extensions.load(Relaxed),
             lease_lost: self.lease_lost.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            lease_expired: self.lease_expired.load(Relaxed),
         }
     }
 }
 
 /// What one worker (or, summed, a pool) has done.
 ///
-/// Every received message ends in exactly one of `acked`, `failed` or
-/// `panicked` once its handler returns, except an `Ok` whose ack was
-/// refused, which counts only in `lease_lost`. `lease_lost` counts settles
-/// refused because the lease had run out (or was released at a shutdown
-/// deadline), so the queue redelivers them, or because a persistent
-/// queue's write-ahead file failed.
+/// Every received message ends in exactly one of `acked`, `retried`,
+/// `dead_lettered`, `failed` or `panicked` once its handler returns,
+/// except an `Ok` outcome whose settle was refused, which counts only in
+/// `lease_lost` (and, if its lease had been lost, in `lease_expired`): a
+/// handler that finishes after its lease was lost is never counted as a
+/// success. `lease_lost` counts settles refused because the lease had run
+/// out (or was released at a shutdown deadline), so the queue redelivers
+/// them, or because a persistent queue's write-ahead file failed;
+/// `lease_expired` counts the first kind only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerStats {
@@ -592,8 +691,18 @@ pub struct WorkerStats {
     pub panicked: u64,
     /// Leases extended by the heartbeat.
     pub lease_extensions: u64,
-    /// Settles refused because the lease had already run out.
+    /// Settles refused because the lease had already run out, or the
+    /// write-ahead file failed.
     pub lease_lost: u64,
+    /// Job outcomes [`Retry`](Outcome::Retry) and
+    /// [`RetryAfter`](Outcome::RetryAfter) that went through.
+    pub retried: u64,
+    /// Job outcomes [`DeadLetter`](Outcome::DeadLetter) that went through.
+    pub dead_lettered: u64,
+    /// Handlers that returned after their lease was lost (it ran out, or a
+    /// shutdown released it): whatever they returned settled nothing
+    /// ([`SettleError::LeaseExpired`]), and the message is visible again.
+    pub lease_expired: u64,
 }
 
 impl Sum for WorkerStats {
@@ -605,6 +714,9 @@ impl Sum for WorkerStats {
             panicked: a.panicked + b.panicked,
             lease_extensions: a.lease_extensions + b.lease_extensions,
             lease_lost: a.lease_lost + b.lease_lost,
+            retried: a.retried + b.retried,
+            dead_lettered: a.dead_lettered + b.dead_lettered,
+            lease_expired: a.lease_expired + b.lease_expired,
         })
     }
 }

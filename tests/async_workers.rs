@@ -3,7 +3,10 @@
 //! handler, and a handler that ends its own pool. Every test bounds its
 //! waits, so a lost wake-up fails instead of hanging.
 
-use spool::{AsyncWorkerPool, AsyncWorkers, ManualClock, Queue, RecvError};
+use spool::{
+    AsyncWorkerPool, AsyncWorkers, Backoff, DeadLetterReason, Job, ManualClock, Outcome, Queue,
+    RecvError,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Mutex, Notify};
@@ -28,10 +31,14 @@ fn runtimes() -> [tokio::runtime::Runtime; 2] {
 fn outcomes_are_settled_and_counted_on_both_runtimes() {
     for runtime in runtimes() {
         runtime.block_on(async {
-            let queue: Queue<u32> = Queue::builder().max_receives(2).open().unwrap();
+            let queue: Queue<u32> = Queue::builder()
+                .max_receives(2)
+                .backoff(Backoff::None)
+                .open()
+                .unwrap();
             let pool = AsyncWorkers::new(queue.consumer())
                 .concurrency(3)
-                .spawn(|job| async move {
+                .spawn(|job: Job<u32>| async move {
                     tokio::task::yield_now().await;
                     match *job % 3 {
                         0 => Ok(()),
@@ -81,7 +88,7 @@ fn the_heartbeat_keeps_a_long_handler_s_lease_on_a_manual_clock() {
             let pool = {
                 let release = release.clone();
                 AsyncWorkers::new(queue.consumer())
-                    .spawn(move |_job| {
+                    .spawn(move |_job: Job<u32>| {
                         let release = release.clone();
                         async move {
                             release.notified().await;
@@ -121,15 +128,27 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 fn a_shutdown_deadline_cancels_a_running_handler_and_releases_its_message() {
     for runtime in runtimes() {
         runtime.block_on(async {
-            let queue: Queue<u32> = Queue::builder().open().unwrap();
+            let queue: Queue<u32> = Queue::builder().backoff(Backoff::None).open().unwrap();
             let (started, running) = oneshot::channel();
             let started = Arc::new(std::sync::Mutex::new(Some(started)));
+            let (told, lost) = oneshot::channel();
+            let told = Arc::new(std::sync::Mutex::new(Some(told)));
             let pool = AsyncWorkers::new(queue.consumer())
                 .concurrency(2)
-                .spawn(move |_job| {
+                .spawn(move |job: Job<u32>| {
                     if let Some(started) = started.lock().unwrap().take() {
                         let _ = started.send(());
                     }
+                    // The job's signal, watched from a task of its own:
+                    // the handler's future is dropped at the deadline.
+                    let signal = job.lease_lost().clone();
+                    let told = told.lock().unwrap().take();
+                    tokio::spawn(async move {
+                        signal.wait_async().await;
+                        if let Some(told) = told {
+                            let _ = told.send(());
+                        }
+                    });
                     std::future::pending::<Result<(), String>>()
                 })
                 .unwrap();
@@ -144,6 +163,7 @@ fn a_shutdown_deadline_cancels_a_running_handler_and_releases_its_message() {
                 [report.workers.iter().position(|w| w.received == 1).unwrap()]
             );
             assert_eq!(report.released, 1);
+            tokio::time::timeout(DEADLINE, lost).await.unwrap().unwrap();
             let stats = queue.stats();
             assert_eq!((stats.ready, stats.in_flight), (1, 0), "back in the queue");
             let again = queue.consumer().try_recv().unwrap();
@@ -164,7 +184,7 @@ fn a_handler_that_shuts_down_its_own_pool_does_not_wait_for_itself() {
                 let slot = slot.clone();
                 AsyncWorkers::new(queue.consumer())
                     .concurrency(2)
-                    .spawn(move |_job| {
+                    .spawn(move |_job: Job<u32>| {
                         let (slot, reported) = (slot.clone(), reported.clone());
                         async move {
                             if let Some(pool) = slot.lock().await.take() {
@@ -198,8 +218,70 @@ fn a_handler_that_shuts_down_its_own_pool_does_not_wait_for_itself() {
 #[test]
 fn spawning_outside_a_runtime_is_an_error_not_a_panic() {
     let queue: Queue<u32> = Queue::builder().open().unwrap();
-    let spawned = AsyncWorkers::new(queue.consumer()).spawn(|_job| async { Ok::<(), String>(()) });
+    let spawned =
+        AsyncWorkers::new(queue.consumer()).spawn(|_job: Job<u32>| async { Ok::<(), String>(()) });
     assert!(spawned.is_err());
     // The queue is untouched.
     assert_eq!(queue.consumer().try_recv().unwrap_err(), RecvError::Empty);
+}
+
+#[test]
+fn handlers_choose_their_outcome_as_job_handlers_of_workers_do() {
+    for runtime in runtimes() {
+        runtime.block_on(async {
+            let clock = ManualClock::new();
+            let queue: Queue<u32> = Queue::builder()
+                .clock(clock.clone())
+                .max_receives(5)
+                .backoff(Backoff::None)
+                .open()
+                .unwrap();
+            let pool = AsyncWorkers::new(queue.consumer())
+                .concurrency(2)
+                .spawn_jobs(|job: Job<u32>| async move {
+                    match (*job, job.receive_count()) {
+                        (0, _) => Ok(Outcome::Ack),
+                        (1, 1) => Ok(Outcome::Retry),
+                        (1, _) => Ok(Outcome::Ack),
+                        (2, 1) => Ok(Outcome::RetryAfter(Duration::from_secs(30))),
+                        (2, _) => Ok(Outcome::Ack),
+                        (3, _) => Ok(Outcome::dead_letter("410 gone")),
+                        _ => Err("unexpected"),
+                    }
+                })
+                .unwrap();
+            let producer = queue.producer();
+            for n in 0..4 {
+                producer.send(n).unwrap();
+            }
+            wait_until(|| {
+                let totals = pool.totals();
+                (totals.acked, totals.dead_lettered, queue.stats().delayed) == (2, 1, 1)
+            })
+            .await;
+            // Message 2 waits for its 30 s, exactly.
+            clock.advance(Duration::from_secs(29));
+            tokio::task::yield_now().await;
+            assert_eq!(queue.stats().delayed, 1);
+            clock.advance(Duration::from_secs(1));
+            wait_until(|| pool.totals().acked == 3).await;
+            queue.close();
+            let totals = pool.join(DEADLINE).await.totals();
+            assert_eq!(
+                (
+                    totals.acked,
+                    totals.retried,
+                    totals.dead_lettered,
+                    totals.failed
+                ),
+                (3, 2, 1, 0)
+            );
+            let dead = queue.dead_letters().list();
+            assert_eq!(dead.len(), 1);
+            assert_eq!(
+                dead[0].reason(),
+                &DeadLetterReason::Rejected("410 gone".into())
+            );
+        });
+    }
 }

@@ -4,12 +4,16 @@
 mod common;
 
 use common::{in_thread, manual, SEC, STILL_BLOCKED, WAIT};
-use spool::{Queue, SendError, SendOptions};
+use spool::{Backoff, Queue, SendError, SendOptions};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 fn queue_of(capacity: usize) -> Queue<u32> {
-    Queue::builder().capacity(capacity).open().unwrap()
+    Queue::builder()
+        .capacity(capacity)
+        .backoff(Backoff::None)
+        .open()
+        .unwrap()
 }
 
 #[test]

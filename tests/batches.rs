@@ -203,7 +203,7 @@ fn messages_of_batch_after_batch_keep_their_payloads() {
 
 #[test]
 fn batches_from_several_consumers_are_leased_apart() {
-    let queue: Queue<u32> = Queue::builder().open().unwrap();
+    let queue: Queue<u32> = Queue::builder().backoff(Backoff::None).open().unwrap();
     queue.producer().send_batch((0..9).collect()).unwrap();
     let (a, b) = (queue.consumer(), queue.consumer());
     let from_a = a.recv_batch(3, Duration::ZERO).unwrap();
@@ -264,7 +264,13 @@ fn ack_batch_of_nothing_is_zero() {
 #[test]
 fn batch_receives_and_acks_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || -> Queue<u32> { Queue::builder().path(dir.path()).open().unwrap() };
+    let open = || -> Queue<u32> {
+        Queue::builder()
+            .backoff(Backoff::None)
+            .path(dir.path())
+            .open()
+            .unwrap()
+    };
     {
         let queue = open();
         queue.producer().send_batch((0..100).collect()).unwrap();
@@ -352,7 +358,7 @@ impl Drop for Counted {
 
 #[test]
 fn a_message_retried_in_batch_after_batch_keeps_no_earlier_batch_alive() {
-    let queue: Queue<Counted> = Queue::builder().open().unwrap();
+    let queue: Queue<Counted> = Queue::builder().backoff(Backoff::None).open().unwrap();
     let (producer, consumer) = (queue.producer(), queue.consumer());
     // Each round: the message nacked last round comes back with a new one;
     // the old one is acked, the new one nacked.
@@ -402,6 +408,7 @@ fn settled_messages_of_a_batch_are_freed_while_a_sibling_lives_on() {
 fn a_batch_whose_lease_ran_out_shares_its_payloads_until_both_are_done() {
     let (clock, _) = manual();
     let queue: Queue<Counted> = Queue::builder()
+        .backoff(Backoff::None)
         .clock(clock.clone())
         .visibility_timeout(SEC)
         .open()
@@ -437,4 +444,28 @@ fn handles_deliveries_and_batches_cross_threads() {
     });
     assert_eq!(total.join().unwrap(), Ok(6));
     assert_eq!(queue.stats().acked, 3);
+}
+
+#[test]
+fn a_failed_batch_records_any_error_on_every_message_and_dead_letters_the_last_attempts() {
+    let queue: Queue<u32> = Queue::builder()
+        .backoff(Backoff::None)
+        .max_receives(2)
+        .open()
+        .unwrap();
+    queue.producer().send_batch(vec![1, 2]).unwrap();
+    let consumer = queue.consumer();
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    consumer
+        .recv_batch(2, Duration::ZERO)
+        .unwrap()
+        .fail(refused)
+        .unwrap();
+    let again = consumer.recv_batch(2, Duration::ZERO).unwrap();
+    assert_eq!(again.iter().copied().collect::<Vec<_>>(), [1, 2]);
+    again.fail(format_args!("attempt {}", 2)).unwrap();
+
+    let dead = queue.dead_letters().list();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().all(|d| d.errors() == ["refused", "attempt 2"]));
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{manual, NS, SEC};
-use spool::{Backoff, OpenError, Queue, MAX_CAPACITY, MAX_IDLE_SPIN};
+use spool::{Backoff, ManualClock, OpenError, Queue, MAX_CAPACITY, MAX_IDLE_SPIN};
 use std::time::Duration;
 
 fn open_error(builder: spool::Builder<u32>) -> OpenError {
@@ -167,13 +167,33 @@ fn the_default_dedup_window_is_five_minutes() {
 }
 
 #[test]
-fn the_default_backoff_retries_at_once() {
-    let (_clock, builder) = manual();
-    let queue = builder.open().unwrap();
+fn the_default_backoff_waits_about_a_second_then_doubles() {
+    let clock = ManualClock::new();
+    let queue: Queue<u32> = Queue::builder().clock(clock.clone()).open().unwrap();
+    assert_eq!(Backoff::default(), Backoff::DEFAULT);
     queue.producer().send(1).unwrap();
     let consumer = queue.consumer();
-
-    consumer.try_recv().unwrap().nack().unwrap();
-
-    assert_eq!(consumer.try_recv().unwrap().receive_count(), 2);
+    let step = Duration::from_millis(10);
+    let mut delivery = consumer.try_recv().unwrap();
+    let mut waits = Vec::new();
+    for attempt in 1..=3 {
+        assert_eq!(delivery.receive_count(), attempt);
+        delivery.nack().unwrap();
+        let mut waited = Duration::ZERO;
+        delivery = loop {
+            if let Ok(next) = consumer.try_recv() {
+                break next;
+            }
+            assert!(waited < Duration::from_secs(10), "no redelivery");
+            clock.advance(step);
+            waited += step;
+        };
+        waits.push(waited);
+    }
+    delivery.ack().unwrap();
+    // Equal jitter: within [d/2, d] of 1 s, 2 s, 4 s (to the 10 ms step).
+    for (wait, full) in waits.iter().zip([1, 2, 4]) {
+        let full = Duration::from_secs(full);
+        assert!(*wait >= full / 2 && *wait <= full + step, "{waits:?}");
+    }
 }

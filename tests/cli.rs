@@ -41,6 +41,7 @@ fn json_lines(output: &Output) -> Vec<Value> {
 fn open(dir: &Path) -> Queue<String> {
     Queue::builder()
         .path(dir)
+        .backoff(spool::Backoff::None)
         .visibility_timeout(Duration::from_secs(3600))
         .open()
         .unwrap()

@@ -1020,6 +1020,7 @@ fn open(dir: &Path, lease: Duration) -> Result<Queue<String>, spool::OpenError> 
         .durability(Durability::Sync)
         .capacity(10_000)
         .max_receives(MAX_RECEIVES)
+        .backoff(spool::Backoff::None) // retries within the child's short run
         .visibility_timeout(lease)
         .segment_size(64 << 10)
         .open()

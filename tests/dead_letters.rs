@@ -384,3 +384,22 @@ fn a_purged_or_redriven_letter_is_not_found_again() {
     assert_eq!(dlq.redrive(purged), Err(RedriveError::NotFound(purged)));
     assert_eq!(dlq.redrive_all(), Ok(0));
 }
+
+#[test]
+fn fail_takes_any_error_and_keeps_its_text() {
+    let (_clock, queue, consumer) = queue_with_max_receives(3);
+    queue.producer().send(7).unwrap();
+    let gone = std::io::Error::new(std::io::ErrorKind::NotFound, "410 gone");
+    consumer.try_recv().unwrap().fail(gone).unwrap();
+    let text = String::from("borrowed");
+    consumer.try_recv().unwrap().fail(&text).unwrap();
+    let long = "é".repeat(spool::MAX_TEXT_BYTES);
+    consumer.try_recv().unwrap().fail(long).unwrap();
+    let letter = &queue.dead_letters().list()[0];
+    assert_eq!(&letter.errors()[..2], ["410 gone", "borrowed"]);
+    assert_eq!(
+        letter.errors()[2].len(),
+        spool::MAX_TEXT_BYTES,
+        "cut at a char boundary"
+    );
+}

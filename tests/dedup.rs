@@ -250,3 +250,43 @@ fn concurrent_sends_with_one_key_enqueue_exactly_one_message() {
     assert_eq!(stats.duplicates, u64::from(ROUNDS) * (THREADS as u64 - 1));
     assert_eq!(stats.ready, ROUNDS as usize);
 }
+
+#[test]
+fn with_dedup_key_only_another_payload_under_the_key_is_a_duplicate_even_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let open = |key_only: bool| -> Queue<u32> {
+        Queue::builder()
+            .path(dir.path())
+            .clock(clock.clone())
+            .dedup_window(WINDOW)
+            .dedup_key_only(key_only)
+            .open()
+            .unwrap()
+    };
+    let queue = open(true);
+    let first = queue.producer().send_with(1, keyed("event-9")).unwrap();
+    let again = queue.producer().send_with(2, keyed("event-9")).unwrap();
+    assert_eq!(again, Sent::Duplicate(first.id()));
+    drop(queue);
+
+    let queue = open(true);
+    clock.advance(WINDOW - NS);
+    let again = queue.producer().send_with(3, keyed("event-9")).unwrap();
+    assert_eq!(again, Sent::Duplicate(first.id()));
+    let delivery = queue.consumer().try_recv().unwrap();
+    assert_eq!(*delivery, 1, "the first payload is the one kept");
+    delivery.ack().unwrap();
+    drop(queue);
+
+    // Without the option, the recovered key compares payloads again.
+    let queue = open(false);
+    let refused = queue.producer().send_with(4, keyed("event-9")).unwrap_err();
+    assert!(
+        matches!(refused, SendError::KeyConflict { .. }),
+        "{refused:?}"
+    );
+    clock.advance(NS);
+    let sent = queue.producer().send_with(4, keyed("event-9")).unwrap();
+    assert!(!sent.is_duplicate(), "the window has passed");
+}

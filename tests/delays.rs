@@ -138,3 +138,76 @@ fn a_short_real_delay_is_waited_out_by_a_blocked_consumer() {
     assert_eq!(*delivery, 7);
     assert_eq!(queue.stats().delayed, 0);
 }
+
+#[test]
+fn a_message_sent_at_a_wall_clock_time_is_invisible_until_exactly_then() {
+    use spool::Clock;
+    let (clock, builder) = manual();
+    let queue = builder.open().unwrap();
+    let consumer = queue.consumer();
+    let at = clock.now() + 60 * SEC;
+    // `at` replaces a delay set before it, and the other way round.
+    let options = SendOptions::new().delay(SEC).at(at);
+    let sent = queue.producer().send_with(1, options).unwrap();
+    queue
+        .producer()
+        .send_with(2, SendOptions::new().at(at).delay(30 * SEC))
+        .unwrap();
+    assert_eq!(queue.stats().delayed, 2);
+
+    clock.advance(30 * SEC);
+    assert_eq!(ack_all_ready(&consumer), [2]);
+    clock.advance(30 * SEC - NS);
+    assert_eq!(consumer.try_recv().unwrap_err(), RecvError::Empty);
+    clock.advance(NS);
+    let delivery = consumer.try_recv().unwrap();
+    assert_eq!((delivery.id(), *delivery), (sent.id(), 1));
+}
+
+#[test]
+fn a_time_already_past_is_visible_at_once_in_send_order() {
+    use spool::Clock;
+    let (clock, builder) = manual();
+    let queue = builder.open().unwrap();
+    clock.advance(3600 * SEC);
+    let past = clock.now() - 60 * SEC;
+    queue.producer().send(1).unwrap();
+    let options = SendOptions::new().at(past);
+    queue.producer().send_with(2, options).unwrap();
+    let options = SendOptions::new().at(std::time::UNIX_EPOCH);
+    queue.producer().send_with(3, options).unwrap();
+    assert_eq!(ack_all_ready(&queue.consumer()), [1, 2, 3]);
+}
+
+#[test]
+fn a_wall_clock_time_survives_a_reopen_and_one_passed_meanwhile_is_due() {
+    use spool::Clock;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = spool::ManualClock::new();
+    let open = || -> Queue<u32> {
+        Queue::builder()
+            .path(dir.path())
+            .clock(clock.clone())
+            .open()
+            .unwrap()
+    };
+    let start = clock.now();
+    let queue = open();
+    let producer = queue.producer();
+    producer
+        .send_with(1, SendOptions::new().at(start + 100 * SEC))
+        .unwrap();
+    producer
+        .send_with(2, SendOptions::new().at(start + 10 * SEC))
+        .unwrap();
+    drop((producer, queue));
+
+    clock.advance(50 * SEC); // down for 50 s: the second one came due meanwhile
+    let queue = open();
+    assert_eq!((queue.stats().ready, queue.stats().delayed), (1, 1));
+    assert_eq!(ack_all_ready(&queue.consumer()), [2]);
+    clock.advance(50 * SEC - NS);
+    assert_eq!(queue.consumer().try_recv().unwrap_err(), RecvError::Empty);
+    clock.advance(NS);
+    assert_eq!(ack_all_ready(&queue.consumer()), [1]);
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{in_thread, manual, NS, SEC, WAIT};
-use spool::{Consumer, Delivery, ManualClock, Queue, RecvError, SettleError, Stats};
+use spool::{Backoff, Consumer, Delivery, ManualClock, Queue, RecvError, SettleError, Stats};
 use std::time::Duration;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -427,6 +427,7 @@ fn ticking_queue() -> (ManualClock, Queue<u32>) {
     let clock = TickingClock::default();
     let manual = clock.0.clone();
     let queue = Queue::builder()
+        .backoff(Backoff::None)
         .visibility_timeout(LEASE)
         .max_receives(10)
         .clock(clock)

@@ -7,7 +7,8 @@
 //! that may be refused whole, receives through several consumer handles,
 //! settling held deliveries in every way, one by one or several at once
 //! with `Consumer::ack_batch`, receiving batches and settling or splitting
-//! them whole, clock jumps, dead-letter operations, close) and shrinks any
+//! them whole, clock jumps, dead-letter operations, cancellations, sends
+//! with a time to live or their own `max_receives`, close) and shrinks any
 //! disagreement to a minimal sequence. Most cases use a small queue, so
 //! that it is often full; some (see [`BULK_CAPACITY`]) a queue of up to 40
 //! with more and larger batches, so that batches of 10 to 30 messages are
@@ -72,6 +73,18 @@
 //!   how many it acknowledged.
 //! - The event hook sees `LeaseExpired`, `DeadLettered` and `Redriven` in
 //!   the order they happen; the test compares them after every step.
+//! - A message sent with a time to live and never received is
+//!   dead-lettered as `Expired` when the processing of what is due finds
+//!   its expiry passed, as of that expiry, wherever it waits (ready,
+//!   delayed, or coming due in that same processing), before the expired
+//!   leases of that processing, in order of (expiry, id). A received one
+//!   is out of reach of it; a redrive clears it. A message's own
+//!   `max_receives` replaces the queue's in every failure rule.
+//! - `cancel` takes a ready message out (the others keep their order and
+//!   their ready-since instants) or a delayed one, counts it in
+//!   `cancelled`, and frees its slot; anything else is `NotFound`.
+//!   `cancel_key` finds the id through a live key (else `UnknownKey`).
+//!   `DeadLetters::remove` deletes one letter and counts it in `purged`.
 //!
 //! Not covered here: threads and real blocking (a blocking call the model
 //! says would wait is made as a `try_` call instead, a timeout elapses
@@ -86,9 +99,9 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use spool::{
-    Backoff, Batch, Consumer, DeadLetter, DeadLetterReason, DeadLetters, Delivery, Event,
-    ManualClock, MessageId, Producer, Queue, RecvError, RedriveError, SendError, SendOptions, Sent,
-    SettleError, Stats,
+    Backoff, Batch, CancelError, Cancelled, Consumer, DeadLetter, DeadLetterReason, DeadLetters,
+    Delivery, Event, ManualClock, MessageId, Producer, Queue, RecvError, RedriveError, SendError,
+    SendOptions, Sent, SettleError, Stats,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -204,6 +217,24 @@ enum Op {
     SendDelayed {
         delay: u64,
         blocking: bool,
+    },
+    /// A send with a time to live and/or its own `max_receives`, maybe
+    /// delayed.
+    SendLimited {
+        ttl: Option<u64>,
+        max_receives: Option<u32>,
+        delay: u64,
+    },
+    /// `Queue::cancel` of an id handed out (any state), or `cancel_key` of
+    /// one of the keys.
+    Cancel {
+        which: usize,
+        by_key: bool,
+    },
+    /// `DeadLetters::remove` of a dead letter, or of any id handed out.
+    RemoveDead {
+        which: usize,
+        from_dlq: bool,
     },
     /// `send_batch`, `try_send_batch` or `send_batch_timeout` (zero or
     /// tiny): all or nothing. A blocking one that would wait (fits the
@@ -513,6 +544,22 @@ fn letter_view(letter: &DeadLetter<u32>) -> LetterView {
     }
 }
 
+/// A refused cancel, comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CancelOutcome {
+    NotFound(u64),
+    UnknownKey(String),
+    Other(String),
+}
+
+fn cancel_outcome<V>(result: Result<V, CancelError>) -> Result<V, CancelOutcome> {
+    result.map_err(|error| match error {
+        CancelError::NotFound(id) => CancelOutcome::NotFound(id.get()),
+        CancelError::UnknownKey(key) => CancelOutcome::UnknownKey(key),
+        other => CancelOutcome::Other(other.to_string()),
+    })
+}
+
 // ----- the reference model -----------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -523,6 +570,18 @@ struct Msg {
     enqueued_at: u64,
     receive_count: u32,
     errors: Vec<String>,
+    /// Its time to live's end (`SendOptions::ttl`), until it is received
+    /// or redriven.
+    expires_at: Option<u64>,
+    /// Its own `max_receives`.
+    max_receives: Option<u32>,
+}
+
+impl Msg {
+    /// Never received, and its time to live is over at `now`.
+    fn expired(&self, now: u64) -> bool {
+        self.receive_count == 0 && self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 struct Lease {
@@ -560,6 +619,14 @@ struct Counters {
     dead_lettered: u64,
     redriven: u64,
     purged: u64,
+    cancelled: u64,
+}
+
+/// A send's per-message limits (`SendOptions::ttl`, `max_receives`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    ttl: Option<u64>,
+    max_receives: Option<u32>,
 }
 
 /// How the model settles a lease.
@@ -639,10 +706,16 @@ impl Model {
         let batches = self.batches.values().map(|b| b.deadline);
         let delays = self.delayed.iter().map(|(due, _)| *due);
         let keys = self.keys.values().map(|s| s.expires);
+        let waiting =
+            (self.ready.iter().map(|(m, _)| m)).chain(self.delayed.iter().map(|(_, m)| m));
+        let expiries = waiting
+            .filter(|m| m.receive_count == 0)
+            .filter_map(|m| m.expires_at);
         leases
             .chain(batches)
             .chain(delays)
             .chain(keys)
+            .chain(expiries)
             .filter(|&t| t > self.now)
             .min()
     }
@@ -681,6 +754,28 @@ impl Model {
             .into_iter()
             .partition(|(due, _)| *due <= now);
         self.delayed = waiting;
+        // Times to live that ran out, before the expired leases: messages
+        // never received, wherever they wait, dead-lettered as of their
+        // expiry, in order of (expiry, id).
+        let mut gone: Vec<Msg> = Vec::new();
+        let (out, kept): (Vec<_>, Vec<_>) = visible.into_iter().partition(|(_, m)| m.expired(now));
+        visible = kept;
+        gone.extend(out.into_iter().map(|(_, m)| m));
+        let (out, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(_, m)| m.expired(now));
+        self.delayed = kept;
+        gone.extend(out.into_iter().map(|(_, m)| m));
+        let (out, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.ready)
+            .into_iter()
+            .partition(|(m, _)| m.expired(now));
+        self.ready = kept;
+        gone.extend(out.into_iter().map(|(m, _)| m));
+        gone.sort_by_key(|m| (m.expires_at, m.id));
+        for msg in gone {
+            let at = msg.expires_at.expect("expired");
+            self.bury(msg, DeadLetterReason::Expired, at);
+        }
         // Each expiry takes effect as of its deadline: the backoff runs from
         // there, and a message already visible by `now` counts as ready
         // since then.
@@ -707,7 +802,7 @@ impl Model {
         delay: Option<u64>,
         at: u64,
     ) -> Result<(u64, Msg), (Msg, DeadLetterReason)> {
-        if msg.receive_count >= self.config.max_receives {
+        if msg.receive_count >= msg.max_receives.unwrap_or(self.config.max_receives) {
             let reason = DeadLetterReason::MaxReceives(msg.receive_count);
             return Err((msg, reason));
         }
@@ -735,7 +830,7 @@ impl Model {
     }
 
     /// A send that does not wait for room.
-    fn send(&mut self, payload: u32, key: Option<&str>, delay: u64) -> SendOutcome {
+    fn send(&mut self, payload: u32, key: Option<&str>, delay: u64, limits: Limits) -> SendOutcome {
         if self.closed {
             return SendOutcome::Closed(payload);
         }
@@ -774,6 +869,8 @@ impl Model {
             enqueued_at: self.now,
             receive_count: 0,
             errors: Vec::new(),
+            expires_at: limits.ttl.map(|ttl| self.now + ttl),
+            max_receives: limits.max_receives,
         };
         if delay == 0 {
             self.ready.push_back((msg, self.now));
@@ -817,6 +914,8 @@ impl Model {
                 enqueued_at: self.now,
                 receive_count: 0,
                 errors: Vec::new(),
+                expires_at: None,
+                max_receives: None,
             };
             self.ready.push_back((msg, self.now));
         }
@@ -1002,6 +1101,7 @@ impl Model {
         let mut msg = self.dead.remove(&id).expect("checked").msg;
         msg.receive_count = 0;
         msg.errors.clear();
+        msg.expires_at = None;
         if let Some(payload) = replacement {
             msg.payload = payload;
         }
@@ -1044,7 +1144,25 @@ impl Model {
         stats.dead_lettered = c.dead_lettered;
         stats.redriven = c.redriven;
         stats.purged = c.purged;
+        stats.cancelled = c.cancelled;
         stats
+    }
+
+    /// Cancels a message no one holds: ready (keeping the others' order)
+    /// or delayed.
+    fn cancel(&mut self, id: u64) -> Result<Cancelled, CancelOutcome> {
+        self.tick();
+        let found = if let Some(at) = self.ready.iter().position(|(m, _)| m.id == id) {
+            self.ready.remove(at);
+            Cancelled::Ready
+        } else if let Some(at) = self.delayed.iter().position(|(_, m)| m.id == id) {
+            self.delayed.remove(at);
+            Cancelled::Delayed
+        } else {
+            return Err(CancelOutcome::NotFound(id));
+        };
+        self.counters.cancelled += 1;
+        Ok(found)
     }
 
     fn letter(&self, letter: &Letter, start: SystemTime) -> LetterView {
@@ -1194,6 +1312,17 @@ impl Harness {
                 let wait = if blocking { Wait::Blocking } else { Wait::Try };
                 self.send(payload, None, delay, wait, step);
             }
+            Op::SendLimited {
+                ttl,
+                max_receives,
+                delay,
+            } => {
+                let payload = self.fresh_payload();
+                let limits = Limits { ttl, max_receives };
+                self.send_limited(payload, None, delay, limits, Wait::Try, step);
+            }
+            Op::Cancel { which, by_key } => self.cancel(which, by_key, step),
+            Op::RemoveDead { which, from_dlq } => self.remove_dead(which, from_dlq, step),
             Op::SendBatch { len, wait } => {
                 self.model.tick();
                 let len = match len {
@@ -1281,16 +1410,29 @@ impl Harness {
     }
 
     fn send(&mut self, payload: u32, key: Option<String>, delay: u64, wait: Wait, step: &str) {
+        self.send_limited(payload, key, delay, Limits::default(), wait, step);
+    }
+
+    fn send_limited(
+        &mut self,
+        payload: u32,
+        key: Option<String>,
+        delay: u64,
+        limits: Limits,
+        wait: Wait,
+        step: &str,
+    ) {
         self.model.tick(); // every operation processes what is due first
         let wait = match wait {
             Wait::Blocking if self.model.send_would_block(key.as_deref()) => Wait::Try,
             other => other,
         };
-        let mut expected = self.model.send(payload, key.as_deref(), delay);
+        let mut expected = self.model.send(payload, key.as_deref(), delay, limits);
         if let (true, SendOutcome::Full(m)) = (wait.times_out(), &expected) {
             expected = SendOutcome::Timeout(*m);
         }
-        let real = if key.is_none() && delay == 0 {
+        let plain = limits.ttl.is_none() && limits.max_receives.is_none();
+        let real = if key.is_none() && delay == 0 && plain {
             let real = match wait {
                 Wait::Blocking => self.producer.send(payload),
                 Wait::Try => self.producer.try_send(payload),
@@ -1302,6 +1444,12 @@ impl Harness {
             let mut options = SendOptions::new().delay(ms(delay));
             if let Some(key) = key {
                 options = options.key(key);
+            }
+            if let Some(ttl) = limits.ttl {
+                options = options.ttl(ms(ttl));
+            }
+            if let Some(max) = limits.max_receives {
+                options = options.max_receives(max);
             }
             match wait {
                 Wait::Blocking => self.producer.send_with(payload, options),
@@ -1649,6 +1797,62 @@ impl Harness {
         assert_eq!(redrive_outcome(real), expected, "{step}: redrive {id}");
     }
 
+    fn cancel(&mut self, which: usize, by_key: bool, step: &str) {
+        self.model.tick();
+        if by_key {
+            let key = format!("key-{}", which % 4); // key-3 is never sent
+            let expected = match self.model.live_key(&key).map(|seen| seen.id) {
+                Some(id) => self.model.cancel(id).map(|found| (id, found)),
+                None => Err(CancelOutcome::UnknownKey(key.clone())),
+            };
+            let real = cancel_outcome(self.queue.cancel_key(&key));
+            let real = real.map(|(id, found)| (id.get(), found));
+            assert_eq!(real, expected, "{step}: cancel_key {key}");
+            return;
+        }
+        if self.ids.is_empty() {
+            return;
+        }
+        let id = *self
+            .ids
+            .values()
+            .nth(which % self.ids.len())
+            .expect("index");
+        let expected = self.model.cancel(id.get());
+        let real = cancel_outcome(self.queue.cancel(id));
+        assert_eq!(real, expected, "{step}: cancel {id}");
+    }
+
+    fn remove_dead(&mut self, which: usize, from_dlq: bool, step: &str) {
+        self.model.tick();
+        let id = if from_dlq {
+            let dead: Vec<u64> = self.model.dead.keys().copied().collect();
+            if dead.is_empty() {
+                return;
+            }
+            self.ids[&dead[which % dead.len()]]
+        } else {
+            if self.ids.is_empty() {
+                return;
+            }
+            *self
+                .ids
+                .values()
+                .nth(which % self.ids.len())
+                .expect("index")
+        };
+        let expected = self.model.dead.remove(&id.get()).map(|letter| {
+            self.model.counters.purged += 1;
+            self.model.letter(&letter, self.start)
+        });
+        let real = self.dlq.remove(id).expect("in memory");
+        assert_eq!(
+            real.as_ref().map(letter_view),
+            expected,
+            "{step}: remove {id}"
+        );
+    }
+
     /// Compares everything observable without changing anything (beyond
     /// processing what is due, which both sides do here).
     fn check(&mut self, step: &str) {
@@ -1817,6 +2021,16 @@ fn send_strategy(bulk: bool) -> impl Strategy<Value = Op> {
             }),
         1 => (delay_strategy(), any::<bool>())
             .prop_map(|(delay, blocking)| Op::SendDelayed { delay, blocking }),
+        2 => (
+            prop_oneof![1 => Just(None), 3 => delay_strategy().prop_map(Some)],
+            prop_oneof![3 => Just(None), 1 => (1u32..=4).prop_map(Some)],
+            prop_oneof![3 => Just(0u64), 1 => delay_strategy()],
+        )
+            .prop_map(|(ttl, max_receives, delay)| Op::SendLimited {
+                ttl,
+                max_receives,
+                delay,
+            }),
         if bulk { 8 } else { 3 } => (send_batch_len_strategy(bulk), wait_strategy())
             .prop_map(|(len, wait)| Op::SendBatch { len, wait }),
     ]
@@ -1889,6 +2103,10 @@ fn op_strategy(bulk: bool) -> impl Strategy<Value = Op> {
         ]
         .prop_map(Op::RedriveWhere),
         2 => Just(Op::Purge),
+        4 => (any::<usize>(), any::<bool>())
+            .prop_map(|(which, by_key)| Op::Cancel { which, by_key }),
+        2 => (any::<usize>(), any::<bool>())
+            .prop_map(|(which, from_dlq)| Op::RemoveDead { which, from_dlq }),
         1 => Just(Op::Close),
     ]
 }

@@ -27,7 +27,11 @@ fn value(text: &str, metric: &str, queue: &str) -> Option<f64> {
 #[test]
 fn counters_and_gauges_per_queue_name() {
     let handle = recorder();
-    let queue: Queue<u32> = Queue::builder().name("metered").open().unwrap();
+    let queue: Queue<u32> = Queue::builder()
+        .name("metered")
+        .backoff(spool::Backoff::None)
+        .open()
+        .unwrap();
     let producer = queue.producer();
     let consumer = queue.consumer();
     for i in 0..4 {

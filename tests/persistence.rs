@@ -14,8 +14,8 @@ mod common;
 
 use common::{NS, SEC};
 use spool::{
-    Builder, DeadLetterReason, Durability, ManualClock, OpenError, Queue, RecvError, SendError,
-    SendOptions, Sent,
+    Backoff, Builder, DeadLetterReason, Durability, ManualClock, OpenError, Queue, RecvError,
+    SendError, SendOptions, Sent,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ fn builder(dir: &Path, clock: &ManualClock) -> Builder<u32> {
         .visibility_timeout(LEASE)
         .dedup_window(WINDOW)
         .max_receives(3)
+        .backoff(Backoff::None)
 }
 
 fn open(dir: &Path, clock: &ManualClock) -> Queue<u32> {
@@ -584,6 +585,7 @@ fn disk_use_stays_bounded_under_churn() {
     const ROUNDS: u32 = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let queue: Queue<Vec<u8>> = Queue::builder()
+        .backoff(Backoff::None)
         .path(dir.path())
         .durability(Durability::None) // the bound does not depend on it; fast
         .segment_size(SEGMENT)
@@ -642,7 +644,11 @@ fn disk_use_stays_bounded_under_churn() {
     queue.sync().unwrap();
     let image = copy_of_live_directory(dir.path());
     drop(slow);
-    let reopened: Queue<Vec<u8>> = Queue::builder().path(image.path()).open().unwrap();
+    let reopened: Queue<Vec<u8>> = Queue::builder()
+        .backoff(Backoff::None)
+        .path(image.path())
+        .open()
+        .unwrap();
     let consumer = reopened.consumer();
     let back: Vec<_> = (0..5).map(|_| consumer.try_recv().unwrap()).collect();
     assert_eq!(consumer.try_recv().unwrap_err(), RecvError::Empty);

@@ -2,8 +2,8 @@
 //! which retries, dead-letters and fills up on its own.
 
 use spool::{
-    Consumer, DeadLetterReason, PublishError, Queue, Refusal, SendOptions, Sent, SubscribeError,
-    Topic,
+    Backoff, Consumer, DeadLetterReason, PublishError, Queue, Refusal, SendOptions, Sent,
+    SubscribeError, Topic,
 };
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -80,7 +80,10 @@ fn a_failing_subscription_retries_and_dead_letters_alone() {
     let topic: Topic<u32> = Topic::new();
     let healthy = topic.subscribe("healthy", Queue::builder()).unwrap();
     let failing = topic
-        .subscribe("failing", Queue::builder().max_receives(2))
+        .subscribe(
+            "failing",
+            Queue::builder().max_receives(2).backoff(Backoff::None),
+        )
         .unwrap();
     for n in 0..5 {
         topic.publish(n).unwrap();

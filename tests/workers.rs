@@ -1,7 +1,9 @@
 //! Worker pools: handler outcomes settle deliveries, panics are caught,
 //! long handlers keep their leases, and shutdown loses nothing.
 
-use spool::{DeadLetterReason, Durability, Event, ManualClock, Queue, WorkerPool, Workers};
+use spool::{
+    Backoff, DeadLetterReason, Durability, Event, ManualClock, Queue, WorkerPool, Workers,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, Once};
@@ -227,7 +229,7 @@ fn shutdown_finishes_running_handlers_and_leaves_the_rest_queued() {
 
 #[test]
 fn at_the_shutdown_deadline_a_stuck_handler_s_message_is_released() {
-    let queue: Queue<u32> = Queue::builder().open().unwrap();
+    let queue: Queue<u32> = Queue::builder().backoff(Backoff::None).open().unwrap();
     let (started_tx, started) = mpsc::channel();
     let (open, wait) = gate();
     let pool = Workers::new(queue.consumer())

@@ -35,6 +35,7 @@ fn open(storage: &SimStorage, clock: &ManualClock, capacity: usize) -> Queue<u32
         .path("sim")
         .clock(clock.clone())
         .capacity(capacity)
+        .backoff(crate::Backoff::None)
         .max_receives(3)
         .visibility_timeout(Duration::from_secs(10))
         .open_on_storage(storage)

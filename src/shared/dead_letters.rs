@@ -2,7 +2,7 @@
 
 use super::{NoRoom, Shared, Wait};
 use crate::codec;
-use crate::dead_letter::DeadLetterStore;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::error::{RedriveError, StorageError};
 use crate::event::Event;
 use crate::message::{MessageId, Payload};
@@ -27,6 +27,26 @@ impl<T> Shared<T> {
         Counters::bump(&self.counters.purged, purged as u64);
         self.durable(ticket)?;
         Ok(purged)
+    }
+
+    /// Deletes the dead letter `id`, if there is one; returns it. Recorded
+    /// as an `ACK` (which removes a message in any state on replay).
+    pub(crate) fn remove_dead_letter(
+        &self,
+        id: MessageId,
+    ) -> Result<Option<DeadLetter<T>>, StorageError> {
+        let removed = self
+            .dead
+            .remove_logged(id, |_| self.append(&[Record::Ack { id: id.0 }]));
+        match removed {
+            None => Ok(None),
+            Some(Err(error)) => Err(self.failed(error)),
+            Some(Ok((letter, ticket))) => {
+                Counters::bump(&self.counters.purged, 1);
+                self.durable(ticket)?;
+                Ok(Some(letter))
+            }
+        }
     }
 }
 
@@ -89,6 +109,7 @@ impl<T: Serialize> Shared<T> {
         let mut entry = letter.into_entry().into_queued();
         entry.receive_count = 0;
         entry.set_errors(Vec::new());
+        entry.clear_expiry();
         if let Some(payload) = replacement {
             entry.payload = Payload::Owned(payload);
         }

@@ -34,11 +34,15 @@
 //! | `send` | send, send_batch, delays |
 //! | `receive` | receive, tick (deadlines) |
 //! | `settle` | ack, release, extend, reject, retries, dead-lettering |
-//! | `dead_letters` | redrive, purge |
+//! | `dead_letters` | redrive, purge, remove |
+//! | `cancel` | cancelling a ready or delayed message |
+//! | `expire` | times to live running out |
 //! | `restore` | rebuilding the state a journal recovered |
 //! | `task` | the task forms of the operations that wait (async) |
 
+mod cancel;
 mod dead_letters;
+mod expire;
 mod receive;
 mod restore;
 mod send;
@@ -57,6 +61,7 @@ use crate::dead_letter::{DeadLetterReason, DeadLetterStore};
 use crate::dedup::Dedup;
 use crate::error::{SendError, StorageError};
 use crate::event::Event;
+use crate::expiry::ExpiryQueue;
 use crate::lease::LeaseTable;
 use crate::message::Held;
 use crate::padded::Padded;
@@ -155,6 +160,8 @@ pub(crate) struct Shared<T> {
     capacity: Capacity,
     leases: LeaseTable<T>,
     delayed: DelayQueue<T>,
+    /// When messages sent with a time to live expire.
+    expiry: ExpiryQueue,
     dedup: Dedup,
     dead: DeadLetterStore<T>,
     counters: Counters,
@@ -217,7 +224,11 @@ impl<T: Send + Sync + 'static> Shared<T> {
             capacity: Capacity::new(config.capacity),
             leases: LeaseTable::new(),
             delayed: DelayQueue::new(),
-            dedup: Dedup::new(clock::duration_nanos(config.dedup_window)),
+            expiry: ExpiryQueue::default(),
+            dedup: Dedup::with_keys_only(
+                clock::duration_nanos(config.dedup_window),
+                config.dedup_key_only,
+            ),
             dead: DeadLetterStore::default(),
             counters: Counters::default(),
             random: Random::new(seed),
@@ -260,6 +271,11 @@ impl<T: Send + Sync> ClockListener for Shared<T> {
 impl<T> Shared<T> {
     pub(crate) fn now(&self) -> Nanos {
         self.clock.now_nanos()
+    }
+
+    /// The queue's clock (for a schedule, which waits on it).
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The time, up to `coarse_lag` behind: for receive, acknowledge and

@@ -178,8 +178,16 @@ impl<T> Shared<T> {
     /// It is leased by [`lease_one`](Self::lease_one) once the receive is
     /// durable (`ticket`, if the queue waits for that).
     pub(crate) fn pop_one(&self, now: Nanos) -> Result<Option<Taken<Queued<T>>>, RecvError> {
-        let Some(mut entry) = self.ready.pop() else {
-            return Ok(None);
+        // A tick moves expired messages out first; this catches one that
+        // expired while another thread held the tick.
+        let mut entry = loop {
+            let Some(entry) = self.ready.pop() else {
+                return Ok(None);
+            };
+            if !entry.expired(now) {
+                break entry;
+            }
+            self.bury_expired(entry);
         };
         entry.receive_count = entry.receive_count.saturating_add(1);
         let record = Record::Receive {
@@ -381,12 +389,17 @@ impl<T> Shared<T> {
         self.next_deadline.store(Nanos::MAX, SeqCst);
         let mut expired = Vec::new();
         let mut due = Vec::new();
+        let mut expiring = Vec::new();
         let next = self
             .leases
             .expire(now, &mut expired)
-            .min(self.delayed.pop_due(now, &mut due));
+            .min(self.delayed.pop_due(now, &mut due))
+            .min(self.expiry.pop_due(now, &mut expiring));
         self.next_deadline.fetch_min(next, SeqCst);
         drop(guard);
+        if !expiring.is_empty() {
+            self.expire(expiring, &mut due, now);
+        }
 
         expired.sort_by_key(|(at, entry)| (*at, entry.id));
         let mut visible = due;

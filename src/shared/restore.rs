@@ -57,14 +57,29 @@ impl<T: DeserializeOwned> Shared<T> {
                     self.dead
                         .insert_logged(DeadLetter::new(entry.into_held(), reason, at), |_| ());
                 }
-                None if entry.receive_count >= self.config.max_receives => {
+                None if self.used_up(&entry) => {
                     let reason = DeadLetterReason::MaxReceives(entry.receive_count);
                     self.bury(entry.into_held(), reason, now, None)
                         .and_then(|ticket| self.durable(ticket))
                         .map_err(OpenError::Storage)?;
                 }
-                None if visible_at > now => self.hold_until(visible_at, entry),
-                None => ready.push((visible_at, entry)),
+                // Its time to live ran out while the process was down.
+                None if entry.expired(now) => {
+                    let at = entry.expires_at().unwrap_or(now);
+                    self.bury(entry.into_held(), DeadLetterReason::Expired, at, None)
+                        .and_then(|ticket| self.durable(ticket))
+                        .map_err(OpenError::Storage)?;
+                }
+                None => {
+                    if let Some(at) = entry.expires_at().filter(|_| entry.receive_count == 0) {
+                        self.expire_at(at, entry.id);
+                    }
+                    if visible_at > now {
+                        self.hold_until(visible_at, entry);
+                    } else {
+                        ready.push((visible_at, entry));
+                    }
+                }
             }
         }
         ready.sort_by_key(|(at, entry)| (*at, entry.id));
@@ -103,6 +118,7 @@ fn decode<T: DeserializeOwned>(message: RecoveredMessage) -> Result<Restored<T>,
             let mut entry = Entry::new(id, payload, message.enqueued_at, key);
             entry.receive_count = message.receive_count;
             entry.set_errors(message.errors);
+            entry.set_limits(message.max_receives, message.expires_at);
             entry
         },
         visible_at: message.visible_at,

@@ -64,6 +64,8 @@ pub(crate) struct Appended<T> {
     key: Option<std::sync::Arc<str>>,
     delay: Nanos,
     now: Nanos,
+    max_receives: Option<u32>,
+    expires_at: Option<Nanos>,
     pub(crate) ticket: Option<Ticket>,
 }
 
@@ -106,7 +108,11 @@ impl<T: Serialize> Shared<T> {
         message: T,
         options: SendOptions,
     ) -> Result<Checks<T>, SendError<T>> {
-        let plain = options.delay.is_zero() && options.key.is_none();
+        let plain = options.delay.is_zero()
+            && options.key.is_none()
+            && options.at.is_none()
+            && options.ttl.is_none()
+            && options.max_receives.is_none();
         let now = self.now_for_send(plain);
         self.tick(now);
         if self.is_closed() {
@@ -136,8 +142,8 @@ impl<T: Serialize> Shared<T> {
         }
         // Only a keyed send compares payloads.
         let hash = match options.key {
-            Some(_) => codec::fingerprint(&encoded),
-            None => 0,
+            Some(_) if !options.any_payload => codec::fingerprint(&encoded),
+            _ => 0,
         };
         if let Some(key) = &options.key {
             match self.dedup.check(key, hash, now) {
@@ -176,11 +182,24 @@ impl<T: Serialize> Shared<T> {
             ..
         } = checked;
         let id = MessageId(self.ids.take(1));
-        let delay = clock::duration_nanos(options.delay);
+        let visible_at = match options.at {
+            Some(at) => clock::to_nanos(at).max(now),
+            None => now.saturating_add(clock::duration_nanos(options.delay)),
+        };
+        let delay = visible_at - now;
+        let expires_at = options
+            .ttl
+            .map(|ttl| now.saturating_add(clock::duration_nanos(ttl)));
+        let limits =
+            (options.max_receives.is_some() || expires_at.is_some()).then_some(Record::Limits {
+                id: id.0,
+                max_receives: options.max_receives,
+                expires_at,
+            });
         let record = Record::Enqueue {
             id: id.0,
             enqueued_at: now,
-            visible_at: now.saturating_add(delay),
+            visible_at,
             key: options.key.as_deref().map(|key| KeyRef {
                 key,
                 payload_hash: hash,
@@ -188,10 +207,15 @@ impl<T: Serialize> Shared<T> {
             }),
             payload: &encoded,
         };
+        // The limits go in the enqueue's frame: recovered together or not
+        // at all. (`Ack { id: 0 }` only fills the array; it is not written.)
+        let written = 1 + usize::from(limits.is_some());
+        let records = [record, limits.unwrap_or(Record::Ack { id: 0 })];
+        let records = &records[..written];
         let mut ticket = None;
-        let append = || -> Result<(), StorageError> {
+        let mut append = || -> Result<(), StorageError> {
             if let Some(journal) = &self.journal {
-                ticket = Some(journal.append_send(&[record], wait_for_room)?);
+                ticket = Some(journal.append_send(records, wait_for_room)?);
             }
             Ok(())
         };
@@ -209,6 +233,8 @@ impl<T: Serialize> Shared<T> {
                 key: options.key,
                 delay,
                 now,
+                max_receives: options.max_receives,
+                expires_at,
                 ticket,
             })),
             Ok(KeyStatus::Duplicate(original)) => {
@@ -417,9 +443,16 @@ impl<T> Shared<T> {
             key,
             delay,
             now,
+            max_receives,
+            expires_at,
             ..
         } = appended;
-        self.make_visible(Entry::new(id, message, now, key), delay, now);
+        let mut entry = Entry::new(id, message, now, key);
+        entry.set_limits(max_receives, expires_at);
+        if let Some(at) = expires_at {
+            self.expire_at(at, id);
+        }
+        self.make_visible(entry, delay, now);
     }
 
     /// A batch that was not waited for (its task was dropped): visible at

@@ -6,7 +6,7 @@ use crate::clock::{self, Nanos};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::{SettleError, StorageError};
 use crate::event::Event;
-use crate::message::{BatchMessages, Batched, Held, MessageId};
+use crate::message::{BatchMessages, Batched, Entry, Held, MessageId};
 use crate::stats::Counters;
 use crate::wal::{ReasonRef, Record, Ticket};
 
@@ -99,16 +99,18 @@ impl<T> Shared<T> {
 
     /// Ends the lease of a batch early: each message is retried after
     /// `delay` (or its backoff), or dead-lettered if it has used up its
-    /// receives. `ours` is the settling [`Batch`](crate::Batch)'s reference
-    /// to the messages, given up so that they can leave the batch's
-    /// store. Reports the first failure to record any of them.
-    /// Returns the record to wait for of the last message it
-    /// dead-letters (not waited for).
+    /// receives; `error` is recorded as each one's failed attempt. `ours`
+    /// is the settling [`Batch`](crate::Batch)'s reference to the
+    /// messages, given up so that they can leave the batch's store.
+    /// Reports the first failure to record any of them; returns the
+    /// record to wait for of the last message it dead-letters (not
+    /// waited for).
     pub(crate) fn release_batch_logged(
         &self,
         id: MessageId,
         token: u64,
         delay: Option<Duration>,
+        error: Option<String>,
         ours: Batched<T>,
     ) -> Result<Logged, SettleError> {
         let now = self.now();
@@ -117,7 +119,7 @@ impl<T> Shared<T> {
         drop(ours);
         let mut first_error = Ok(None);
         for entry in BatchMessages::into_held(batch?) {
-            let released = self.release_entry(entry, delay, None, now);
+            let released = self.release_entry(entry, delay, error.clone(), now);
             first_error = match (first_error, released) {
                 (Ok(last), Ok(logged)) => Ok(logged.max(last)),
                 (Err(error), _) | (_, Err(error)) => Err(error),
@@ -206,12 +208,29 @@ impl<T> Shared<T> {
         token: u64,
         by: Duration,
     ) -> Result<(), SettleError> {
+        self.extend_to(id, token, by).map(drop)
+    }
+
+    /// [`extend`](Self::extend), returning the lease's new deadline.
+    pub(crate) fn extend_to(
+        &self,
+        id: MessageId,
+        token: u64,
+        by: Duration,
+    ) -> Result<Nanos, SettleError> {
         let now = self.now();
         self.tick(now);
         let deadline = now.saturating_add(clock::duration_nanos(by));
         self.leases.extend(id, token, now, deadline)?;
         self.register_deadline(deadline);
-        Ok(())
+        Ok(deadline)
+    }
+
+    /// The deadline of lease `token` on `id`, if it is current.
+    pub(crate) fn lease_deadline_of(&self, id: MessageId, token: u64) -> Option<Nanos> {
+        let now = self.now();
+        self.tick(now);
+        self.leases.deadline(id, token, now)
     }
 
     pub(crate) fn reject(
@@ -244,7 +263,7 @@ impl<T> Shared<T> {
 
     /// Where a message goes after a failed attempt at `at`.
     pub(super) fn after_failure(&self, entry: Held<T>, delay: Option<Nanos>, at: Nanos) -> Next<T> {
-        if entry.receive_count >= self.config.max_receives {
+        if self.used_up(&entry) {
             let reason = DeadLetterReason::MaxReceives(entry.receive_count);
             return Next::Dead(entry, reason);
         }
@@ -253,6 +272,14 @@ impl<T> Shared<T> {
             clock::duration_nanos(backoff)
         });
         Next::VisibleAt(at.saturating_add(delay), entry)
+    }
+
+    /// Whether a message has had all the receives it is allowed (its own
+    /// `max_receives`, or the queue's): the rule of the live queue and of
+    /// a restore alike.
+    pub(super) fn used_up<P>(&self, entry: &Entry<P>) -> bool {
+        let max = entry.max_receives().unwrap_or(self.config.max_receives);
+        entry.receive_count >= max
     }
 
     /// Moves a message to the dead-letter queue at `at`; `error` is the
@@ -279,6 +306,7 @@ impl<T> Shared<T> {
                 reason: match letter.reason() {
                     DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
                     DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+                    DeadLetterReason::Expired => ReasonRef::Expired,
                 },
                 error: error.as_deref(),
             }])

@@ -23,7 +23,7 @@ use super::options::WalOptions;
 use super::payload::{PayloadAt, PayloadReader};
 use super::record::Record;
 use super::recovery::{replay_files, survey_through, RecoveryReport};
-use super::state::{key_ref, message_record, Replay};
+use super::state::{key_ref, limits_record, message_record, Replay};
 use super::storage::{Storage, WriteFile};
 
 /// Frames of a base file hold records up to about this many bytes.
@@ -203,6 +203,9 @@ fn write_base(
     }
     for m in state.messages() {
         add(&message_record(m, payloads.read(m.payload)?))?;
+        if let Some(limits) = limits_record(m) {
+            add(&limits)?;
+        }
     }
     if !body.is_empty() {
         out.frame(header.salt, &body)?;

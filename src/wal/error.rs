@@ -41,7 +41,7 @@ pub(crate) enum WalError {
         found: u64,
     },
     /// The file has a format version this build cannot read.
-    #[error("{file} has format version {found}; this build reads version {supported}")]
+    #[error("{file} has format version {found}; this build reads versions 1 to {supported}")]
     UnsupportedVersion {
         file: String,
         found: u32,

@@ -6,8 +6,12 @@ use super::error::WalError;
 
 /// The first bytes of every file: `\x89SPOOL\r\n`.
 pub(crate) const MAGIC: [u8; 8] = [0x89, b'S', b'P', b'O', b'O', b'L', b'\r', b'\n'];
-/// The only format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the `LIMITS`
+/// record and the `Expired` dead-letter reason (FORMAT.md, section 10).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads: a version 1 file is a version 2
+/// file that uses none of its additions.
+pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Header `kind`: a log segment.
 pub(crate) const KIND_SEGMENT: u8 = 1;
 /// Header `kind`: a base file written by compaction.
@@ -108,7 +112,7 @@ impl Header {
             ));
         }
         let version = le_u32(&b[8..12]);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(WalError::UnsupportedVersion {
                 file: file.to_owned(),
                 found: version,
@@ -286,7 +290,7 @@ mod tests {
     fn header_round_trip_and_layout() {
         let b = header().encode();
         assert_eq!(&b[0..8], b"\x89SPOOL\r\n");
-        assert_eq!(le_u32(&b[8..12]), 1);
+        assert_eq!(le_u32(&b[8..12]), 2);
         assert_eq!(b[40..60], [0u8; 20]);
         assert_eq!(Header::decode("f", &b).unwrap(), header());
         assert!(header().check("f", 0xfeed, 7).is_ok());
@@ -296,10 +300,15 @@ mod tests {
     fn header_checks_fail_with_typed_errors() {
         let b = header().encode();
         let mut v = b;
-        v[8] = 2;
+        v[8] = 3;
         assert!(matches!(
             Header::decode("f", &v),
-            Err(WalError::UnsupportedVersion { found: 2, .. })
+            Err(WalError::UnsupportedVersion { found: 3, .. })
+        ));
+        v[8] = 0;
+        assert!(matches!(
+            Header::decode("f", &v),
+            Err(WalError::UnsupportedVersion { found: 0, .. })
         ));
         assert!(matches!(
             header().check("f", 0xbeef, 7),

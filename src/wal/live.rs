@@ -51,6 +51,10 @@ pub(crate) struct Rare {
     /// Error texts of failed attempts, oldest first.
     pub(crate) errors: Vec<String>,
     pub(crate) dead: Option<DeadLettered>,
+    /// Its own `max_receives`, if it was sent with one.
+    pub(crate) max_receives: Option<u32>,
+    /// When its time to live runs out, if it was sent with one.
+    pub(crate) expires_at: Option<u64>,
 }
 
 impl<P> Live<P> {
@@ -81,6 +85,16 @@ impl<P> Live<P> {
     /// The key, errors and dead-letter record, allocated on first use.
     pub(crate) fn rare_mut(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Its own `max_receives`, if any.
+    pub(crate) fn max_receives(&self) -> Option<u32> {
+        self.rare.as_ref()?.max_receives
+    }
+
+    /// When its time to live runs out, if it has one.
+    pub(crate) fn expires_at(&self) -> Option<u64> {
+        self.rare.as_ref()?.expires_at
     }
 
     /// Takes the key, errors and dead-letter record out.

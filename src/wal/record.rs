@@ -18,9 +18,13 @@ pub(crate) const PURGE_DEAD_LETTERS: u8 = 7;
 pub(crate) const DEDUP_KEY: u8 = 8;
 pub(crate) const MESSAGE: u8 = 9;
 pub(crate) const NEXT_ID: u8 = 10;
+/// Since format version 2.
+pub(crate) const LIMITS: u8 = 11;
 
 const REASON_MAX_RECEIVES: u8 = 1;
 const REASON_REJECTED: u8 = 2;
+/// Since format version 2.
+const REASON_EXPIRED: u8 = 3;
 
 /// An idempotency key with what the dedup table keeps about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,7 @@ pub(crate) struct KeyRef<'a> {
 pub(crate) enum ReasonRef<'a> {
     MaxReceives(u32),
     Rejected(&'a str),
+    Expired,
 }
 
 /// The full state of one live message (compaction's output).
@@ -93,6 +98,13 @@ pub(crate) enum Record<'a> {
     Message(MessageRef<'a>),
     NextId {
         next_id: u64,
+    },
+    /// Per-message overrides, written in the frame of its `ENQUEUE` (and
+    /// after its `MESSAGE` by compaction).
+    Limits {
+        id: u64,
+        max_receives: Option<u32>,
+        expires_at: Option<u64>,
     },
 }
 
@@ -179,6 +191,16 @@ impl Record<'_> {
                 e.u8(NEXT_ID);
                 e.u64(*next_id);
             }
+            Record::Limits {
+                id,
+                max_receives,
+                expires_at,
+            } => {
+                e.u8(LIMITS);
+                e.u64(*id);
+                e.opt(*max_receives, Encoder::u32);
+                e.opt(*expires_at, Encoder::u64);
+            }
         }
     }
 
@@ -189,6 +211,7 @@ impl Record<'_> {
         let reason_len = |r: &ReasonRef<'_>| match r {
             ReasonRef::MaxReceives(_) => 5,
             ReasonRef::Rejected(s) => 5 + s.len() as u64,
+            ReasonRef::Expired => 1,
         };
         1 + match self {
             Record::Enqueue { key, payload, .. } => 24 + key_len(key) + 4 + payload.len() as u64,
@@ -208,6 +231,11 @@ impl Record<'_> {
                     + m.payload.len() as u64
             }
             Record::NextId { .. } => 8,
+            Record::Limits {
+                max_receives,
+                expires_at,
+                ..
+            } => 8 + max_receives.map_or(1, |_| 5) + expires_at.map_or(1, |_| 9),
         }
     }
 
@@ -263,6 +291,7 @@ impl Encoder<'_> {
                 self.u8(REASON_REJECTED);
                 self.str(text);
             }
+            ReasonRef::Expired => self.u8(REASON_EXPIRED),
         }
     }
     fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
@@ -320,6 +349,7 @@ impl<'a> Decoder<'a> {
         match self.u8()? {
             REASON_MAX_RECEIVES => Ok(ReasonRef::MaxReceives(self.u32()?)),
             REASON_REJECTED => Ok(ReasonRef::Rejected(self.str()?)),
+            REASON_EXPIRED => Ok(ReasonRef::Expired),
             _ => Err("unknown dead-letter reason"),
         }
     }
@@ -369,6 +399,11 @@ impl<'a> Decoder<'a> {
             MESSAGE => Record::Message(self.message()?),
             NEXT_ID => Record::NextId {
                 next_id: self.u64()?,
+            },
+            LIMITS => Record::Limits {
+                id: self.u64()?,
+                max_receives: self.opt(Self::u32)?,
+                expires_at: self.opt(Self::u64)?,
             },
             _ => return Err("unknown record kind"),
         })
@@ -490,6 +525,22 @@ pub(crate) mod tests {
                 payload: b"",
             }),
             Record::NextId { next_id: 77 },
+            Record::DeadLetter {
+                id: 4,
+                at: 500,
+                reason: ReasonRef::Expired,
+                error: None,
+            },
+            Record::Limits {
+                id: 4,
+                max_receives: Some(2),
+                expires_at: Some(600),
+            },
+            Record::Limits {
+                id: 5,
+                max_receives: None,
+                expires_at: None,
+            },
         ]
     }
 

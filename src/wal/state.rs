@@ -46,6 +46,10 @@ pub(crate) struct RecoveredMessage {
     /// Error texts of failed attempts, oldest first.
     pub(crate) errors: Vec<String>,
     pub(crate) dead: Option<DeadLettered>,
+    /// Its own `max_receives` (a `LIMITS` record).
+    pub(crate) max_receives: Option<u32>,
+    /// When its time to live runs out (a `LIMITS` record).
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// The state replayed so far; `P`: how it holds payloads (the bytes for
@@ -90,6 +94,7 @@ fn owned_reason(reason: &ReasonRef<'_>) -> DeadLetterReason {
     match reason {
         ReasonRef::MaxReceives(n) => DeadLetterReason::MaxReceives(*n),
         ReasonRef::Rejected(text) => DeadLetterReason::Rejected((*text).to_owned()),
+        ReasonRef::Expired => DeadLetterReason::Expired,
     }
 }
 
@@ -171,6 +176,7 @@ impl<P: Hold> Replay<P> {
                         let rare = m.rare_mut();
                         rare.dead = None;
                         rare.errors = Vec::new();
+                        rare.expires_at = None; // a redrive starts a new life
                         m.receive_count = 0;
                         m.visible_at = *at;
                         if let Some(p) = payload {
@@ -203,6 +209,21 @@ impl<P: Hold> Replay<P> {
                 self.next_id = self.next_id.max(*next_id);
                 true
             }
+            Record::Limits {
+                id,
+                max_receives,
+                expires_at,
+            } => match self.messages.get_mut(*id) {
+                Some(m) => {
+                    if max_receives.is_some() || expires_at.is_some() {
+                        let rare = m.rare_mut();
+                        rare.max_receives = *max_receives;
+                        rare.expires_at = *expires_at;
+                    }
+                    true
+                }
+                None => false,
+            },
         };
         if !applied {
             self.ignored += 1;
@@ -305,6 +326,7 @@ fn from_ref<P>(m: &MessageRef<'_>, payload: P) -> Live<P> {
             at: *at,
             reason: owned_reason(reason),
         }),
+        ..Rare::default()
     };
     if rare != Rare::default() {
         *live.rare_mut() = rare;
@@ -324,6 +346,8 @@ fn recovered(mut m: Live<Vec<u8>>) -> RecoveredMessage {
         key: rare.key,
         errors: rare.errors,
         dead: rare.dead,
+        max_receives: rare.max_receives,
+        expires_at: rare.expires_at,
     }
 }
 
@@ -341,10 +365,22 @@ pub(crate) fn message_record<'a, P>(m: &'a Live<P>, payload: &'a [u8]) -> Record
             let reason = match &d.reason {
                 DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
                 DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+                DeadLetterReason::Expired => ReasonRef::Expired,
             };
             (d.at, reason)
         }),
         payload,
+    })
+}
+
+/// The `LIMITS` record that goes after `m`'s [`message_record`], if it
+/// has per-message overrides (compaction's output).
+pub(crate) fn limits_record<P>(m: &Live<P>) -> Option<Record<'static>> {
+    let (max_receives, expires_at) = (m.max_receives(), m.expires_at());
+    (max_receives.is_some() || expires_at.is_some()).then_some(Record::Limits {
+        id: m.id,
+        max_receives,
+        expires_at,
     })
 }
 
@@ -505,6 +541,24 @@ mod tests {
             },
             enqueue(7, 100, None),
             Record::Ack { id: 7 },
+            enqueue(8, 100, None),
+            Record::Limits {
+                id: 8,
+                max_receives: Some(9),
+                expires_at: Some(500),
+            },
+            enqueue(9, 100, None),
+            Record::Limits {
+                id: 9,
+                max_receives: None,
+                expires_at: Some(150),
+            },
+            Record::DeadLetter {
+                id: 9,
+                at: 150,
+                reason: ReasonRef::Expired,
+                error: None,
+            },
         ]);
         let mut copy = Replay::default();
         copy.apply(&Record::NextId {
@@ -518,10 +572,28 @@ mod tests {
         }
         for m in r.messages() {
             copy.apply(&message_record(m, &m.payload));
+            if let Some(limits) = limits_record(m) {
+                copy.apply(&limits);
+            }
         }
         r.ignored = 0;
+        let (messages, _, _) = r.clone().finish();
+        let limits: Vec<_> = messages
+            .iter()
+            .map(|m| (m.id, m.max_receives, m.expires_at))
+            .collect();
+        let dead = messages.iter().find(|m| m.id == 9).unwrap().dead.clone();
+        assert_eq!(
+            limits,
+            [
+                (1, None, None),
+                (8, Some(9), Some(500)),
+                (9, None, Some(150))
+            ]
+        );
+        assert_eq!(dead.unwrap().reason, DeadLetterReason::Expired);
         assert_eq!(copy.clone().finish(), r.clone().finish());
-        assert_eq!(copy.finish().2, 8, "ids are never reused");
+        assert_eq!(copy.finish().2, 10, "ids are never reused");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 // Each test file uses only some of these.
 #![allow(dead_code)]
 
-use spool::{Builder, Consumer, ManualClock, Queue};
+use spool::{Backoff, Builder, Consumer, ManualClock, Queue};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
@@ -25,10 +25,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// would usually show within this; a right block never fails the check.
 pub const STILL_BLOCKED: Duration = Duration::from_millis(100);
 
-/// A builder for a queue of `u32` on a fresh manual clock.
+/// A builder for a queue of `u32` on a fresh manual clock, retrying at
+/// once ([`Backoff::None`]; the default backoff is tested on its own).
 pub fn manual() -> (ManualClock, Builder<u32>) {
     let clock = ManualClock::new();
-    let builder = Queue::builder().clock(clock.clone());
+    let builder = Queue::builder().clock(clock.clone()).backoff(Backoff::None);
     (clock, builder)
 }
 

@@ -30,6 +30,7 @@ fn live_bytes(r: &Recovered) -> u64 {
         match r {
             DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
             DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+            DeadLetterReason::Expired => ReasonRef::Expired,
         }
     }
     r.messages

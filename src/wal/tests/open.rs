@@ -39,16 +39,99 @@ fn another_message_type_or_a_newer_format_is_refused() {
     }
     let name = last_log_file(&s);
     let mut bytes = s.read(&name).unwrap();
-    bytes[8] = 2; // format version 2
+    bytes[8] = 3; // format version 3
     s.overwrite(&name, bytes);
     assert!(matches!(
         open(&s, options()),
         Err(WalError::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         })
     ));
+}
+
+#[test]
+fn a_version_1_directory_opens_and_the_files_added_are_version_2() {
+    let s = SimStorage::new();
+    let frames = workload(300, 17);
+    let states = prefix_states(&frames);
+    let (wal, _) = open(&s, options()).unwrap();
+    for frame in &frames {
+        append(&wal, frame).unwrap();
+    }
+    wal.close().unwrap();
+    // As version 1 wrote them: the same layout, the version field 1.
+    let old: Vec<String> = s
+        .names()
+        .into_iter()
+        .filter(|n| parse_file_name(n).is_some())
+        .collect();
+    for name in &old {
+        let mut bytes = s.read(name).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        s.overwrite(name, bytes);
+    }
+    let (wal, recovered) = open(&s, options()).unwrap();
+    assert_eq!(state_of(&recovered), states[frames.len()]);
+    wal.close().unwrap();
+    let new = last_log_file(&s);
+    assert!(!old.contains(&new));
+    let bytes = s.read(&new).unwrap();
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+}
+
+#[test]
+fn limits_and_the_expired_reason_survive_a_reopen_and_a_compaction() {
+    let s = SimStorage::new();
+    let records = [
+        Record::Enqueue {
+            id: 1,
+            enqueued_at: 10,
+            visible_at: 10,
+            key: None,
+            payload: b"one",
+        },
+        Record::Limits {
+            id: 1,
+            max_receives: Some(2),
+            expires_at: Some(99),
+        },
+        Record::Enqueue {
+            id: 2,
+            enqueued_at: 10,
+            visible_at: 10,
+            key: None,
+            payload: b"two",
+        },
+        Record::Limits {
+            id: 2,
+            max_receives: None,
+            expires_at: Some(50),
+        },
+        Record::DeadLetter {
+            id: 2,
+            at: 50,
+            reason: ReasonRef::Expired,
+            error: None,
+        },
+    ];
+    let (wal, _) = open(&s, options()).unwrap();
+    append(&wal, &body(&records)).unwrap();
+    wal.close().unwrap();
+    let expected = prefix_states(&[body(&records)]).pop().unwrap();
+    let (wal, recovered) = open(&s, options()).unwrap();
+    assert_eq!(state_of(&recovered), expected);
+    let limits: Vec<_> = (recovered.messages.iter())
+        .map(|m| (m.id, m.max_receives, m.expires_at))
+        .collect();
+    assert_eq!(limits, [(1, Some(2), Some(99)), (2, None, Some(50))]);
+    wal.compact().unwrap();
+    wal.close().unwrap();
+    let (_wal, recovered) = open(&s, options()).unwrap();
+    assert_eq!(state_of(&recovered), expected, "after compaction");
 }
 
 #[test]
