@@ -176,28 +176,30 @@ mod tests {
         assert_eq!(count.0.load(SeqCst), 1);
     }
 
+    /// Whether the alarm thread's list holds this wake-up.
+    fn listed(set: Option<(Instant, u64)>) -> bool {
+        set.is_some_and(|set| Alarms::process().state.lock().due.contains_key(&set))
+    }
+
     #[test]
-    fn a_dropped_or_moved_alarm_does_not_ring() {
-        let (count, waker) = counting_waker();
-        let mut moved = Alarm::default();
-        moved.set(Some(Instant::now() + Duration::from_millis(5)), &waker);
-        moved.set(Some(Instant::now() + Duration::from_secs(3600)), &waker);
-        let mut dropped = Alarm::default();
-        dropped.set(Some(Instant::now() + Duration::from_millis(5)), &waker);
-        drop(dropped);
-        // A later alarm on the same thread rings after both would have.
-        let (later, later_waker) = counting_waker();
-        let mut last = Alarm::default();
-        last.set(
-            Some(Instant::now() + Duration::from_millis(30)),
-            &later_waker,
-        );
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while later.0.load(SeqCst) == 0 && Instant::now() < give_up {
-            std::thread::park_timeout(Duration::from_millis(50));
-        }
-        assert_eq!(later.0.load(SeqCst), 1);
-        assert_eq!(count.0.load(SeqCst), 0);
-        moved.set(None, &waker);
+    fn a_moved_or_dropped_alarm_leaves_the_list() {
+        // Far off, so that none rings while the test looks.
+        let (_, waker) = counting_waker();
+        let hour = Duration::from_secs(3600);
+        let mut alarm = Alarm::default();
+        alarm.set(Some(Instant::now() + hour), &waker);
+        let first = alarm.set;
+        assert!(listed(first));
+        alarm.set(first.map(|(at, _)| at), &waker);
+        assert_eq!(alarm.set, first, "the same instant keeps its place");
+        alarm.set(Some(Instant::now() + 2 * hour), &waker);
+        let moved = alarm.set;
+        assert!(!listed(first) && listed(moved), "moved");
+        alarm.set(None, &waker);
+        assert!(!listed(moved) && alarm.set.is_none(), "unset");
+        alarm.set(Some(Instant::now() + hour), &waker);
+        let last = alarm.set;
+        drop(alarm);
+        assert!(!listed(last), "dropped");
     }
 }

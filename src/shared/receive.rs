@@ -41,16 +41,6 @@ impl<E> Taken<E> {
             now: self.now,
         }
     }
-
-    /// The time their lease runs from: when they were taken, or now if
-    /// the receive waited for the disk (so that the wait does not shorten
-    /// the lease).
-    fn lease_from<T>(&self, shared: &Shared<T>) -> Nanos {
-        match self.ticket {
-            None => self.now,
-            Some(_) => shared.now_for_tick(),
-        }
-    }
 }
 
 impl<E> Taken<Option<E>> {
@@ -161,40 +151,87 @@ impl<T> Shared<T> {
     }
 
     /// Leases the oldest ready message, if any, once its receive is
-    /// recorded.
+    /// recorded. (The parts of [`pop_one`](Self::pop_one) and
+    /// [`lease_one`](Self::lease_one), without moving the message between
+    /// them: this is the hot path.)
     fn take_one(
         &self,
         origin: &Arc<Origin<T>>,
         now: Nanos,
     ) -> Result<Option<Delivery<T>>, RecvError> {
-        let Some(taken) = self.pop_one(now)? else {
+        let Some(entry) = self.pop_ready(now) else {
             return Ok(None);
         };
-        let durable = self.durable(taken.ticket);
-        self.lease_one(origin, taken, durable).map(Some)
+        let ticket = match self.record_receive(&entry) {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                self.unreceive(vec![entry], now);
+                return Err(RecvError::Storage(error));
+            }
+        };
+        let now = self.lease_from(ticket, now);
+        if let Err(error) = self.durable(ticket) {
+            self.unreceive(vec![entry], now);
+            return Err(RecvError::Storage(error));
+        }
+        Ok(Some(self.lease_entry(origin, entry, now)))
+    }
+
+    /// The oldest ready message that has not expired, its receive counted.
+    /// A tick moves expired messages out first; this catches one that
+    /// expired while another thread held the tick.
+    #[inline(always)]
+    fn pop_ready(&self, now: Nanos) -> Option<Queued<T>> {
+        loop {
+            let mut entry = self.ready.pop()?;
+            if !entry.expired(now) {
+                entry.receive_count = entry.receive_count.saturating_add(1);
+                return Some(entry);
+            }
+            self.bury_expired(entry);
+        }
+    }
+
+    /// Appends the receive of a message popped by
+    /// [`pop_ready`](Self::pop_ready); returns the ticket to wait for.
+    #[inline(always)]
+    fn record_receive(&self, entry: &Queued<T>) -> Result<Option<Ticket>, StorageError> {
+        if self.journal.is_none() {
+            return Ok(None);
+        }
+        self.log_receive(&[Record::Receive {
+            id: entry.id.0,
+            receive_count: entry.receive_count,
+        }])
+    }
+
+    /// The time a lease taken at `now` runs from: now again if its receive
+    /// waited for the disk (`ticket`), so that the wait does not shorten it.
+    #[inline(always)]
+    fn lease_from(&self, ticket: Option<Ticket>, now: Nanos) -> Nanos {
+        match ticket {
+            None => now,
+            Some(_) => self.now_for_tick(),
+        }
+    }
+
+    /// Puts a popped message in flight under a lease from `now`.
+    #[inline(always)]
+    fn lease_entry(&self, origin: &Arc<Origin<T>>, entry: Queued<T>, now: Nanos) -> Delivery<T> {
+        let deadline = self.lease_deadline(now);
+        let delivery = self.lease(origin, entry.into_held(), deadline);
+        self.register_deadline(deadline);
+        delivery
     }
 
     /// Takes the oldest ready message, if any, and appends its receive.
     /// It is leased by [`lease_one`](Self::lease_one) once the receive is
     /// durable (`ticket`, if the queue waits for that).
     pub(crate) fn pop_one(&self, now: Nanos) -> Result<Option<Taken<Queued<T>>>, RecvError> {
-        // A tick moves expired messages out first; this catches one that
-        // expired while another thread held the tick.
-        let mut entry = loop {
-            let Some(entry) = self.ready.pop() else {
-                return Ok(None);
-            };
-            if !entry.expired(now) {
-                break entry;
-            }
-            self.bury_expired(entry);
+        let Some(entry) = self.pop_ready(now) else {
+            return Ok(None);
         };
-        entry.receive_count = entry.receive_count.saturating_add(1);
-        let record = Record::Receive {
-            id: entry.id.0,
-            receive_count: entry.receive_count,
-        };
-        match self.log_receive(&[record]) {
+        match self.record_receive(&entry) {
             Ok(ticket) => Ok(Some(Taken {
                 entries: entry,
                 ticket,
@@ -215,15 +252,12 @@ impl<T> Shared<T> {
         taken: Taken<Queued<T>>,
         durable: Result<(), StorageError>,
     ) -> Result<Delivery<T>, RecvError> {
-        let now = taken.lease_from(self);
+        let now = self.lease_from(taken.ticket, taken.now);
         if let Err(error) = durable {
             self.unreceive(vec![taken.entries], now);
             return Err(RecvError::Storage(error));
         }
-        let deadline = self.lease_deadline(now);
-        let delivery = self.lease(origin, taken.entries.into_held(), deadline);
-        self.register_deadline(deadline);
-        Ok(delivery)
+        Ok(self.lease_entry(origin, taken.entries, now))
     }
 
     /// Leases up to `max` of the oldest ready messages as one batch, if
@@ -283,7 +317,7 @@ impl<T> Shared<T> {
         taken: Taken<BatchBuilder<T>>,
         durable: Result<(), StorageError>,
     ) -> Result<Batch<T>, RecvError> {
-        let now = taken.lease_from(self);
+        let now = self.lease_from(taken.ticket, taken.now);
         if let Err(error) = durable {
             self.unreceive(taken.entries.into_queued(), now);
             return Err(RecvError::Storage(error));

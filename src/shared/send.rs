@@ -18,62 +18,81 @@ use std::sync::atomic::Ordering::{Release, SeqCst};
 /// An upper bound on an enqueue record's bytes besides its payload.
 const ENQUEUE_OVERHEAD: usize = 64;
 
-/// A send checked and encoded, not yet given room.
-pub(crate) struct Checked<T> {
-    message: T,
-    options: SendOptions,
+/// A send checked and encoded, not yet given room. The message itself
+/// stays with the caller (moving it through each step costs the hot path
+/// its copies).
+pub(crate) struct Checked {
     encoded: Vec<u8>,
     /// The payload's fingerprint, for a keyed send.
     hash: u64,
-    /// Without a key and a delay (see [`Shared::now_for_send`]).
+    /// Without a key, a delay or limits (see [`Shared::now_for_send`]).
     plain: bool,
     /// The time it was checked at.
     now: Nanos,
 }
 
-impl<T> Checked<T> {
-    pub(crate) fn into_message(self) -> T {
-        self.message
-    }
-
+impl Checked {
     /// When it was checked.
     pub(crate) fn now(&self) -> Nanos {
         self.now
     }
 
-    /// Without a key and a delay.
+    /// Without a key, a delay or limits.
     pub(crate) fn is_plain(&self) -> bool {
         self.plain
     }
 }
 
 /// What checking a send found.
-pub(crate) enum Checks<T> {
+pub(crate) enum Checks {
     /// Go on: take a slot, then append.
-    Go(Checked<T>),
+    Go(Checked),
     /// Its key was seen: nothing is enqueued, and once the original is as
     /// durable as promised it is reported (see [`Shared::duplicate`]).
-    Duplicate(T, MessageId),
+    Duplicate(MessageId),
 }
 
 /// A send whose record is appended, not yet visible: it becomes visible
 /// once the record is as durable as promised ([`Shared::finish_send`]).
-pub(crate) struct Appended<T> {
+pub(crate) struct Appended {
     id: MessageId,
-    message: T,
-    key: Option<std::sync::Arc<str>>,
     delay: Nanos,
     now: Nanos,
-    max_receives: Option<u32>,
     expires_at: Option<Nanos>,
     pub(crate) ticket: Option<Ticket>,
 }
 
 /// What appending a send's record found.
-pub(crate) enum Appending<T> {
-    Appended(Appended<T>),
+pub(crate) enum Appending {
+    Appended(Appended),
     /// Another send claimed the key meanwhile.
-    Duplicate(T, MessageId),
+    Duplicate(MessageId),
+}
+
+/// Why a send was refused, without its message: the caller gives it back
+/// ([`with`](Self::with)).
+pub(crate) enum Refused {
+    Closed,
+    Encode(String),
+    TooLarge { size: usize, max: usize },
+    KeyTooLong { len: usize, max: usize },
+    KeyConflict(MessageId),
+    Storage(StorageError),
+}
+
+impl Refused {
+    /// The error that gives `message` back.
+    #[cold]
+    pub(crate) fn with<T>(self, message: T) -> SendError<T> {
+        match self {
+            Refused::Closed => SendError::Closed(message),
+            Refused::Encode(reason) => SendError::Encode { message, reason },
+            Refused::TooLarge { size, max } => SendError::TooLarge { message, size, max },
+            Refused::KeyTooLong { len, max } => SendError::KeyTooLong { message, len, max },
+            Refused::KeyConflict(original) => SendError::KeyConflict { message, original },
+            Refused::Storage(error) => SendError::Storage { message, error },
+        }
+    }
 }
 
 impl<T: Serialize> Shared<T> {
@@ -83,31 +102,29 @@ impl<T: Serialize> Shared<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
-        let checked = match self.check_send(message, options)? {
-            Checks::Go(checked) => checked,
-            Checks::Duplicate(message, original) => return self.duplicate(message, original),
+        let checked = match self.check_send(&message, &options) {
+            Ok(Checks::Go(checked)) => checked,
+            Ok(Checks::Duplicate(original)) => return self.duplicate(message, original),
+            Err(refused) => return Err(refused.with(message)),
         };
         let now = match self.take_slots(1, wait) {
             Ok(Waited::No) => checked.now,
             Ok(Waited::Yes) => self.now_for_send(checked.plain),
-            Err(no_room) => return Err(no_room.refuse(checked.message)),
+            Err(no_room) => return Err(no_room.refuse(message)),
         };
-        match self.append_send(checked, now, true)? {
-            Appending::Duplicate(message, original) => self.duplicate(message, original),
-            Appending::Appended(appended) => {
-                let durable = self.durable(appended.ticket);
-                self.finish_send(appended, durable)
-            }
-        }
+        let appended = match self.append_send(checked, &options, now, true) {
+            Ok(Appending::Appended(appended)) => appended,
+            Ok(Appending::Duplicate(original)) => return self.duplicate(message, original),
+            Err(refused) => return Err(refused.with(message)),
+        };
+        let durable = self.durable(appended.ticket);
+        self.finish_send(message, options, appended, durable)
     }
 
     /// Everything a send does before it takes a slot: the clock and its
     /// deadlines, closing, encoding, sizes, and the idempotency key.
-    pub(crate) fn check_send(
-        &self,
-        message: T,
-        options: SendOptions,
-    ) -> Result<Checks<T>, SendError<T>> {
+    #[inline]
+    pub(crate) fn check_send(&self, message: &T, options: &SendOptions) -> Result<Checks, Refused> {
         let plain = options.delay.is_zero()
             && options.key.is_none()
             && options.at.is_none()
@@ -116,20 +133,17 @@ impl<T: Serialize> Shared<T> {
         let now = self.now_for_send(plain);
         self.tick(now);
         if self.is_closed() {
-            return Err(SendError::Closed(message));
+            return Err(Refused::Closed);
         }
         // The bytes are needed for the journal and to compare keyed payloads.
         let encoded = if self.journal.is_some() || options.key.is_some() {
-            match codec::encode(&message) {
-                Ok(bytes) => bytes,
-                Err(reason) => return Err(SendError::Encode { message, reason }),
-            }
+            codec::encode(message).map_err(Refused::Encode)?
         } else {
             Vec::new()
         };
         if self.journal.is_some() && encoded.len() > self.config.max_message_bytes {
             let (size, max) = (encoded.len(), self.config.max_message_bytes);
-            return Err(SendError::TooLarge { message, size, max });
+            return Err(Refused::TooLarge { size, max });
         }
         if let Some(len) = options
             .key
@@ -138,7 +152,7 @@ impl<T: Serialize> Shared<T> {
             .filter(|&l| l > MAX_KEY_BYTES)
         {
             let max = MAX_KEY_BYTES;
-            return Err(SendError::KeyTooLong { message, len, max });
+            return Err(Refused::KeyTooLong { len, max });
         }
         // Only a keyed send compares payloads.
         let hash = match options.key {
@@ -148,17 +162,11 @@ impl<T: Serialize> Shared<T> {
         if let Some(key) = &options.key {
             match self.dedup.check(key, hash, now) {
                 KeyStatus::New => {}
-                KeyStatus::Duplicate(original) => {
-                    return Ok(Checks::Duplicate(message, original));
-                }
-                KeyStatus::Conflict(original) => {
-                    return Err(SendError::KeyConflict { message, original })
-                }
+                KeyStatus::Duplicate(original) => return Ok(Checks::Duplicate(original)),
+                KeyStatus::Conflict(original) => return Err(Refused::KeyConflict(original)),
             }
         }
         Ok(Checks::Go(Checked {
-            message,
-            options,
             encoded,
             hash,
             plain,
@@ -168,19 +176,15 @@ impl<T: Serialize> Shared<T> {
 
     /// Appends the record of a send that holds its slot (given back if
     /// this fails), claiming its key. Does not wait for the record.
+    #[inline]
     pub(crate) fn append_send(
         &self,
-        checked: Checked<T>,
+        checked: Checked,
+        options: &SendOptions,
         now: Nanos,
         wait_for_room: bool,
-    ) -> Result<Appending<T>, SendError<T>> {
-        let Checked {
-            message,
-            options,
-            encoded,
-            hash,
-            ..
-        } = checked;
+    ) -> Result<Appending, Refused> {
+        let Checked { encoded, hash, .. } = checked;
         let id = MessageId(self.ids.take(1));
         let visible_at = match options.at {
             Some(at) => clock::to_nanos(at).max(now),
@@ -190,33 +194,35 @@ impl<T: Serialize> Shared<T> {
         let expires_at = options
             .ttl
             .map(|ttl| now.saturating_add(clock::duration_nanos(ttl)));
-        let limits =
-            (options.max_receives.is_some() || expires_at.is_some()).then_some(Record::Limits {
+        let mut ticket = None;
+        let mut append = || -> Result<(), StorageError> {
+            let Some(journal) = &self.journal else {
+                return Ok(()); // in memory: no record to build
+            };
+            let record = Record::Enqueue {
+                id: id.0,
+                enqueued_at: now,
+                visible_at,
+                key: options.key.as_deref().map(|key| KeyRef {
+                    key,
+                    payload_hash: hash,
+                    expires_at: now.saturating_add(self.dedup.window()),
+                }),
+                payload: &encoded,
+            };
+            // The limits go in the enqueue's frame: recovered together or
+            // not at all.
+            let limits = Record::Limits {
                 id: id.0,
                 max_receives: options.max_receives,
                 expires_at,
-            });
-        let record = Record::Enqueue {
-            id: id.0,
-            enqueued_at: now,
-            visible_at,
-            key: options.key.as_deref().map(|key| KeyRef {
-                key,
-                payload_hash: hash,
-                expires_at: now.saturating_add(self.dedup.window()),
-            }),
-            payload: &encoded,
-        };
-        // The limits go in the enqueue's frame: recovered together or not
-        // at all. (`Ack { id: 0 }` only fills the array; it is not written.)
-        let written = 1 + usize::from(limits.is_some());
-        let records = [record, limits.unwrap_or(Record::Ack { id: 0 })];
-        let records = &records[..written];
-        let mut ticket = None;
-        let mut append = || -> Result<(), StorageError> {
-            if let Some(journal) = &self.journal {
-                ticket = Some(journal.append_send(records, wait_for_room)?);
-            }
+            };
+            ticket = Some(
+                match options.max_receives.is_some() || expires_at.is_some() {
+                    true => journal.append_send(&[record, limits], wait_for_room)?,
+                    false => journal.append_send(&[record], wait_for_room)?,
+                },
+            );
             Ok(())
         };
         let appended = match &options.key {
@@ -229,43 +235,41 @@ impl<T: Serialize> Shared<T> {
         match appended {
             Ok(KeyStatus::New) => Ok(Appending::Appended(Appended {
                 id,
-                message,
-                key: options.key,
                 delay,
                 now,
-                max_receives: options.max_receives,
                 expires_at,
                 ticket,
             })),
             Ok(KeyStatus::Duplicate(original)) => {
                 self.unsend(1);
-                Ok(Appending::Duplicate(message, original))
+                Ok(Appending::Duplicate(original))
             }
             Ok(KeyStatus::Conflict(original)) => {
                 self.unsend(1);
-                Err(SendError::KeyConflict { message, original })
+                Err(Refused::KeyConflict(original))
             }
             Err(error) => {
                 self.unsend(1);
-                let error = self.failed(error);
-                Err(SendError::Storage { message, error })
+                Err(Refused::Storage(self.failed(error)))
             }
         }
     }
 
     /// Ends a send once its record is `durable` (or failed to be).
+    #[inline]
     pub(crate) fn finish_send(
         &self,
-        appended: Appended<T>,
+        message: T,
+        options: SendOptions,
+        appended: Appended,
         durable: Result<(), StorageError>,
     ) -> Result<Sent, SendError<T>> {
         if let Err(error) = durable {
             self.unsend(1);
-            let message = appended.message;
             return Err(SendError::Storage { message, error });
         }
         let id = appended.id;
-        self.publish_send(appended);
+        self.publish_send(message, options, appended);
         Ok(Sent::Enqueued(id))
     }
 
@@ -436,19 +440,17 @@ pub(crate) struct AppendedBatch<T> {
 impl<T> Shared<T> {
     /// A send that was not waited for (its task was dropped): visible at
     /// once, as its record is appended.
-    pub(crate) fn publish_send(&self, appended: Appended<T>) {
+    #[inline(always)]
+    pub(crate) fn publish_send(&self, message: T, options: SendOptions, appended: Appended) {
         let Appended {
             id,
-            message,
-            key,
             delay,
             now,
-            max_receives,
             expires_at,
             ..
         } = appended;
-        let mut entry = Entry::new(id, message, now, key);
-        entry.set_limits(max_receives, expires_at);
+        let mut entry = Entry::new(id, message, now, options.key);
+        entry.set_limits(options.max_receives, expires_at);
         if let Some(at) = expires_at {
             self.expire_at(at, id);
         }

@@ -116,11 +116,12 @@ impl<T: Serialize> Shared<T> {
         message: T,
         options: SendOptions,
     ) -> Result<Sent, SendError<T>> {
-        let checked = match self.check_send(message, options)? {
-            Checks::Go(checked) => checked,
-            Checks::Duplicate(message, original) => {
+        let checked = match self.check_send(&message, &options) {
+            Ok(Checks::Go(checked)) => checked,
+            Ok(Checks::Duplicate(original)) => {
                 return self.duplicate_async(message, original).await
             }
+            Err(refused) => return Err(refused.with(message)),
         };
         // Room in the writer's buffer first, then a slot: a task dropped
         // while it waits for either holds nothing.
@@ -128,23 +129,26 @@ impl<T: Serialize> Shared<T> {
         let now = match self.take_slots_async(1).await {
             Ok(Waited::No) => checked.now(),
             Ok(Waited::Yes) => self.now_for_send(checked.is_plain()),
-            Err(no_room) => return Err(no_room.refuse(checked.into_message())),
+            Err(no_room) => return Err(no_room.refuse(message)),
         };
         // No wait between the slot and the append: nothing to undo there.
-        let appended = match self.append_send(checked, now, false)? {
-            Appending::Appended(appended) => appended,
-            Appending::Duplicate(message, original) => {
+        let appended = match self.append_send(checked, &options, now, false) {
+            Ok(Appending::Appended(appended)) => appended,
+            Ok(Appending::Duplicate(original)) => {
                 return self.duplicate_async(message, original).await
             }
+            Err(refused) => return Err(refused.with(message)),
         };
         let ticket = appended.ticket;
         let mut unpublished = Unpublished {
             shared: self,
-            appended: Some(appended),
+            send: Some((message, options, appended)),
         };
         let durable = self.durable_async(ticket).await;
-        match unpublished.appended.take() {
-            Some(appended) => self.finish_send(appended, durable),
+        match unpublished.send.take() {
+            Some((message, options, appended)) => {
+                self.finish_send(message, options, appended, durable)
+            }
             None => unreachable!("taken only here and on drop"),
         }
     }
@@ -184,13 +188,13 @@ impl<T: Serialize> Shared<T> {
 /// dropped before its record is durable.
 struct Unpublished<'a, T> {
     shared: &'a Shared<T>,
-    appended: Option<Appended<T>>,
+    send: Option<(T, SendOptions, Appended)>,
 }
 
 impl<T> Drop for Unpublished<'_, T> {
     fn drop(&mut self) {
-        if let Some(appended) = self.appended.take() {
-            self.shared.publish_send(appended);
+        if let Some((message, options, appended)) = self.send.take() {
+            self.shared.publish_send(message, options, appended);
         }
     }
 }
