@@ -231,4 +231,6 @@ pub(crate) fn open_error(error: WalError) -> OpenError {
 #[cfg(test)]
 mod cancel_tests;
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod tests;
