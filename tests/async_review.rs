@@ -682,3 +682,58 @@ fn a_stream_ends_when_the_last_producer_goes() {
         t.join().unwrap();
     });
 }
+
+#[test]
+fn receive_counts_survive_reopen_after_timeout_churn_on_durable_receives() {
+    // Receives dropped while their records were written must count no
+    // receive, in memory and after a reopen.
+    const N: u64 = 200;
+    bounded(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let queue = on_disk(dir.path(), Durability::Sync);
+            let producer = queue.producer();
+            for i in 0..N {
+                producer.send(i).unwrap();
+            }
+            let consumer = queue.consumer();
+            let kept = multi_thread().block_on(async {
+                let mut kept = Vec::new();
+                let mut attempts = 0u64;
+                while (kept.len() as u64) < N {
+                    attempts += 1;
+                    assert!(attempts < 2_000_000, "stuck at {}", kept.len());
+                    let timeout = Duration::from_micros(5 + attempts % 40);
+                    if let Ok(r) = tokio::time::timeout(
+                        timeout,
+                        consumer.recv_batch_async(3, Duration::from_secs(5)),
+                    )
+                    .await
+                    {
+                        let b = r.unwrap();
+                        for m in b.messages() {
+                            assert_eq!(m.receive_count(), 1, "message {}", m.payload());
+                        }
+                        kept.push(b);
+                    }
+                    let n: usize = kept.iter().map(|b| b.len()).sum();
+                    if n as u64 >= N {
+                        break;
+                    }
+                }
+                kept
+            });
+            drop(kept); // released (nacked): counts stay 1
+            queue.sync().unwrap();
+        }
+        let queue = on_disk(dir.path(), Durability::Sync);
+        let consumer = queue.consumer();
+        let mut seen = HashSet::new();
+        while let Ok(d) = consumer.try_recv() {
+            assert_eq!(d.receive_count(), 2, "message {}", *d);
+            assert!(seen.insert(*d));
+            d.ack().unwrap();
+        }
+        assert_eq!(seen.len() as u64, N);
+    });
+}
