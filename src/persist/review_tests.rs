@@ -26,10 +26,14 @@ fn waker() -> (Arc<Counting>, Waker) {
 }
 
 fn open(storage: &SimStorage) -> Queue<Vec<u8>> {
+    open_with(storage, &ManualClock::new())
+}
+
+fn open_with(storage: &SimStorage, clock: &ManualClock) -> Queue<Vec<u8>> {
     let storage: Arc<dyn Storage> = Arc::new(storage.clone());
     Queue::builder()
         .path("sim")
-        .clock(ManualClock::new())
+        .clock(clock.clone())
         .capacity(10_000)
         .max_message_bytes(1 << 20)
         .open_on_storage(storage)
@@ -135,4 +139,34 @@ fn an_async_send_waiting_for_room_is_woken_and_sends_once_the_disk_goes_on() {
     }
     queue.sync().unwrap();
     assert_eq!(queue.stats().sent, sent_before + 1);
+}
+
+#[test]
+fn a_delayed_async_send_that_waited_for_room_is_delayed_from_when_it_was_sent() {
+    // The send waits for room while the clock moves 60 s; its 10 s delay
+    // must run from when it is enqueued (as after a wait for a slot, where
+    // the time is read again), not from before the wait: else it is
+    // visible at once, and its record's time is older than records
+    // appended while it waited.
+    let storage = SimStorage::new();
+    let clock = ManualClock::new();
+    let queue = open_with(&storage, &clock);
+    storage.hold_syncs();
+    fill_the_write_buffer(&queue);
+    let producer = queue.producer();
+    let (_, waker) = waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut send = pin!(producer.send_with_async(
+        vec![1],
+        SendOptions::new().delay(Duration::from_secs(10))
+    ));
+    assert!(send.as_mut().poll(&mut cx).is_pending(), "waits for room");
+    clock.advance(Duration::from_secs(60));
+    storage.release_syncs();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while send.as_mut().poll(&mut cx).is_pending() {
+        assert!(Instant::now() < give_up, "never sent");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(queue.stats().delayed, 1, "its delay ran while it waited for room");
 }
