@@ -101,11 +101,20 @@ impl<T> Shared<T> {
         .await
     }
 
-    /// Waits as a task until a send's append would not wait for room.
-    async fn room_async(&self) {
-        if let Some(journal) = &self.journal {
-            poll_fn(|cx| journal.poll_room(cx.waker())).await;
-        }
+    /// Waits as a task until a send's append would not wait for room;
+    /// returns whether it had to wait (the clock must then be read again).
+    async fn room_async(&self) -> bool {
+        let Some(journal) = &self.journal else {
+            return false;
+        };
+        let mut waited = false;
+        poll_fn(|cx| {
+            let room = journal.poll_room(cx.waker());
+            waited |= room.is_pending();
+            room
+        })
+        .await;
+        waited
     }
 }
 
@@ -124,10 +133,13 @@ impl<T: Serialize> Shared<T> {
         };
         // Room in the writer's buffer first, then a slot: a task dropped
         // while it waits for either holds nothing.
-        self.room_async().await;
+        // A send that waited for room or a slot reads the clock again: its
+        // delay, time to live and key window run from when it is enqueued,
+        // and its record is not dated before those appended meanwhile.
+        let waited_for_room = self.room_async().await;
         let now = match self.take_slots_async(1).await {
-            Ok(Waited::No) => checked.now(),
-            Ok(Waited::Yes) => self.now_for_send(checked.is_plain()),
+            Ok(Waited::No) if !waited_for_room => checked.now(),
+            Ok(_) => self.now_for_send(checked.is_plain()),
             Err(no_room) => return Err(no_room.refuse(checked.into_message())),
         };
         // No wait between the slot and the append: nothing to undo there.
