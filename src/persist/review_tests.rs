@@ -170,3 +170,25 @@ fn a_delayed_async_send_that_waited_for_room_is_delayed_from_when_it_was_sent() 
     }
     assert_eq!(queue.stats().delayed, 1, "its delay ran while it waited for room");
 }
+
+#[test]
+fn sends_dropped_while_waiting_for_room_do_not_keep_their_tasks_wakers() {
+    // Each send below is polled once by a task of its own (its own waker)
+    // and dropped while it waits for room. A dropped wait must not keep
+    // its task's waker (in tokio, the whole task's memory) until the disk
+    // goes on: under a stalled disk that grows with every request.
+    let storage = SimStorage::new();
+    let queue = open(&storage);
+    storage.hold_syncs();
+    fill_the_write_buffer(&queue);
+    let producer = queue.producer();
+    let wakers: Vec<Arc<Counting>> = (0..1_000).map(|_| Arc::default()).collect();
+    for counting in &wakers {
+        let waker = Waker::from(counting.clone());
+        let mut send = pin!(producer.send_async(vec![1]));
+        assert!(send.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    }
+    let kept = wakers.iter().filter(|c| Arc::strong_count(c) > 1).count();
+    storage.release_syncs();
+    assert_eq!(kept, 0, "wakers of dropped sends still held");
+}
