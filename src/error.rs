@@ -131,7 +131,11 @@ pub enum OpenError {
     /// over it. A pool that was shut down, joined, or dropped while no
     /// handler ran holds nothing once that call returns; a pool dropped
     /// while handlers run holds the queue until the last of them has
-    /// returned and its message is settled.
+    /// returned and its message is settled. An open waits up to a second
+    /// for a directory held by its own process (a queue whose last handle
+    /// was just dropped while a thread of the library held it a moment
+    /// longer, such as the `metrics` feature's reporter) before it gives
+    /// this error.
     #[error("{path} is already open by another queue")]
     Locked {
         /// The queue's directory.

@@ -224,8 +224,9 @@ impl LeaseLost {
     }
 
     /// Waits as a task until the lease is lost (an async handler races it
-    /// against its work, with `tokio::select!` say). Dropping the future
-    /// leaves nothing behind.
+    /// against its work, with `tokio::select!` say). A dropped future's
+    /// waker stays listed until the signal fires or the job and its clones
+    /// are gone (one waker per task that waited).
     pub async fn wait_async(&self) {
         std::future::poll_fn(|cx| {
             if self.is_lost() {

@@ -262,6 +262,25 @@ impl<T> ReadyQueue<T> {
         removed
     }
 
+    /// Puts messages a pop took back at the front, in their order, as if
+    /// they had not been taken: a receive dropped before it leased them
+    /// (a task's) keeps their place. O(the rest of the front chunk). The
+    /// age ring is not rewritten: until they are taken again, the oldest
+    /// age may read another message's time.
+    pub(crate) fn unpop(&self, entries: Vec<Queued<T>>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut front = self.front.lock();
+        let n = entries.len() as u64;
+        let mut all = entries;
+        all.extend(std::mem::take(&mut *front));
+        *front = all.into_iter();
+        // Under the `front` lock, as `count_popped`.
+        let popped = self.popped.load(Relaxed).saturating_sub(n);
+        self.popped.store(popped, Release);
+    }
+
     /// Counts `n` pops; called under the `front` lock, so a plain store
     /// (not a fence: a reader of a stale count takes the queue for a
     /// little longer than it is, never shorter).

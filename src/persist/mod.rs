@@ -21,7 +21,7 @@
 
 use crate::error::{OpenError, StorageError};
 use crate::wal::{
-    Durability, FsStorage, Record, Recovered, Storage, Ticket, Wal, WalError, WalOptions,
+    Durability, FsStorage, Record, Recovered, Storage, Ticket, WaitKey, Wal, WalError, WalOptions,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -126,15 +126,27 @@ impl Journal {
         &self,
         ticket: Ticket,
         waker: &Waker,
+        key: &mut WaitKey,
     ) -> Poll<Result<(), StorageError>> {
-        self.wal
-            .poll_commit(ticket, waker)
+        (self.wal)
+            .poll_commit(ticket, waker, key)
             .map_err(StorageError::from)
     }
 
+    /// Waits until a send's append would not wait for room; returns
+    /// whether it waited.
+    pub(crate) fn wait_room(&self) -> bool {
+        self.wal.wait_room()
+    }
+
     /// Ready once a send's append would not wait for room.
-    pub(crate) fn poll_room(&self, waker: &Waker) -> Poll<()> {
-        self.wal.poll_room(waker)
+    pub(crate) fn poll_room(&self, waker: &Waker, key: &mut WaitKey) -> Poll<()> {
+        self.wal.poll_room(waker, key)
+    }
+
+    /// Takes a task's wait off the writer's lists (see [`Wal::forget`]).
+    pub(crate) fn forget(&self, key: &mut WaitKey) {
+        self.wal.forget(key);
     }
 
     /// The ticket of everything appended so far (with its durability
@@ -149,9 +161,10 @@ impl Journal {
         &self,
         ticket: Ticket,
         waker: &Waker,
+        key: &mut WaitKey,
     ) -> Poll<Result<(), StorageError>> {
-        self.wal
-            .poll_synced(ticket, waker)
+        (self.wal)
+            .poll_synced(ticket, waker, key)
             .map_err(StorageError::from)
     }
 
@@ -230,5 +243,7 @@ pub(crate) fn open_error(error: WalError) -> OpenError {
 
 #[cfg(test)]
 mod cancel_tests;
+#[cfg(test)]
+mod review_tests;
 #[cfg(test)]
 mod tests;

@@ -305,7 +305,9 @@ impl<T> Shared<T> {
         if next == Nanos::MAX || self.armed_for.load(SeqCst) <= next {
             return;
         }
-        let (Some(at), Some(waker)) = (self.next_wake(), self.deadline_waker.get()) else {
+        // The instant of the deadline read above, the one `armed_for` will
+        // say (not a later one a tick may have set meanwhile).
+        let (Some(at), Some(waker)) = (self.instant_of(next), self.deadline_waker.get()) else {
             return;
         };
         let mut alarm = self.deadline_alarm.lock();

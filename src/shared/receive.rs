@@ -332,8 +332,9 @@ impl<T> Shared<T> {
     }
 
     /// Puts back messages taken for a receive that was dropped before it
-    /// leased them (a task's): their receive counts, already appended, are
-    /// appended again as they were, so that a reopen counts no receive.
+    /// leased them (a task's), at the front of the ready queue where they
+    /// were: their receive counts, already appended, are appended again as
+    /// they were, so that a reopen counts no receive.
     pub(crate) fn abandon_receive(&self, entries: Vec<Queued<T>>) {
         if self.journal.is_some() {
             let records: Vec<Record<'_>> = entries
@@ -349,7 +350,15 @@ impl<T> Shared<T> {
                 let _ = self.log(chunk);
             }
         }
-        self.unreceive(entries, self.now());
+        let entries: Vec<Queued<T>> = entries
+            .into_iter()
+            .map(|mut entry| {
+                entry.receive_count = entry.receive_count.saturating_sub(1);
+                entry
+            })
+            .collect();
+        self.ready.unpop(entries);
+        self.ready.signal.notify_all();
     }
 
     /// Appends a receive's record; returns the ticket to wait for, unless
@@ -476,11 +485,15 @@ impl<T> Shared<T> {
 
     /// The next instant a sleeping consumer should look again.
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        let next = self.next_deadline.load(SeqCst);
-        if next == Nanos::MAX {
+        self.instant_of(self.next_deadline.load(SeqCst))
+    }
+
+    /// The instant the queue's clock reads `at` (`None` for never).
+    pub(super) fn instant_of(&self, at: Nanos) -> Option<Instant> {
+        if at == Nanos::MAX {
             return None;
         }
-        let wait = Duration::from_nanos(next.saturating_sub(self.now()));
+        let wait = Duration::from_nanos(at.saturating_sub(self.now()));
         Instant::now().checked_add(wait)
     }
 }

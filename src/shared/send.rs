@@ -7,6 +7,7 @@ use crate::dedup::KeyStatus;
 use crate::error::SendError;
 use crate::error::StorageError;
 use crate::message::{Entry, MessageId, Queued};
+use crate::persist::Journal;
 use crate::producer::MAX_KEY_BYTES;
 use crate::producer::{SendOptions, Sent};
 use crate::stats::Counters;
@@ -107,12 +108,16 @@ impl<T: Serialize> Shared<T> {
             Ok(Checks::Duplicate(original)) => return self.duplicate(message, original),
             Err(refused) => return Err(refused.with(message)),
         };
+        // Room in the writer's buffer first, holding nothing (a keyed send
+        // must not wait under the key table's lock), then a slot. A send
+        // that waited reads the clock again.
+        let waited_for_room = self.wait_room();
         let now = match self.take_slots(1, wait) {
-            Ok(Waited::No) => checked.now,
-            Ok(Waited::Yes) => self.now_for_send(checked.plain),
+            Ok(Waited::No) if !waited_for_room => checked.now,
+            Ok(_) => self.now_for_send(checked.plain),
             Err(no_room) => return Err(no_room.refuse(message)),
         };
-        let appended = match self.append_send(checked, &options, now, true) {
+        let appended = match self.append_send(checked, &options, now, false) {
             Ok(Appending::Appended(appended)) => appended,
             Ok(Appending::Duplicate(original)) => return self.duplicate(message, original),
             Err(refused) => return Err(refused.with(message)),
@@ -303,10 +308,11 @@ impl<T: Serialize> Shared<T> {
         wait: Wait,
     ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
         let checked = self.check_batch(messages)?;
+        self.wait_room();
         if let Err(no_room) = self.take_slots(checked.messages.len(), wait) {
             return Err(no_room.refuse(checked.messages));
         }
-        let appended = self.append_batch(checked, true)?;
+        let appended = self.append_batch(checked, false)?;
         let durable = self.durable(appended.ticket);
         self.finish_batch(appended, durable)
     }
@@ -438,6 +444,12 @@ pub(crate) struct AppendedBatch<T> {
 }
 
 impl<T> Shared<T> {
+    /// Waits until a send's append would not wait for room in the
+    /// writer's buffer; whether it waited (false in memory).
+    fn wait_room(&self) -> bool {
+        self.journal.as_ref().is_some_and(Journal::wait_room)
+    }
+
     /// A send that was not waited for (its task was dropped): visible at
     /// once, as its record is appended.
     #[inline(always)]

@@ -27,7 +27,7 @@ use crate::error::{RecvError, SendError, SettleError, StorageError};
 use crate::message::{BatchBuilder, MessageId, Queued};
 use crate::producer::{SendOptions, Sent};
 use crate::signal::Registration;
-use crate::wal::Ticket;
+use crate::wal::{Ticket, WaitKey};
 use serde::Serialize;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -40,17 +40,26 @@ use super::send::{Appended, AppendedBatch, Appending, Checks};
 use super::settle::Logged;
 
 impl<T> Shared<T> {
-    /// The task's form of [`durable`](Self::durable).
+    /// The task's form of [`durable`](Self::durable); `key` is its place
+    /// on the writer's list, given back with [`forget`](Self::forget).
     pub(crate) fn poll_durable(
         &self,
         ticket: Option<Ticket>,
+        key: &mut WaitKey,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), StorageError>> {
         match (&self.journal, ticket) {
             (Some(journal), Some(ticket)) => journal
-                .poll_commit(ticket, cx.waker())
+                .poll_commit(ticket, cx.waker(), key)
                 .map_err(|error| self.failed(error)),
             _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Takes a task's wait off the writer's lists, if it is on one.
+    pub(crate) fn forget(&self, key: &mut WaitKey) {
+        if let Some(journal) = &self.journal {
+            journal.forget(key);
         }
     }
 
@@ -59,7 +68,8 @@ impl<T> Shared<T> {
         if ticket.is_none() {
             return Ok(());
         }
-        poll_fn(|cx| self.poll_durable(ticket, cx)).await
+        let mut waiting = WriterWait::new(self);
+        poll_fn(|cx| self.poll_durable(ticket, &mut waiting.key, cx)).await
     }
 
     /// The task's form of [`settled`](Self::settled).
@@ -75,7 +85,8 @@ impl<T> Shared<T> {
             return Ok(());
         };
         let ticket = journal.last_ticket();
-        poll_fn(|cx| journal.poll_synced(ticket, cx.waker()))
+        let mut waiting = WriterWait::new(self);
+        poll_fn(|cx| journal.poll_synced(ticket, cx.waker(), &mut waiting.key))
             .await
             .map_err(|error| self.failed(error))
     }
@@ -101,11 +112,21 @@ impl<T> Shared<T> {
         .await
     }
 
-    /// Waits as a task until a send's append would not wait for room.
-    async fn room_async(&self) {
-        if let Some(journal) = &self.journal {
-            poll_fn(|cx| journal.poll_room(cx.waker())).await;
-        }
+    /// Waits as a task until a send's append would not wait for room;
+    /// returns whether it had to wait (the clock must then be read again).
+    async fn room_async(&self) -> bool {
+        let Some(journal) = &self.journal else {
+            return false;
+        };
+        let mut waited = false;
+        let mut waiting = WriterWait::new(self);
+        poll_fn(|cx| {
+            let room = journal.poll_room(cx.waker(), &mut waiting.key);
+            waited |= room.is_pending();
+            room
+        })
+        .await;
+        waited
     }
 }
 
@@ -125,10 +146,13 @@ impl<T: Serialize> Shared<T> {
         };
         // Room in the writer's buffer first, then a slot: a task dropped
         // while it waits for either holds nothing.
-        self.room_async().await;
+        // A send that waited for room or a slot reads the clock again: its
+        // delay, time to live and key window run from when it is enqueued,
+        // and its record is not dated before those appended meanwhile.
+        let waited_for_room = self.room_async().await;
         let now = match self.take_slots_async(1).await {
-            Ok(Waited::No) => checked.now(),
-            Ok(Waited::Yes) => self.now_for_send(checked.is_plain()),
+            Ok(Waited::No) if !waited_for_room => checked.now(),
+            Ok(_) => self.now_for_send(checked.is_plain()),
             Err(no_room) => return Err(no_room.refuse(message)),
         };
         // No wait between the slot and the append: nothing to undo there.
@@ -210,6 +234,28 @@ impl<T> Drop for UnpublishedBatch<'_, T> {
         if let Some(appended) = self.appended.take() {
             self.shared.publish_batch(appended);
         }
+    }
+}
+
+/// A task's place on the writer's lists of waiting tasks, given back when
+/// the wait ends or is dropped.
+struct WriterWait<'a, T> {
+    shared: &'a Shared<T>,
+    key: WaitKey,
+}
+
+impl<'a, T> WriterWait<'a, T> {
+    fn new(shared: &'a Shared<T>) -> Self {
+        WriterWait {
+            shared,
+            key: WaitKey::default(),
+        }
+    }
+}
+
+impl<T> Drop for WriterWait<'_, T> {
+    fn drop(&mut self) {
+        self.shared.forget(&mut self.key);
     }
 }
 
@@ -373,6 +419,8 @@ impl<T> Take<T> for ForWorker<'_> {
 pub(crate) struct Receiving<E> {
     registration: Registration,
     alarm: Alarm,
+    /// Its place on the writer's list while it waits for the disk.
+    durable: WaitKey,
     /// Taken, waiting for the receive records.
     taken: Option<Taken<E>>,
 }
@@ -382,6 +430,7 @@ impl<E> Default for Receiving<E> {
         Receiving {
             registration: Registration::default(),
             alarm: Alarm::default(),
+            durable: WaitKey::default(),
             taken: None,
         }
     }
@@ -435,7 +484,8 @@ impl<E> Receiving<E> {
         }
         self.alarm.set(None, cx.waker());
         let ticket = self.taken.as_ref().and_then(|taken| taken.ticket);
-        let durable = std::task::ready!(shared.poll_durable(ticket, cx));
+        let durable = std::task::ready!(shared.poll_durable(ticket, &mut self.durable, cx));
+        shared.forget(&mut self.durable);
         match self.taken.take() {
             Some(taken) => Poll::Ready(take.lease(origin, taken, durable)),
             None => unreachable!("set above"),
@@ -446,6 +496,7 @@ impl<E> Receiving<E> {
     /// among the waiters, or the messages it took.
     pub(crate) fn cancel<T, K: Take<T, Entries = E>>(&mut self, shared: &Shared<T>) {
         shared.ready.signal.cancel(&mut self.registration);
+        shared.forget(&mut self.durable);
         if let Some(taken) = self.taken.take() {
             K::abandon(shared, taken.entries);
         }

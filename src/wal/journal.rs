@@ -32,6 +32,12 @@ use std::thread::JoinHandle;
 /// round being written (README, Durability).
 pub(crate) const MAX_PENDING_BYTES: usize = 2 * WRITE_AT_BYTES;
 
+/// A task's place on the writer's lists of waiting tasks, kept across
+/// polls; give it back with [`Wal::forget`] when the wait ends or is
+/// dropped.
+#[derive(Debug, Default)]
+pub(crate) struct WaitKey(Option<u64>);
+
 /// A place in the log: what [`Wal::append`] returns and [`Wal::commit`]
 /// waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -259,22 +265,51 @@ impl Wal {
 
     /// The task's form of [`commit`](Self::commit): `Pending` (the task
     /// woken when the writer ends a round) until it would return.
-    pub(crate) fn poll_commit(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), WalError>> {
+    pub(crate) fn poll_commit(
+        &self,
+        ticket: Ticket,
+        waker: &Waker,
+        key: &mut WaitKey,
+    ) -> Poll<Result<(), WalError>> {
         if self.durability == Durability::Sync {
-            return self.poll_wait(ticket, waker);
+            return self.poll_wait(ticket, waker, key);
         }
         Poll::Ready(self.commit(ticket))
     }
 
+    /// Waits until an append that waits for room would not wait (or would
+    /// fail at once); returns whether it waited. A send waits here before
+    /// it takes a slot or claims its key, so that it waits holding nothing.
+    pub(crate) fn wait_room(&self) -> bool {
+        let mut st = self.shared.state.lock();
+        let mut waited = false;
+        while st.pending.len() >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
+            self.shared.room.wait(&mut st);
+            waited = true;
+        }
+        waited
+    }
+
     /// Ready once an append that waits for room would not wait (or would
     /// fail at once).
-    pub(crate) fn poll_room(&self, waker: &Waker) -> Poll<()> {
-        let mut st = self.shared.state.lock();
+    pub(crate) fn poll_room(&self, waker: &Waker, key: &mut WaitKey) -> Poll<()> {
+        let st = self.shared.state.lock();
         if st.pending.len() < MAX_PENDING_BYTES || st.poison.is_some() || st.stopped {
             return Poll::Ready(());
         }
-        st.add_task(Tasks::Room, waker);
+        // Under `state`'s lock: see `Shared::tasks`.
+        self.shared.tasks.lock().add(Tasks::Room, waker, &mut key.0);
         Poll::Pending
+    }
+
+    /// Takes a task's wait for room or a round off the writer's lists,
+    /// when it is dropped or done: a task that gave up is not kept.
+    pub(crate) fn forget(&self, key: &mut WaitKey) {
+        if let Some(k) = key.0.take() {
+            let mut tasks = self.shared.tasks.lock();
+            tasks.remove(Tasks::Room, k);
+            tasks.remove(Tasks::Round, k);
+        }
     }
 
     /// The ticket of the last append so far: [`sync`](Self::sync) waits
@@ -286,12 +321,22 @@ impl Wal {
 
     /// The task's form of [`sync`](Self::sync), for a ticket from
     /// [`last_ticket`](Self::last_ticket).
-    pub(crate) fn poll_synced(&self, ticket: Ticket, waker: &Waker) -> Poll<Result<(), WalError>> {
-        self.poll_wait(ticket, waker)
+    pub(crate) fn poll_synced(
+        &self,
+        ticket: Ticket,
+        waker: &Waker,
+        key: &mut WaitKey,
+    ) -> Poll<Result<(), WalError>> {
+        self.poll_wait(ticket, waker, key)
     }
 
     /// The task's form of `wait(ticket, true)`.
-    fn poll_wait(&self, Ticket(ticket): Ticket, waker: &Waker) -> Poll<Result<(), WalError>> {
+    fn poll_wait(
+        &self,
+        Ticket(ticket): Ticket,
+        waker: &Waker,
+        key: &mut WaitKey,
+    ) -> Poll<Result<(), WalError>> {
         let mut st = self.shared.state.lock();
         if st.want_durable < ticket {
             st.want_durable = ticket;
@@ -306,7 +351,11 @@ impl Wal {
         if st.stopped {
             return Poll::Ready(Err(WalError::Closed));
         }
-        st.add_task(Tasks::Round, waker);
+        // Under `state`'s lock: see `Shared::tasks`.
+        self.shared
+            .tasks
+            .lock()
+            .add(Tasks::Round, waker, &mut key.0);
         Poll::Pending
     }
 
@@ -466,7 +515,9 @@ impl Drop for StopGuard<'_> {
         st.stopped = true;
         // Compactions still asked for get their answer: `Closed`.
         st.compactions.clear();
-        self.0.wake_all(&mut st);
+        self.0.wake_all();
+        drop(st);
+        self.0.wake_tasks(&[Tasks::Round, Tasks::Room]);
     }
 }
 

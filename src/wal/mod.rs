@@ -48,7 +48,7 @@ mod writer;
 
 pub(crate) use compaction::CompactionReport;
 pub(crate) use error::WalError;
-pub(crate) use journal::{Ticket, Wal};
+pub(crate) use journal::{Ticket, WaitKey, Wal};
 pub use options::Durability;
 pub(crate) use options::WalOptions;
 pub(crate) use record::{KeyRef, MessageRef, ReasonRef, Record};

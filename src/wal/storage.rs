@@ -75,7 +75,20 @@ pub(crate) struct FsStorage {
     dir: PathBuf,
 }
 
+/// How long an open waits for a lock held by its own process (see
+/// `FsStorage::lock`).
+const SAME_PROCESS_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl FsStorage {
+    /// The process id written in a lock file by its holder, if readable.
+    fn holder(file: &mut fs::File) -> Option<u32> {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        file.seek(io::SeekFrom::Start(0)).ok()?;
+        file.read_to_string(&mut text).ok()?;
+        text.trim().parse().ok()
+    }
+
     /// Uses `dir`, creating it (mode 0700) if needed.
     pub(crate) fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
@@ -114,14 +127,28 @@ impl Storage for FsStorage {
             .create(true)
             .truncate(false)
             .open(self.path(super::format::LOCK_FILE))?;
-        match file.try_lock() {
-            Ok(()) => {
-                file.set_len(0)?;
-                writeln!(file, "{}", std::process::id())?;
-                Ok(LockGuard::new(file))
+        // Held by this very process, the lock is usually a queue whose
+        // last handle was just dropped while a thread of the library still
+        // held it for a moment (the metrics reporter, a worker finishing its
+        // handler): wait a little for it to go, then give up as for another
+        // process. A second open of a queue this process holds waits too.
+        let give_up = std::time::Instant::now() + SAME_PROCESS_LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    file.set_len(0)?;
+                    writeln!(file, "{}", std::process::id())?;
+                    return Ok(LockGuard::new(file));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let ours = Self::holder(&mut file) == Some(std::process::id());
+                    if !ours || std::time::Instant::now() >= give_up {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
-            Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
 

@@ -87,6 +87,11 @@ pub(crate) struct Shared {
     pub(crate) rounds: [Condvar; 2],
     /// Wakes appends waiting for room in the buffer.
     pub(crate) room: Condvar,
+    /// The tasks waiting as the `rounds` and `room` threads do. A task
+    /// registers under `state`'s lock (then this one), having seen that
+    /// what it waits for has not happened; the writer takes the list after
+    /// it changed `state`: no wake-up is lost, and none runs under `state`.
+    pub(crate) tasks: Mutex<TaskLists>,
     /// Whether `state.poison` is set, readable without the lock (so that
     /// a commit that waits for nothing takes no lock).
     poisoned: AtomicBool,
@@ -105,13 +110,25 @@ impl Shared {
     }
 
     /// Wakes everyone waiting: the writer stopped or failed.
-    pub(crate) fn wake_all(&self, st: &mut State) {
+    pub(crate) fn wake_all(&self) {
         for round in &self.rounds {
             round.notify_all();
         }
         self.room.notify_all();
-        st.wake_tasks(Tasks::Round);
-        st.wake_tasks(Tasks::Room);
+    }
+
+    /// Wakes the tasks waiting for a round's end or room: call it after
+    /// `state` shows what they wait for, and not under that lock (a waker
+    /// may run code that appends).
+    pub(crate) fn wake_tasks(&self, which: &[Tasks]) {
+        let mut woken = Vec::new();
+        {
+            let mut tasks = self.tasks.lock();
+            for &list in which {
+                woken.extend(tasks.list(list).drain(..).map(|(_, waker)| waker));
+            }
+        }
+        woken.into_iter().for_each(Waker::wake);
     }
 
     /// Whether an earlier write or sync failed (without the lock).
@@ -154,41 +171,59 @@ pub(crate) struct State {
     /// The writer thread has exited.
     pub(crate) stopped: bool,
     pub(crate) compactions: Vec<CompactionReply>,
-    /// Tasks waiting for a round to end (as the `rounds` threads).
-    pub(crate) round_tasks: Vec<Waker>,
-    /// Tasks waiting for room in `pending` (as the `room` threads).
-    pub(crate) room_tasks: Vec<Waker>,
 }
 
 /// Which tasks to wake.
 #[derive(Clone, Copy)]
 pub(crate) enum Tasks {
+    /// Waiting for a round to end (as the `rounds` threads).
     Round,
+    /// Waiting for room in `pending` (as the `room` threads).
     Room,
 }
 
-impl State {
-    /// Adds a task to those woken at the next round's end or room, once.
-    pub(crate) fn add_task(&mut self, tasks: Tasks, waker: &Waker) {
-        let list = match tasks {
-            Tasks::Round => &mut self.round_tasks,
-            Tasks::Room => &mut self.room_tasks,
-        };
-        if !list.iter().any(|listed| listed.will_wake(waker)) {
-            list.push(waker.clone());
+/// The tasks waiting on the writer, each under a key that its future
+/// gives back when dropped (so that a task that gave up is not kept).
+#[derive(Default)]
+pub(crate) struct TaskLists {
+    round: Vec<(u64, Waker)>,
+    room: Vec<(u64, Waker)>,
+    next: u64,
+}
+
+impl TaskLists {
+    fn list(&mut self, which: Tasks) -> &mut Vec<(u64, Waker)> {
+        match which {
+            Tasks::Round => &mut self.round,
+            Tasks::Room => &mut self.room,
         }
     }
 
-    /// Wakes the tasks waiting for a round's end or room. (A waker only
-    /// schedules its task: none polls here, under the lock.)
-    pub(crate) fn wake_tasks(&mut self, tasks: Tasks) {
-        let list = match tasks {
-            Tasks::Round => &mut self.round_tasks,
-            Tasks::Room => &mut self.room_tasks,
+    /// Lists the task (once: `key` keeps its place across polls).
+    pub(crate) fn add(&mut self, which: Tasks, waker: &Waker, key: &mut Option<u64>) {
+        let next = &mut self.next;
+        let list = match which {
+            Tasks::Round => &mut self.round,
+            Tasks::Room => &mut self.room,
         };
-        list.drain(..).for_each(Waker::wake);
+        if let Some(listed) = key.and_then(|k| list.iter_mut().find(|(l, _)| *l == k)) {
+            if !listed.1.will_wake(waker) {
+                listed.1.clone_from(waker);
+            }
+            return;
+        }
+        *next += 1;
+        list.push((*next, waker.clone()));
+        *key = Some(*next);
     }
 
+    /// Takes a task off the list (its future was dropped or is done).
+    pub(crate) fn remove(&mut self, which: Tasks, key: u64) {
+        self.list(which).retain(|(k, _)| *k != key);
+    }
+}
+
+impl State {
     /// The round that will publish `ticket` (as written, and as durable
     /// if the caller has asked for that before this round started): the
     /// round in flight if it took the ticket, else the next one. A caller
@@ -434,7 +469,6 @@ impl Writer {
             std::mem::swap(&mut st.ends, &mut ends);
             self.unsealed.merge(std::mem::take(&mut st.reclaim));
             shared.room.notify_all();
-            st.wake_tasks(Tasks::Room);
             let last = st.appended;
             st.started += 1;
             st.taken = last;
@@ -443,6 +477,7 @@ impl Writer {
             let compaction = st.compactions.pop();
             let poisoned = st.poison.clone();
             drop(st);
+            shared.wake_tasks(&[Tasks::Room]);
 
             let mut synced = false;
             let result = match poisoned {
@@ -485,11 +520,15 @@ impl Writer {
             }
             st.finished = st.started;
             if st.poison.is_some() {
-                shared.wake_all(&mut st);
+                shared.wake_all();
             } else {
                 shared.rounds[(st.finished % 2) as usize].notify_all();
-                st.wake_tasks(Tasks::Round);
             }
+            // Outside the lock (see `Shared::tasks`); every task, as a
+            // failure ends the waits for room too.
+            drop(st);
+            shared.wake_tasks(&[Tasks::Round, Tasks::Room]);
+            st = shared.state.lock();
             if let Some(reply) = compaction {
                 match &st.poison {
                     Some(p) => drop(reply.send(Err(WalError::Poisoned(Arc::clone(p))))),
@@ -498,7 +537,9 @@ impl Writer {
             }
             if closing && st.pending.is_empty() && st.compactions.is_empty() {
                 st.stopped = true;
-                shared.wake_all(&mut st);
+                shared.wake_all();
+                drop(st);
+                shared.wake_tasks(&[Tasks::Round, Tasks::Room]);
                 return;
             }
         }
