@@ -149,6 +149,7 @@ mod capacity;
 mod clock;
 mod codec;
 mod consumer;
+mod controls;
 mod dead_letter;
 mod dedup;
 mod delivery;
@@ -189,10 +190,12 @@ pub use batch::{Batch, BatchIter, BatchMessage};
 pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES, UNNAMED};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
+pub use controls::RateLimit;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
 pub use error::{
-    CancelError, OpenError, RecvError, RedriveError, SendError, SettleError, StorageError,
+    CancelError, LimitError, OpenError, RecvError, RedriveError, SendError, SettleError,
+    StorageError,
 };
 pub use event::Event;
 pub use job::{Job, LeaseLost, Outcome};
@@ -201,6 +204,7 @@ pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::{Cancelled, Queue};
 pub use recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
 pub use schedule::{Missed, Schedule, ScheduleError, ScheduleStats, Scheduled};
+pub use shared::Peeked;
 pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,
