@@ -6,13 +6,19 @@
 //! the async receives), and nowhere else: sends go on as before.
 //!
 //! The path that uses none of them pays one atomic load ([`Controls::on`])
-//! per receive and per acknowledgement. When any is on, a receive asks
-//! [`Controls::admit`] how many messages it may take, under a lock that
-//! only such receives take; what it took but did not lease yet is counted
-//! as `pending`, so that two receives cannot both see room for the last
-//! slot. A receive that is refused waits on the ready signal like one that
-//! found nothing: resuming, an acknowledgement (a slot freed) and a token
-//! coming due (a deadline, as a delay's) wake it.
+//! per receive and per acknowledgement, and nothing else: no field is
+//! added to what a receive carries. When any is on, a receive asks
+//! [`Controls::admit`] how many messages it may take and takes them from
+//! the ready queue under a lock that only such receives take, so that two
+//! receives cannot both see room for the last slot. The count in flight
+//! it is given is the capacity held less what is ready or delayed: a
+//! message taken and not leased yet, or a send not pushed yet, counts as
+//! in flight, so the count errs only high (a receive waits a moment
+//! longer, never takes past the cap). A receive that is refused waits on
+//! the ready signal like one that found nothing: resuming, a message
+//! leaving flight and a token coming due (a deadline, as a delay's) wake
+//! it. A control turned on while a receive is between its check and its
+//! take applies from the next receive.
 //!
 //! The token bucket holds up to `n` tokens and gains `n` per `period`,
 //! counted in whole nanoseconds with 128-bit products, so that neither
@@ -122,8 +128,6 @@ struct State {
     paused: bool,
     max_in_flight: Option<usize>,
     bucket: Option<Bucket>,
-    /// Taken by admitted receives and not yet leased (or given back).
-    pending: usize,
 }
 
 impl State {
@@ -132,11 +136,11 @@ impl State {
     }
 }
 
-/// What [`Controls::admit`] allows.
+/// What [`Controls::admit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admit {
-    /// Take up to this many (at least one).
-    Take(usize),
+    /// Took this many (none if nothing was ready).
+    Took(usize),
     /// Take nothing; look again when woken (paused, or the in-flight cap
     /// reached).
     Wait,
@@ -191,18 +195,25 @@ impl Controls {
         self.state.lock().bucket.map(|bucket| bucket.limit)
     }
 
-    /// How many of `want` messages a receive may take at `now`, with
-    /// `in_flight` messages leased. What it admits is counted as pending
-    /// (and its tokens spent) until [`leased`](Self::leased) or
-    /// [`refund`](Self::refund).
-    pub(crate) fn admit(&self, want: usize, now: Nanos, in_flight: usize) -> Admit {
+    /// Lets a receive take up to `want` messages at `now`: under the lock,
+    /// asks `in_flight` how many are in flight, then hands `take` how many
+    /// it may take (at least one) and spends a token for each it took.
+    /// `take` must not call back into the queue's controls or its event
+    /// hook (it only pops the ready queue).
+    pub(crate) fn admit(
+        &self,
+        want: usize,
+        now: Nanos,
+        in_flight: impl FnOnce() -> usize,
+        take: impl FnOnce(usize) -> usize,
+    ) -> Admit {
         let mut state = self.state.lock();
         if state.paused {
             return Admit::Wait;
         }
         let mut n = want;
         if let Some(max) = state.max_in_flight {
-            n = n.min(max.saturating_sub(in_flight.saturating_add(state.pending)));
+            n = n.min(max.saturating_sub(in_flight()));
             if n == 0 {
                 return Admit::Wait;
             }
@@ -213,34 +224,12 @@ impl Controls {
                 return Admit::WaitUntil(bucket.next_token());
             }
             n = n.min(usize::try_from(bucket.tokens).unwrap_or(usize::MAX));
-            bucket.tokens -= n as u64;
         }
-        state.pending = state.pending.saturating_add(n);
-        Admit::Take(n)
-    }
-
-    /// `taken` of `admitted` messages were taken: the rest are given back
-    /// (their tokens too); the taken ones stay pending until leased.
-    pub(crate) fn refund(&self, admitted: usize, taken: usize) {
-        let unused = admitted.saturating_sub(taken);
-        if unused == 0 {
-            return;
-        }
-        let mut state = self.state.lock();
-        state.pending = state.pending.saturating_sub(unused);
+        let took = take(n).min(n);
         if let Some(bucket) = &mut state.bucket {
-            let full = u64::from(bucket.limit.n.get());
-            bucket.tokens = bucket.tokens.saturating_add(unused as u64).min(full);
+            bucket.tokens -= took as u64;
         }
-    }
-
-    /// `n` admitted messages are leased now (or put back): no longer
-    /// pending.
-    pub(crate) fn leased(&self, n: usize) {
-        if n > 0 {
-            let mut state = self.state.lock();
-            state.pending = state.pending.saturating_sub(n);
-        }
+        Admit::Took(took)
     }
 }
 
@@ -250,6 +239,11 @@ mod tests {
 
     const SEC: Nanos = 1_000_000_000;
 
+    /// Admits up to `want` messages, with as many ready.
+    fn admit(controls: &Controls, want: usize, now: Nanos, in_flight: usize) -> Admit {
+        controls.admit(want, now, || in_flight, |n| n)
+    }
+
     #[test]
     fn the_bucket_allows_n_per_period_with_bursts_of_n() {
         let controls = Controls::default();
@@ -257,20 +251,24 @@ mod tests {
         let limit = RateLimit::new(2, Duration::from_secs(1)).unwrap();
         controls.set_rate_limit(Some(limit), 0);
         assert!(controls.on());
-        assert_eq!(controls.admit(5, 0, 0), Admit::Take(2));
-        controls.leased(2);
-        assert_eq!(controls.admit(1, 0, 0), Admit::WaitUntil(SEC / 2));
-        assert_eq!(controls.admit(1, SEC / 2 - 1, 0), Admit::WaitUntil(SEC / 2));
-        assert_eq!(controls.admit(5, SEC / 2, 0), Admit::Take(1));
-        controls.refund(1, 0);
-        assert_eq!(controls.admit(5, SEC / 2, 0), Admit::Take(1), "refunded");
+        assert_eq!(admit(&controls, 5, 0, 0), Admit::Took(2));
+        assert_eq!(admit(&controls, 1, 0, 0), Admit::WaitUntil(SEC / 2));
         assert_eq!(
-            controls.admit(5, 100 * SEC, 0),
-            Admit::Take(2),
+            admit(&controls, 1, SEC / 2 - 1, 0),
+            Admit::WaitUntil(SEC / 2)
+        );
+        assert_eq!(
+            controls.admit(5, SEC / 2, || 0, |_| 0),
+            Admit::Took(0),
+            "nothing ready: no token spent"
+        );
+        assert_eq!(admit(&controls, 5, SEC / 2, 0), Admit::Took(1));
+        assert_eq!(
+            admit(&controls, 5, 100 * SEC, 0),
+            Admit::Took(2),
             "capped at n"
         );
         controls.set_rate_limit(None, 0);
-        controls.leased(4);
         assert!(!controls.on());
     }
 
@@ -287,28 +285,30 @@ mod tests {
         let controls = Controls::default();
         let slow = RateLimit::new(1, Duration::MAX).unwrap();
         controls.set_rate_limit(Some(slow), u64::MAX - 1);
-        assert_eq!(controls.admit(usize::MAX, u64::MAX - 1, 0), Admit::Take(1));
-        assert_eq!(controls.admit(1, u64::MAX, 0), Admit::WaitUntil(u64::MAX));
+        assert_eq!(
+            admit(&controls, usize::MAX, u64::MAX - 1, 0),
+            Admit::Took(1)
+        );
+        assert_eq!(admit(&controls, 1, u64::MAX, 0), Admit::WaitUntil(u64::MAX));
         let fast = RateLimit::new(u32::MAX, Duration::from_nanos(1)).unwrap();
         controls.set_rate_limit(Some(fast), 0);
         assert_eq!(
-            controls.admit(usize::MAX, u64::MAX, 0),
-            Admit::Take(u32::MAX as usize)
+            admit(&controls, usize::MAX, u64::MAX, 0),
+            Admit::Took(u32::MAX as usize)
         );
     }
 
     #[test]
-    fn the_in_flight_cap_counts_pending_receives() {
+    fn the_in_flight_cap_takes_what_is_left() {
         let controls = Controls::default();
         controls.set_max_in_flight(Some(3));
-        assert_eq!(controls.admit(2, 0, 0), Admit::Take(2));
-        assert_eq!(controls.admit(5, 0, 0), Admit::Take(1), "two pending");
-        assert_eq!(controls.admit(1, 0, 0), Admit::Wait);
-        controls.leased(3);
-        assert_eq!(controls.admit(1, 0, 3), Admit::Wait, "three leased");
-        assert_eq!(controls.admit(9, 0, 1), Admit::Take(2));
+        assert_eq!(admit(&controls, 2, 0, 0), Admit::Took(2));
+        assert_eq!(admit(&controls, 5, 0, 2), Admit::Took(1));
+        assert_eq!(admit(&controls, 1, 0, 3), Admit::Wait);
+        assert_eq!(admit(&controls, 1, 0, usize::MAX), Admit::Wait);
         controls.set_max_in_flight(Some(usize::MAX));
-        assert_eq!(controls.admit(usize::MAX, 0, usize::MAX), Admit::Wait);
+        assert_eq!(admit(&controls, usize::MAX, 0, usize::MAX), Admit::Wait);
+        assert_eq!(admit(&controls, usize::MAX, 0, 0), Admit::Took(usize::MAX));
     }
 
     #[test]
@@ -316,9 +316,9 @@ mod tests {
         let controls = Controls::default();
         controls.set_paused(true);
         assert!(controls.is_paused());
-        assert_eq!(controls.admit(1, 0, 0), Admit::Wait);
+        assert_eq!(admit(&controls, 1, 0, 0), Admit::Wait);
         controls.set_paused(false);
         assert!(!controls.on());
-        assert_eq!(controls.admit(1, 0, 0), Admit::Take(1));
+        assert_eq!(admit(&controls, 1, 0, 0), Admit::Took(1));
     }
 }

@@ -95,6 +95,9 @@
 //! | `DeadLetters::remove(id)` | that dead letter is gone for good |
 //! | settle after the lease expired | `Err(LeaseExpired)`, nothing changes |
 //! | same key within the window | nothing enqueued, `Sent::Duplicate(original id)`; different payload: `KeyConflict` |
+//! | `Queue::pause()` / `resume()` | receives wait while paused, sends go on; recorded, so kept across a reopen |
+//! | `max_in_flight(n)`, `rate_limit(..)` | a receive waits while `n` messages are in flight, or for the next token of the rate limit |
+//! | `Queue::peek(n)` | copies of the next `n` ready messages, nothing leased |
 //! | `close()` or every `Queue`/`Producer` dropped | sends fail with `Closed`; consumers drain, then get `Closed` |
 //!
 //! Ordering: with one producer and no failures, consumers see messages in

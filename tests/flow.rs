@@ -205,6 +205,20 @@ fn the_rate_limit_lets_n_through_per_period_on_the_queue_clock() {
 }
 
 #[test]
+fn a_rate_limited_receive_wakes_by_itself_for_the_next_token() {
+    // The system clock, and nobody else acting: the waiting receive must
+    // wake at the token's time on its own.
+    let limit = RateLimit::new(1, Duration::from_millis(200)).unwrap();
+    let queue = Queue::<u32>::builder().rate_limit(limit).open().unwrap();
+    queue.producer().send(1).unwrap();
+    queue.producer().send(2).unwrap();
+    let consumer = queue.consumer();
+    let _first = consumer.try_recv().unwrap();
+    assert_eq!(consumer.try_recv().unwrap_err(), RecvError::Empty);
+    assert_eq!(*consumer.recv_timeout(LONG).unwrap(), 2);
+}
+
+#[test]
 fn a_rate_limited_task_wakes_for_the_next_token() {
     let clock = ManualClock::new();
     let queue = Queue::<u32>::builder()

@@ -1,10 +1,13 @@
 //! Pause, resume and the receive limits of an open queue (the rules are
 //! in `controls.rs`).
 
+use super::receive::Taken;
 use super::Shared;
 use crate::clock::Nanos;
 use crate::controls::{Admit, RateLimit};
+use crate::error::RecvError;
 use crate::error::StorageError;
+use crate::message::Queued;
 use crate::wal::Record;
 
 impl<T> Shared<T> {
@@ -40,18 +43,58 @@ impl<T> Shared<T> {
         self.controls.rate_limit()
     }
 
-    /// How many of `want` messages a receive may take at `now` while a
-    /// control is on (at least one, or zero: wait). A token's time is
-    /// registered as a deadline, so that waiting receives wake for it.
+    /// Lets a receive take up to `want` messages at `now` while a control
+    /// is on: `take(n)` pops up to `n` from the ready queue (under the
+    /// controls' lock) and returns how many it popped, as this does. A
+    /// token's time is registered as a deadline, so that waiting receives
+    /// wake for it.
     #[cold]
-    pub(super) fn admit(&self, want: usize, now: Nanos) -> usize {
-        match self.controls.admit(want, now, self.leases.len()) {
-            Admit::Take(n) => n,
+    pub(super) fn admit(
+        &self,
+        want: usize,
+        now: Nanos,
+        take: impl FnOnce(usize) -> usize,
+    ) -> usize {
+        let in_flight = || {
+            let waiting = self.ready.len().saturating_add(self.delayed.len());
+            self.capacity.held().saturating_sub(waiting)
+        };
+        match self.controls.admit(want, now, in_flight, take) {
+            Admit::Took(n) => n,
             Admit::Wait => 0,
             Admit::WaitUntil(at) => {
                 self.register_deadline(at);
                 0
             }
+        }
+    }
+
+    /// [`pop_one`](Self::pop_one) while a control is on: expired messages
+    /// met on the way are buried after the controls' lock is released
+    /// (burying tells the event hook, which may call back).
+    #[cold]
+    pub(super) fn pop_one_admitted(
+        &self,
+        now: Nanos,
+    ) -> Result<Option<Taken<Queued<T>>>, RecvError> {
+        let mut expired = Vec::new();
+        let mut found = None;
+        self.admit(1, now, |_| {
+            while let Some(entry) = self.ready.pop() {
+                if !entry.expired(now) {
+                    found = Some(entry);
+                    return 1;
+                }
+                expired.push(entry);
+            }
+            0
+        });
+        for entry in expired {
+            self.bury_expired(entry);
+        }
+        match found {
+            Some(entry) => self.receive_entry(entry, now),
+            None => Ok(None),
         }
     }
 

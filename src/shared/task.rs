@@ -443,7 +443,6 @@ impl<E> Receiving<E> {
     pub(crate) fn cancel<T, K: Take<T, Entries = E>>(&mut self, shared: &Shared<T>) {
         shared.ready.signal.cancel(&mut self.registration);
         if let Some(taken) = self.taken.take() {
-            shared.controls.leased(taken.admitted);
             K::abandon(shared, taken.entries);
         }
     }
