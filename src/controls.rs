@@ -154,6 +154,9 @@ pub(crate) struct Controls {
     /// Whether any control is on: the one load the plain path pays.
     on: AtomicBool,
     state: Mutex<State>,
+    /// Held by a pause or resume from its record to its change, so that
+    /// the last record written is the state in memory.
+    pub(crate) pausing: Mutex<()>,
 }
 
 impl Controls {

@@ -168,6 +168,13 @@ impl<T: Message> Queue<T> {
     /// subscription is a queue: pause it through
     /// [`Topic::subscription`](crate::Topic::subscription).
     ///
+    /// # Errors
+    ///
+    /// A persistent queue whose record cannot be written (or whose file
+    /// already failed) returns the [`StorageError`] and stays as it was
+    /// in memory (as for any failed write, the record may or may not have
+    /// reached the disk).
+    ///
     /// ```
     /// use spool::{Queue, RecvError};
     ///

@@ -14,7 +14,9 @@ impl<T> Shared<T> {
     /// Pauses (`true`) or resumes the queue, once the change is recorded:
     /// receives wait while paused, sends go on. Resuming wakes every
     /// waiting receive, threads and tasks.
+    /// Concurrent calls are applied in the order of their records.
     pub(crate) fn set_paused(&self, paused: bool) -> Result<(), StorageError> {
+        let _in_order = self.controls.pausing.lock();
         let ticket = self.log(&[Record::Pause { paused }])?;
         self.durable(ticket)?;
         self.controls.set_paused(paused);
