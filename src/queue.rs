@@ -164,7 +164,9 @@ impl<T: Message> Queue<T> {
     /// flight can still be settled and leases still expire. A persistent
     /// queue records it (returning once it is as durable as the queue's
     /// durability promises), so a queue paused when it is closed or
-    /// crashes opens paused. [`Stats::paused`] says whether it is. A topic
+    /// crashes opens paused. [`Stats::paused`] says whether it is. A closed
+    /// queue that is paused does not drain: its consumers (and a worker
+    /// pool waiting for it to drain) wait for the resume. A topic
     /// subscription is a queue: pause it through
     /// [`Topic::subscription`](crate::Topic::subscription).
     ///
