@@ -43,6 +43,8 @@ pub(crate) struct Config {
     pub(crate) backoff: Backoff,
     pub(crate) max_message_bytes: usize,
     pub(crate) idle_spin: Duration,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) rate_limit: Option<crate::RateLimit>,
     pub(crate) persist: Option<PersistConfig>,
 }
 
@@ -59,6 +61,8 @@ impl Default for Config {
             backoff: Backoff::DEFAULT,
             max_message_bytes: 1 << 20,
             idle_spin: Duration::from_micros(100),
+            max_in_flight: None,
+            rate_limit: None,
             persist: None,
         }
     }
@@ -161,6 +165,27 @@ impl<T: Message> Builder<T> {
     /// instead of retried.
     pub fn max_receives(mut self, max: u32) -> Self {
         self.config.max_receives = max;
+        self
+    }
+
+    /// At most `n` messages in flight at once, across all consumers: a
+    /// receive waits while `n` are leased (and a batch receive takes at
+    /// most what is left). For a queue of calls to a slow external API.
+    /// Adjustable on an open queue ([`Queue::set_max_in_flight`]); not
+    /// kept in the write-ahead file (the builder sets it at each open).
+    /// `0` is refused at open ([`OpenError::ZeroMaxInFlight`]).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = Some(n);
+        self
+    }
+
+    /// At most [`RateLimit::n`](crate::RateLimit::n) receives per period
+    /// across all consumers, with bursts of up to `n` (a token bucket on
+    /// the queue's clock, full at open). A receive that finds no token
+    /// waits for the next one. Adjustable on an open queue
+    /// ([`Queue::set_rate_limit`]); not kept in the write-ahead file.
+    pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.config.rate_limit = Some(limit);
         self
     }
 
@@ -426,6 +451,9 @@ impl<T: Message> Builder<T> {
         }
         if config.dedup_window.is_zero() {
             return Err(OpenError::ZeroDedupWindow);
+        }
+        if config.max_in_flight == Some(0) {
+            return Err(OpenError::ZeroMaxInFlight);
         }
         config
             .backoff

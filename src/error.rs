@@ -75,6 +75,22 @@ impl PartialEq for StorageError {
 
 impl Eq for StorageError {}
 
+/// Why a flow-control limit was refused ([`RateLimit::new`](crate::RateLimit::new),
+/// [`Queue::set_max_in_flight`](crate::Queue::set_max_in_flight)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// A cap of zero messages in flight: nothing could ever be received.
+    #[error("max_in_flight must be at least 1")]
+    ZeroMaxInFlight,
+    /// A rate of zero messages per period: nothing could ever be received.
+    #[error("a rate limit must allow at least 1 message per period")]
+    ZeroRate,
+    /// A rate limit over a period of zero.
+    #[error("a rate limit's period must be longer than zero")]
+    ZeroPeriod,
+}
+
 /// Why a queue could not be opened: its configuration is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -96,6 +112,9 @@ pub enum OpenError {
     /// `max_receives(0)`: no message could ever be delivered.
     #[error("max_receives must be at least 1")]
     ZeroMaxReceives,
+    /// `max_in_flight(0)`: no message could ever be received.
+    #[error("max_in_flight must be at least 1")]
+    ZeroMaxInFlight,
     /// `dedup_window(Duration::ZERO)`: keys would be forgotten at once.
     #[error("dedup window must be longer than zero")]
     ZeroDedupWindow,

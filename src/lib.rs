@@ -95,6 +95,9 @@
 //! | `DeadLetters::remove(id)` | that dead letter is gone for good |
 //! | settle after the lease expired | `Err(LeaseExpired)`, nothing changes |
 //! | same key within the window | nothing enqueued, `Sent::Duplicate(original id)`; different payload: `KeyConflict` |
+//! | `Queue::pause()` / `resume()` | receives wait while paused, sends go on; recorded, so kept across a reopen |
+//! | `max_in_flight(n)`, `rate_limit(..)` | a receive waits while `n` messages are in flight, or for the next token of the rate limit |
+//! | `Queue::peek(n)` | copies of the next `n` ready messages, nothing leased |
 //! | `close()` or every `Queue`/`Producer` dropped | sends fail with `Closed`; consumers drain, then get `Closed` |
 //!
 //! Ordering: with one producer and no failures, consumers see messages in
@@ -149,6 +152,7 @@ mod capacity;
 mod clock;
 mod codec;
 mod consumer;
+mod controls;
 mod dead_letter;
 mod dedup;
 mod delivery;
@@ -189,10 +193,12 @@ pub use batch::{Batch, BatchIter, BatchMessage};
 pub use builder::{Builder, MAX_CAPACITY, MAX_IDLE_SPIN, MAX_MESSAGE_BYTES, UNNAMED};
 pub use clock::{Clock, ClockWaker, ManualClock, SystemClock};
 pub use consumer::Consumer;
+pub use controls::RateLimit;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
 pub use error::{
-    CancelError, OpenError, RecvError, RedriveError, SendError, SettleError, StorageError,
+    CancelError, LimitError, OpenError, RecvError, RedriveError, SendError, SettleError,
+    StorageError,
 };
 pub use event::Event;
 pub use job::{Job, LeaseLost, Outcome};
@@ -201,6 +207,7 @@ pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::{Cancelled, Queue};
 pub use recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
 pub use schedule::{Missed, Schedule, ScheduleError, ScheduleStats, Scheduled};
+pub use shared::Peeked;
 pub use stats::Stats;
 pub use topic::{
     PublishError, Published, Refusal, Refused, SubscribeError, Topic, MAX_SUBSCRIPTION_NAME,

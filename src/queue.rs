@@ -2,12 +2,13 @@
 
 use crate::builder::Builder;
 use crate::consumer::Consumer;
+use crate::controls::RateLimit;
 use crate::dead_letter::DeadLetters;
-use crate::error::{CancelError, StorageError};
+use crate::error::{CancelError, LimitError, StorageError};
 use crate::message::MessageId;
 use crate::producer::Producer;
 use crate::schedule::{Runner, Schedule, ScheduleError, Scheduled};
-use crate::shared::Shared;
+use crate::shared::{Peeked, Shared};
 use crate::stats::Stats;
 use crate::wal::RecoveryReport;
 use crate::Message;
@@ -156,6 +157,100 @@ impl<T: Message> Queue<T> {
     /// Counts and counters, exact when nothing else is changing the queue.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
+    }
+
+    /// Pauses the queue: receives (blocking and async, and worker pools)
+    /// wait until [`resume`](Self::resume), sends go on, messages in
+    /// flight can still be settled and leases still expire. A persistent
+    /// queue records it (returning once it is as durable as the queue's
+    /// durability promises), so a queue paused when it is closed or
+    /// crashes opens paused. [`Stats::paused`] says whether it is. A closed
+    /// queue that is paused does not drain: its consumers (and a worker
+    /// pool waiting for it to drain) wait for the resume. A topic
+    /// subscription is a queue: pause it through
+    /// [`Topic::subscription`](crate::Topic::subscription).
+    ///
+    /// # Errors
+    ///
+    /// A persistent queue whose record cannot be written (or whose file
+    /// already failed) returns the [`StorageError`] and stays as it was
+    /// in memory (as for any failed write, the record may or may not have
+    /// reached the disk).
+    ///
+    /// ```
+    /// use spool::{Queue, RecvError};
+    ///
+    /// let queue = Queue::<u32>::builder().open()?;
+    /// queue.producer().send(1)?;
+    /// queue.pause()?;
+    /// assert!(queue.stats().paused);
+    /// assert_eq!(queue.consumer().try_recv().unwrap_err(), RecvError::Empty);
+    /// queue.resume()?;
+    /// assert_eq!(*queue.consumer().try_recv()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pause(&self) -> Result<(), StorageError> {
+        self.shared.set_paused(true)
+    }
+
+    /// Resumes a paused queue and wakes every waiting receive.
+    pub fn resume(&self) -> Result<(), StorageError> {
+        self.shared.set_paused(false)
+    }
+
+    /// Sets (or with `None` removes) the cap on messages in flight across
+    /// all consumers ([`Builder::max_in_flight`](crate::Builder::max_in_flight)).
+    /// Lowering it leases nothing back: receives wait until enough
+    /// messages have left flight. Not kept in the write-ahead file.
+    pub fn set_max_in_flight(&self, max: Option<usize>) -> Result<(), LimitError> {
+        if max == Some(0) {
+            return Err(LimitError::ZeroMaxInFlight);
+        }
+        self.shared.set_max_in_flight(max);
+        Ok(())
+    }
+
+    /// The cap on messages in flight, if any.
+    pub fn max_in_flight(&self) -> Option<usize> {
+        self.shared.max_in_flight()
+    }
+
+    /// Sets (or with `None` removes) the receive rate limit
+    /// ([`Builder::rate_limit`](crate::Builder::rate_limit)); a new limit
+    /// starts with a full bucket. Not kept in the write-ahead file.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.set_rate_limit(limit);
+    }
+
+    /// The receive rate limit, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.shared.rate_limit()
+    }
+
+    /// Copies of up to `max` of the next ready messages, in the order
+    /// receives would take them, without leasing them: for inspection.
+    /// Nothing changes (no receive count, no lease); what it shows may be
+    /// received by the time the caller looks. Delayed, in-flight and
+    /// dead-lettered messages are not shown, nor ready ones whose time to
+    /// live has run out. O(`max`) plus, at times, the messages sent as one
+    /// batch with the last one shown.
+    ///
+    /// ```
+    /// use spool::Queue;
+    ///
+    /// let queue = Queue::<String>::builder().open()?;
+    /// queue.producer().send("a".to_owned())?;
+    /// queue.producer().send("b".to_owned())?;
+    /// let next: Vec<String> = queue.peek(5).into_iter().map(|p| p.message).collect();
+    /// assert_eq!(next, ["a", "b"]);
+    /// assert_eq!(queue.stats().ready, 2, "still there");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peek(&self, max: usize) -> Vec<Peeked<T>>
+    where
+        T: Clone,
+    {
+        self.shared.peek(max)
     }
 
     /// Stops new sends (they return [`SendError::Closed`](crate::SendError::Closed)

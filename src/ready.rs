@@ -281,6 +281,32 @@ impl<T> ReadyQueue<T> {
         self.popped.store(popped, Release);
     }
 
+    /// Shows up to `max` of the oldest ready messages, in order, to `see`,
+    /// and leaves them where they are: under the consumers' lock, it
+    /// moves chunks from the channel to the front (where pops look first)
+    /// until the front holds `max` messages or the channel is empty. The
+    /// order and the positions in the age ring do not change. O(messages
+    /// at the front), for inspection.
+    pub(crate) fn peek(&self, max: usize, mut see: impl FnMut(&Queued<T>)) {
+        if max == 0 {
+            return;
+        }
+        let mut front = self.front.lock();
+        if front.len() < max {
+            let mut all: Vec<Queued<T>> = std::mem::take(&mut *front).collect();
+            while all.len() < max {
+                match self.receiver.try_recv() {
+                    Ok(Chunk::One(entry)) => all.push(entry),
+                    Ok(Chunk::Many(entries)) => all.extend(entries),
+                    Err(_) => break,
+                }
+            }
+            *front = all.into_iter();
+        }
+        front.as_slice().iter().take(max).for_each(&mut see);
+        free_if_drained(&mut front);
+    }
+
     /// Counts `n` pops; called under the `front` lock, so a plain store
     /// (not a fence: a reader of a stale count takes the queue for a
     /// little longer than it is, never shorter).
@@ -341,6 +367,27 @@ mod tests {
         ready.pop_many(10, |e| left.push(e.id.0));
         assert_eq!(left, [5, 6]);
         assert_eq!((ready.len(), ready.oldest_since(500)), (0, None));
+    }
+
+    #[test]
+    fn peek_shows_the_oldest_and_takes_nothing() {
+        let ready = ReadyQueue::new(8, Duration::ZERO);
+        let mut seen = Vec::new();
+        ready.peek(3, |e| seen.push(e.id.0));
+        assert!(seen.is_empty());
+        ready.push(entry(1), 100);
+        ready.push_many(vec![entry(2), entry(3), entry(4)], 200);
+        ready.push(entry(5), 300);
+        ready.peek(2, |e| seen.push(e.id.0));
+        assert_eq!(seen, [1, 2]);
+        seen.clear();
+        ready.peek(usize::MAX, |e| seen.push(e.id.0));
+        assert_eq!(seen, [1, 2, 3, 4, 5]);
+        ready.peek(0, |_| unreachable!());
+        assert_eq!((ready.len(), ready.oldest_since(500)), (5, Some(100)));
+        let mut taken = Vec::new();
+        ready.pop_many(10, |e| taken.push(e.id.0));
+        assert_eq!(taken, [1, 2, 3, 4, 5], "in order, all still there");
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Stats {
     /// Messages cancelled before they were received
     /// ([`Queue::cancel`](crate::Queue::cancel)).
     pub cancelled: u64,
+    /// Whether the queue is paused ([`Queue::pause`](crate::Queue::pause)):
+    /// receives wait, sends go on.
+    pub paused: bool,
 }
 
 /// The counters behind [`Stats`]: plain atomics, bumped as things happen,

@@ -8,7 +8,8 @@
 //! settling held deliveries in every way, one by one or several at once
 //! with `Consumer::ack_batch`, receiving batches and settling or splitting
 //! them whole, clock jumps, dead-letter operations, cancellations, sends
-//! with a time to live or their own `max_receives`, close) and shrinks any
+//! with a time to live or their own `max_receives`, close, pause and
+//! resume, an in-flight cap set and removed, peeks) and shrinks any
 //! disagreement to a minimal sequence. Most cases use a small queue, so
 //! that it is often full; some (see [`BULK_CAPACITY`]) a queue of up to 40
 //! with more and larger batches, so that batches of 10 to 30 messages are
@@ -85,6 +86,10 @@
 //!   `cancelled`, and frees its slot; anything else is `NotFound`.
 //!   `cancel_key` finds the id through a live key (else `UnknownKey`).
 //!   `DeadLetters::remove` deletes one letter and counts it in `purged`.
+//! - While paused, a receive takes nothing (as if nothing were ready); with
+//!   an in-flight cap, a receive takes at most the cap less what is in
+//!   flight (a batch, up to that many). `peek(n)` shows the front `n` of
+//!   the ready queue and changes nothing.
 //!
 //! Not covered here: threads and real blocking (a blocking call the model
 //! says would wait is made as a `try_` call instead, a timeout elapses
@@ -307,6 +312,12 @@ enum Op {
     RedriveWhere(Select),
     Purge,
     Close,
+    /// `Queue::pause` (`true`) or `Queue::resume`.
+    Pause(bool),
+    /// `Queue::set_max_in_flight`.
+    MaxInFlight(Option<usize>),
+    /// `Queue::peek(n)`: the front of the ready queue, nothing leased.
+    Peek(usize),
 }
 
 /// How many messages a batch send carries.
@@ -646,6 +657,10 @@ struct Model {
     next_id: u64,
     next_token: u64,
     closed: bool,
+    /// Receives take nothing while paused.
+    paused: bool,
+    /// Receives take nothing while this many are in flight.
+    max_in_flight: Option<usize>,
     /// Ready messages, front first, with the instant each became ready.
     ready: VecDeque<(Msg, u64)>,
     /// In flight under one-message leases, by id (including leases run
@@ -670,6 +685,8 @@ impl Model {
             next_id: 1,
             next_token: 1,
             closed: false,
+            paused: false,
+            max_in_flight: None,
             ready: VecDeque::new(),
             leases: BTreeMap::new(),
             batches: BTreeMap::new(),
@@ -925,11 +942,32 @@ impl Model {
     /// Leases the front of the ready queue (after processing deadlines).
     fn recv(&mut self) -> Result<(Msg, u64), RecvError> {
         self.tick();
-        self.take_ready().ok_or(if self.drained() {
-            RecvError::Closed
-        } else {
-            RecvError::Empty
-        })
+        let allowed = self.may_take(1) > 0;
+        allowed
+            .then(|| self.take_ready())
+            .flatten()
+            .ok_or(if self.drained() {
+                RecvError::Closed
+            } else {
+                RecvError::Empty
+            })
+    }
+
+    /// How many of `want` a receive may take now: none while paused, at
+    /// most what the in-flight cap leaves.
+    fn may_take(&self, want: usize) -> usize {
+        if self.paused {
+            return 0;
+        }
+        match self.max_in_flight {
+            Some(max) => want.min(max.saturating_sub(self.in_flight())),
+            None => want,
+        }
+    }
+
+    /// Whether a receive would find something it may take.
+    fn can_take(&self) -> bool {
+        !self.ready.is_empty() && self.may_take(1) > 0
     }
 
     /// Closed, and nothing ready, in flight or delayed.
@@ -970,7 +1008,8 @@ impl Model {
     fn recv_batch(&mut self, max: usize) -> Result<(Vec<Msg>, u64), RecvError> {
         self.tick();
         let mut msgs = Vec::new();
-        while msgs.len() < max.max(1) {
+        let max = self.may_take(max.max(1));
+        while msgs.len() < max {
             match self.pop_ready() {
                 Some(msg) => msgs.push(msg),
                 None => break,
@@ -1134,6 +1173,7 @@ impl Model {
         stats.in_flight = self.in_flight();
         stats.delayed = self.delayed.len();
         stats.dead_letters = self.dead.len();
+        stats.paused = self.paused;
         stats.oldest_ready_age = self.ready.front().map(|(_, since)| ms(self.now - since));
         let c = &self.counters;
         stats.sent = c.sent;
@@ -1406,6 +1446,28 @@ impl Harness {
                 self.model.closed = true;
                 self.queue.close();
             }
+            Op::Pause(paused) => {
+                self.model.paused = paused;
+                let done = match paused {
+                    true => self.queue.pause(),
+                    false => self.queue.resume(),
+                };
+                assert_eq!(done, Ok(()), "{step}: pause");
+            }
+            Op::MaxInFlight(max) => {
+                self.model.max_in_flight = max;
+                assert_eq!(self.queue.set_max_in_flight(max), Ok(()), "{step}");
+            }
+            Op::Peek(n) => {
+                self.model.tick();
+                let expected: Vec<(u64, u32, u32)> = (self.model.ready.iter().take(n))
+                    .map(|(m, _)| (m.id, m.payload, m.receive_count))
+                    .collect();
+                let real: Vec<(u64, u32, u32)> = (self.queue.peek(n).into_iter())
+                    .map(|p| (p.id.get(), p.message, p.receive_count))
+                    .collect();
+                assert_eq!(real, expected, "{step}: peek");
+            }
         }
     }
 
@@ -1496,7 +1558,7 @@ impl Harness {
         // Both sides process what is due before looking, so the model may
         // do it first to tell whether `recv` would block.
         self.model.tick();
-        let would_block = self.model.ready.is_empty() && !self.model.drained();
+        let would_block = !self.model.can_take() && !self.model.drained();
         let expected = match (self.model.recv(), wait.times_out()) {
             (Err(RecvError::Empty), true) => Err(RecvError::Timeout),
             (other, _) => other,
@@ -1513,7 +1575,7 @@ impl Harness {
 
     fn recv_batch(&mut self, max: usize, hold: bool, wait: Wait, via: usize, step: &str) {
         self.model.tick();
-        let would_block = self.model.ready.is_empty() && !self.model.drained();
+        let would_block = !self.model.can_take() && !self.model.drained();
         let timeout = match wait {
             // As good as for ever (no deadline at all).
             Wait::Blocking if !would_block => Duration::MAX,
@@ -2108,6 +2170,9 @@ fn op_strategy(bulk: bool) -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), any::<bool>())
             .prop_map(|(which, from_dlq)| Op::RemoveDead { which, from_dlq }),
         1 => Just(Op::Close),
+        2 => any::<bool>().prop_map(Op::Pause),
+        1 => prop_oneof![Just(None), (1usize..=4).prop_map(Some)].prop_map(Op::MaxInFlight),
+        2 => (0usize..=6).prop_map(Op::Peek),
     ]
 }
 

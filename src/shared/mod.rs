@@ -37,18 +37,23 @@
 //! | `dead_letters` | redrive, purge, remove |
 //! | `cancel` | cancelling a ready or delayed message |
 //! | `expire` | times to live running out |
+//! | `flow` | pause, resume, the in-flight cap and the rate limit |
+//! | `peek` | reading ready messages without leasing them |
 //! | `restore` | rebuilding the state a journal recovered |
 //! | `task` | the task forms of the operations that wait (async) |
 
 mod cancel;
 mod dead_letters;
 mod expire;
+mod flow;
+mod peek;
 mod receive;
 mod restore;
 mod send;
 mod settle;
 mod task;
 
+pub use peek::Peeked;
 pub(crate) use settle::Logged;
 pub(crate) use task::{ForWorker, Many, One, Receiving, Take};
 
@@ -57,6 +62,7 @@ use crate::backoff::Random;
 use crate::builder::Config;
 use crate::capacity::Capacity;
 use crate::clock::{self, Clock, ClockListener, Nanos};
+use crate::controls::Controls;
 use crate::dead_letter::{DeadLetterReason, DeadLetterStore};
 use crate::dedup::Dedup;
 use crate::error::{SendError, StorageError};
@@ -162,6 +168,8 @@ pub(crate) struct Shared<T> {
     delayed: DelayQueue<T>,
     /// When messages sent with a time to live expire.
     expiry: ExpiryQueue,
+    /// Pause, the in-flight cap and the rate limit (`flow.rs`).
+    controls: Controls,
     dedup: Dedup,
     dead: DeadLetterStore<T>,
     counters: Counters,
@@ -225,6 +233,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
             leases: LeaseTable::new(),
             delayed: DelayQueue::new(),
             expiry: ExpiryQueue::default(),
+            controls: Controls::default(),
             dedup: Dedup::with_keys_only(
                 clock::duration_nanos(config.dedup_window),
                 config.dedup_key_only,
@@ -251,6 +260,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
             coarse_lag: clock::duration_nanos(clock.coarse_lag()),
             clock,
         });
+        shared
+            .controls
+            .set_max_in_flight(shared.config.max_in_flight);
+        let now = shared.now();
+        shared
+            .controls
+            .set_rate_limit(shared.config.rate_limit, now);
         let deadlines: Arc<dyn DeadlineListener> = shared.clone();
         let wake = Arc::new(DeadlineWake(Arc::downgrade(&deadlines)));
         let _ = shared.deadline_waker.set(Waker::from(wake));
@@ -402,6 +418,7 @@ impl<T> Shared<T> {
         if self.is_closed() {
             self.ready.signal.notify_all();
         }
+        self.left_flight();
     }
 
     // ----- the journal -------------------------------------------------------
@@ -502,6 +519,7 @@ impl<T> Shared<T> {
             in_flight: self.leases.len(),
             delayed: self.delayed.len(),
             dead_letters: self.dead.len(),
+            paused: self.controls.is_paused(),
             oldest_ready_age: self
                 .ready
                 .oldest_since(now)

@@ -33,6 +33,9 @@ impl<T: DeserializeOwned> Shared<T> {
         let next_id = recovered.next_id.max(1);
         self.ids.next.store(next_id, SeqCst);
         self.ids.first.store(next_id, SeqCst);
+        if recovered.paused {
+            self.controls.set_paused(true);
+        }
         for key in &recovered.dedup_keys {
             self.remember_key(key, now);
         }

@@ -196,6 +196,7 @@ impl<T> Shared<T> {
                     error: error.as_deref(),
                 }]);
                 self.place(due, entry.into_queued(), now);
+                self.left_flight();
                 // Nothing to wait for.
                 logged.map(|_| None).map_err(SettleError::Storage)
             }

@@ -198,6 +198,9 @@ fn write_base(
         Ok(())
     };
     add(&next_id)?;
+    if state.paused() {
+        add(&Record::Pause { paused: true })?;
+    }
     for record in key_records() {
         add(&record)?;
     }

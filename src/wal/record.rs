@@ -20,6 +20,8 @@ pub(crate) const MESSAGE: u8 = 9;
 pub(crate) const NEXT_ID: u8 = 10;
 /// Since format version 2.
 pub(crate) const LIMITS: u8 = 11;
+/// Since format version 3.
+pub(crate) const PAUSE: u8 = 12;
 
 const REASON_MAX_RECEIVES: u8 = 1;
 const REASON_REJECTED: u8 = 2;
@@ -105,6 +107,11 @@ pub(crate) enum Record<'a> {
         id: u64,
         max_receives: Option<u32>,
         expires_at: Option<u64>,
+    },
+    /// The queue was paused (`true`) or resumed (`false`); the last one
+    /// read wins. Since format version 3.
+    Pause {
+        paused: bool,
     },
 }
 
@@ -201,6 +208,10 @@ impl Record<'_> {
                 e.opt(*max_receives, Encoder::u32);
                 e.opt(*expires_at, Encoder::u64);
             }
+            Record::Pause { paused } => {
+                e.u8(PAUSE);
+                e.u8(u8::from(*paused));
+            }
         }
     }
 
@@ -236,6 +247,7 @@ impl Record<'_> {
                 expires_at,
                 ..
             } => 8 + max_receives.map_or(1, |_| 5) + expires_at.map_or(1, |_| 9),
+            Record::Pause { .. } => 1,
         }
     }
 
@@ -405,6 +417,13 @@ impl<'a> Decoder<'a> {
                 max_receives: self.opt(Self::u32)?,
                 expires_at: self.opt(Self::u64)?,
             },
+            PAUSE => Record::Pause {
+                paused: match self.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err("pause flag is neither 0 nor 1"),
+                },
+            },
             _ => return Err("unknown record kind"),
         })
     }
@@ -541,6 +560,8 @@ pub(crate) mod tests {
                 max_receives: None,
                 expires_at: None,
             },
+            Record::Pause { paused: true },
+            Record::Pause { paused: false },
         ]
     }
 
@@ -595,6 +616,8 @@ pub(crate) mod tests {
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Record::decode_all(&bytes).is_err());
         assert!(Record::decode_all(&[200]).is_err());
+        assert!(Record::decode_all(&[PAUSE, 2]).is_err(), "a flag is 0 or 1");
+        assert!(Record::decode_all(&[PAUSE]).is_err());
         assert!(
             Record::decode_all(&[RELEASE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7])
                 .is_err()

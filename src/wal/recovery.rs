@@ -88,6 +88,8 @@ pub(crate) struct Recovered {
     pub(crate) dedup_keys: Vec<RecoveredKey>,
     /// The id to give the next message.
     pub(crate) next_id: u64,
+    /// Whether the queue was paused.
+    pub(crate) paused: bool,
     pub(crate) report: RecoveryReport,
 }
 
@@ -386,12 +388,14 @@ pub(crate) fn recover(
             layout.sealed_files += 1;
         }
     }
+    let paused = state.paused();
     let (messages, dedup_keys, next_id) = state.finish();
     Ok((
         Recovered {
             messages,
             dedup_keys,
             next_id,
+            paused,
             report,
         },
         layout,

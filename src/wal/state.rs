@@ -60,6 +60,8 @@ pub(crate) struct Replay<P = Vec<u8>> {
     /// Keys of messages that are gone, still in their window.
     gone_keys: HashMap<String, RecoveredKey>,
     next_id: u64,
+    /// Whether the queue is paused (the last `PAUSE` record).
+    paused: bool,
     /// The latest time any record says it was written at.
     log_time: u64,
     /// Records applied.
@@ -74,6 +76,7 @@ impl<P> Default for Replay<P> {
             messages: LiveTable::default(),
             gone_keys: HashMap::new(),
             next_id: 0,
+            paused: false,
             log_time: 0,
             records: 0,
             ignored: 0,
@@ -205,6 +208,10 @@ impl<P: Hold> Replay<P> {
                 self.messages.insert(from_ref(m, P::hold(m.payload, frame)));
                 true
             }
+            Record::Pause { paused } => {
+                self.paused = *paused;
+                true
+            }
             Record::NextId { next_id } => {
                 self.next_id = self.next_id.max(*next_id);
                 true
@@ -313,6 +320,11 @@ impl<P: Hold> Replay<P> {
     /// The id the next message gets.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.max(1)
+    }
+
+    /// Whether the queue is paused.
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
     }
 }
 

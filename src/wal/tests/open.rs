@@ -39,48 +39,74 @@ fn another_message_type_or_a_newer_format_is_refused() {
     }
     let name = last_log_file(&s);
     let mut bytes = s.read(&name).unwrap();
-    bytes[8] = 3; // format version 3
+    bytes[8] = 4; // format version 4
     s.overwrite(&name, bytes);
     assert!(matches!(
         open(&s, options()),
         Err(WalError::UnsupportedVersion {
-            found: 3,
-            supported: 2,
+            found: 4,
+            supported: 3,
             ..
         })
     ));
 }
 
 #[test]
-fn a_version_1_directory_opens_and_the_files_added_are_version_2() {
+fn version_1_and_2_directories_open_and_the_files_added_are_version_3() {
+    for version in [1u32, 2] {
+        let s = SimStorage::new();
+        let frames = workload(300, 17);
+        let states = prefix_states(&frames);
+        let (wal, _) = open(&s, options()).unwrap();
+        for frame in &frames {
+            append(&wal, frame).unwrap();
+        }
+        wal.close().unwrap();
+        // As that version wrote them: the same layout, the version field
+        // changed.
+        let old: Vec<String> = s
+            .names()
+            .into_iter()
+            .filter(|n| parse_file_name(n).is_some())
+            .collect();
+        for name in &old {
+            let mut bytes = s.read(name).unwrap();
+            bytes[8..12].copy_from_slice(&version.to_le_bytes());
+            let crc = crc32fast::hash(&bytes[..60]);
+            bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+            s.overwrite(name, bytes);
+        }
+        let (wal, recovered) = open(&s, options()).unwrap();
+        assert_eq!(state_of(&recovered), states[frames.len()], "v{version}");
+        assert!(!recovered.paused);
+        wal.close().unwrap();
+        let new = last_log_file(&s);
+        assert!(!old.contains(&new));
+        let bytes = s.read(&new).unwrap();
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+    }
+}
+
+#[test]
+fn the_last_pause_record_wins_across_a_reopen_and_a_compaction() {
     let s = SimStorage::new();
-    let frames = workload(300, 17);
-    let states = prefix_states(&frames);
     let (wal, _) = open(&s, options()).unwrap();
-    for frame in &frames {
-        append(&wal, frame).unwrap();
-    }
+    append(&wal, &body(&[Record::Pause { paused: true }])).unwrap();
     wal.close().unwrap();
-    // As version 1 wrote them: the same layout, the version field 1.
-    let old: Vec<String> = s
-        .names()
-        .into_iter()
-        .filter(|n| parse_file_name(n).is_some())
-        .collect();
-    for name in &old {
-        let mut bytes = s.read(name).unwrap();
-        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let crc = crc32fast::hash(&bytes[..60]);
-        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-        s.overwrite(name, bytes);
-    }
     let (wal, recovered) = open(&s, options()).unwrap();
-    assert_eq!(state_of(&recovered), states[frames.len()]);
+    assert!(recovered.paused);
+    wal.compact().unwrap();
     wal.close().unwrap();
-    let new = last_log_file(&s);
-    assert!(!old.contains(&new));
-    let bytes = s.read(&new).unwrap();
-    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+    let (wal, recovered) = open(&s, options()).unwrap();
+    assert!(recovered.paused, "compaction keeps it");
+    append(&wal, &body(&[Record::Pause { paused: false }])).unwrap();
+    wal.close().unwrap();
+    let (wal, recovered) = open(&s, options()).unwrap();
+    assert!(!recovered.paused);
+    wal.compact().unwrap();
+    wal.close().unwrap();
+    let (_wal, recovered) = open(&s, options()).unwrap();
+    assert!(!recovered.paused, "after a resume and a compaction");
 }
 
 #[test]
