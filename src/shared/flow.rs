@@ -95,7 +95,10 @@ impl<T> Shared<T> {
             self.bury_expired(entry);
         }
         match found {
-            Some(entry) => self.receive_entry(entry, now),
+            Some(mut entry) => {
+                entry.receive_count = entry.receive_count.saturating_add(1);
+                self.receive_entry(entry, now)
+            }
             None => Ok(None),
         }
     }

@@ -242,34 +242,20 @@ impl<T> Shared<T> {
         let Some(entry) = self.pop_ready(now) else {
             return Ok(None);
         };
-        match self.record_receive(&entry) {
-            Ok(ticket) => Ok(Some(Taken {
-                entries: entry,
-                ticket,
-                now,
-            })),
-            Err(error) => {
-                self.unreceive(vec![entry], now);
-                Err(RecvError::Storage(error))
-            }
-        }
+        self.receive_entry(entry, now)
     }
 
-    /// Appends the receive of `entry`, taken from the ready queue. Always
+    /// Appends the receive of `entry`, taken from the ready queue with its
+    /// receive counted. Always
     /// inlined: on the hot path, a call here moves the entry once more
     /// (measured with callgrind).
     #[inline(always)]
     pub(super) fn receive_entry(
         &self,
-        mut entry: Queued<T>,
+        entry: Queued<T>,
         now: Nanos,
     ) -> Result<Option<Taken<Queued<T>>>, RecvError> {
-        entry.receive_count = entry.receive_count.saturating_add(1);
-        let record = Record::Receive {
-            id: entry.id.0,
-            receive_count: entry.receive_count,
-        };
-        match self.log_receive(&[record]) {
+        match self.record_receive(&entry) {
             Ok(ticket) => Ok(Some(Taken {
                 entries: entry,
                 ticket,
