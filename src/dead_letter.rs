@@ -315,6 +315,15 @@ impl<T: Message> DeadLetters<T> {
         self.shared.remove_dead_letter(id)
     }
 
+    /// [`remove`](Self::remove) for async code: waits for the disk without
+    /// blocking the thread. Cancel safety: the letter is removed at the
+    /// first poll; dropped after, only the wait for the disk is given up.
+    pub async fn remove_async(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
+        let (letter, ticket) = self.shared.remove_dead_letter_logged(id)?;
+        self.shared.durable_async(ticket).await?;
+        Ok(letter)
+    }
+
     /// Deletes every dead letter; returns how many.
     pub fn purge(&self) -> Result<usize, StorageError> {
         self.shared.dead_letters();

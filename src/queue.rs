@@ -123,6 +123,22 @@ impl<T: Message> Queue<T> {
         self.shared.cancel_key(key)
     }
 
+    /// [`cancel`](Self::cancel) for async code: waits for the disk without
+    /// blocking the thread. Cancel safety: the message is cancelled at the
+    /// first poll; dropped after, only the wait for the disk is given up.
+    pub async fn cancel_async(&self, id: MessageId) -> Result<Cancelled, CancelError> {
+        let (found, ticket) = self.shared.cancel_logged(id)?;
+        (self.shared.durable_async(ticket).await).map_err(CancelError::Storage)?;
+        Ok(found)
+    }
+
+    /// [`cancel_key`](Self::cancel_key) for async code; cancel safety as
+    /// [`cancel_async`](Self::cancel_async).
+    pub async fn cancel_key_async(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
+        let id = self.shared.id_of_key(key)?;
+        Ok((id, self.cancel_async(id).await?))
+    }
+
     /// Starts a periodic job: a thread that sends `make(tick)` at each
     /// tick of `schedule`, with an idempotency key per tick so that no
     /// tick is enqueued twice (within the dedup window: across restarts of

@@ -363,3 +363,43 @@ fn the_blocking_iterator_ends_when_the_queue_is_drained() {
     assert!(iter.error().is_none());
     assert!(iter.next().is_none(), "fused");
 }
+
+#[test]
+fn cancel_and_remove_a_dead_letter_async() {
+    on_every_executor(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let queue: Queue<u64> = Queue::builder()
+            .path(dir.path())
+            .durability(Durability::Sync)
+            .open()
+            .unwrap();
+        let producer = queue.producer();
+        let later = SendOptions::new().delay(Duration::from_secs(3600));
+        let delayed = producer.send_with_async(1, later.key("k1")).await.unwrap();
+        let ready = producer.send_async(2).await.unwrap();
+        assert_eq!(
+            queue.cancel_key_async("k1").await.unwrap(),
+            (delayed.id(), spool::Cancelled::Delayed)
+        );
+        assert_eq!(
+            queue.cancel_async(ready).await.unwrap(),
+            spool::Cancelled::Ready
+        );
+        assert!(matches!(
+            queue.cancel_async(ready).await,
+            Err(spool::CancelError::NotFound(_))
+        ));
+        producer.send_async(3).await.unwrap();
+        let delivery = queue.consumer().recv_async().await.unwrap();
+        let id = delivery.id();
+        delivery.dead_letter_async("bad").await.unwrap();
+        let dead = queue.dead_letters();
+        assert_eq!(
+            dead.remove_async(id).await.unwrap().map(|l| *l.payload()),
+            Some(3)
+        );
+        assert!(dead.remove_async(id).await.unwrap().is_none());
+        let stats = queue.stats();
+        assert_eq!((stats.ready, stats.delayed, stats.dead_letters), (0, 0, 0));
+    });
+}

@@ -12,11 +12,22 @@ use crate::error::CancelError;
 use crate::message::{MessageId, Queued};
 use crate::queue::Cancelled;
 use crate::stats::Counters;
-use crate::wal::Record;
+use crate::wal::{Record, Ticket};
 
 impl<T> Shared<T> {
     /// Cancels message `id` if it is ready or delayed.
     pub(crate) fn cancel(&self, id: MessageId) -> Result<Cancelled, CancelError> {
+        let (found, ticket) = self.cancel_logged(id)?;
+        self.durable(ticket).map_err(CancelError::Storage)?;
+        Ok(found)
+    }
+
+    /// [`cancel`](Self::cancel) without waiting for its record: returns
+    /// it (a task waits with `durable_async`).
+    pub(crate) fn cancel_logged(
+        &self,
+        id: MessageId,
+    ) -> Result<(Cancelled, Option<Ticket>), CancelError> {
         let now = self.now();
         // Whatever came due is ready before we look.
         self.tick(now);
@@ -38,18 +49,21 @@ impl<T> Shared<T> {
         Counters::bump(&self.counters.cancelled, 1);
         drop(entry);
         self.free_slots(1);
-        self.durable(ticket).map_err(CancelError::Storage)?;
-        Ok(found)
+        Ok((found, ticket))
     }
 
     /// Cancels the message sent with idempotency key `key`, if the key is
     /// remembered (within its window) and its message ready or delayed.
     pub(crate) fn cancel_key(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
-        let id = self
-            .dedup
-            .id_of(key, self.now())
-            .ok_or_else(|| CancelError::UnknownKey(key.to_owned()))?;
+        let id = self.id_of_key(key)?;
         self.cancel(id).map(|found| (id, found))
+    }
+
+    /// The id of the message sent with `key`, if the key is remembered.
+    pub(crate) fn id_of_key(&self, key: &str) -> Result<MessageId, CancelError> {
+        (self.dedup)
+            .id_of(key, self.now())
+            .ok_or_else(|| CancelError::UnknownKey(key.to_owned()))
     }
 
     fn put_back(&self, entry: Queued<T>, found: Cancelled, due: u64, now: u64) {

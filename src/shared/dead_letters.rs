@@ -35,16 +35,26 @@ impl<T> Shared<T> {
         &self,
         id: MessageId,
     ) -> Result<Option<DeadLetter<T>>, StorageError> {
+        let (letter, ticket) = self.remove_dead_letter_logged(id)?;
+        self.durable(ticket)?;
+        Ok(letter)
+    }
+
+    /// [`remove_dead_letter`](Self::remove_dead_letter) without waiting
+    /// for its record.
+    pub(crate) fn remove_dead_letter_logged(
+        &self,
+        id: MessageId,
+    ) -> Result<(Option<DeadLetter<T>>, Option<crate::wal::Ticket>), StorageError> {
         let removed = self
             .dead
             .remove_logged(id, |_| self.append(&[Record::Ack { id: id.0 }]));
         match removed {
-            None => Ok(None),
+            None => Ok((None, None)),
             Some(Err(error)) => Err(self.failed(error)),
             Some(Ok((letter, ticket))) => {
                 Counters::bump(&self.counters.purged, 1);
-                self.durable(ticket)?;
-                Ok(Some(letter))
+                Ok((Some(letter), ticket))
             }
         }
     }
