@@ -99,21 +99,12 @@ impl Journal {
     }
 
     /// Appends records (one frame: they recover together or not at all),
-    /// without waiting for the writer to catch up: for receives and
-    /// settlements, whose records are bounded by the messages sent.
+    /// without waiting for the writer to catch up: receives and
+    /// settlements are bounded by the messages sent, and a send waits for
+    /// room first ([`wait_room`](Self::wait_room), or `poll_room` in a
+    /// task), holding nothing.
     pub(crate) fn append(&self, records: &[Record<'_>]) -> Result<Ticket, StorageError> {
         Ok(self.wal.append_with(records, false)?)
-    }
-
-    /// Appends the records of a send. With `wait_for_room`, it waits first
-    /// while the writer is behind (a task waits with
-    /// [`poll_room`](Self::poll_room) instead).
-    pub(crate) fn append_send(
-        &self,
-        records: &[Record<'_>],
-        wait_for_room: bool,
-    ) -> Result<Ticket, StorageError> {
-        Ok(self.wal.append_with(records, wait_for_room)?)
     }
 
     /// Waits until `ticket` is as durable as the durability level promises.

@@ -117,7 +117,7 @@ impl<T: Serialize> Shared<T> {
             Ok(_) => self.now_for_send(checked.plain),
             Err(no_room) => return Err(no_room.refuse(message)),
         };
-        let appended = match self.append_send(checked, &options, now, false) {
+        let appended = match self.append_send(checked, &options, now) {
             Ok(Appending::Appended(appended)) => appended,
             Ok(Appending::Duplicate(original)) => return self.duplicate(message, original),
             Err(refused) => return Err(refused.with(message)),
@@ -187,7 +187,6 @@ impl<T: Serialize> Shared<T> {
         checked: Checked,
         options: &SendOptions,
         now: Nanos,
-        wait_for_room: bool,
     ) -> Result<Appending, Refused> {
         let Checked { encoded, hash, .. } = checked;
         let id = MessageId(self.ids.take(1));
@@ -224,8 +223,8 @@ impl<T: Serialize> Shared<T> {
             };
             ticket = Some(
                 match options.max_receives.is_some() || expires_at.is_some() {
-                    true => journal.append_send(&[record, limits], wait_for_room)?,
-                    false => journal.append_send(&[record], wait_for_room)?,
+                    true => journal.append(&[record, limits])?,
+                    false => journal.append(&[record])?,
                 },
             );
             Ok(())
@@ -312,7 +311,7 @@ impl<T: Serialize> Shared<T> {
         if let Err(no_room) = self.take_slots(checked.messages.len(), wait) {
             return Err(no_room.refuse(checked.messages));
         }
-        let appended = self.append_batch(checked, false)?;
+        let appended = self.append_batch(checked)?;
         let durable = self.durable(appended.ticket);
         self.finish_batch(appended, durable)
     }
@@ -371,7 +370,6 @@ impl<T: Serialize> Shared<T> {
     pub(crate) fn append_batch(
         &self,
         checked: CheckedBatch<T>,
-        wait_for_room: bool,
     ) -> Result<AppendedBatch<T>, SendError<Vec<T>>> {
         let CheckedBatch { messages, encoded } = checked;
         let now = self.now_for_send(true);
@@ -392,7 +390,7 @@ impl<T: Serialize> Shared<T> {
                     payload,
                 })
                 .collect();
-            match journal.append_send(&records, wait_for_room) {
+            match journal.append(&records) {
                 Ok(appended) => ticket = Some(appended),
                 Err(error) => {
                     self.unsend(messages.len());

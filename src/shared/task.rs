@@ -156,7 +156,7 @@ impl<T: Serialize> Shared<T> {
             Err(no_room) => return Err(no_room.refuse(message)),
         };
         // No wait between the slot and the append: nothing to undo there.
-        let appended = match self.append_send(checked, &options, now, false) {
+        let appended = match self.append_send(checked, &options, now) {
             Ok(Appending::Appended(appended)) => appended,
             Ok(Appending::Duplicate(original)) => {
                 return self.duplicate_async(message, original).await
@@ -194,7 +194,7 @@ impl<T: Serialize> Shared<T> {
         if let Err(no_room) = self.take_slots_async(checked.messages.len()).await {
             return Err(no_room.refuse(checked.messages));
         }
-        let appended = self.append_batch(checked, false)?;
+        let appended = self.append_batch(checked)?;
         let ticket = appended.ticket;
         let mut unpublished = UnpublishedBatch {
             shared: self,

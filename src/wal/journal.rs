@@ -164,11 +164,12 @@ impl Wal {
     /// records of several appends in one frame: see `writer.rs`.)
     ///
     /// With `wait_for_room`, it first waits while the writer has
-    /// `MAX_PENDING_BYTES` to write. Sends do; the records of receives and
-    /// settlements do not (they are small, and bounded by the messages
-    /// sent), and neither do sends from tasks, which wait for room with
-    /// [`poll_room`](Self::poll_room) beforehand (so the bound may be
-    /// passed by one append per task).
+    /// `MAX_PENDING_BYTES` to write. The queue appends without it: a send
+    /// waits for room beforehand, holding nothing
+    /// ([`wait_room`](Self::wait_room), [`poll_room`](Self::poll_room)),
+    /// so the bound may be passed by one append per waiting sender; the
+    /// records of receives and settlements are bounded by the messages
+    /// sent.
     pub(crate) fn append_with(
         &self,
         records: &[Record<'_>],
