@@ -1,11 +1,10 @@
 //! Messages received together under one lease.
 
 use crate::clock;
-use crate::delivery::{Delivery, Origin};
+use crate::delivery::{Delivery, Origin, Source};
 use crate::error::SettleError;
 use crate::lease::NO_LEASE;
 use crate::message::{Batched, MessageId};
-use crate::shared::Logged;
 use std::fmt;
 use std::iter::FusedIterator;
 use std::ops::Index;
@@ -44,7 +43,7 @@ use std::time::{Duration, SystemTime};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Batch<T> {
-    origin: Arc<Origin<T>>,
+    source: Source<T>,
     messages: Batched<T>,
     token: u64,
     settled: bool,
@@ -52,8 +51,12 @@ pub struct Batch<T> {
 
 impl<T> Batch<T> {
     pub(crate) fn new(origin: Arc<Origin<T>>, messages: Batched<T>, token: u64) -> Self {
+        Self::from_source(Source::Local(origin), messages, token)
+    }
+
+    pub(crate) fn from_source(source: Source<T>, messages: Batched<T>, token: u64) -> Self {
         Batch {
-            origin,
+            source,
             messages,
             token,
             settled: false,
@@ -102,6 +105,12 @@ impl<T> Batch<T> {
         std::mem::take(&mut self.messages)
     }
 
+    /// The ids of the batch's messages.
+    #[cfg(feature = "redis")]
+    fn ids(messages: &Batched<T>) -> Vec<MessageId> {
+        messages.ids().collect()
+    }
+
     /// Releases every message, after `delay` or each one's backoff,
     /// recording `error` as each one's failed attempt.
     fn release(
@@ -109,20 +118,41 @@ impl<T> Batch<T> {
         delay: Option<Duration>,
         error: Option<String>,
     ) -> Result<(), SettleError> {
-        let logged = self.release_logged(delay, error)?;
-        self.origin.shared.settled(logged)
+        let id = self.lease_id();
+        let messages = self.take_messages();
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let logged = shared.release_batch_logged(id, self.token, delay, error, messages)?;
+                shared.settled(logged)
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                remote.release(self.token, &Self::ids(&messages), delay, error)
+            }
+        }
     }
 
-    /// [`release`](Self::release), without waiting for the disk.
-    fn release_logged(
+    /// [`release`](Self::release) for async code.
+    async fn release_async(
         &mut self,
         delay: Option<Duration>,
         error: Option<String>,
-    ) -> Result<Logged, SettleError> {
+    ) -> Result<(), SettleError> {
         let id = self.lease_id();
         let messages = self.take_messages();
-        let shared = &self.origin.shared;
-        shared.release_batch_logged(id, self.token, delay, error, messages)
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let logged = shared.release_batch_logged(id, self.token, delay, error, messages)?;
+                shared.settled_async(logged).await
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let (core, token, ids) = (remote.core(), self.token, Self::ids(&messages));
+                crate::redis::offload(move || core.release(token, &ids, delay, error)).await
+            }
+        }
     }
 
     /// [`ack`](Self::ack) for async code: waits for the disk (under
@@ -135,17 +165,25 @@ impl<T> Batch<T> {
     /// up.
     pub async fn ack_async(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        let shared = &self.origin.shared;
-        let logged = shared.ack_batch_lease_logged(self.lease_id(), self.token)?;
-        shared.settled_async(logged).await
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let logged = shared.ack_batch_lease_logged(self.lease_id(), self.token)?;
+                shared.settled_async(logged).await
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let (core, token, ids) = (remote.core(), self.token, Self::ids(&self.messages));
+                crate::redis::offload(move || core.ack(token, &ids)).await
+            }
+        }
     }
 
     /// [`nack`](Self::nack) for async code: only messages it sends to the
     /// dead-letter queue wait for the disk. Cancel safety as
     /// [`ack_async`](Self::ack_async).
     pub async fn nack_async(mut self) -> Result<(), SettleError> {
-        let logged = self.release_logged(None, None)?;
-        self.origin.shared.settled_async(logged).await
+        self.release_async(None, None).await
     }
 
     /// [`fail`](Self::fail) for async code. Cancel safety as
@@ -159,17 +197,13 @@ impl<T> Batch<T> {
     {
         // The text is made now: the error's type need not be `Send`.
         let error = crate::producer::bounded_text(error.to_string());
-        async move {
-            let logged = self.release_logged(None, Some(error))?;
-            self.origin.shared.settled_async(logged).await
-        }
+        async move { self.release_async(None, Some(error)).await }
     }
 
     /// [`retry_after`](Self::retry_after) for async code. Cancel safety as
     /// [`ack_async`](Self::ack_async).
     pub async fn retry_after_async(mut self, delay: Duration) -> Result<(), SettleError> {
-        let logged = self.release_logged(Some(delay), None)?;
-        self.origin.shared.settled_async(logged).await
+        self.release_async(Some(delay), None).await
     }
 
     /// Done with all of them: removes every message of the batch from the
@@ -177,8 +211,11 @@ impl<T> Batch<T> {
     /// the disk) for all.
     pub fn ack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        let shared = &self.origin.shared;
-        shared.ack_batch_lease(self.lease_id(), self.token)
+        match &self.source {
+            Source::Local(origin) => (origin.shared).ack_batch_lease(self.lease_id(), self.token),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.ack(self.token, &Self::ids(&self.messages)),
+        }
     }
 
     /// Not done with any of them: makes each visible again after the
@@ -205,8 +242,13 @@ impl<T> Batch<T> {
 
     /// Keeps the lease for `by` from now.
     pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
-        let shared = &self.origin.shared;
-        shared.extend(self.lease_id(), self.token, by)
+        match &self.source {
+            Source::Local(origin) => (origin.shared).extend(self.lease_id(), self.token, by),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                (remote.extend(self.token, &Self::ids(&self.messages), by)).map(drop)
+            }
+        }
     }
 
     /// One [`Delivery`] per message, in order, each under a lease of its own
@@ -218,7 +260,20 @@ impl<T> Batch<T> {
     pub fn into_deliveries(mut self) -> Vec<Delivery<T>> {
         let id = self.lease_id();
         let messages = self.take_messages();
-        let origin = &self.origin;
+        let origin = match &self.source {
+            Source::Local(origin) => origin,
+            // Every message of a Redis batch has a lease of its own under
+            // the batch's token already.
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {
+                let source = &self.source;
+                return (0..messages.len())
+                    .map(|index| {
+                        Delivery::from_source(source.clone(), &messages.share(index), self.token)
+                    })
+                    .collect();
+            }
+        };
         let split = origin
             .shared
             .split_batch(id, self.token, messages, |entry, token| {
@@ -236,8 +291,19 @@ impl<T> Drop for Batch<T> {
     fn drop(&mut self) {
         if !self.settled {
             // An expired lease has nothing left to release. Nobody sees
-            // the outcome: nothing waits for the disk.
-            let _ = self.release_logged(None, None);
+            // the outcome: nothing waits for the disk (or the network).
+            let id = self.lease_id();
+            let messages = self.take_messages();
+            match &self.source {
+                Source::Local(origin) => {
+                    let shared = &origin.shared;
+                    let _ = shared.release_batch_logged(id, self.token, None, None, messages);
+                }
+                #[cfg(feature = "redis")]
+                Source::Redis(remote) => remote
+                    .core()
+                    .release_later(self.token, Self::ids(&messages)),
+            }
         }
     }
 }

@@ -100,7 +100,12 @@ pub struct Builder<T> {
     config: Config,
     name: Option<Arc<str>>,
     clock: Arc<dyn Clock>,
+    /// A clock was given (a Redis queue keeps the server's time).
+    custom_clock: bool,
     seed: Option<u64>,
+    /// The Redis server's URL, for a queue there.
+    #[cfg(feature = "redis")]
+    redis: Option<String>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -119,7 +124,10 @@ impl<T: Message> Builder<T> {
             config: Config::default(),
             name: None,
             clock: Arc::new(SystemClock::new()),
+            custom_clock: false,
             seed: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             _message: PhantomData,
         }
     }
@@ -238,6 +246,43 @@ impl<T: Message> Builder<T> {
     /// [`ManualClock`](crate::ManualClock) makes tests exact.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.custom_clock = true;
+        self
+    }
+
+    /// Keeps the queue on a Redis server (feature `redis`), as queue
+    /// `name` there: every process that opens the same name on the same
+    /// server shares one queue, with the semantics of a local one (the
+    /// README lists every difference). `url` is a `redis://` URL
+    /// (`redis://:password@host:6379/0`, `rediss://` with TLS support
+    /// compiled into the `redis` crate, `unix:///path`).
+    ///
+    /// Open the queue with the same settings in every process: capacity,
+    /// visibility timeout, `max_receives`, backoff and the dedup window
+    /// travel with each call, so a process with other settings applies its
+    /// own. A queue opened for one message type refuses another
+    /// ([`OpenError::WrongMessageType`]). Settings that a Redis queue does
+    /// not offer are refused at open with [`OpenError::Unsupported`]: a
+    /// custom [`clock`](Self::clock) (deadlines are the server's), an
+    /// [`on_event`](Self::on_event) hook, a [`path`](Self::path),
+    /// [`max_in_flight`](Self::max_in_flight) and
+    /// [`rate_limit`](Self::rate_limit). The name may not contain `{` or
+    /// `}` (its keys are tagged `{name}` so that a queue lives on one
+    /// cluster shard).
+    ///
+    /// ```no_run
+    /// use spool::Queue;
+    ///
+    /// let queue: Queue<String> = Queue::builder()
+    ///     .redis("redis://127.0.0.1:6379/", "thumbnails")
+    ///     .open()?;
+    /// queue.producer().send("cat.png".to_string())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>, name: impl Into<String>) -> Self {
+        self.redis = Some(url.into());
+        self.name = Some(Arc::from(name.into()));
         self
     }
 
@@ -471,13 +516,33 @@ impl<T: Message> Builder<T> {
                 max: MAX_IDLE_SPIN,
             });
         }
+        #[cfg(feature = "redis")]
+        if let Some(url) = &self.redis {
+            let refuse = |what| OpenError::Unsupported {
+                backend: crate::redis::BACKEND,
+                what,
+            };
+            let refused = [
+                (self.custom_clock, "a custom clock"),
+                (config.on_event.is_some(), "an event hook"),
+                (config.persist.is_some(), "a path"),
+                (config.max_in_flight.is_some(), "max_in_flight"),
+                (config.rate_limit.is_some(), "a rate limit"),
+                (config.name.contains(['{', '}']), "a name with braces"),
+            ];
+            if let Some((_, what)) = refused.iter().find(|(refused, _)| *refused) {
+                return Err(refuse(what));
+            }
+            let remote = crate::redis::Remote::open(url, &config)?;
+            return Ok(Queue::new(crate::backend::Backend::Redis(remote)));
+        }
         let seed = self
             .seed
             .unwrap_or_else(|| clock::to_nanos(std::time::SystemTime::now()));
         let Some(mut persist) = config.persist.clone() else {
             let shared = Shared::new(config, self.clock, seed, None);
             crate::observe::register(&shared);
-            return Ok(Queue::new(shared));
+            return Ok(Queue::new(crate::backend::Backend::Local(shared)));
         };
         persist.name = Arc::clone(&config.name);
         if persist.path.as_os_str().is_empty() {
@@ -495,6 +560,6 @@ impl<T: Message> Builder<T> {
         // restore for the cores.
         shared.start_compaction();
         crate::observe::register(&shared);
-        Ok(Queue::new(shared))
+        Ok(Queue::new(crate::backend::Backend::Local(shared)))
     }
 }

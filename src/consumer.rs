@@ -1,13 +1,15 @@
 //! The receiving side.
 
 use crate::batch::Batch;
-use crate::delivery::{Delivery, Origin};
+use crate::delivery::{Acked, Delivery, Source};
 use crate::error::{RecvError, SettleError};
 use crate::recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};
-use crate::shared::{ForWorker, Logged, Receiving, Shared, Take, Wait};
+use crate::shared::{ForWorker, Receiving, Shared, Take, Wait};
 use crate::Message;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
+#[cfg(feature = "redis")]
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,13 +25,20 @@ use std::time::{Duration, Instant};
 /// its backoff, if any), so retries do not keep their place.
 pub struct Consumer<T> {
     /// The queue, as this handle's deliveries hold it (see [`Origin`]).
-    origin: Arc<Origin<T>>,
+    source: Source<T>,
 }
 
 impl<T: Message> Consumer<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
         Consumer {
-            origin: shared.origin(),
+            source: Source::Local(shared.origin()),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn remote(remote: Arc<crate::redis::Remote<T>>) -> Self {
+        Consumer {
+            source: Source::Redis(remote),
         }
     }
 
@@ -58,9 +67,41 @@ impl<T: Message> Consumer<T> {
     /// A `max` of 0 is taken as 1: a batch holds at least one message.
     pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Batch<T>, RecvError> {
         let max = max.max(1);
-        self.origin
-            .shared
-            .receive_batch(&self.origin, max, Wait::timeout(timeout))
+        match &self.source {
+            Source::Local(origin) => {
+                (origin.shared).receive_batch(origin, max, Wait::timeout(timeout))
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let leased = remote.receive(max, Wait::timeout(timeout), &|| false)?;
+                Ok(self.remote_batch(leased.ok_or(RecvError::Timeout)?))
+            }
+        }
+    }
+
+    /// Messages leased on a Redis server as a batch.
+    #[cfg(feature = "redis")]
+    fn remote_batch(&self, leased: crate::redis::Leased<T>) -> Batch<T> {
+        let mut messages = crate::message::BatchBuilder::with_capacity(leased.entries.len());
+        for entry in leased.entries {
+            messages.push(entry.into_queued());
+        }
+        Batch::from_source(
+            self.source.clone(),
+            Arc::new(messages.finish()),
+            leased.token,
+        )
+    }
+
+    /// One message leased on a Redis server as a delivery.
+    #[cfg(feature = "redis")]
+    fn remote_delivery(&self, leased: crate::redis::Leased<T>) -> Result<Delivery<T>, RecvError> {
+        let entry = leased.entries.into_iter().next().ok_or(RecvError::Empty)?;
+        Ok(Delivery::from_source(
+            self.source.clone(),
+            &entry,
+            leased.token,
+        ))
     }
 
     /// Acknowledges several deliveries at once: one capacity release for
@@ -93,8 +134,12 @@ impl<T: Message> Consumer<T> {
         deliveries: impl IntoIterator<Item = Delivery<T>>,
     ) -> Result<usize, SettleError> {
         let acks = self.ack_all(deliveries)?;
-        for (shared, logged) in acks.waits {
-            shared.settled(logged)?;
+        for acked in acks.waits {
+            match acked {
+                Acked::Local(shared, logged) => shared.settled(logged)?,
+                #[cfg(feature = "redis")]
+                Acked::Done => {}
+            }
         }
         acks.first_error.map_or(Ok(acks.acked), Err)
     }
@@ -112,7 +157,7 @@ impl<T: Message> Consumer<T> {
             waits: Vec::new(),
         };
         for delivery in deliveries {
-            if delivery.is_from(&self.origin.shared) {
+            if delivery.is_from(&self.source) {
                 leases.push(delivery.into_lease());
                 continue;
             }
@@ -125,10 +170,16 @@ impl<T: Message> Consumer<T> {
                 Err(error) => acks.first_error = acks.first_error.or(Some(error)),
             }
         }
-        let shared = &self.origin.shared;
-        let (ours, logged) = shared.ack_batch_logged(&leases)?;
-        acks.acked += ours;
-        acks.waits.push((Arc::clone(shared), logged));
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let (ours, logged) = shared.ack_batch_logged(&leases)?;
+                acks.acked += ours;
+                acks.waits.push(Acked::Local(Arc::clone(shared), logged));
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => acks.acked += remote.ack_each(&leases)?,
+        }
         Ok(acks)
     }
 
@@ -215,19 +266,36 @@ impl<T: Message> Consumer<T> {
         &self,
         deliveries: impl IntoIterator<Item = Delivery<T>>,
     ) -> Result<usize, SettleError> {
+        #[cfg(feature = "redis")]
+        if let Source::Redis(_) = &self.source {
+            let deliveries: Vec<Delivery<T>> = deliveries.into_iter().collect();
+            let consumer = self.clone();
+            return crate::redis::offload(move || consumer.ack_batch(deliveries)).await;
+        }
         let acks = self.ack_all(deliveries)?;
-        for (shared, logged) in acks.waits {
-            shared.settled_async(logged).await?;
+        for acked in acks.waits {
+            match acked {
+                Acked::Local(shared, logged) => shared.settled_async(logged).await?,
+                #[cfg(feature = "redis")]
+                Acked::Done => {}
+            }
         }
         acks.first_error.map_or(Ok(acks.acked), Err)
     }
 
-    pub(crate) fn origin(&self) -> &Arc<Origin<T>> {
-        &self.origin
+    pub(crate) fn source(&self) -> &Source<T> {
+        &self.source
     }
 
     fn one(&self, wait: Wait) -> Result<Delivery<T>, RecvError> {
-        self.origin.shared.receive_one(&self.origin, wait)
+        match &self.source {
+            Source::Local(origin) => origin.shared.receive_one(origin, wait),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let leased = remote.receive(1, wait, &|| false)?;
+                self.remote_delivery(leased.ok_or(RecvError::Timeout)?)
+            }
+        }
     }
 
     /// Receives for a worker of a pool: `Ok(None)` once `stop` is set, or
@@ -238,7 +306,25 @@ impl<T: Message> Consumer<T> {
         stop: &AtomicBool,
         until_idle: &AtomicBool,
     ) -> Result<Option<Delivery<T>>, RecvError> {
-        (self.origin.shared).receive_for_worker(&self.origin, stop, until_idle)
+        match &self.source {
+            Source::Local(origin) => (origin.shared).receive_for_worker(origin, stop, until_idle),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let idle = || {
+                    until_idle.load(std::sync::atomic::Ordering::SeqCst)
+                        && remote.is_closed()
+                        && remote.drained().unwrap_or(false)
+                };
+                let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst) || idle();
+                if stopped() {
+                    return Ok(None);
+                }
+                match remote.receive(1, Wait::Forever, &stopped)? {
+                    Some(leased) => self.remote_delivery(leased).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     /// [`recv_for_worker`](Self::recv_for_worker) for a task.
@@ -248,30 +334,77 @@ impl<T: Message> Consumer<T> {
         stop: &AtomicBool,
         until_idle: &AtomicBool,
     ) -> Result<Option<Delivery<T>>, RecvError> {
+        let origin = match &self.source {
+            Source::Local(origin) => origin,
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => loop {
+                // The flags are the pool's, borrowed: the helper thread
+                // waits at most one POLL, and the flags are read again
+                // between waits.
+                if stop.load(SeqCst) {
+                    return Ok(None);
+                }
+                let until_idle = until_idle.load(SeqCst);
+                let consumer = self.clone();
+                let polled = crate::redis::offload(move || {
+                    match consumer.recv_timeout(crate::redis::POLL) {
+                        Ok(delivery) => Ok(Some(delivery)),
+                        Err(RecvError::Timeout) if until_idle => {
+                            let Source::Redis(remote) = &consumer.source else {
+                                return Err(RecvError::Timeout);
+                            };
+                            if remote.is_closed() && remote.drained().map_err(RecvError::Storage)? {
+                                Ok(None)
+                            } else {
+                                Err(RecvError::Timeout)
+                            }
+                        }
+                        Err(error) => Err(error),
+                    }
+                })
+                .await;
+                match polled {
+                    Err(RecvError::Timeout) => continue,
+                    other => return other,
+                }
+            },
+        };
         let take = ForWorker { stop, until_idle };
         let mut receiving = CancelOnDrop {
-            shared: &self.origin.shared,
+            shared: &origin.shared,
             receiving: Receiving::default(),
             take: std::marker::PhantomData::<ForWorker<'_>>,
         };
-        std::future::poll_fn(|cx| receiving.receiving.poll(&take, &self.origin, None, cx)).await
+        std::future::poll_fn(|cx| receiving.receiving.poll(&take, origin, None, cx)).await
     }
 
     /// The queue's visibility timeout (for the worker pool's heartbeat).
     pub(crate) fn visibility_timeout(&self) -> Duration {
-        self.origin.shared.config.visibility_timeout
+        match &self.source {
+            Source::Local(origin) => origin.shared.config.visibility_timeout,
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.visibility_timeout(),
+        }
     }
 
     /// The queue's clock, read now.
     pub(crate) fn now(&self) -> crate::clock::Nanos {
-        self.origin.shared.now()
+        match &self.source {
+            Source::Local(origin) => origin.shared.now(),
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => crate::clock::to_nanos(std::time::SystemTime::now()),
+        }
     }
 }
 
 impl<T> Consumer<T> {
     /// Wakes the queue's blocked consumers (after setting a worker flag).
     pub(crate) fn wake(&self) {
-        self.origin.shared.wake_consumers();
+        match &self.source {
+            Source::Local(origin) => origin.shared.wake_consumers(),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.wake_consumers(),
+        }
     }
 }
 
@@ -280,7 +413,7 @@ impl<T> Consumer<T> {
 struct Acks<T> {
     acked: usize,
     first_error: Option<SettleError>,
-    waits: Vec<(Arc<Shared<T>>, Logged)>,
+    waits: Vec<Acked<T>>,
 }
 
 /// A receive's state, given back if its task is dropped.
@@ -300,9 +433,12 @@ impl<T> Clone for Consumer<T> {
     /// A handle of its own: clones used on different threads count their
     /// deliveries' references apart.
     fn clone(&self) -> Self {
-        Consumer {
-            origin: self.origin.shared.origin(),
-        }
+        let source = match &self.source {
+            Source::Local(origin) => Source::Local(origin.shared.origin()),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => Source::Redis(Arc::clone(remote)),
+        };
+        Consumer { source }
     }
 }
 

@@ -7,14 +7,15 @@
 //! count, optionally with a corrected payload) or purged. Dead letters do
 //! not count against the queue's capacity.
 
+use crate::backend::Backend;
 use crate::clock::{self, Nanos};
 use crate::error::{RedriveError, StorageError};
 use crate::message::{Held, MessageId};
-use crate::shared::Shared;
 use crate::Message;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt;
+#[cfg(feature = "redis")]
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -227,13 +228,13 @@ impl<T> DeadLetterStore<T> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct DeadLetters<T> {
-    shared: Arc<Shared<T>>,
+    backend: Backend<T>,
 }
 
 impl<T> Clone for DeadLetters<T> {
     fn clone(&self) -> Self {
         DeadLetters {
-            shared: Arc::clone(&self.shared),
+            backend: self.backend.clone(),
         }
     }
 }
@@ -245,13 +246,18 @@ impl<T> fmt::Debug for DeadLetters<T> {
 }
 
 impl<T: Message> DeadLetters<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        DeadLetters { shared }
+    pub(crate) fn new(backend: Backend<T>) -> Self {
+        DeadLetters { backend }
     }
 
-    /// How many messages are dead-lettered.
+    /// How many messages are dead-lettered (0 if a Redis server cannot be
+    /// reached: [`Queue::stats`](crate::Queue::stats) says so instead).
     pub fn len(&self) -> usize {
-        self.shared.dead_letters().len()
+        match &self.backend {
+            Backend::Local(shared) => shared.dead_letters().len(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.stats().map_or(0, |stats| stats.dead_letters),
+        }
     }
 
     /// Whether the dead-letter queue is empty.
@@ -259,37 +265,75 @@ impl<T: Message> DeadLetters<T> {
         self.len() == 0
     }
 
-    /// Every dead letter, in id (send) order.
+    /// Every dead letter, in id (send) order (none if a Redis server
+    /// cannot be reached: [`try_list`](Self::try_list) says why).
     pub fn list(&self) -> Vec<DeadLetter<T>> {
-        self.shared.dead_letters().list()
+        self.try_list().unwrap_or_default()
     }
 
-    /// One dead letter by id.
+    /// [`list`](Self::list), with the error of a backend that failed.
+    pub fn try_list(&self) -> Result<Vec<DeadLetter<T>>, StorageError> {
+        match &self.backend {
+            Backend::Local(shared) => Ok(shared.dead_letters().list()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.dead_letters(),
+        }
+    }
+
+    /// One dead letter by id (`None` too if a Redis server cannot be
+    /// reached: [`try_get`](Self::try_get) says why).
     pub fn get(&self, id: MessageId) -> Option<DeadLetter<T>> {
-        self.shared.dead_letters().get(id)
+        self.try_get(id).ok().flatten()
+    }
+
+    /// [`get`](Self::get), with the error of a backend that failed.
+    pub fn try_get(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
+        match &self.backend {
+            Backend::Local(shared) => Ok(shared.dead_letters().get(id)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.dead_letter(id),
+        }
     }
 
     /// Moves one dead letter back into the queue, with a fresh receive
     /// count and no recorded errors. It does not wait for room:
     /// [`RedriveError::Full`] at once if the queue is full.
     pub fn redrive(&self, id: MessageId) -> Result<(), RedriveError> {
-        self.shared.dead_letters();
-        self.shared.redrive(id, None)
+        match &self.backend {
+            Backend::Local(shared) => {
+                shared.dead_letters(); // moves what time has made due first
+                shared.redrive(id, None)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.redrive(&[id], None).map(drop),
+        }
     }
 
     /// Like [`redrive`](Self::redrive), replacing the payload with a
     /// corrected one.
     pub fn redrive_with(&self, id: MessageId, fixed: T) -> Result<(), RedriveError> {
-        self.shared.dead_letters();
-        self.shared.redrive(id, Some(fixed))
+        match &self.backend {
+            Backend::Local(shared) => {
+                shared.dead_letters();
+                shared.redrive(id, Some(fixed))
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.redrive(&[id], Some(fixed)).map(drop),
+        }
     }
 
     /// Moves every dead letter back into the queue, in id order. Returns how
     /// many moved. If the queue fills up first, the rest stay here and
     /// [`RedriveError::Full`] says how many moved.
     pub fn redrive_all(&self) -> Result<usize, RedriveError> {
-        let ids = self.shared.dead_letters().ids();
-        self.shared.redrive_each(ids)
+        match &self.backend {
+            Backend::Local(shared) => shared.redrive_each(shared.dead_letters().ids()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let ids = remote.dead_letter_ids().map_err(RedriveError::Storage)?;
+                remote.redrive(&ids, None)
+            }
+        }
     }
 
     /// Moves back the dead letters for which `select` returns `true`, in id
@@ -298,13 +342,18 @@ impl<T: Message> DeadLetters<T> {
         &self,
         mut select: impl FnMut(&DeadLetter<T>) -> bool,
     ) -> Result<usize, RedriveError> {
-        let chosen = self
-            .list()
+        let chosen: Vec<MessageId> = self
+            .try_list()
+            .map_err(RedriveError::Storage)?
             .into_iter()
             .filter(|l| select(l))
             .map(|l| l.id())
             .collect();
-        self.shared.redrive_each(chosen)
+        match &self.backend {
+            Backend::Local(shared) => shared.redrive_each(chosen),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.redrive(&chosen, None),
+        }
     }
 
     /// Deletes the dead letter `id` for good and returns it; `None` if
@@ -312,21 +361,40 @@ impl<T: Message> DeadLetters<T> {
     /// [`Stats::purged`](crate::Stats::purged); a persistent queue waits
     /// for its record as for an ack, so a reopen does not bring it back.
     pub fn remove(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
-        self.shared.remove_dead_letter(id)
+        match &self.backend {
+            Backend::Local(shared) => shared.remove_dead_letter(id),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.remove_dead_letter(id),
+        }
     }
 
     /// [`remove`](Self::remove) for async code: waits for the disk without
     /// blocking the thread. Cancel safety: the letter is removed at the
     /// first poll; dropped after, only the wait for the disk is given up.
     pub async fn remove_async(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
-        let (letter, ticket) = self.shared.remove_dead_letter_logged(id)?;
-        self.shared.durable_async(ticket).await?;
-        Ok(letter)
+        match &self.backend {
+            Backend::Local(shared) => {
+                let (letter, ticket) = shared.remove_dead_letter_logged(id)?;
+                shared.durable_async(ticket).await?;
+                Ok(letter)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let remote = Arc::clone(remote);
+                crate::redis::offload(move || remote.remove_dead_letter(id)).await
+            }
+        }
     }
 
     /// Deletes every dead letter; returns how many.
     pub fn purge(&self) -> Result<usize, StorageError> {
-        self.shared.dead_letters();
-        self.shared.purge()
+        match &self.backend {
+            Backend::Local(shared) => {
+                shared.dead_letters();
+                shared.purge()
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.purge(),
+        }
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 ///
 /// A `Delivery` derefs to the payload.
 pub struct Delivery<T> {
-    origin: Arc<Origin<T>>,
+    source: Source<T>,
     payload: SharedPayload<T>,
     id: MessageId,
     token: u64,
@@ -38,6 +38,15 @@ pub struct Delivery<T> {
     /// From receive to settle (feature `tracing`; zero-sized without).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     span: crate::observe::DeliverySpan,
+}
+
+/// What acknowledging without waiting left to wait for.
+pub(crate) enum Acked<T> {
+    /// A local queue's record.
+    Local(Arc<Shared<T>>, Logged),
+    /// Nothing: done on the server.
+    #[cfg(feature = "redis")]
+    Done,
 }
 
 /// The queue, as the deliveries of one [`Consumer`](crate::Consumer) handle
@@ -51,8 +60,42 @@ pub(crate) struct Origin<T> {
     pub(crate) home: usize,
 }
 
+/// Where a handle's messages live: this process's queue, or a queue on
+/// a Redis server (feature `redis`). Without the feature it has one
+/// variant, and every `match` on it compiles to the local call alone.
+pub(crate) enum Source<T> {
+    Local(Arc<Origin<T>>),
+    #[cfg(feature = "redis")]
+    Redis(Arc<crate::redis::Remote<T>>),
+}
+
+impl<T> Clone for Source<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Source::Local(origin) => Source::Local(Arc::clone(origin)),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => Source::Redis(Arc::clone(remote)),
+        }
+    }
+}
+
+impl<T> Source<T> {
+    /// The queue's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        match self {
+            Source::Local(origin) => &origin.shared.config.name,
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.name(),
+        }
+    }
+}
+
 impl<T> Delivery<T> {
     pub(crate) fn new(origin: Arc<Origin<T>>, entry: &Held<T>, token: u64) -> Self {
+        Self::from_source(Source::Local(origin), entry, token)
+    }
+
+    pub(crate) fn from_source(source: Source<T>, entry: &Held<T>, token: u64) -> Self {
         Delivery {
             payload: entry.payload.clone(),
             id: entry.id,
@@ -62,12 +105,12 @@ impl<T> Delivery<T> {
             enqueued_at: entry.enqueued_at,
             settled: false,
             span: crate::observe::delivery_span(
-                &origin.shared.config.name,
+                source.name(),
                 entry.id,
                 entry.key().map(|k| &**k),
                 entry.receive_count,
             ),
-            origin,
+            source,
         }
     }
 
@@ -109,17 +152,30 @@ impl<T> Delivery<T> {
 
     /// [`ack`](Self::ack) without waiting for the disk: the queue, and
     /// the record to wait for there.
-    pub(crate) fn ack_logged(mut self) -> Result<(Arc<Shared<T>>, Logged), SettleError> {
+    pub(crate) fn ack_logged(mut self) -> Result<Acked<T>, SettleError> {
         self.settled = true;
-        let shared = Arc::clone(&self.origin.shared);
-        let logged = shared.ack_logged(self.id, self.token)?;
-        Ok((shared, logged))
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = Arc::clone(&origin.shared);
+                let logged = shared.ack_logged(self.id, self.token)?;
+                Ok(Acked::Local(shared, logged))
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                remote.ack(self.token, &[self.id])?;
+                Ok(Acked::Done)
+            }
+        }
     }
 
     /// Done: removes the message from the queue for good.
     pub fn ack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        self.origin.shared.ack(self.id, self.token)
+        match &self.source {
+            Source::Local(origin) => origin.shared.ack(self.id, self.token),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.ack(self.token, &[self.id]),
+        }
     }
 
     /// Not done: makes the message visible again after the queue's
@@ -128,7 +184,15 @@ impl<T> Delivery<T> {
     /// receive.
     pub fn nack(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        self.origin.shared.release(self.id, self.token, None, None)
+        self.release(None, None)
+    }
+
+    fn release(&self, delay: Option<Duration>, error: Option<String>) -> Result<(), SettleError> {
+        match &self.source {
+            Source::Local(origin) => origin.shared.release(self.id, self.token, delay, error),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.release(self.token, &[self.id], delay, error),
+        }
     }
 
     /// A `nack` that records why the attempt failed: any error or text
@@ -138,29 +202,33 @@ impl<T> Delivery<T> {
     pub fn fail(mut self, error: impl fmt::Display) -> Result<(), SettleError> {
         self.settled = true;
         let error = crate::producer::bounded_text(error.to_string());
-        self.origin
-            .shared
-            .release(self.id, self.token, None, Some(error))
+        self.release(None, Some(error))
     }
 
     /// A `nack` with an explicit delay instead of the queue's backoff.
     pub fn retry_after(mut self, delay: Duration) -> Result<(), SettleError> {
         self.settled = true;
-        self.origin
-            .shared
-            .release(self.id, self.token, Some(delay), None)
+        self.release(Some(delay), None)
     }
 
     /// Moves the message to the dead-letter queue now, with `reason`.
     pub fn dead_letter(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
         let reason = crate::producer::bounded_text(reason.into());
-        self.origin.shared.reject(self.id, self.token, reason)
+        match &self.source {
+            Source::Local(origin) => origin.shared.reject(self.id, self.token, reason),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.reject(self.token, &[self.id], reason),
+        }
     }
 
     /// Keeps the lease for `by` from now (the heartbeat of a long job).
     pub fn extend(&self, by: Duration) -> Result<(), SettleError> {
-        self.origin.shared.extend(self.id, self.token, by)
+        match &self.source {
+            Source::Local(origin) => origin.shared.extend(self.id, self.token, by),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.extend(self.token, &[self.id], by).map(drop),
+        }
     }
 
     /// [`ack`](Self::ack) for async code: waits for the disk (under
@@ -174,9 +242,18 @@ impl<T> Delivery<T> {
     /// it).
     pub async fn ack_async(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        let shared = &self.origin.shared;
-        let logged = shared.ack_logged(self.id, self.token)?;
-        shared.settled_async(logged).await
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let logged = shared.ack_logged(self.id, self.token)?;
+                shared.settled_async(logged).await
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let (remote, id, token) = (remote.core(), self.id, self.token);
+                crate::redis::offload(move || remote.ack(token, &[id])).await
+            }
+        }
     }
 
     /// [`nack`](Self::nack) for async code. Only a message this sends to
@@ -184,9 +261,26 @@ impl<T> Delivery<T> {
     /// [`ack_async`](Self::ack_async).
     pub async fn nack_async(mut self) -> Result<(), SettleError> {
         self.settled = true;
-        let shared = &self.origin.shared;
-        let logged = shared.release_logged(self.id, self.token, None, None)?;
-        shared.settled_async(logged).await
+        self.release_async(None, None).await
+    }
+
+    async fn release_async(
+        &self,
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), SettleError> {
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let logged = shared.release_logged(self.id, self.token, delay, error)?;
+                shared.settled_async(logged).await
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let (remote, id, token) = (remote.core(), self.id, self.token);
+                crate::redis::offload(move || remote.release(token, &[id], delay, error)).await
+            }
+        }
     }
 
     /// [`fail`](Self::fail) for async code. Only a message this sends to
@@ -203,9 +297,7 @@ impl<T> Delivery<T> {
         let error = crate::producer::bounded_text(error.to_string());
         async move {
             self.settled = true;
-            let shared = &self.origin.shared;
-            let logged = shared.release_logged(self.id, self.token, None, Some(error))?;
-            shared.settled_async(logged).await
+            self.release_async(None, Some(error)).await
         }
     }
 
@@ -214,9 +306,7 @@ impl<T> Delivery<T> {
     /// safety as [`ack_async`](Self::ack_async).
     pub async fn retry_after_async(mut self, delay: Duration) -> Result<(), SettleError> {
         self.settled = true;
-        let shared = &self.origin.shared;
-        let logged = shared.release_logged(self.id, self.token, Some(delay), None)?;
-        shared.settled_async(logged).await
+        self.release_async(Some(delay), None).await
     }
 
     /// [`dead_letter`](Self::dead_letter) for async code. Cancel safety as
@@ -224,16 +314,33 @@ impl<T> Delivery<T> {
     pub async fn dead_letter_async(mut self, reason: impl Into<String>) -> Result<(), SettleError> {
         self.settled = true;
         let reason = crate::producer::bounded_text(reason.into());
-        let shared = &self.origin.shared;
-        let logged = shared.reject_logged(self.id, self.token, reason)?;
-        shared.settled_async(logged).await
+        match &self.source {
+            Source::Local(origin) => {
+                let shared = &origin.shared;
+                let logged = shared.reject_logged(self.id, self.token, reason)?;
+                shared.settled_async(logged).await
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => {
+                let (remote, id, token) = (remote.core(), self.id, self.token);
+                crate::redis::offload(move || remote.reject(token, &[id], reason)).await
+            }
+        }
     }
 
     /// A handle on this delivery's lease that another thread can extend or
     /// release while this delivery is busy (the worker pool's heartbeat).
     /// Whether this delivery came from `shared`.
-    pub(crate) fn is_from(&self, shared: &Arc<Shared<T>>) -> bool {
-        Arc::ptr_eq(&self.origin.shared, shared)
+    pub(crate) fn is_from(&self, source: &Source<T>) -> bool {
+        match (&self.source, source) {
+            (Source::Local(mine), Source::Local(theirs)) => {
+                Arc::ptr_eq(&mine.shared, &theirs.shared)
+            }
+            #[cfg(feature = "redis")]
+            (Source::Redis(mine), Source::Redis(theirs)) => Arc::ptr_eq(mine, theirs),
+            #[cfg(feature = "redis")]
+            _ => false,
+        }
     }
 
     /// Hands the settling over to the caller (a batch ack): dropping the
@@ -250,7 +357,7 @@ impl<T> Delivery<T> {
 
     pub(crate) fn lease(&self) -> LeaseHandle<T> {
         LeaseHandle {
-            shared: Arc::clone(&self.origin.shared),
+            source: self.source.clone(),
             id: self.id,
             token: self.token,
         }
@@ -260,7 +367,7 @@ impl<T> Delivery<T> {
 /// The lease of one delivery, detached from it: fenced by the same token,
 /// so it can change nothing once the delivery is settled or expired.
 pub(crate) struct LeaseHandle<T> {
-    shared: Arc<Shared<T>>,
+    source: Source<T>,
     id: MessageId,
     token: u64,
 }
@@ -268,17 +375,29 @@ pub(crate) struct LeaseHandle<T> {
 impl<T> LeaseHandle<T> {
     /// As [`Delivery::extend`], returning the new deadline.
     pub(crate) fn extend_to(&self, by: Duration) -> Result<Nanos, SettleError> {
-        self.shared.extend_to(self.id, self.token, by)
+        match &self.source {
+            Source::Local(origin) => origin.shared.extend_to(self.id, self.token, by),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.extend(self.token, &[self.id], by),
+        }
     }
 
     /// The lease's deadline, if it is still current.
     pub(crate) fn deadline(&self) -> Option<Nanos> {
-        self.shared.lease_deadline_of(self.id, self.token)
+        match &self.source {
+            Source::Local(origin) => origin.shared.lease_deadline_of(self.id, self.token),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.deadline(self.id, self.token),
+        }
     }
 
     /// As [`Delivery::nack`]: the delivery itself can then settle nothing.
     pub(crate) fn release(&self) -> Result<(), SettleError> {
-        self.shared.release(self.id, self.token, None, None)
+        match &self.source {
+            Source::Local(origin) => origin.shared.release(self.id, self.token, None, None),
+            #[cfg(feature = "redis")]
+            Source::Redis(remote) => remote.release(self.token, &[self.id], None, None),
+        }
     }
 }
 
@@ -296,7 +415,15 @@ impl<T> Drop for Delivery<T> {
             // An expired lease has nothing left to release. Nobody sees
             // the outcome, so nothing waits for the disk (a drop in async
             // code must not block).
-            let _ = (self.origin.shared).release_logged(self.id, self.token, None, None);
+            match &self.source {
+                Source::Local(origin) => {
+                    let _ = (origin.shared).release_logged(self.id, self.token, None, None);
+                }
+                // A drop must not wait on the network: a helper thread
+                // releases it.
+                #[cfg(feature = "redis")]
+                Source::Redis(remote) => remote.core().release_later(self.token, vec![self.id]),
+            }
         }
     }
 }

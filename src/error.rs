@@ -38,6 +38,31 @@ impl StorageError {
         }
     }
 
+    /// Whether a remote backend's server could not be reached (refused,
+    /// dropped or timed out connection). An operation that failed this
+    /// way may or may not have happened on the server.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            *self.0,
+            WalError::Remote {
+                unreachable: true,
+                ..
+            }
+        )
+    }
+
+    /// Whether the queue's backend does not offer the operation (see the
+    /// README's table of what each backend supports).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(*self.0, WalError::Unsupported { .. })
+    }
+
+    /// The error for an operation a backend does not offer.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn unsupported(backend: &'static str, what: &'static str) -> Self {
+        WalError::Unsupported { backend, what }.into()
+    }
+
     /// Whether the journal stopped because of it (an I/O failure, a full
     /// disk, or the echo of one), rather than refusing one record.
     pub(crate) fn stops_the_journal(&self) -> bool {
@@ -86,6 +111,15 @@ pub enum LimitError {
     /// A rate of zero messages per period: nothing could ever be received.
     #[error("a rate limit must allow at least 1 message per period")]
     ZeroRate,
+    /// The queue's backend does not offer this limit (see the README's
+    /// table of what each backend supports).
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported {
+        /// Which backend ("redis").
+        backend: &'static str,
+        /// The limit.
+        what: &'static str,
+    },
     /// A rate limit over a period of zero.
     #[error("a rate limit's period must be longer than zero")]
     ZeroPeriod,
@@ -137,6 +171,16 @@ pub enum OpenError {
         requested: std::time::Duration,
         /// The longest accepted.
         max: std::time::Duration,
+    },
+    /// A setting the chosen backend does not offer (a custom clock, an
+    /// event hook, flow-control limits or a path on a Redis queue: see the
+    /// README's table of what each backend supports).
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported {
+        /// Which backend ("redis").
+        backend: &'static str,
+        /// The setting.
+        what: &'static str,
     },
     /// Persistence settings (durability, salvage, ...) were given without a
     /// [`path`](crate::Builder::path).

@@ -145,6 +145,7 @@ mod alarm;
 mod alert;
 #[cfg(feature = "tokio")]
 mod async_workers;
+mod backend;
 mod backoff;
 mod batch;
 mod builder;
@@ -175,6 +176,8 @@ mod producer;
 mod queue;
 mod ready;
 mod recv;
+#[cfg(feature = "redis")]
+mod redis;
 mod schedule;
 mod shared;
 mod signal;

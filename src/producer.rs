@@ -1,8 +1,9 @@
 //! The sending side.
 
+use crate::backend::Backend;
 use crate::error::SendError;
 use crate::message::MessageId;
-use crate::shared::{Shared, Wait};
+use crate::shared::Wait;
 use crate::Message;
 use std::fmt;
 use std::sync::Arc;
@@ -155,15 +156,39 @@ impl Sent {
 /// The queue counts as closed once [`Queue::close`](crate::Queue::close) is
 /// called or every `Queue` and `Producer` handle is dropped.
 pub struct Producer<T> {
-    shared: Arc<Shared<T>>,
+    backend: Backend<T>,
 }
 
 impl<T: Message> Producer<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        shared.add_sender();
-        Producer { shared }
+    pub(crate) fn new(backend: Backend<T>) -> Self {
+        backend.add_sender();
+        Producer { backend }
     }
 
+    fn send_waiting(
+        &self,
+        message: T,
+        options: SendOptions,
+        wait: Wait,
+    ) -> Result<Sent, SendError<T>> {
+        match &self.backend {
+            Backend::Local(shared) => shared.send(message, options, wait),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.send(message, options, wait),
+        }
+    }
+
+    fn send_batch_waiting(
+        &self,
+        messages: Vec<T>,
+        wait: Wait,
+    ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        match &self.backend {
+            Backend::Local(shared) => shared.send_batch(messages, wait),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.send_batch(messages, wait),
+        }
+    }
     /// Sends a message, blocking while the queue is full.
     ///
     /// In memory, fails only with [`SendError::Closed`]; a persistent queue
@@ -174,24 +199,21 @@ impl<T: Message> Producer<T> {
     /// it first wins, so under sustained pressure one sender can wait much
     /// longer than another.
     pub fn send(&self, message: T) -> Result<MessageId, SendError<T>> {
-        self.shared
-            .send(message, SendOptions::default(), Wait::Forever)
+        self.send_waiting(message, SendOptions::default(), Wait::Forever)
             .map(Sent::id)
     }
 
     /// Sends a message if there is room now; [`SendError::Full`] gives it
     /// back if not.
     pub fn try_send(&self, message: T) -> Result<MessageId, SendError<T>> {
-        self.shared
-            .send(message, SendOptions::default(), Wait::No)
+        self.send_waiting(message, SendOptions::default(), Wait::No)
             .map(Sent::id)
     }
 
     /// Sends a message, waiting at most `timeout` for room;
     /// [`SendError::Timeout`] gives it back if none came.
     pub fn send_timeout(&self, message: T, timeout: Duration) -> Result<MessageId, SendError<T>> {
-        self.shared
-            .send(message, SendOptions::default(), Wait::timeout(timeout))
+        self.send_waiting(message, SendOptions::default(), Wait::timeout(timeout))
             .map(Sent::id)
     }
 
@@ -211,13 +233,13 @@ impl<T: Message> Producer<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_with(&self, message: T, options: SendOptions) -> Result<Sent, SendError<T>> {
-        self.shared.send(message, options, Wait::Forever)
+        self.send_waiting(message, options, Wait::Forever)
     }
 
     /// Like [`send_with`](Self::send_with), but returns
     /// [`SendError::Full`] instead of waiting for room.
     pub fn try_send_with(&self, message: T, options: SendOptions) -> Result<Sent, SendError<T>> {
-        self.shared.send(message, options, Wait::No)
+        self.send_waiting(message, options, Wait::No)
     }
 
     /// Sends several messages at once, in order, blocking until there is
@@ -226,14 +248,14 @@ impl<T: Message> Producer<T> {
     /// A batch larger than the queue's capacity could never fit and is
     /// refused at once with [`SendError::Full`].
     pub fn send_batch(&self, messages: Vec<T>) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
-        self.shared.send_batch(messages, Wait::Forever)
+        self.send_batch_waiting(messages, Wait::Forever)
     }
 
     /// Sends several messages at once if there is room for all of them now;
     /// [`SendError::Full`] gives them all back if not (as it does at once
     /// for a batch larger than the capacity).
     pub fn try_send_batch(&self, messages: Vec<T>) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
-        self.shared.send_batch(messages, Wait::No)
+        self.send_batch_waiting(messages, Wait::No)
     }
 
     /// Sends several messages at once, waiting at most `timeout` for room
@@ -245,7 +267,7 @@ impl<T: Message> Producer<T> {
         messages: Vec<T>,
         timeout: Duration,
     ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
-        self.shared.send_batch(messages, Wait::timeout(timeout))
+        self.send_batch_waiting(messages, Wait::timeout(timeout))
     }
 
     /// [`send`](Self::send) for async code: waits for room, and under
@@ -275,11 +297,7 @@ impl<T: Message> Producer<T> {
     /// A timeout is a matter for the runtime (`tokio::time::timeout`):
     /// that drops the future.
     pub async fn send_async(&self, message: T) -> Result<MessageId, SendError<T>> {
-        (self
-            .shared
-            .send_async(message, SendOptions::default())
-            .await)
-            .map(Sent::id)
+        (self.send_with_async(message, SendOptions::default()).await).map(Sent::id)
     }
 
     /// [`send_with`](Self::send_with) for async code. Cancel safety as
@@ -289,7 +307,14 @@ impl<T: Message> Producer<T> {
         message: T,
         options: SendOptions,
     ) -> Result<Sent, SendError<T>> {
-        self.shared.send_async(message, options).await
+        match &self.backend {
+            Backend::Local(shared) => shared.send_async(message, options).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let remote = Arc::clone(remote);
+                crate::redis::offload(move || remote.send(message, options, Wait::Forever)).await
+            }
+        }
     }
 
     /// [`send_batch`](Self::send_batch) for async code: waits until there
@@ -299,37 +324,52 @@ impl<T: Message> Producer<T> {
         &self,
         messages: Vec<T>,
     ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
-        self.shared.send_batch_async(messages).await
+        match &self.backend {
+            Backend::Local(shared) => shared.send_batch_async(messages).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let remote = Arc::clone(remote);
+                crate::redis::offload(move || remote.send_batch(messages, Wait::Forever)).await
+            }
+        }
     }
 
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
-        self.shared.is_closed()
+        match &self.backend {
+            Backend::Local(shared) => shared.is_closed(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.is_closed(),
+        }
     }
 
     /// The queue's clock (for a schedule).
     pub(crate) fn clock(&self) -> &Arc<dyn crate::Clock> {
-        self.shared.clock()
+        match &self.backend {
+            Backend::Local(shared) => shared.clock(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.clock(),
+        }
     }
 
     /// The queue's clock, read now.
     pub(crate) fn now(&self) -> crate::clock::Nanos {
-        self.shared.now()
+        self.clock().now_nanos()
     }
 }
 
 impl<T> Clone for Producer<T> {
     fn clone(&self) -> Self {
-        self.shared.add_sender();
+        self.backend.add_sender();
         Producer {
-            shared: Arc::clone(&self.shared),
+            backend: self.backend.clone(),
         }
     }
 }
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
-        self.shared.drop_sender();
+        self.backend.drop_sender();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The queue handle: opens producers, consumers and the dead-letter queue.
 
+use crate::backend::Backend;
 use crate::builder::Builder;
 use crate::consumer::Consumer;
 use crate::controls::RateLimit;
@@ -8,7 +9,7 @@ use crate::error::{CancelError, LimitError, StorageError};
 use crate::message::MessageId;
 use crate::producer::Producer;
 use crate::schedule::{Runner, Schedule, ScheduleError, Scheduled};
-use crate::shared::{Peeked, Shared};
+use crate::shared::Peeked;
 use crate::stats::Stats;
 use crate::wal::RecoveryReport;
 use crate::Message;
@@ -48,7 +49,13 @@ use std::time::SystemTime;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Queue<T> {
-    shared: Arc<Shared<T>>,
+    backend: Backend<T>,
+}
+
+/// The error of a call a Redis queue does not offer.
+#[cfg(feature = "redis")]
+fn unsupported(what: &'static str) -> StorageError {
+    StorageError::unsupported(crate::redis::BACKEND, what)
 }
 
 impl<T: Message> Queue<T> {
@@ -57,29 +64,37 @@ impl<T: Message> Queue<T> {
         Builder::new()
     }
 
-    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
-        shared.add_sender();
-        Queue { shared }
+    pub(crate) fn new(backend: Backend<T>) -> Self {
+        backend.add_sender();
+        Queue { backend }
     }
 
     /// The queue's name ([`Builder::name`]).
     pub fn name(&self) -> &str {
-        &self.shared.config.name
+        match &self.backend {
+            Backend::Local(shared) => &shared.config.name,
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.name(),
+        }
     }
 
     /// A new sending handle.
     pub fn producer(&self) -> Producer<T> {
-        Producer::new(Arc::clone(&self.shared))
+        Producer::new(self.backend.clone())
     }
 
     /// A new receiving handle.
     pub fn consumer(&self) -> Consumer<T> {
-        Consumer::new(Arc::clone(&self.shared))
+        match &self.backend {
+            Backend::Local(shared) => Consumer::new(Arc::clone(shared)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => Consumer::remote(Arc::clone(remote)),
+        }
     }
 
     /// The attached dead-letter queue.
     pub fn dead_letters(&self) -> DeadLetters<T> {
-        DeadLetters::new(Arc::clone(&self.shared))
+        DeadLetters::new(self.backend.clone())
     }
 
     /// Cancels message `id` if no consumer has received it yet: it is
@@ -112,7 +127,11 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cancel(&self, id: MessageId) -> Result<Cancelled, CancelError> {
-        self.shared.cancel(id)
+        match &self.backend {
+            Backend::Local(shared) => shared.cancel(id),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.cancel(id),
+        }
     }
 
     /// Cancels the message sent with idempotency key `key`, as
@@ -120,23 +139,45 @@ impl<T: Message> Queue<T> {
     /// still be remembered (within the dedup window):
     /// [`CancelError::UnknownKey`] if not.
     pub fn cancel_key(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
-        self.shared.cancel_key(key)
+        match &self.backend {
+            Backend::Local(shared) => shared.cancel_key(key),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.cancel_key(key),
+        }
     }
 
     /// [`cancel`](Self::cancel) for async code: waits for the disk without
     /// blocking the thread. Cancel safety: the message is cancelled at the
     /// first poll; dropped after, only the wait for the disk is given up.
     pub async fn cancel_async(&self, id: MessageId) -> Result<Cancelled, CancelError> {
-        let (found, ticket) = self.shared.cancel_logged(id)?;
-        (self.shared.durable_async(ticket).await).map_err(CancelError::Storage)?;
-        Ok(found)
+        match &self.backend {
+            Backend::Local(shared) => {
+                let (found, ticket) = shared.cancel_logged(id)?;
+                (shared.durable_async(ticket).await).map_err(CancelError::Storage)?;
+                Ok(found)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let remote = Arc::clone(remote);
+                crate::redis::offload(move || remote.cancel(id)).await
+            }
+        }
     }
 
     /// [`cancel_key`](Self::cancel_key) for async code; cancel safety as
     /// [`cancel_async`](Self::cancel_async).
     pub async fn cancel_key_async(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
-        let id = self.shared.id_of_key(key)?;
-        Ok((id, self.cancel_async(id).await?))
+        match &self.backend {
+            Backend::Local(shared) => {
+                let id = shared.id_of_key(key)?;
+                Ok((id, self.cancel_async(id).await?))
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let (remote, key) = (Arc::clone(remote), key.to_owned());
+                crate::redis::offload(move || remote.cancel_key(&key)).await
+            }
+        }
     }
 
     /// Starts a periodic job: a thread that sends `make(tick)` at each
@@ -166,13 +207,36 @@ impl<T: Message> Queue<T> {
         schedule: Schedule,
         make: impl Fn(SystemTime) -> T + Send + Sync + 'static,
     ) -> Result<Scheduled, ScheduleError> {
-        let window = self.shared.config.dedup_window;
+        let window = match &self.backend {
+            Backend::Local(shared) => shared.config.dedup_window,
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.dedup_window(),
+        };
         Runner::start(schedule, self.producer(), window, make)
     }
 
     /// Counts and counters, exact when nothing else is changing the queue.
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        match &self.backend {
+            Backend::Local(shared) => shared.stats(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.stats().unwrap_or_else(|_| Stats {
+                capacity: remote.capacity(),
+                ..Stats::default()
+            }),
+        }
+    }
+
+    /// [`stats`](Self::stats), with the error of a backend that failed: a
+    /// local queue never fails; on a Redis queue, `stats` gives zeros
+    /// (but the capacity) when the server cannot be reached, and this
+    /// says why.
+    pub fn try_stats(&self) -> Result<Stats, StorageError> {
+        match &self.backend {
+            Backend::Local(shared) => Ok(shared.stats()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.stats(),
+        }
     }
 
     /// Pauses the queue: receives (blocking and async, and worker pools)
@@ -206,12 +270,20 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pause(&self) -> Result<(), StorageError> {
-        self.shared.set_paused(true)
+        match &self.backend {
+            Backend::Local(shared) => shared.set_paused(true),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Err(unsupported("pause")),
+        }
     }
 
     /// Resumes a paused queue and wakes every waiting receive.
     pub fn resume(&self) -> Result<(), StorageError> {
-        self.shared.set_paused(false)
+        match &self.backend {
+            Backend::Local(shared) => shared.set_paused(false),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Err(unsupported("resume")),
+        }
     }
 
     /// Sets (or with `None` removes) the cap on messages in flight across
@@ -222,25 +294,53 @@ impl<T: Message> Queue<T> {
         if max == Some(0) {
             return Err(LimitError::ZeroMaxInFlight);
         }
-        self.shared.set_max_in_flight(max);
-        Ok(())
+        match &self.backend {
+            Backend::Local(shared) => {
+                shared.set_max_in_flight(max);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Err(LimitError::Unsupported {
+                backend: crate::redis::BACKEND,
+                what: "max_in_flight",
+            }),
+        }
     }
 
     /// The cap on messages in flight, if any.
     pub fn max_in_flight(&self) -> Option<usize> {
-        self.shared.max_in_flight()
+        match &self.backend {
+            Backend::Local(shared) => shared.max_in_flight(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
     }
 
     /// Sets (or with `None` removes) the receive rate limit
     /// ([`Builder::rate_limit`](crate::Builder::rate_limit)); a new limit
     /// starts with a full bucket. Not kept in the write-ahead file.
-    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        self.shared.set_rate_limit(limit);
+    /// [`LimitError::Unsupported`] on a Redis queue.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<(), LimitError> {
+        match &self.backend {
+            Backend::Local(shared) => {
+                shared.set_rate_limit(limit);
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Err(LimitError::Unsupported {
+                backend: crate::redis::BACKEND,
+                what: "rate_limit",
+            }),
+        }
     }
 
     /// The receive rate limit, if any.
     pub fn rate_limit(&self) -> Option<RateLimit> {
-        self.shared.rate_limit()
+        match &self.backend {
+            Backend::Local(shared) => shared.rate_limit(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
     }
 
     /// Copies of up to `max` of the next ready messages, in the order
@@ -266,7 +366,11 @@ impl<T: Message> Queue<T> {
     where
         T: Clone,
     {
-        self.shared.peek(max)
+        match &self.backend {
+            Backend::Local(shared) => shared.peek(max),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.peek(max).unwrap_or_default(),
+        }
     }
 
     /// Stops new sends (they return [`SendError::Closed`](crate::SendError::Closed)
@@ -274,12 +378,24 @@ impl<T: Message> Queue<T> {
     /// (including in-flight messages that come back) and then get
     /// [`RecvError::Closed`](crate::RecvError::Closed).
     pub fn close(&self) {
-        self.shared.close();
+        match &self.backend {
+            Backend::Local(shared) => shared.close(),
+            // Failing, it is retried by the next call of `close`; every
+            // process sees the queue closed once one call succeeds.
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => {
+                let _ = remote.close();
+            }
+        }
     }
 
     /// Whether the queue is closed to new messages.
     pub fn is_closed(&self) -> bool {
-        self.shared.is_closed()
+        match &self.backend {
+            Backend::Local(shared) => shared.is_closed(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => remote.is_closed(),
+        }
     }
 
     /// Makes every operation recorded so far durable (on disk), whatever
@@ -288,14 +404,22 @@ impl<T: Message> Queue<T> {
     /// shutdown of an `Interval` or `None` queue to see it. A no-op in
     /// memory.
     pub fn sync(&self) -> Result<(), StorageError> {
-        self.shared.sync()
+        match &self.backend {
+            Backend::Local(shared) => shared.sync(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Ok(()),
+        }
     }
 
     /// [`sync`](Self::sync) for async code: waits for the disk without
     /// blocking the thread. Dropped before it ends, it leaves nothing
     /// behind (the writer syncs all the same).
     pub async fn sync_async(&self) -> Result<(), StorageError> {
-        self.shared.sync_async().await
+        match &self.backend {
+            Backend::Local(shared) => shared.sync_async().await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Ok(()),
+        }
     }
 
     /// Compacts the write-ahead file now: seals the active segment and
@@ -326,7 +450,11 @@ impl<T: Message> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn compact(&self) -> Result<(), StorageError> {
-        self.shared.compact()
+        match &self.backend {
+            Backend::Local(shared) => shared.compact(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Err(unsupported("compact")),
+        }
     }
 
     /// Bytes the write-ahead files take on disk (0 in memory). Acknowledged
@@ -334,12 +462,20 @@ impl<T: Message> Queue<T> {
     /// within a small multiple of the live messages plus six segments
     /// (`docs/FORMAT.md`, section 8).
     pub fn disk_usage(&self) -> Result<u64, StorageError> {
-        self.shared.disk_usage()
+        match &self.backend {
+            Backend::Local(shared) => shared.disk_usage(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Err(unsupported("disk_usage")),
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn journal_poisoned(&self) -> bool {
-        self.shared.journal_poisoned()
+        match &self.backend {
+            Backend::Local(shared) => shared.journal_poisoned(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => false,
+        }
     }
 
     /// Publishes this queue's statistics to the `metrics` recorder now
@@ -348,37 +484,49 @@ impl<T: Message> Queue<T> {
     /// metrics and their names.
     #[cfg(feature = "metrics")]
     pub fn record_metrics(&self) {
-        crate::observe::Report::report(&*self.shared);
+        match &self.backend {
+            Backend::Local(shared) => crate::observe::Report::report(&**shared),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => {}
+        }
     }
 
     /// For a persistent queue, what opening it found and repaired: files
     /// and records replayed, a torn tail truncated, damaged regions skipped
     /// by salvage. `None` for an in-memory queue.
     pub fn recovery_report(&self) -> Option<RecoveryReport> {
-        self.shared.recovery_report().cloned()
+        match &self.backend {
+            Backend::Local(shared) => shared.recovery_report().cloned(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
     }
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        self.shared.add_sender();
+        self.backend.add_sender();
         Queue {
-            shared: Arc::clone(&self.shared),
+            backend: self.backend.clone(),
         }
     }
 }
 
 impl<T> Drop for Queue<T> {
     fn drop(&mut self) {
-        self.shared.drop_sender();
+        self.backend.drop_sender();
     }
 }
 
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Queue")
-            .field("config", &self.shared.config)
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("Queue");
+        match &self.backend {
+            Backend::Local(shared) => debug.field("config", &shared.config),
+            #[cfg(feature = "redis")]
+            Backend::Redis(remote) => debug.field("redis", remote.name()),
+        };
+        debug.finish_non_exhaustive()
     }
 }
 

@@ -11,7 +11,7 @@
 
 use crate::batch::Batch;
 use crate::consumer::Consumer;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Source};
 use crate::error::RecvError;
 use crate::message::{BatchBuilder, Queued};
 use crate::shared::{Many, One, Receiving};
@@ -35,6 +35,30 @@ pub struct RecvFuture<'a, T: Message> {
     consumer: &'a Consumer<T>,
     receiving: Receiving<Queued<T>>,
     deadline: Option<Instant>,
+    /// The receive on a helper thread, for a Redis queue.
+    #[cfg(feature = "redis")]
+    remote: Option<Remote<Delivery<T>>>,
+}
+
+/// An offloaded receive of a Redis queue.
+#[cfg(feature = "redis")]
+type Remote<R> = crate::redis::Offloaded<Result<R, RecvError>>;
+
+/// A receive of a Redis queue on a helper thread: waits until `deadline`
+/// (for ever without one).
+#[cfg(feature = "redis")]
+fn offloaded<T: Message, R: Send + 'static>(
+    consumer: &Consumer<T>,
+    deadline: Option<Instant>,
+    receive: impl FnOnce(&Consumer<T>, std::time::Duration) -> Result<R, RecvError> + Send + 'static,
+) -> Remote<R> {
+    let consumer = consumer.clone();
+    crate::redis::offload(move || {
+        let left = deadline.map_or(std::time::Duration::MAX, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        receive(&consumer, left)
+    })
 }
 
 impl<'a, T: Message> RecvFuture<'a, T> {
@@ -43,6 +67,8 @@ impl<'a, T: Message> RecvFuture<'a, T> {
             consumer,
             receiving: Receiving::default(),
             deadline,
+            #[cfg(feature = "redis")]
+            remote: None,
         }
     }
 }
@@ -55,15 +81,27 @@ impl<T: Message> Future for RecvFuture<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let origin = this.consumer.origin();
-        this.receiving.poll(&One, origin, this.deadline, cx)
+        match this.consumer.source() {
+            Source::Local(origin) => this.receiving.poll(&One, origin, this.deadline, cx),
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {
+                let (consumer, deadline) = (this.consumer, this.deadline);
+                let remote = this.remote.get_or_insert_with(|| {
+                    offloaded(consumer, deadline, |c, left| c.recv_timeout(left))
+                });
+                Pin::new(remote).poll(cx)
+            }
+        }
     }
 }
 
 impl<T: Message> Drop for RecvFuture<'_, T> {
     fn drop(&mut self) {
-        let shared = &self.consumer.origin().shared;
-        self.receiving.cancel::<T, One>(shared);
+        match self.consumer.source() {
+            Source::Local(origin) => self.receiving.cancel::<T, One>(&origin.shared),
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {}
+        }
     }
 }
 
@@ -81,6 +119,8 @@ pub struct RecvBatchFuture<'a, T: Message> {
     receiving: Receiving<BatchBuilder<T>>,
     max: usize,
     deadline: Option<Instant>,
+    #[cfg(feature = "redis")]
+    remote: Option<Remote<Batch<T>>>,
 }
 
 impl<'a, T: Message> RecvBatchFuture<'a, T> {
@@ -90,6 +130,8 @@ impl<'a, T: Message> RecvBatchFuture<'a, T> {
             receiving: Receiving::default(),
             max,
             deadline,
+            #[cfg(feature = "redis")]
+            remote: None,
         }
     }
 }
@@ -101,15 +143,29 @@ impl<T: Message> Future for RecvBatchFuture<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let origin = this.consumer.origin();
-        (this.receiving).poll(&Many(this.max), origin, this.deadline, cx)
+        match this.consumer.source() {
+            Source::Local(origin) => {
+                (this.receiving).poll(&Many(this.max), origin, this.deadline, cx)
+            }
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {
+                let (consumer, deadline, max) = (this.consumer, this.deadline, this.max);
+                let remote = this.remote.get_or_insert_with(|| {
+                    offloaded(consumer, deadline, move |c, left| c.recv_batch(max, left))
+                });
+                Pin::new(remote).poll(cx)
+            }
+        }
     }
 }
 
 impl<T: Message> Drop for RecvBatchFuture<'_, T> {
     fn drop(&mut self) {
-        let shared = &self.consumer.origin().shared;
-        self.receiving.cancel::<T, Many>(shared);
+        match self.consumer.source() {
+            Source::Local(origin) => self.receiving.cancel::<T, Many>(&origin.shared),
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {}
+        }
     }
 }
 
@@ -133,6 +189,8 @@ pub struct RecvStream<T: Message> {
     receiving: Receiving<Queued<T>>,
     ended: bool,
     error: Option<RecvError>,
+    #[cfg(feature = "redis")]
+    remote: Option<Remote<Delivery<T>>>,
 }
 
 impl<T: Message> RecvStream<T> {
@@ -142,6 +200,8 @@ impl<T: Message> RecvStream<T> {
             receiving: Receiving::default(),
             ended: false,
             error: None,
+            #[cfg(feature = "redis")]
+            remote: None,
         }
     }
 
@@ -166,8 +226,19 @@ impl<T: Message> Stream for RecvStream<T> {
         if this.ended {
             return Poll::Ready(None);
         }
-        let origin = this.consumer.origin();
-        match std::task::ready!(this.receiving.poll(&One, origin, None, cx)) {
+        let received = match this.consumer.source() {
+            Source::Local(origin) => std::task::ready!(this.receiving.poll(&One, origin, None, cx)),
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {
+                let consumer = &this.consumer;
+                let remote =
+                    (this.remote).get_or_insert_with(|| offloaded(consumer, None, |c, _| c.recv()));
+                let received = std::task::ready!(Pin::new(remote).poll(cx));
+                this.remote = None;
+                received
+            }
+        };
+        match received {
             Ok(delivery) => Poll::Ready(Some(delivery)),
             Err(error) => {
                 this.ended = true;
@@ -188,8 +259,11 @@ impl<T: Message> FusedStream for RecvStream<T> {
 
 impl<T: Message> Drop for RecvStream<T> {
     fn drop(&mut self) {
-        let shared = &self.consumer.origin().shared;
-        self.receiving.cancel::<T, One>(shared);
+        match self.consumer.source() {
+            Source::Local(origin) => self.receiving.cancel::<T, One>(&origin.shared),
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => {}
+        }
     }
 }
 

@@ -197,10 +197,12 @@ fn the_rate_limit_lets_n_through_per_period_on_the_queue_clock() {
     let fourth = waiting.join().unwrap();
     assert_eq!(*fourth, 3);
     // Adjusted on the open queue: a new limit starts full.
-    queue.set_rate_limit(Some(RateLimit::new(10, Duration::from_secs(1)).unwrap()));
+    queue
+        .set_rate_limit(Some(RateLimit::new(10, Duration::from_secs(1)).unwrap()))
+        .unwrap();
     assert_eq!(queue.rate_limit().map(|l| l.n()), Some(10));
     assert_eq!(consumer.recv_batch(10, Duration::ZERO).unwrap().len(), 2);
-    queue.set_rate_limit(None);
+    queue.set_rate_limit(None).unwrap();
     assert_eq!(queue.rate_limit(), None);
 }
 

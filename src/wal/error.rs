@@ -62,6 +62,26 @@ pub(crate) enum WalError {
     /// The write-ahead file was closed.
     #[error("the write-ahead file is closed")]
     Closed,
+    /// A remote backend (Redis) failed or could not be reached.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[error("{backend} {operation}: {message}")]
+    Remote {
+        /// Which backend ("redis").
+        backend: &'static str,
+        /// What was being done.
+        operation: &'static str,
+        /// What the client or the server said.
+        message: String,
+        /// The server could not be reached, or the connection dropped or
+        /// timed out: the operation may or may not have happened.
+        unreachable: bool,
+    },
+    /// The backend does not offer this.
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported {
+        backend: &'static str,
+        what: &'static str,
+    },
 }
 
 impl WalError {

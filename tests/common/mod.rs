@@ -7,6 +7,8 @@
 // Each test file uses only some of these.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use spool::{Backoff, Builder, Consumer, ManualClock, Queue};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;

@@ -1,0 +1,106 @@
+//! Connections to the server: a small pool, timeouts on every call, and
+//! the mapping of the client's errors to [`StorageError`].
+
+use crate::error::StorageError;
+use crate::wal::WalError;
+use ::redis::{Client, Connection, RedisError};
+use parking_lot::Mutex;
+use std::time::Duration;
+
+/// How long a connection may take to open.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one call may take before it fails as unreachable (a blocking
+/// wait adds its own timeout to this).
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most idle connections kept for reuse.
+const KEPT: usize = 32;
+
+/// Connections to one server, reused across calls. A connection that
+/// failed is dropped, so the next call opens a fresh one: a restarted
+/// server is reconnected to without anything else.
+pub(super) struct Pool {
+    client: Client,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    pub(super) fn new(url: &str) -> Result<Self, StorageError> {
+        let client = Client::open(url).map_err(|e| failure("open", &e))?;
+        Ok(Pool {
+            client,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `call` on a connection whose reads wait at most `extra` more
+    /// than [`IO_TIMEOUT`].
+    pub(super) fn with<R>(
+        &self,
+        operation: &'static str,
+        extra: Duration,
+        call: impl FnOnce(&mut Connection) -> Result<R, RedisError>,
+    ) -> Result<R, StorageError> {
+        let mut conn = match self.idle.lock().pop() {
+            Some(conn) => conn,
+            None => (self.client)
+                .get_connection_with_timeout(CONNECT_TIMEOUT)
+                .map_err(|e| failure(operation, &e))?,
+        };
+        let timeout = IO_TIMEOUT.saturating_add(extra);
+        (conn.set_read_timeout(Some(timeout)))
+            .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
+            .map_err(|e| failure(operation, &e))?;
+        match call(&mut conn) {
+            Ok(value) => {
+                let mut idle = self.idle.lock();
+                if idle.len() < KEPT {
+                    idle.push(conn);
+                }
+                Ok(value)
+            }
+            // A server's error reply leaves the connection usable; any
+            // other failure may leave a reply in flight on it.
+            Err(error) => {
+                if !unreachable(&error) {
+                    let mut idle = self.idle.lock();
+                    if idle.len() < KEPT {
+                        idle.push(conn);
+                    }
+                }
+                Err(failure(operation, &error))
+            }
+        }
+    }
+}
+
+fn unreachable(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+}
+
+/// A client error as a [`StorageError`] saying what was being done.
+pub(super) fn failure(operation: &'static str, error: &RedisError) -> StorageError {
+    WalError::Remote {
+        backend: "redis",
+        operation,
+        message: error.to_string(),
+        unreachable: unreachable(error),
+    }
+    .into()
+}
+
+/// A reply that is not what the script returns (another program wrote
+/// the queue's keys).
+pub(super) fn malformed(operation: &'static str, what: &str) -> StorageError {
+    WalError::Remote {
+        backend: "redis",
+        operation,
+        message: format!("unexpected reply: {what}"),
+        unreachable: false,
+    }
+    .into()
+}

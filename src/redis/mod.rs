@@ -1,0 +1,949 @@
+//! The Redis backend (feature `redis`): one queue shared by every process
+//! that opens it with [`Builder::redis`](crate::Builder::redis).
+//!
+//! | file | what |
+//! |---|---|
+//! | `queue.lua` | the queue itself: one script, every operation one atomic call |
+//! | `mod.rs` | [`Remote`]: the operations the handles call, and their waits |
+//! | `conn.rs` | the connection pool, timeouts, and errors |
+//! | `wire.rs` | reading the script's replies |
+//! | `offload.rs` | the async calls: a blocking call on a helper thread |
+//!
+//! The handles (`Producer`, `Consumer`, `Delivery`, `Batch`,
+//! `DeadLetters`, `Queue`) hold either the local state or a [`Remote`],
+//! and call the same operations on either.
+//!
+//! **State.** Every key of a queue shares the hash tag `{name}`, so a
+//! queue lives on one Redis Cluster shard. The script keeps the rules the
+//! local queue keeps (capacity over ready + in flight + delayed, fenced
+//! leases, backoff, `max_receives`, times to live, idempotency keys); the
+//! times are the server's clock, in milliseconds.
+//!
+//! **No reaper.** Whatever time has made due (expired leases, delays,
+//! times to live, key windows) is handled at the start of every call, by
+//! whichever process makes it: a consumer killed with its leases loses
+//! nothing, its messages come back to others once their leases run out.
+//!
+//! **Waiting.** A receive that finds nothing waits in `BLPOP` on a list
+//! of wake-up tokens that sends (and everything else that makes a message
+//! ready) push to, for at most the time until the next deadline the
+//! script reported, and never more than [`POLL`]; a send waits likewise
+//! on a list that acks, dead-lettering and cancels push to.
+
+mod conn;
+mod offload;
+mod wire;
+
+pub(crate) use offload::{offload, Offloaded};
+
+use crate::backoff::{Backoff, Random};
+use crate::builder::Config;
+use crate::clock::Nanos;
+use crate::codec;
+use crate::dead_letter::DeadLetter;
+use crate::error::StorageError;
+use crate::error::{CancelError, OpenError, RecvError, RedriveError, SendError, SettleError};
+use crate::message::{Held, MessageId};
+use crate::producer::{SendOptions, Sent, MAX_KEY_BYTES};
+use crate::queue::Cancelled;
+use crate::shared::{Peeked, Wait};
+use crate::stats::Stats;
+use crate::Message;
+use ::redis::{Script, Value};
+use conn::{malformed, Pool};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The longest a blocked call waits before it asks the server again,
+/// whatever it was told: a bound on how late a missed wake-up is noticed.
+pub(crate) const POLL: Duration = Duration::from_millis(250);
+
+/// The backend's name in errors.
+pub(crate) const BACKEND: &str = "redis";
+
+fn script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("queue.lua")))
+}
+
+/// One queue on a Redis server, as this process's handles reach it: the
+/// operations that know the message type; the others are [`Core`]'s.
+pub(crate) struct Remote<T> {
+    core: Arc<Core>,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> std::ops::Deref for Remote<T> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// The connection and settings of a [`Remote`], whatever its message
+/// type: what a settlement needs (and can take to a helper thread).
+pub(crate) struct Core {
+    name: Arc<str>,
+    keys: Vec<String>,
+    /// ARGV 2 to 10 of every call (see `queue.lua`) but the jitter's
+    /// random number, which [`call`](Self::call) draws each time.
+    settings: Vec<String>,
+    capacity: usize,
+    visibility_timeout: Duration,
+    dedup_window: Duration,
+    max_message_bytes: usize,
+    random: Random,
+    pool: Pool,
+    /// Seen closed once: stays closed.
+    closed: AtomicBool,
+    /// This process's clock, for what runs here (a schedule's ticks); the
+    /// queue's deadlines are the server's.
+    clock: Arc<dyn crate::Clock>,
+}
+
+/// Messages leased by one receive: one token for all of them.
+pub(crate) struct Leased<T> {
+    pub(crate) token: u64,
+    pub(crate) entries: Vec<Held<T>>,
+}
+
+/// What a receive found.
+enum Found<T> {
+    Some(Leased<T>),
+    Closed,
+    /// Nothing ready; something comes due in this long, if anything will.
+    Empty(Option<Duration>),
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A delay or timeout in milliseconds that Lua's numbers (doubles) hold
+/// exactly and that added to the server's clock stays below 2^53.
+fn bounded_ms(d: Duration) -> u64 {
+    ms(d).min(1 << 50)
+}
+
+impl<T: Message> Remote<T> {
+    /// Opens queue `name` on the server at `url` (checking that it is
+    /// reachable and that the queue was not made for another message
+    /// type).
+    pub(crate) fn open(url: &str, config: &Config) -> Result<Arc<Self>, OpenError> {
+        let name = Arc::clone(&config.name);
+        let pool = Pool::new(url).map_err(OpenError::Storage)?;
+        let tag = format!("spool:{{{name}}}");
+        let keys = [
+            "ready", "delayed", "leased", "lease", "msg", "meta", "dead", "keys", "keyexp",
+            "expiry", "stats", "closed", "wake", "room", "seq", "tok",
+        ]
+        .iter()
+        .map(|part| format!("{tag}:{part}"))
+        .collect();
+        let (kind, a, b, jitter) = match config.backoff {
+            Backoff::None => ("none", 0, 0, false),
+            Backoff::Fixed(d) => ("fixed", bounded_ms(d), 0, false),
+            Backoff::Exponential {
+                initial,
+                max,
+                jitter,
+            } => ("exp", bounded_ms(initial), bounded_ms(max), jitter),
+        };
+        let settings = vec![
+            config.max_receives.to_string(),
+            kind.to_string(),
+            a.to_string(),
+            b.to_string(),
+            if jitter { "1" } else { "0" }.to_string(),
+            config.capacity.to_string(),
+            bounded_ms(config.dedup_window).max(1).to_string(),
+            if config.dedup_key_only { "1" } else { "0" }.to_string(),
+        ];
+        let core = Core {
+            name,
+            keys,
+            settings,
+            capacity: config.capacity,
+            visibility_timeout: config.visibility_timeout,
+            dedup_window: config.dedup_window,
+            max_message_bytes: config.max_message_bytes,
+            random: Random::new(crate::clock::to_nanos(SystemTime::now())),
+            pool,
+            closed: AtomicBool::new(false),
+            clock: Arc::new(crate::SystemClock::new()),
+        };
+        let remote = Remote {
+            core: Arc::new(core),
+            _message: PhantomData,
+        };
+        remote.check_type()?;
+        Ok(Arc::new(remote))
+    }
+
+    /// The queue's keys record the message type it was made for; another
+    /// type is refused, as a persistent queue's file is.
+    fn check_type(&self) -> Result<(), OpenError> {
+        let expected = crate::persist::type_fingerprint::<T>();
+        let key = format!("spool:{{{}}}:type", self.name);
+        let found: Option<String> = self
+            .pool
+            .with("open", Duration::ZERO, |conn| {
+                ::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(expected.to_string())
+                    .arg("NX")
+                    .arg("GET")
+                    .query(conn)
+            })
+            .map_err(OpenError::Storage)?;
+        match found.map(|text| text.parse::<u64>()) {
+            None => Ok(()),
+            Some(Ok(found)) if found == expected => Ok(()),
+            Some(Ok(_)) => Err(OpenError::WrongMessageType {
+                file: format!("redis queue {}", self.name),
+            }),
+            Some(Err(_)) => Err(OpenError::Storage(malformed("open", "the queue's type"))),
+        }
+    }
+}
+
+impl<T> Remote<T> {
+    /// The part a helper thread can take.
+    pub(crate) fn core(&self) -> Arc<Core> {
+        Arc::clone(&self.core)
+    }
+}
+
+impl Core {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn visibility_timeout(&self) -> Duration {
+        self.visibility_timeout
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn crate::Clock> {
+        &self.clock
+    }
+
+    pub(crate) fn dedup_window(&self) -> Duration {
+        self.dedup_window
+    }
+
+    /// One call of the script: operation `op` with its own `args`, a read
+    /// timeout longer by `extra`.
+    fn call(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
+        let salt = self.random.below(1 << 31).to_string();
+        self.pool.with(op, Duration::ZERO, |conn| {
+            let mut call = script().prepare_invoke();
+            for key in &self.keys {
+                call.key(key);
+            }
+            call.arg(op);
+            for (index, setting) in self.settings.iter().enumerate() {
+                if index == 5 {
+                    call.arg(&salt);
+                }
+                call.arg(setting);
+            }
+            for arg in args {
+                call.arg(*arg);
+            }
+            call.invoke(conn)
+        })
+    }
+
+    /// Waits on wake-up list `list` (13 receivers, 14 senders) for at most
+    /// `wait` (and [`POLL`]).
+    fn block(&self, list: usize, wait: Duration) -> Result<(), StorageError> {
+        let wait = wait.min(POLL).max(Duration::from_millis(1));
+        let key = &self.keys[list - 1];
+        self.pool.with("wait", wait, |conn| {
+            ::redis::cmd("BLPOP")
+                .arg(key)
+                .arg(wait.as_secs_f64())
+                .query::<Value>(conn)
+                .map(drop)
+        })
+    }
+
+    /// How long `wait` still allows, `None` for ever; `Some(ZERO)` once
+    /// it has run out.
+    fn remaining(wait: &Wait) -> Option<Duration> {
+        match wait {
+            Wait::No => Some(Duration::ZERO),
+            Wait::Forever => None,
+            Wait::Until(at) => Some(at.saturating_duration_since(Instant::now())),
+        }
+    }
+}
+
+impl<T: Message> Remote<T> {
+    // ---- sending ----
+
+    /// One message's arguments of `send` (see `queue.lua`).
+    fn message_args(bytes: Vec<u8>, options: &SendOptions, out: &mut Vec<Vec<u8>>) {
+        let fingerprint = codec::fingerprint(&bytes).to_string();
+        let key = options.key.as_deref().unwrap_or("");
+        let at = options
+            .at
+            .map(|at| {
+                (crate::clock::to_nanos(at) / 1_000_000)
+                    .min(1 << 50)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        out.push(bytes);
+        out.push(key.as_bytes().to_vec());
+        out.push(fingerprint.into_bytes());
+        out.push(if options.any_payload {
+            b"1".to_vec()
+        } else {
+            b"0".to_vec()
+        });
+        out.push(bounded_ms(options.delay).to_string().into_bytes());
+        out.push(at.into_bytes());
+        let max = options
+            .max_receives
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        out.push(max.into_bytes());
+        let ttl = options
+            .ttl
+            .map(|t| bounded_ms(t).to_string())
+            .unwrap_or_default();
+        out.push(ttl.into_bytes());
+    }
+
+    fn encode(&self, message: &T) -> Result<Vec<u8>, (String, Option<usize>)> {
+        let bytes = codec::encode(message).map_err(|e| (e, None))?;
+        if bytes.len() > self.max_message_bytes {
+            return Err((String::new(), Some(bytes.len())));
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn send(
+        &self,
+        message: T,
+        options: SendOptions,
+        wait: Wait,
+    ) -> Result<Sent, SendError<T>> {
+        if let Some(key) = &options.key {
+            if key.len() > MAX_KEY_BYTES {
+                let len = key.len();
+                return Err(SendError::KeyTooLong {
+                    message,
+                    len,
+                    max: MAX_KEY_BYTES,
+                });
+            }
+        }
+        let bytes = match self.encode(&message) {
+            Ok(bytes) => bytes,
+            Err((reason, None)) => return Err(SendError::Encode { message, reason }),
+            Err((_, Some(size))) => {
+                let max = self.max_message_bytes;
+                return Err(SendError::TooLarge { message, size, max });
+            }
+        };
+        let mut args = vec![b"1".to_vec()];
+        Self::message_args(bytes, &options, &mut args);
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        loop {
+            let reply = match self
+                .call("send", &args)
+                .and_then(|r| wire::items(r, "send"))
+            {
+                Ok(reply) => reply,
+                Err(error) => return Err(SendError::Storage { message, error }),
+            };
+            let tag = reply.first().map(|t| wire::text(t, "send"));
+            let id = || reply.get(1).map(|v| wire::id(v, "send"));
+            let outcome = match tag {
+                Some(Ok(tag)) if tag == "ok" => id().map(|r| r.map(Sent::Enqueued)),
+                Some(Ok(tag)) if tag == "dup" => id().map(|r| r.map(Sent::Duplicate)),
+                Some(Ok(tag)) if tag == "conflict" => match id() {
+                    Some(Ok(original)) => return Err(SendError::KeyConflict { message, original }),
+                    _ => None,
+                },
+                Some(Ok(tag)) if tag == "closed" => {
+                    self.closed.store(true, Relaxed);
+                    return Err(SendError::Closed(message));
+                }
+                Some(Ok(tag)) if tag == "full" => match Core::remaining(&wait) {
+                    Some(Duration::ZERO) if matches!(wait, Wait::No) => {
+                        return Err(SendError::Full(message))
+                    }
+                    Some(Duration::ZERO) => return Err(SendError::Timeout(message)),
+                    left => {
+                        if let Err(error) = self.block(14, left.unwrap_or(POLL)) {
+                            return Err(SendError::Storage { message, error });
+                        }
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            return match outcome {
+                Some(Ok(sent)) => Ok(sent),
+                Some(Err(error)) => Err(SendError::Storage { message, error }),
+                None => {
+                    let error = malformed("send", "a send's outcome");
+                    Err(SendError::Storage { message, error })
+                }
+            };
+        }
+    }
+
+    pub(crate) fn send_batch(
+        &self,
+        messages: Vec<T>,
+        wait: Wait,
+    ) -> Result<Vec<MessageId>, SendError<Vec<T>>> {
+        if messages.len() > self.capacity {
+            return Err(SendError::Full(messages));
+        }
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![messages.len().to_string().into_bytes()];
+        let options = SendOptions::default();
+        for message in &messages {
+            match self.encode(message) {
+                Ok(bytes) => Self::message_args(bytes, &options, &mut args),
+                Err((reason, None)) => {
+                    return Err(SendError::Encode {
+                        message: messages,
+                        reason,
+                    })
+                }
+                Err((_, Some(size))) => {
+                    let max = self.max_message_bytes;
+                    return Err(SendError::TooLarge {
+                        message: messages,
+                        size,
+                        max,
+                    });
+                }
+            }
+        }
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        loop {
+            let reply = match self
+                .call("send", &args)
+                .and_then(|r| wire::items(r, "send"))
+            {
+                Ok(reply) => reply,
+                Err(error) => {
+                    return Err(SendError::Storage {
+                        message: messages,
+                        error,
+                    })
+                }
+            };
+            match reply.first().map(|t| wire::text(t, "send")) {
+                Some(Ok(tag)) if tag == "ok" => {
+                    let ids: Result<Vec<MessageId>, _> =
+                        reply[1..].iter().map(|v| wire::id(v, "send")).collect();
+                    return ids.map_err(|error| SendError::Storage {
+                        message: messages,
+                        error,
+                    });
+                }
+                Some(Ok(tag)) if tag == "closed" => {
+                    self.closed.store(true, Relaxed);
+                    return Err(SendError::Closed(messages));
+                }
+                Some(Ok(tag)) if tag == "full" => match Core::remaining(&wait) {
+                    Some(Duration::ZERO) if matches!(wait, Wait::No) => {
+                        return Err(SendError::Full(messages))
+                    }
+                    Some(Duration::ZERO) => return Err(SendError::Timeout(messages)),
+                    left => {
+                        if let Err(error) = self.block(14, left.unwrap_or(POLL)) {
+                            return Err(SendError::Storage {
+                                message: messages,
+                                error,
+                            });
+                        }
+                    }
+                },
+                _ => {
+                    let error = malformed("send", "a send's outcome");
+                    return Err(SendError::Storage {
+                        message: messages,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- receiving ----
+
+    fn try_lease(&self, max: usize) -> Result<Found<T>, StorageError> {
+        let visibility = bounded_ms(self.visibility_timeout).max(1).to_string();
+        let max = max.to_string();
+        let reply = wire::items(
+            self.call("recv", &[visibility.as_bytes(), max.as_bytes()])?,
+            "recv",
+        )?;
+        let tag = wire::text(
+            reply.first().ok_or_else(|| malformed("recv", "nothing"))?,
+            "recv",
+        )?;
+        match tag.as_str() {
+            "ok" => {
+                let token = u64::try_from(wire::int(&reply[1], "recv")?)
+                    .map_err(|_| malformed("recv", "a token"))?;
+                let found = self.triples(reply.into_iter().skip(3).collect(), "recv")?;
+                let entries = (found.into_iter())
+                    .map(|(id, payload, meta)| meta.into_held(id, payload))
+                    .collect();
+                Ok(Found::Some(Leased { token, entries }))
+            }
+            "closed" => {
+                self.closed.store(true, Relaxed);
+                Ok(Found::Closed)
+            }
+            "empty" => {
+                let due = wire::int(&reply[1], "recv")?;
+                let now = wire::int(&reply[2], "recv")?;
+                let next = (due >= 0)
+                    .then(|| Duration::from_millis(due.saturating_sub(now).max(1) as u64));
+                Ok(Found::Empty(next))
+            }
+            other => Err(malformed("recv", other)),
+        }
+    }
+
+    /// Leases up to `max` messages, waiting as `wait` says; `stop` ends
+    /// the wait early with `Ok(None)` (a worker pool's flags).
+    pub(crate) fn receive(
+        &self,
+        max: usize,
+        wait: Wait,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Leased<T>>, RecvError> {
+        loop {
+            let next = match self.try_lease(max).map_err(RecvError::Storage)? {
+                Found::Some(leased) => return Ok(Some(leased)),
+                Found::Closed => return Err(RecvError::Closed),
+                Found::Empty(next) => next,
+            };
+            if stop() {
+                return Ok(None);
+            }
+            let left = match Core::remaining(&wait) {
+                Some(Duration::ZERO) if matches!(wait, Wait::No) => return Err(RecvError::Empty),
+                Some(Duration::ZERO) => return Err(RecvError::Timeout),
+                left => left.unwrap_or(POLL),
+            };
+            let nap = next.map_or(left, |next| next.min(left));
+            self.block(13, nap).map_err(RecvError::Storage)?;
+        }
+    }
+}
+
+impl Core {
+    /// Whether a closed queue has nothing ready or delayed left (a worker
+    /// pool's "until idle").
+    pub(crate) fn drained(&self) -> Result<bool, StorageError> {
+        let stats = self.stats()?;
+        Ok(stats.ready == 0 && stats.delayed == 0)
+    }
+
+    // ---- settling ----
+
+    /// Runs settlement `op` on `ids` under `token` with `args` before the
+    /// ids; returns how many it settled, or `LeaseExpired` naming the
+    /// first id it could not.
+    fn settle(
+        &self,
+        op: &'static str,
+        token: u64,
+        args: &[&[u8]],
+        ids: &[MessageId],
+    ) -> Result<(usize, Option<MessageId>), SettleError> {
+        let token = token.to_string();
+        let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+        let mut all: Vec<&[u8]> = vec![token.as_bytes()];
+        all.extend_from_slice(args);
+        all.extend(ids.iter().map(|id| id.as_bytes()));
+        let reply = self.call(op, &all).and_then(|r| wire::items(r, op));
+        let reply = reply.map_err(SettleError::Storage)?;
+        let done = wire::int(
+            reply
+                .first()
+                .ok_or_else(|| malformed(op, "nothing"))
+                .map_err(SettleError::Storage)?,
+            op,
+        )
+        .map_err(SettleError::Storage)?;
+        let lost = match reply.get(1) {
+            Some(value) => wire::int(value, op).map_err(SettleError::Storage)?,
+            None => 0,
+        };
+        let lost = (lost > 0).then_some(MessageId(lost as u64));
+        Ok((usize::try_from(done).unwrap_or(0), lost))
+    }
+
+    /// Settles one lease of all of `ids`: `LeaseExpired` if the first is
+    /// no longer held (a batch's lease names its first).
+    fn settle_all(
+        &self,
+        op: &'static str,
+        token: u64,
+        args: &[&[u8]],
+        ids: &[MessageId],
+    ) -> Result<(), SettleError> {
+        let (done, lost) = self.settle(op, token, args, ids)?;
+        match lost {
+            Some(id) if done == 0 || ids.first() == Some(&id) => {
+                Err(SettleError::LeaseExpired { id })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn ack(&self, token: u64, ids: &[MessageId]) -> Result<(), SettleError> {
+        self.settle_all("ack", token, &[], ids)
+    }
+
+    /// Acknowledges every lease of `leases` still held; returns how many.
+    pub(crate) fn ack_each(&self, leases: &[(MessageId, u64)]) -> Result<usize, SettleError> {
+        let mut acked = 0;
+        // One call per token: leases from one batch share theirs.
+        let mut rest = leases.to_vec();
+        rest.sort_by_key(|(_, token)| *token);
+        for group in rest.chunk_by(|a, b| a.1 == b.1) {
+            let ids: Vec<MessageId> = group.iter().map(|(id, _)| *id).collect();
+            acked += self.settle("ack", group[0].1, &[], &ids)?.0;
+        }
+        Ok(acked)
+    }
+
+    pub(crate) fn release(
+        &self,
+        token: u64,
+        ids: &[MessageId],
+        delay: Option<Duration>,
+        error: Option<String>,
+    ) -> Result<(), SettleError> {
+        let delay = delay.map(|d| bounded_ms(d).to_string()).unwrap_or_default();
+        let has_error = if error.is_some() { "1" } else { "0" };
+        let text = error.unwrap_or_default();
+        let args = [delay.as_bytes(), has_error.as_bytes(), text.as_bytes()];
+        self.settle_all("release", token, &args, ids)
+    }
+
+    pub(crate) fn reject(
+        &self,
+        token: u64,
+        ids: &[MessageId],
+        reason: String,
+    ) -> Result<(), SettleError> {
+        self.settle_all("reject", token, &[reason.as_bytes()], ids)
+    }
+
+    /// Keeps the lease for `by` from now (the server's); returns the new
+    /// deadline.
+    pub(crate) fn extend(
+        &self,
+        token: u64,
+        ids: &[MessageId],
+        by: Duration,
+    ) -> Result<Nanos, SettleError> {
+        let by = bounded_ms(by).to_string();
+        let (deadline, lost) = self.settle("extend", token, &[by.as_bytes()], ids)?;
+        match lost {
+            Some(id) if ids.first() == Some(&id) => Err(SettleError::LeaseExpired { id }),
+            _ => Ok(wire::nanos(deadline as i64)),
+        }
+    }
+
+    /// The lease's deadline, if `token` still holds `id`.
+    pub(crate) fn deadline(&self, id: MessageId, token: u64) -> Option<Nanos> {
+        let (token, id) = (token.to_string(), id.0.to_string());
+        let reply = self
+            .call("deadline", &[token.as_bytes(), id.as_bytes()])
+            .ok()?;
+        let at = wire::int(&reply, "deadline").ok()?;
+        (at >= 0).then(|| wire::nanos(at))
+    }
+
+    // ---- the queue ----
+
+    pub(crate) fn stats(&self) -> Result<Stats, StorageError> {
+        let reply = wire::items(self.call("stats", &[])?, "stats")?;
+        if reply.len() < 8 {
+            return Err(malformed("stats", "too short"));
+        }
+        let count =
+            |i: usize| wire::int(&reply[i], "stats").map(|n| usize::try_from(n).unwrap_or(0));
+        let mut stats = Stats {
+            capacity: self.capacity,
+            ready: count(0)?,
+            delayed: count(1)?,
+            in_flight: count(2)?,
+            dead_letters: count(3)?,
+            ..Stats::default()
+        };
+        let oldest = wire::int(&reply[4], "stats")?;
+        let now = wire::int(&reply[5], "stats")?;
+        if oldest >= 0 {
+            stats.oldest_ready_age = Some(Duration::from_millis(
+                now.saturating_sub(oldest).max(0) as u64
+            ));
+        }
+        if wire::int(&reply[6], "stats")? == 1 {
+            self.closed.store(true, Relaxed);
+        }
+        let counters = match &reply[7] {
+            Value::Array(items) => items.clone(),
+            Value::Map(pairs) => pairs
+                .iter()
+                .flat_map(|(k, v)| [k.clone(), v.clone()])
+                .collect(),
+            _ => Vec::new(),
+        };
+        for pair in counters.chunks(2) {
+            let [name, value] = pair else { continue };
+            let value = u64::try_from(wire::int(value, "stats")?).unwrap_or(0);
+            match wire::text(name, "stats")?.as_str() {
+                "sent" => stats.sent = value,
+                "duplicates" => stats.duplicates = value,
+                "acked" => stats.acked = value,
+                "nacked" => stats.nacked = value,
+                "expired" => stats.expired = value,
+                "dead_lettered" => stats.dead_lettered = value,
+                "redriven" => stats.redriven = value,
+                "purged" => stats.purged = value,
+                "cancelled" => stats.cancelled = value,
+                _ => {}
+            }
+        }
+        Ok(stats)
+    }
+
+    pub(crate) fn close(&self) -> Result<(), StorageError> {
+        self.call("close", &[])?;
+        self.closed.store(true, Relaxed);
+        Ok(())
+    }
+
+    /// Whether the queue is closed, as this process last saw it or the
+    /// server says now (a failed call answers `false`).
+    pub(crate) fn is_closed(&self) -> bool {
+        if self.closed.load(Relaxed) {
+            return true;
+        }
+        let key = &self.keys[11];
+        let exists = self.pool.with("closed", Duration::ZERO, |conn| {
+            ::redis::cmd("EXISTS").arg(key).query::<i64>(conn)
+        });
+        let closed = exists.is_ok_and(|n| n == 1);
+        if closed {
+            self.closed.store(true, Relaxed);
+        }
+        closed
+    }
+}
+
+impl<T: Message> Remote<T> {
+    pub(crate) fn peek(&self, max: usize) -> Result<Vec<Peeked<T>>, StorageError> {
+        let max = max.min(1 << 20).to_string();
+        let reply = wire::items(self.call("peek", &[max.as_bytes()])?, "peek")?;
+        let found = self.triples(reply, "peek")?;
+        Ok(found
+            .into_iter()
+            .map(|(id, message, meta)| Peeked {
+                id,
+                receive_count: meta.receive_count,
+                enqueued_at: crate::clock::from_nanos(meta.enqueued_at),
+                message,
+            })
+            .collect())
+    }
+
+    /// Decodes the id, payload, meta triples of a reply.
+    fn triples(
+        &self,
+        reply: Vec<Value>,
+        op: &'static str,
+    ) -> Result<Vec<(MessageId, T, wire::Meta)>, StorageError> {
+        let mut out = Vec::with_capacity(reply.len() / 3);
+        let mut rest = reply.into_iter();
+        while let (Some(id), Some(payload), Some(meta)) = (rest.next(), rest.next(), rest.next()) {
+            let id = wire::id(&id, op)?;
+            let bytes = wire::bytes(payload, op)?;
+            let meta = wire::Meta::parse(&meta, op)?;
+            let payload = codec::decode::<T>(&bytes)
+                .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))?;
+            out.push((id, payload, meta));
+        }
+        Ok(out)
+    }
+
+    fn letters(
+        &self,
+        op: &'static str,
+        id: Option<MessageId>,
+    ) -> Result<Vec<DeadLetter<T>>, StorageError> {
+        let which = id.map(|id| id.0.to_string()).unwrap_or_default();
+        let reply = wire::items(self.call(op, &[which.as_bytes()])?, op)?;
+        Ok(self
+            .triples(reply, op)?
+            .into_iter()
+            .map(|(id, payload, mut meta)| {
+                let dead = meta.dead.take();
+                let (reason, at) = dead.unwrap_or((crate::DeadLetterReason::Expired, 0));
+                DeadLetter::new(meta.into_held(id, payload), reason, at)
+            })
+            .collect())
+    }
+
+    pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter<T>>, StorageError> {
+        self.letters("letters", None)
+    }
+
+    pub(crate) fn dead_letter(&self, id: MessageId) -> Result<Option<DeadLetter<T>>, StorageError> {
+        Ok(self.letters("letters", Some(id))?.pop())
+    }
+
+    pub(crate) fn remove_dead_letter(
+        &self,
+        id: MessageId,
+    ) -> Result<Option<DeadLetter<T>>, StorageError> {
+        Ok(self.letters("remove", Some(id))?.pop())
+    }
+
+    pub(crate) fn purge(&self) -> Result<usize, StorageError> {
+        Ok(self.letters("remove", None)?.len())
+    }
+
+    /// Redrives `ids` in order (one id: `NotFound` if it is not a dead
+    /// letter), with `fixed` as the payload if given.
+    pub(crate) fn redrive(
+        &self,
+        ids: &[MessageId],
+        fixed: Option<T>,
+    ) -> Result<usize, RedriveError> {
+        let payload = match &fixed {
+            Some(fixed) => match self.encode(fixed) {
+                Ok(bytes) => bytes,
+                Err((reason, None)) => return Err(RedriveError::Encode(reason)),
+                Err((_, Some(size))) => {
+                    let max = self.max_message_bytes;
+                    return Err(RedriveError::TooLarge { size, max });
+                }
+            },
+            None => Vec::new(),
+        };
+        let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+        let has = if fixed.is_some() { "1" } else { "0" };
+        let mut args: Vec<&[u8]> = vec![has.as_bytes(), &payload];
+        args.extend(ids.iter().map(|id| id.as_bytes()));
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let reply = self
+            .call("redrive", &args)
+            .and_then(|r| wire::items(r, "redrive"));
+        let reply = reply.map_err(RedriveError::Storage)?;
+        let tag = reply
+            .first()
+            .map(|t| wire::text(t, "redrive"))
+            .transpose()
+            .map_err(RedriveError::Storage)?;
+        let n = || -> Result<usize, RedriveError> {
+            let n = wire::int(
+                reply
+                    .get(1)
+                    .ok_or(RedriveError::Storage(malformed("redrive", "nothing")))?,
+                "redrive",
+            );
+            Ok(usize::try_from(n.map_err(RedriveError::Storage)?).unwrap_or(0))
+        };
+        match tag.as_deref() {
+            Some("ok") => n(),
+            Some("full") => Err(RedriveError::Full { redriven: n()? }),
+            Some("closed") => Err(RedriveError::Closed),
+            Some("missing") => {
+                let id = wire::id(&reply[1], "redrive").map_err(RedriveError::Storage)?;
+                Err(RedriveError::NotFound(id))
+            }
+            _ => Err(RedriveError::Storage(malformed("redrive", "an outcome"))),
+        }
+    }
+
+    pub(crate) fn dead_letter_ids(&self) -> Result<Vec<MessageId>, StorageError> {
+        Ok(self.dead_letters()?.iter().map(DeadLetter::id).collect())
+    }
+}
+
+impl Core {
+    fn cancel_by(&self, kind: &str, which: &str) -> Result<(MessageId, Cancelled), CancelError> {
+        let reply = self.call("cancel", &[kind.as_bytes(), which.as_bytes()]);
+        let reply = reply
+            .and_then(|r| wire::items(r, "cancel"))
+            .map_err(CancelError::Storage)?;
+        let tag = reply
+            .first()
+            .map(|t| wire::text(t, "cancel"))
+            .transpose()
+            .map_err(CancelError::Storage)?;
+        let id = || -> Result<MessageId, CancelError> {
+            let value = reply
+                .get(1)
+                .ok_or(CancelError::Storage(malformed("cancel", "no id")))?;
+            wire::id(value, "cancel").map_err(CancelError::Storage)
+        };
+        match tag.as_deref() {
+            Some("ready") => Ok((id()?, Cancelled::Ready)),
+            Some("delayed") => Ok((id()?, Cancelled::Delayed)),
+            Some("missing") => Err(CancelError::NotFound(id()?)),
+            Some("unknown") => Err(CancelError::UnknownKey(which.to_owned())),
+            _ => Err(CancelError::Storage(malformed("cancel", "an outcome"))),
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: MessageId) -> Result<Cancelled, CancelError> {
+        self.cancel_by("id", &id.0.to_string())
+            .map(|(_, where_)| where_)
+    }
+
+    pub(crate) fn cancel_key(&self, key: &str) -> Result<(MessageId, Cancelled), CancelError> {
+        self.cancel_by("key", key)
+    }
+
+    /// Releases a lease on a helper thread (a delivery dropped unsettled:
+    /// a drop does not wait on the network). A failure changes nothing:
+    /// the lease then runs out.
+    pub(crate) fn release_later(self: &Arc<Self>, token: u64, ids: Vec<MessageId>) {
+        let core = Arc::clone(self);
+        drop(offload(move || core.release(token, &ids, None, None)));
+    }
+
+    /// Wakes this queue's blocked receivers (a worker pool stopping):
+    /// they look at their flags at once instead of within [`POLL`].
+    pub(crate) fn wake_consumers(&self) {
+        let key = &self.keys[12];
+        let _ = self.pool.with("wake", Duration::ZERO, |conn| {
+            ::redis::cmd("LPUSH")
+                .arg(key)
+                .arg(&["1"; 16][..])
+                .query::<Value>(conn)
+                .map(drop)
+        });
+    }
+}

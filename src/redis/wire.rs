@@ -1,0 +1,119 @@
+//! Reading the script's replies: ids, numbers, payload bytes and the
+//! message metadata (a small JSON object, see `queue.lua`).
+
+use super::conn::malformed;
+use crate::clock::Nanos;
+use crate::dead_letter::DeadLetterReason;
+use crate::error::StorageError;
+use crate::message::{Held, MessageId, Queued};
+use ::redis::Value;
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+pub(super) fn items(value: Value, operation: &'static str) -> Result<Vec<Value>, StorageError> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        other => Err(malformed(operation, &format!("{other:?}"))),
+    }
+}
+
+pub(super) fn int(value: &Value, operation: &'static str) -> Result<i64, StorageError> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| malformed(operation, "a number")),
+        Value::SimpleString(text) => text.parse().map_err(|_| malformed(operation, "a number")),
+        other => Err(malformed(operation, &format!("{other:?}"))),
+    }
+}
+
+pub(super) fn text(value: &Value, operation: &'static str) -> Result<String, StorageError> {
+    match value {
+        Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(text) => Ok(text.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        other => Err(malformed(operation, &format!("{other:?}"))),
+    }
+}
+
+pub(super) fn bytes(value: Value, operation: &'static str) -> Result<Vec<u8>, StorageError> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        other => Err(malformed(operation, &format!("{other:?}"))),
+    }
+}
+
+pub(super) fn id(value: &Value, operation: &'static str) -> Result<MessageId, StorageError> {
+    let n = int(value, operation)?;
+    u64::try_from(n)
+        .map(MessageId)
+        .map_err(|_| malformed(operation, "a message id"))
+}
+
+/// Milliseconds of the server's clock as the crate's nanoseconds.
+pub(super) fn nanos(ms: i64) -> Nanos {
+    u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
+}
+
+/// A message's metadata, as the script keeps it.
+pub(super) struct Meta {
+    pub(super) receive_count: u32,
+    pub(super) enqueued_at: Nanos,
+    key: Option<Arc<str>>,
+    max_receives: Option<u32>,
+    expires_at: Option<Nanos>,
+    errors: Vec<String>,
+    /// Why and when it was dead-lettered, if it was.
+    pub(super) dead: Option<(DeadLetterReason, Nanos)>,
+}
+
+impl Meta {
+    pub(super) fn parse(value: &Value, operation: &'static str) -> Result<Meta, StorageError> {
+        let raw = match value {
+            Value::BulkString(bytes) => bytes,
+            other => return Err(malformed(operation, &format!("{other:?}"))),
+        };
+        let json: Json =
+            serde_json::from_slice(raw).map_err(|e| malformed(operation, &e.to_string()))?;
+        let number = |field: &str| json.get(field).and_then(Json::as_f64);
+        let ms = |field: &str| number(field).map(|ms| nanos(ms as i64));
+        let string = |field: &str| json.get(field).and_then(Json::as_str);
+        // An empty list reads back from Lua as an empty object.
+        let errors = match json.get("err") {
+            Some(Json::Array(texts)) => texts
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let dead = string("dr").map(|kind| {
+            let receive_count = number("n").unwrap_or(0.0) as u32;
+            let reason = match kind {
+                "max" => DeadLetterReason::MaxReceives(receive_count),
+                "exp" => DeadLetterReason::Expired,
+                _ => DeadLetterReason::Rejected(string("dt").unwrap_or_default().to_owned()),
+            };
+            (reason, ms("da").unwrap_or(0))
+        });
+        Ok(Meta {
+            receive_count: number("n").unwrap_or(0.0) as u32,
+            enqueued_at: ms("e").unwrap_or(0),
+            key: string("k").map(Arc::from),
+            max_receives: number("m").map(|m| m as u32),
+            expires_at: ms("x"),
+            errors,
+            dead,
+        })
+    }
+
+    /// The message as the handles hold it.
+    pub(super) fn into_held<T>(self, id: MessageId, payload: T) -> Held<T> {
+        let mut entry = Queued::new(id, payload, self.enqueued_at, self.key);
+        entry.receive_count = self.receive_count;
+        entry.set_limits(self.max_receives, self.expires_at);
+        entry.set_errors(self.errors);
+        entry.into_held()
+    }
+}
