@@ -63,9 +63,20 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// The backend's name in errors.
 pub(crate) const BACKEND: &str = "redis";
 
-fn script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(include_str!("queue.lua")))
+/// The script for operation `op`. Sends run under `#!lua` with no flags,
+/// which a server at `maxmemory` refuses before the script starts: a
+/// typed error, and nothing half done. Everything else may run past it
+/// (`allow-oom`): receives and settlements free memory or hold it steady,
+/// and a queue that could not be acknowledged at `maxmemory` would never
+/// drain.
+fn script(op: &str) -> &'static Script {
+    static SENDS: OnceLock<Script> = OnceLock::new();
+    static OTHERS: OnceLock<Script> = OnceLock::new();
+    let (cell, shebang) = match op {
+        "send" => (&SENDS, "#!lua\n"),
+        _ => (&OTHERS, "#!lua flags=allow-oom\n"),
+    };
+    cell.get_or_init(|| Script::new(&format!("{shebang}{}", include_str!("queue.lua"))))
 }
 
 /// One queue on a Redis server, as this process's handles reach it: the
@@ -243,7 +254,7 @@ impl Core {
     fn call(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
         let salt = self.random.below(1 << 31).to_string();
         self.pool.with(op, Duration::ZERO, |conn| {
-            let mut call = script().prepare_invoke();
+            let mut call = script(op).prepare_invoke();
             for key in &self.keys {
                 call.key(key);
             }
