@@ -49,11 +49,11 @@ use crate::queue::Cancelled;
 use crate::shared::{Peeked, Wait};
 use crate::stats::Stats;
 use crate::Message;
-use ::redis::{Script, Value};
+use ::redis::Value;
 use conn::{malformed, Pool};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The longest a blocked call waits before it asks the server again,
@@ -63,20 +63,17 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// The backend's name in errors.
 pub(crate) const BACKEND: &str = "redis";
 
-/// The script for operation `op`. Sends run under `#!lua` with no flags,
-/// which a server at `maxmemory` refuses before the script starts: a
-/// typed error, and nothing half done. Everything else may run past it
-/// (`allow-oom`): receives and settlements free memory or hold it steady,
-/// and a queue that could not be acknowledged at `maxmemory` would never
-/// drain.
-fn script(op: &str) -> &'static Script {
-    static SENDS: OnceLock<Script> = OnceLock::new();
-    static OTHERS: OnceLock<Script> = OnceLock::new();
-    let (cell, shebang) = match op {
-        "send" => (&SENDS, "#!lua\n"),
-        _ => (&OTHERS, "#!lua flags=allow-oom\n"),
-    };
-    cell.get_or_init(|| Script::new(&format!("{shebang}{}", include_str!("queue.lua"))))
+/// The function library (`queue.lua`), loaded into the server at open
+/// and again if the server has lost it.
+const LIBRARY: &str = include_str!("queue.lua");
+
+/// The library's function for operation `op`: sends are refused before
+/// they start by a server at `maxmemory` (see `queue.lua`).
+fn function(op: &str) -> &'static str {
+    match op {
+        "send" => "spool_2_send",
+        _ => "spool_2_op",
+    }
 }
 
 /// One queue on a Redis server, as this process's handles reach it: the
@@ -121,6 +118,15 @@ pub(crate) struct Leased<T> {
     pub(crate) entries: Vec<Held<T>>,
 }
 
+/// How a send ended, but for its message.
+enum Sending {
+    /// The script's reply: `ok` and the ids, `dup` or `conflict` and one.
+    Done(Vec<Value>),
+    Closed,
+    Full,
+    Timeout,
+}
+
 /// What a receive found.
 enum Found<T> {
     Some(Leased<T>),
@@ -149,7 +155,8 @@ impl<T: Message> Remote<T> {
         let tag = format!("spool:{{{name}}}");
         let keys = [
             "ready", "delayed", "leased", "lease", "msg", "meta", "dead", "keys", "keyexp",
-            "expiry", "stats", "closed", "wake", "room", "seq", "tok",
+            "expiry", "stats", "closed", "wake", "room", "seq", "tok", "due", "held", "waiting",
+            "wanting",
         ]
         .iter()
         .map(|part| format!("{tag}:{part}"))
@@ -190,6 +197,7 @@ impl<T: Message> Remote<T> {
             core: Arc::new(core),
             _message: PhantomData,
         };
+        remote.load().map_err(OpenError::Storage)?;
         remote.check_type()?;
         Ok(Arc::new(remote))
     }
@@ -249,14 +257,39 @@ impl Core {
         self.dedup_window
     }
 
-    /// One call of the script: operation `op` with its own `args`, a read
-    /// timeout longer by `extra`.
+    /// Loads the function library (replacing an older copy of the same
+    /// version).
+    fn load(&self) -> Result<(), StorageError> {
+        self.pool.with("load", Duration::ZERO, |conn| {
+            ::redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("REPLACE")
+                .arg(LIBRARY)
+                .query::<Value>(conn)
+                .map(drop)
+        })
+    }
+
+    /// One call of the library: operation `op` with its own `args`. A
+    /// server that lost the library (restarted without persistence,
+    /// `FUNCTION FLUSH`) gets it again.
     fn call(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
+        match self.call_once(op, args) {
+            Err(error) if error.to_string().contains("Function not found") => {
+                self.load()?;
+                self.call_once(op, args)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
         let salt = self.random.below(1 << 31).to_string();
         self.pool.with(op, Duration::ZERO, |conn| {
-            let mut call = script(op).prepare_invoke();
+            let mut call = ::redis::cmd("FCALL");
+            call.arg(function(op)).arg(self.keys.len());
             for key in &self.keys {
-                call.key(key);
+                call.arg(key);
             }
             call.arg(op);
             for (index, setting) in self.settings.iter().enumerate() {
@@ -268,8 +301,14 @@ impl Core {
             for arg in args {
                 call.arg(*arg);
             }
-            call.invoke(conn)
+            call.query(conn)
         })
+    }
+
+    /// A caller counted as waiting on `list` gives up (it will not call
+    /// again, which would have uncounted it).
+    fn unwait(&self, list: &str) {
+        let _ = self.call("unwait", &[list.as_bytes()]);
     }
 
     /// Waits on wake-up list `list` (13 receivers, 14 senders) for at most
@@ -368,50 +407,74 @@ impl<T: Message> Remote<T> {
         };
         let mut args = vec![b"1".to_vec()];
         Self::message_args(bytes, &options, &mut args);
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let fail = |message, error| SendError::Storage { message, error };
+        match self.send_waiting(args, &wait) {
+            Ok(Sending::Done(reply)) => match reply.as_slice() {
+                [tag, id] => {
+                    let id = match wire::id(id, "send") {
+                        Ok(id) => id,
+                        Err(error) => return Err(fail(message, error)),
+                    };
+                    match wire::text(tag, "send").as_deref() {
+                        Ok("ok") => Ok(Sent::Enqueued(id)),
+                        Ok("dup") => Ok(Sent::Duplicate(id)),
+                        Ok("conflict") => Err(SendError::KeyConflict {
+                            message,
+                            original: id,
+                        }),
+                        _ => Err(fail(message, malformed("send", "a send's outcome"))),
+                    }
+                }
+                _ => Err(fail(message, malformed("send", "a send's outcome"))),
+            },
+            Ok(Sending::Closed) => Err(SendError::Closed(message)),
+            Ok(Sending::Full) => Err(SendError::Full(message)),
+            Ok(Sending::Timeout) => Err(SendError::Timeout(message)),
+            Err(error) => Err(fail(message, error)),
+        }
+    }
+
+    /// Sends with `args` (see `queue.lua`; its second and third are set
+    /// here), waiting for room as `wait` says.
+    fn send_waiting(&self, mut args: Vec<Vec<u8>>, wait: &Wait) -> Result<Sending, StorageError> {
+        args.splice(1..1, [b"0".to_vec(), b"0".to_vec()]);
+        let mut waited = false;
         loop {
-            let reply = match self
-                .call("send", &args)
-                .and_then(|r| wire::items(r, "send"))
-            {
-                Ok(reply) => reply,
-                Err(error) => return Err(SendError::Storage { message, error }),
+            let left = Core::remaining(wait);
+            let will_wait = left != Some(Duration::ZERO);
+            args[1] = if waited { b"1".to_vec() } else { b"0".to_vec() };
+            args[2] = if will_wait {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
             };
-            let tag = reply.first().map(|t| wire::text(t, "send"));
-            let id = || reply.get(1).map(|v| wire::id(v, "send"));
-            let outcome = match tag {
-                Some(Ok(tag)) if tag == "ok" => id().map(|r| r.map(Sent::Enqueued)),
-                Some(Ok(tag)) if tag == "dup" => id().map(|r| r.map(Sent::Duplicate)),
-                Some(Ok(tag)) if tag == "conflict" => match id() {
-                    Some(Ok(original)) => return Err(SendError::KeyConflict { message, original }),
-                    _ => None,
-                },
-                Some(Ok(tag)) if tag == "closed" => {
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let reply = wire::items(self.call("send", &refs)?, "send")?;
+            let tag = wire::text(
+                reply.first().ok_or_else(|| malformed("send", "nothing"))?,
+                "send",
+            )?;
+            match tag.as_str() {
+                "full" if will_wait => {
+                    waited = true;
+                    if let Err(error) = self.block(14, left.unwrap_or(POLL)) {
+                        self.unwait("room");
+                        return Err(error);
+                    }
+                }
+                "full" if matches!(wait, Wait::No) => return Ok(Sending::Full),
+                "full" => {
+                    if waited {
+                        self.unwait("room");
+                    }
+                    return Ok(Sending::Timeout);
+                }
+                "closed" => {
                     self.closed.store(true, Relaxed);
-                    return Err(SendError::Closed(message));
+                    return Ok(Sending::Closed);
                 }
-                Some(Ok(tag)) if tag == "full" => match Core::remaining(&wait) {
-                    Some(Duration::ZERO) if matches!(wait, Wait::No) => {
-                        return Err(SendError::Full(message))
-                    }
-                    Some(Duration::ZERO) => return Err(SendError::Timeout(message)),
-                    left => {
-                        if let Err(error) = self.block(14, left.unwrap_or(POLL)) {
-                            return Err(SendError::Storage { message, error });
-                        }
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            return match outcome {
-                Some(Ok(sent)) => Ok(sent),
-                Some(Err(error)) => Err(SendError::Storage { message, error }),
-                None => {
-                    let error = malformed("send", "a send's outcome");
-                    Err(SendError::Storage { message, error })
-                }
-            };
+                _ => return Ok(Sending::Done(reply)),
+            }
         }
     }
 
@@ -447,67 +510,45 @@ impl<T: Message> Remote<T> {
                 }
             }
         }
-        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        loop {
-            let reply = match self
-                .call("send", &args)
-                .and_then(|r| wire::items(r, "send"))
-            {
-                Ok(reply) => reply,
-                Err(error) => {
-                    return Err(SendError::Storage {
-                        message: messages,
-                        error,
-                    })
+        let fail = |message, error| SendError::Storage { message, error };
+        match self.send_waiting(args, &wait) {
+            Ok(Sending::Done(reply)) => {
+                let tag = reply.first().map(|t| wire::text(t, "send"));
+                if !matches!(tag, Some(Ok(ref tag)) if tag == "ok") {
+                    return Err(fail(messages, malformed("send", "a batch's outcome")));
                 }
-            };
-            match reply.first().map(|t| wire::text(t, "send")) {
-                Some(Ok(tag)) if tag == "ok" => {
-                    let ids: Result<Vec<MessageId>, _> =
-                        reply[1..].iter().map(|v| wire::id(v, "send")).collect();
-                    return ids.map_err(|error| SendError::Storage {
-                        message: messages,
-                        error,
-                    });
-                }
-                Some(Ok(tag)) if tag == "closed" => {
-                    self.closed.store(true, Relaxed);
-                    return Err(SendError::Closed(messages));
-                }
-                Some(Ok(tag)) if tag == "full" => match Core::remaining(&wait) {
-                    Some(Duration::ZERO) if matches!(wait, Wait::No) => {
-                        return Err(SendError::Full(messages))
-                    }
-                    Some(Duration::ZERO) => return Err(SendError::Timeout(messages)),
-                    left => {
-                        if let Err(error) = self.block(14, left.unwrap_or(POLL)) {
-                            return Err(SendError::Storage {
-                                message: messages,
-                                error,
-                            });
-                        }
-                    }
-                },
-                _ => {
-                    let error = malformed("send", "a send's outcome");
-                    return Err(SendError::Storage {
-                        message: messages,
-                        error,
-                    });
-                }
+                let ids: Result<Vec<MessageId>, _> =
+                    reply[1..].iter().map(|v| wire::id(v, "send")).collect();
+                ids.map_err(|error| fail(messages, error))
             }
+            Ok(Sending::Closed) => Err(SendError::Closed(messages)),
+            Ok(Sending::Full) => Err(SendError::Full(messages)),
+            Ok(Sending::Timeout) => Err(SendError::Timeout(messages)),
+            Err(error) => Err(fail(messages, error)),
         }
     }
 
     // ---- receiving ----
 
-    fn try_lease(&self, max: usize) -> Result<Found<T>, StorageError> {
+    /// One receive call: `waited` says this caller blocked since its last
+    /// call, `will_wait` that it will block if nothing is ready (it is
+    /// then counted as waiting, so that a send wakes it).
+    fn try_lease(
+        &self,
+        max: usize,
+        waited: bool,
+        will_wait: bool,
+    ) -> Result<Found<T>, StorageError> {
         let visibility = bounded_ms(self.visibility_timeout).max(1).to_string();
         let max = max.to_string();
-        let reply = wire::items(
-            self.call("recv", &[visibility.as_bytes(), max.as_bytes()])?,
-            "recv",
-        )?;
+        let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
+        let args = [
+            visibility.as_bytes(),
+            max.as_bytes(),
+            flag(waited),
+            flag(will_wait),
+        ];
+        let reply = wire::items(self.call("recv", &args)?, "recv")?;
         let tag = wire::text(
             reply.first().ok_or_else(|| malformed("recv", "nothing"))?,
             "recv",
@@ -545,22 +586,34 @@ impl<T: Message> Remote<T> {
         wait: Wait,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Leased<T>>, RecvError> {
+        let mut waited = false;
         loop {
-            let next = match self.try_lease(max).map_err(RecvError::Storage)? {
-                Found::Some(leased) => return Ok(Some(leased)),
-                Found::Closed => return Err(RecvError::Closed),
-                Found::Empty(next) => next,
+            let left = Core::remaining(&wait);
+            let will_wait = left != Some(Duration::ZERO);
+            let next = match self.try_lease(max, waited, will_wait) {
+                Ok(Found::Some(leased)) => return Ok(Some(leased)),
+                Ok(Found::Closed) => return Err(RecvError::Closed),
+                Ok(Found::Empty(next)) => next,
+                Err(error) => return Err(RecvError::Storage(error)),
             };
+            if !will_wait {
+                return Err(if matches!(wait, Wait::No) {
+                    RecvError::Empty
+                } else {
+                    RecvError::Timeout
+                });
+            }
             if stop() {
+                self.unwait("wake");
                 return Ok(None);
             }
-            let left = match Core::remaining(&wait) {
-                Some(Duration::ZERO) if matches!(wait, Wait::No) => return Err(RecvError::Empty),
-                Some(Duration::ZERO) => return Err(RecvError::Timeout),
-                left => left.unwrap_or(POLL),
-            };
+            let left = left.unwrap_or(POLL);
             let nap = next.map_or(left, |next| next.min(left));
-            self.block(13, nap).map_err(RecvError::Storage)?;
+            if let Err(error) = self.block(13, nap) {
+                self.unwait("wake");
+                return Err(RecvError::Storage(error));
+            }
+            waited = true;
         }
     }
 }
@@ -948,13 +1001,6 @@ impl Core {
     /// Wakes this queue's blocked receivers (a worker pool stopping):
     /// they look at their flags at once instead of within [`POLL`].
     pub(crate) fn wake_consumers(&self) {
-        let key = &self.keys[12];
-        let _ = self.pool.with("wake", Duration::ZERO, |conn| {
-            ::redis::cmd("LPUSH")
-                .arg(key)
-                .arg(&["1"; 16][..])
-                .query::<Value>(conn)
-                .map(drop)
-        });
+        let _ = self.call("wake", &[b"64"]);
     }
 }

@@ -1,6 +1,8 @@
--- One spool queue on Redis: every operation that reads or changes the
--- queue is one call of this script, so it is atomic, and a dropped
--- connection or a failed call leaves nothing half done.
+#!lua name=spool_2
+-- One spool queue on Redis, as a function library: every operation that
+-- reads or changes the queue is one call of `spool_2_send` (sends) or
+-- `spool_2_op` (everything else), so it is atomic. The library is loaded
+-- once (FUNCTION LOAD) and each call runs only its own operation.
 --
 -- KEYS (all under one hash tag, so a queue lives on one cluster shard):
 --   1 ready    LIST  ids, oldest first
@@ -21,8 +23,13 @@
 --  14 room     LIST  tokens for senders blocked in BLPOP
 --  15 seq      STRING message id counter
 --  16 tok      STRING lease token counter
+--  17 due      STRING the earliest time anything in 2, 3, 9, 10 comes
+--                     due (ms); absent when nothing will
+--  18 held     STRING messages ready, delayed or in flight
+--  19 waiting  STRING receivers about to block or blocked on 13
+--  20 wanting  STRING senders about to block or blocked on 14
 --
--- ARGV: 1 operation, 2 max_receives, 3 backoff kind (none|fixed|exp),
+-- args: 1 operation, 2 max_receives, 3 backoff kind (none|fixed|exp),
 -- 4 fixed or initial delay (ms), 5 maximum delay (ms), 6 jitter (0|1),
 -- 7 a random number for the jitter, 8 capacity, 9 dedup window (ms),
 -- 10 compare keys only (0|1), then the operation's own from 11.
@@ -30,19 +37,34 @@
 -- Every time is the server's clock (TIME), in milliseconds, so processes
 -- on machines with skewed clocks agree.
 
-local READY, DELAYED, LEASED, LEASE, MSG, META, DEAD = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local KEYIDS, KEYEXP, EXPIRY, STATS, CLOSED, WAKE, ROOM = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14]
-local SEQ, TOK = KEYS[15], KEYS[16]
-
-local clock = redis.call('TIME')
-local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local OP = ARGV[1]
-local MAX_RECEIVES = tonumber(ARGV[2])
-local BACKOFF, BACKOFF_A, BACKOFF_B = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local JITTER, SALT = ARGV[6] == '1', tonumber(ARGV[7])
-local CAPACITY, DEDUP_MS, KEY_ONLY = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10] == '1'
+local READY, DELAYED, LEASED, LEASE, MSG, META, DEAD
+local KEYIDS, KEYEXP, EXPIRY, STATS, CLOSED, WAKE, ROOM
+local SEQ, TOK, DUE, HELD, WAITING, WANTING
+local NOW, ARGV, MAX_RECEIVES, BACKOFF, BACKOFF_A, BACKOFF_B, JITTER, SALT
+local CAPACITY, DEDUP_MS, KEY_ONLY
 local A = 11
 local BATCH = 1024 -- the most of each kind one call moves when time passes
+local CHUNK = 1000 -- the most arguments one variadic command is given
+
+local function setup(keys, args)
+  READY, DELAYED, LEASED, LEASE, MSG, META, DEAD = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
+  KEYIDS, KEYEXP, EXPIRY, STATS, CLOSED, WAKE, ROOM = keys[8], keys[9], keys[10], keys[11], keys[12], keys[13], keys[14]
+  SEQ, TOK, DUE, HELD, WAITING, WANTING = keys[15], keys[16], keys[17], keys[18], keys[19], keys[20]
+  local clock = redis.call('TIME')
+  NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  ARGV = args
+  MAX_RECEIVES = tonumber(args[2])
+  BACKOFF, BACKOFF_A, BACKOFF_B = args[3], tonumber(args[4]), tonumber(args[5])
+  JITTER, SALT = args[6] == '1', tonumber(args[7])
+  CAPACITY, DEDUP_MS, KEY_ONLY = tonumber(args[8]), tonumber(args[9]), args[10] == '1'
+end
+
+-- `command key item...` over `items`, in chunks.
+local function variadic(command, key, items)
+  for first = 1, #items, CHUNK do
+    redis.call(command, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
+  end
+end
 
 local function get_meta(id)
   local raw = redis.call('HGET', META, id)
@@ -54,17 +76,48 @@ local function put_meta(id, m)
   redis.call('HSET', META, id, cjson.encode(m))
 end
 
--- Wakes up to n blocked receivers (or senders): the token lists stay short.
-local function wake(list, n)
-  if n <= 0 then return end
-  local tokens = {}
-  for i = 1, math.min(n, 64) do tokens[i] = '1' end
-  redis.call('LPUSH', list, unpack(tokens))
-  redis.call('LTRIM', list, 0, 255)
+local function held()
+  return tonumber(redis.call('GET', HELD)) or 0
 end
 
-local function held()
-  return redis.call('LLEN', READY) + redis.call('ZCARD', DELAYED) + redis.call('ZCARD', LEASED)
+local function count_held(n)
+  if n ~= 0 then redis.call('INCRBY', HELD, n) end
+end
+
+-- Something comes due at `at`: the next call after it looks.
+local function due_at(at)
+  local due = tonumber(redis.call('GET', DUE))
+  if not due or at < due then redis.call('SET', DUE, at) end
+end
+
+-- Wakes up to n of the callers counted in `counter` that block on `list`.
+-- Nothing is pushed when nobody waits, and at most one token per waiter
+-- stays on the list.
+local function wake(list, counter, n)
+  local waiting = tonumber(redis.call('GET', counter)) or 0
+  if waiting <= 0 or n <= 0 then return end
+  local tokens = {}
+  for i = 1, math.min(n, waiting, 64) do tokens[i] = '1' end
+  redis.call('LPUSH', list, unpack(tokens))
+  redis.call('LTRIM', list, 0, waiting - 1)
+end
+
+-- A caller that waited in BLPOP since its last call is no longer counted.
+local function unwait(counter, waited)
+  if waited and (tonumber(redis.call('GET', counter)) or 0) > 0 then
+    redis.call('DECR', counter)
+  end
+end
+
+-- A caller will block on `list`: counted, so that a change wakes it. With
+-- nobody else counted, tokens left over from earlier waiters are stale.
+local function will_wait(list, counter)
+  if (tonumber(redis.call('GET', counter)) or 0) <= 0 then
+    redis.call('DEL', list)
+  end
+  redis.call('INCR', counter)
+  -- A waiter that died uncounted is forgotten once nobody waits a while.
+  redis.call('PEXPIRE', counter, 60000)
 end
 
 -- Backoff::delay in milliseconds: the delay before attempt n + 1.
@@ -81,22 +134,25 @@ local function backoff(n)
   return full
 end
 
--- A message leaves the queue for the dead-letter queue at `at`.
+-- A message that has left ready, delayed and in flight goes to the
+-- dead-letter queue at `at`.
 local function bury(id, m, kind, text, at)
   m.dr, m.dt, m.da, m.x = kind, text, at, nil
   put_meta(id, m)
   redis.call('ZADD', DEAD, id, id)
   redis.call('ZREM', EXPIRY, id)
   redis.call('HINCRBY', STATS, 'dead_lettered', 1)
-  wake(ROOM, 1)
+  count_held(-1)
+  wake(ROOM, WANTING, 1)
 end
 
 local function make_visible(id, at)
   if at <= NOW then
     redis.call('RPUSH', READY, id)
-    wake(WAKE, 1)
+    wake(WAKE, WAITING, 1)
   else
     redis.call('ZADD', DELAYED, at, id)
+    due_at(at)
   end
 end
 
@@ -111,15 +167,24 @@ local function after_failure(id, m, at, delay)
   make_visible(id, at + (delay or backoff(m.n)))
 end
 
--- Whatever time has made due: delayed messages become ready, expired
--- leases count as failed attempts (as of their deadline), and messages
--- never received whose time to live ran out are dead-lettered.
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first > 0 then return tonumber(first[2]) end
+  return nil
+end
+
+-- Whatever time has made due, once it is due: delayed messages become
+-- ready, expired leases count as failed attempts (as of their deadline),
+-- messages never received whose time to live ran out are dead-lettered,
+-- and idempotency keys past their window are forgotten.
 local function reclaim()
-  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, BATCH)
-  if #due > 0 then
-    redis.call('ZREM', DELAYED, unpack(due))
-    redis.call('RPUSH', READY, unpack(due))
-    wake(WAKE, #due)
+  local due = tonumber(redis.call('GET', DUE))
+  if not due or due > NOW then return end
+  local ready = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, BATCH)
+  if #ready > 0 then
+    variadic('ZREM', DELAYED, ready)
+    variadic('RPUSH', READY, ready)
+    wake(WAKE, WAITING, #ready)
   end
   local gone = redis.call('ZRANGEBYSCORE', LEASED, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, BATCH)
   for i = 1, #gone, 2 do
@@ -143,20 +208,24 @@ local function reclaim()
   end
   local old = redis.call('ZRANGEBYSCORE', KEYEXP, '-inf', NOW, 'LIMIT', 0, BATCH)
   if #old > 0 then
-    redis.call('ZREM', KEYEXP, unpack(old))
-    redis.call('HDEL', KEYIDS, unpack(old))
+    variadic('ZREM', KEYEXP, old)
+    variadic('HDEL', KEYIDS, old)
   end
+  local next = nil
+  for _, key in ipairs({DELAYED, LEASED, EXPIRY, KEYEXP}) do
+    local at = first_score(key)
+    if at and (not next or at < next) then next = at end
+  end
+  if next then redis.call('SET', DUE, next) else redis.call('DEL', DUE) end
 end
 
--- The earliest time something comes due (-1 if nothing will).
+-- The earliest time something comes due that a receive waits for (-1 if
+-- nothing will).
 local function next_due()
   local best = -1
   for _, key in ipairs({DELAYED, LEASED, EXPIRY}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if #first > 0 then
-      local at = tonumber(first[2])
-      if best < 0 or at < best then best = at end
-    end
+    local at = first_score(key)
+    if at and (best < 0 or at < best) then best = at end
   end
   return best
 end
@@ -167,30 +236,53 @@ local function forget(id)
   redis.call('ZREM', EXPIRY, id)
 end
 
--- The lease `token` still holds message `id`.
-local function holds(id, token)
-  return redis.call('HGET', LEASE, id) == token
+-- Which of `ids` the lease `token` still holds, and the first it does not
+-- (0 if none).
+local function held_by(token, ids)
+  local tokens = redis.call('HMGET', LEASE, unpack(ids))
+  local mine, lost = {}, 0
+  for i, id in ipairs(ids) do
+    if tokens[i] == token then
+      mine[#mine + 1] = id
+    elseif lost == 0 then
+      lost = id
+    end
+  end
+  return mine, lost
 end
 
-local function unlease(id)
-  redis.call('ZREM', LEASED, id)
-  redis.call('HDEL', LEASE, id)
+local function unlease(ids)
+  if #ids > 0 then
+    variadic('ZREM', LEASED, ids)
+    variadic('HDEL', LEASE, ids)
+  end
 end
 
 local function letter(id)
   return {id, redis.call('HGET', MSG, id), redis.call('HGET', META, id)}
 end
 
+-- The ids from ARGV[first] on.
+local function ids_from(first)
+  local ids = {}
+  for i = first, #ARGV do ids[#ids + 1] = ARGV[i] end
+  return ids
+end
+
 local ops = {}
 
--- ARGV[A]: how many messages; then per message: payload, key ('' none),
--- payload fingerprint, any payload is a duplicate (0|1), delay (ms),
--- visible at (ms, '' none), max_receives ('' none), time to live (ms, '' none).
+-- ARGV[A]: how many messages, A + 1: the caller waited since its last
+-- call (0|1), A + 2: it will wait if there is no room (0|1); then per
+-- message: payload, key ('' none), payload fingerprint, any payload is a
+-- duplicate (0|1), delay (ms), visible at (ms, '' none), max_receives
+-- ('' none), time to live (ms, '' none).
 function ops.send()
+  unwait(WANTING, ARGV[A + 1] == '1')
   if redis.call('EXISTS', CLOSED) == 1 then return {'closed'} end
   reclaim()
   local n = tonumber(ARGV[A])
-  local key, fp, any = ARGV[A + 2], ARGV[A + 3], ARGV[A + 4] == '1'
+  local first = A + 3
+  local key, fp, any = ARGV[first + 1], ARGV[first + 2], ARGV[first + 3] == '1'
   if n == 1 and key ~= '' then
     local seen = redis.call('HGET', KEYIDS, key)
     if seen then
@@ -203,67 +295,106 @@ function ops.send()
       return {'conflict', id}
     end
   end
-  if held() + n > CAPACITY then return {'full'} end
-  local ids = {'ok'}
+  if held() + n > CAPACITY then
+    if ARGV[A + 2] == '1' then will_wait(ROOM, WANTING) end
+    return {'full'}
+  end
+  local last = redis.call('INCRBY', SEQ, n)
+  local ids, payloads, metas, ready = {'ok'}, {}, {}, {}
   for i = 0, n - 1 do
-    local at = A + 1 + i * 8
-    local id = redis.call('INCR', SEQ)
+    local at = first + i * 8
+    local id = last - n + 1 + i
     local m = {n = 0, e = NOW}
     if ARGV[at + 1] ~= '' then
       m.k = ARGV[at + 1]
       redis.call('HSET', KEYIDS, m.k, id .. ':' .. ARGV[at + 2])
       redis.call('ZADD', KEYEXP, NOW + DEDUP_MS, m.k)
+      due_at(NOW + DEDUP_MS)
     end
     if ARGV[at + 6] ~= '' then m.m = tonumber(ARGV[at + 6]) end
     if ARGV[at + 7] ~= '' then
       m.x = NOW + tonumber(ARGV[at + 7])
       redis.call('ZADD', EXPIRY, m.x, id)
+      due_at(m.x)
     end
-    redis.call('HSET', MSG, id, ARGV[at])
-    put_meta(id, m)
+    payloads[#payloads + 1] = id
+    payloads[#payloads + 1] = ARGV[at]
+    metas[#metas + 1] = id
+    metas[#metas + 1] = cjson.encode(m)
     local visible = NOW + tonumber(ARGV[at + 4])
     if ARGV[at + 5] ~= '' then visible = tonumber(ARGV[at + 5]) end
-    make_visible(id, visible)
+    if visible <= NOW then
+      ready[#ready + 1] = id
+    else
+      redis.call('ZADD', DELAYED, visible, id)
+      due_at(visible)
+    end
     ids[#ids + 1] = id
   end
+  variadic('HSET', MSG, payloads)
+  variadic('HSET', META, metas)
+  if #ready > 0 then
+    variadic('RPUSH', READY, ready)
+    wake(WAKE, WAITING, #ready)
+  end
+  count_held(n)
   redis.call('HINCRBY', STATS, 'sent', n)
   return ids
 end
 
--- ARGV[A]: visibility timeout (ms), ARGV[A + 1]: the most to take.
+-- ARGV[A]: visibility timeout (ms), A + 1: the most to take, A + 2: the
+-- caller waited since its last call (0|1), A + 3: it will wait if there
+-- is nothing (0|1).
 function ops.recv()
+  unwait(WAITING, ARGV[A + 2] == '1')
   reclaim()
   local visibility, max = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
-  local token, deadline = nil, NOW + visibility
+  local deadline = NOW + visibility
   local out = {'ok', 0, deadline}
-  local taken = 0
-  while taken < max do
-    local id = redis.call('LPOP', READY)
-    if not id then break end
-    local m = get_meta(id)
-    if m then
-      if m.n == 0 and m.x and m.x <= NOW then
-        bury(id, m, 'exp', nil, m.x)
-      else
-        token = token or tostring(redis.call('INCR', TOK))
-        m.n = m.n + 1
-        m.x = nil
-        put_meta(id, m)
-        redis.call('ZREM', EXPIRY, id)
-        redis.call('ZADD', LEASED, deadline, id)
-        redis.call('HSET', LEASE, id, token)
-        out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', MSG, id)
-        out[#out + 1] = cjson.encode(m)
-        taken = taken + 1
+  while #out == 3 do
+    local popped = redis.call('LPOP', READY, max)
+    if not popped then break end
+    local metas = redis.call('HMGET', META, unpack(popped))
+    local payloads = redis.call('HMGET', MSG, unpack(popped))
+    local token = nil
+    local updated, leases, tokens, received = {}, {}, {}, {}
+    for i, id in ipairs(popped) do
+      if metas[i] then
+        local m = cjson.decode(metas[i])
+        if m.n == 0 and m.x and m.x <= NOW then
+          bury(id, m, 'exp', nil, m.x)
+        else
+          token = token or tostring(redis.call('INCR', TOK))
+          m.n = m.n + 1
+          if m.x then
+            m.x = nil
+            received[#received + 1] = id
+          end
+          local meta = cjson.encode(m)
+          updated[#updated + 1] = id
+          updated[#updated + 1] = meta
+          leases[#leases + 1] = deadline
+          leases[#leases + 1] = id
+          tokens[#tokens + 1] = id
+          tokens[#tokens + 1] = token
+          out[#out + 1] = id
+          out[#out + 1] = payloads[i]
+          out[#out + 1] = meta
+        end
       end
     end
+    if token then
+      variadic('HSET', META, updated)
+      variadic('ZADD', LEASED, leases)
+      variadic('HSET', LEASE, tokens)
+      if #received > 0 then variadic('ZREM', EXPIRY, received) end
+      due_at(deadline)
+      out[2] = token
+    end
   end
-  if taken > 0 then
-    out[2] = token
-    return out
-  end
+  if #out > 3 then return out end
   if redis.call('EXISTS', CLOSED) == 1 and held() == 0 then return {'closed'} end
+  if ARGV[A + 3] == '1' then will_wait(WAKE, WAITING) end
   return {'empty', next_due(), NOW}
 end
 
@@ -271,90 +402,73 @@ end
 -- first id whose lease was no longer held (0 if none).
 function ops.ack()
   reclaim()
-  local token, acked, lost = ARGV[A], 0, 0
-  for i = A + 1, #ARGV do
-    local id = ARGV[i]
-    if holds(id, token) then
-      unlease(id)
-      forget(id)
-      acked = acked + 1
-    elseif lost == 0 then
-      lost = id
-    end
+  local mine, lost = held_by(ARGV[A], ids_from(A + 1))
+  if #mine > 0 then
+    unlease(mine)
+    variadic('HDEL', MSG, mine)
+    variadic('HDEL', META, mine)
+    count_held(-#mine)
+    redis.call('HINCRBY', STATS, 'acked', #mine)
+    wake(ROOM, WANTING, #mine)
   end
-  if acked > 0 then
-    redis.call('HINCRBY', STATS, 'acked', acked)
-    wake(ROOM, acked)
-  end
-  return {acked, lost}
+  return {#mine, lost}
 end
 
 -- ARGV[A]: token, A + 1: delay (ms, '' the backoff), A + 2: has an error
 -- text (0|1), A + 3: the text, then ids.
 function ops.release()
   reclaim()
-  local token, delay = ARGV[A], tonumber(ARGV[A + 1])
+  local delay = tonumber(ARGV[A + 1])
   local has_error, text = ARGV[A + 2] == '1', ARGV[A + 3]
-  local released, lost = 0, 0
-  for i = A + 4, #ARGV do
-    local id = ARGV[i]
-    if holds(id, token) then
-      unlease(id)
-      local m = get_meta(id)
-      if has_error then
-        m.err = m.err or {}
-        m.err[#m.err + 1] = text
-      end
-      redis.call('HINCRBY', STATS, 'nacked', 1)
-      after_failure(id, m, NOW, delay)
-      released = released + 1
-    elseif lost == 0 then
-      lost = id
+  local mine, lost = held_by(ARGV[A], ids_from(A + 4))
+  unlease(mine)
+  for _, id in ipairs(mine) do
+    local m = get_meta(id)
+    if has_error then
+      m.err = m.err or {}
+      m.err[#m.err + 1] = text
     end
+    after_failure(id, m, NOW, delay)
   end
-  return {released, lost}
+  if #mine > 0 then redis.call('HINCRBY', STATS, 'nacked', #mine) end
+  return {#mine, lost}
 end
 
 -- ARGV[A]: token, A + 1: reason, then ids.
 function ops.reject()
   reclaim()
-  local token, reason = ARGV[A], ARGV[A + 1]
-  local done, lost = 0, 0
-  for i = A + 2, #ARGV do
-    local id = ARGV[i]
-    if holds(id, token) then
-      unlease(id)
-      bury(id, get_meta(id), 'rej', reason, NOW)
-      done = done + 1
-    elseif lost == 0 then
-      lost = id
-    end
+  local mine, lost = held_by(ARGV[A], ids_from(A + 2))
+  unlease(mine)
+  for _, id in ipairs(mine) do
+    bury(id, get_meta(id), 'rej', ARGV[A + 1], NOW)
   end
-  return {done, lost}
+  return {#mine, lost}
 end
 
 -- ARGV[A]: token, A + 1: by (ms), then ids. Returns the new deadline and
 -- the first id whose lease was no longer held (0 if none).
 function ops.extend()
   reclaim()
-  local token, deadline = ARGV[A], NOW + tonumber(ARGV[A + 1])
-  local lost = 0
-  for i = A + 2, #ARGV do
-    local id = ARGV[i]
-    if holds(id, token) then
-      redis.call('ZADD', LEASED, 'XX', deadline, id)
-    elseif lost == 0 then
-      lost = id
-    end
+  local deadline = NOW + tonumber(ARGV[A + 1])
+  local mine, lost = held_by(ARGV[A], ids_from(A + 2))
+  for _, id in ipairs(mine) do
+    redis.call('ZADD', LEASED, 'XX', deadline, id)
   end
+  due_at(deadline)
   return {deadline, lost}
 end
 
 -- ARGV[A]: token, A + 1: id. The lease's deadline, or -1.
 function ops.deadline()
   reclaim()
-  if not holds(ARGV[A + 1], ARGV[A]) then return -1 end
+  if redis.call('HGET', LEASE, ARGV[A + 1]) ~= ARGV[A] then return -1 end
   return tonumber(redis.call('ZSCORE', LEASED, ARGV[A + 1]))
+end
+
+-- ARGV[A]: which wait list a caller gives up ('wake' or 'room').
+function ops.unwait()
+  if ARGV[A] == 'room' then unwait(WANTING, true) else unwait(WAITING, true) end
+  return 1
 end
 
 function ops.stats()
@@ -372,8 +486,15 @@ end
 
 function ops.close()
   redis.call('SET', CLOSED, '1')
-  wake(WAKE, 64)
-  wake(ROOM, 64)
+  wake(WAKE, WAITING, 64)
+  wake(ROOM, WANTING, 64)
+  return 1
+end
+
+-- ARGV[A]: how many tokens: wakes that many blocked receivers (a worker
+-- pool stopping).
+function ops.wake()
+  wake(WAKE, WAITING, tonumber(ARGV[A]))
   return 1
 end
 
@@ -382,8 +503,7 @@ function ops.peek()
   reclaim()
   local out = {}
   for _, id in ipairs(redis.call('LRANGE', READY, 0, tonumber(ARGV[A]) - 1)) do
-    local item = letter(id)
-    for _, v in ipairs(item) do out[#out + 1] = v end
+    for _, v in ipairs(letter(id)) do out[#out + 1] = v end
   end
   return out
 end
@@ -417,14 +537,18 @@ function ops.redrive()
   for i = A + 2, #ARGV do
     local id = ARGV[i]
     if redis.call('ZSCORE', DEAD, id) then
-      if held() + 1 > CAPACITY then return {'full', moved} end
+      if held() + 1 > CAPACITY then
+        redis.call('HINCRBY', STATS, 'redriven', moved)
+        return {'full', moved}
+      end
       redis.call('ZREM', DEAD, id)
       local m = get_meta(id)
       m.n, m.err, m.dr, m.dt, m.da, m.x = 0, nil, nil, nil, nil, nil
       put_meta(id, m)
       if fixed then redis.call('HSET', MSG, id, payload) end
       redis.call('RPUSH', READY, id)
-      wake(WAKE, 1)
+      count_held(1)
+      wake(WAKE, WAITING, 1)
       moved = moved + 1
     elseif single then
       return {'missing', id}
@@ -462,11 +586,23 @@ function ops.cancel()
     if redis.call('ZREM', DELAYED, id) == 0 then return {'missing', id} end
   end
   forget(id)
+  count_held(-1)
   redis.call('HINCRBY', STATS, 'cancelled', 1)
-  wake(ROOM, 1)
+  wake(ROOM, WANTING, 1)
   return {where, id}
 end
 
-local op = ops[OP]
-if not op then return redis.error_reply('spool: unknown operation ' .. tostring(OP)) end
-return op()
+local function run(keys, args)
+  setup(keys, args)
+  local op = ops[args[1]]
+  if not op then return redis.error_reply('spool: unknown operation ' .. tostring(args[1])) end
+  return op()
+end
+
+-- Sends: refused before they start when the server is at maxmemory (a
+-- typed error, nothing half done).
+redis.register_function{function_name = 'spool_2_send', callback = run}
+-- Everything else may run past maxmemory: receives and settlements free
+-- memory or hold it steady, and a queue that cannot be acknowledged at
+-- maxmemory would never drain.
+redis.register_function{function_name = 'spool_2_op', callback = run, flags = {'allow-oom'}}
