@@ -525,18 +525,18 @@ fn server_profile(server: &Server) {
     });
     let queue = open(&server.url(), "profile");
     let (producer, consumer) = (queue.producer(), queue.consumer());
-    profile(&mut conn, "spool send", "evalsha", n, || {
+    profile(&mut conn, "spool send", "fcall", n, || {
         for _ in 0..n {
             producer.send(data.clone()).unwrap();
         }
     });
     let mut deliveries = Vec::with_capacity(n);
-    profile(&mut conn, "spool recv", "evalsha", n, || {
+    profile(&mut conn, "spool recv", "fcall", n, || {
         for _ in 0..n {
             deliveries.push(consumer.recv().unwrap());
         }
     });
-    profile(&mut conn, "spool ack", "evalsha", n, || {
+    profile(&mut conn, "spool ack", "fcall", n, || {
         for delivery in deliveries.drain(..) {
             delivery.ack().unwrap();
         }
@@ -545,7 +545,7 @@ fn server_profile(server: &Server) {
     profile(
         &mut conn,
         "spool send_batch(64)",
-        "evalsha",
+        "fcall",
         batches,
         || {
             for _ in 0..batches {
@@ -557,7 +557,7 @@ fn server_profile(server: &Server) {
     profile(
         &mut conn,
         "spool recv_batch(64)",
-        "evalsha",
+        "fcall",
         batches,
         || {
             for _ in 0..batches {
@@ -568,7 +568,7 @@ fn server_profile(server: &Server) {
     profile(
         &mut conn,
         "spool Batch::ack (64)",
-        "evalsha",
+        "fcall",
         batches,
         || {
             for batch in received.drain(..) {
