@@ -71,8 +71,8 @@ const LIBRARY: &str = include_str!("queue.lua");
 /// they start by a server at `maxmemory` (see `queue.lua`).
 fn function(op: &str) -> &'static str {
     match op {
-        "send" => "spool_2_send",
-        _ => "spool_2_op",
+        "send" => "spool_3_send",
+        _ => "spool_3_op",
     }
 }
 
@@ -154,9 +154,8 @@ impl<T: Message> Remote<T> {
         let pool = Pool::new(url).map_err(OpenError::Storage)?;
         let tag = format!("spool:{{{name}}}");
         let keys = [
-            "ready", "delayed", "leased", "lease", "msg", "meta", "dead", "keys", "keyexp",
-            "expiry", "stats", "closed", "wake", "room", "seq", "tok", "due", "held", "waiting",
-            "wanting",
+            "ready", "delayed", "leased", "lease", "data", "dead", "keys", "keyexp", "expiry",
+            "state", "wake", "room", "waiting", "wanting",
         ]
         .iter()
         .map(|part| format!("{tag}:{part}"))
@@ -307,11 +306,16 @@ impl Core {
 
     /// A caller counted as waiting on `list` gives up (it will not call
     /// again, which would have uncounted it).
-    fn unwait(&self, list: &str) {
-        let _ = self.call("unwait", &[list.as_bytes()]);
+    fn unwait(&self, list: &str, who: &str) {
+        let _ = self.call("unwait", &[list.as_bytes(), who.as_bytes()]);
     }
 
-    /// Waits on wake-up list `list` (13 receivers, 14 senders) for at most
+    /// A name for one blocked caller, unique while it waits.
+    fn caller(&self) -> String {
+        format!("{:x}", self.random.below(u64::MAX))
+    }
+
+    /// Waits on wake-up list `list` (11 receivers, 12 senders) for at most
     /// `wait` (and [`POLL`]).
     fn block(&self, list: usize, wait: Duration) -> Result<(), StorageError> {
         let wait = wait.min(POLL).max(Duration::from_millis(1));
@@ -437,38 +441,31 @@ impl<T: Message> Remote<T> {
     /// Sends with `args` (see `queue.lua`; its second and third are set
     /// here), waiting for room as `wait` says.
     fn send_waiting(&self, mut args: Vec<Vec<u8>>, wait: &Wait) -> Result<Sending, StorageError> {
-        args.splice(1..1, [b"0".to_vec(), b"0".to_vec()]);
+        let who = self.caller();
+        args.splice(
+            1..1,
+            [who.clone().into_bytes(), b"0".to_vec(), b"0".to_vec()],
+        );
+        let flag = |on: bool| if on { b"1".to_vec() } else { b"0".to_vec() };
         let mut waited = false;
         loop {
             let left = Core::remaining(wait);
             let will_wait = left != Some(Duration::ZERO);
-            args[1] = if waited { b"1".to_vec() } else { b"0".to_vec() };
-            args[2] = if will_wait {
-                b"1".to_vec()
-            } else {
-                b"0".to_vec()
-            };
+            args[2] = flag(waited);
+            args[3] = flag(will_wait);
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
             let reply = wire::items(self.call("send", &refs)?, "send")?;
-            let tag = wire::text(
-                reply.first().ok_or_else(|| malformed("send", "nothing"))?,
-                "send",
-            )?;
-            match tag.as_str() {
+            let tag = reply.first().ok_or_else(|| malformed("send", "nothing"));
+            match wire::text(tag?, "send")?.as_str() {
                 "full" if will_wait => {
                     waited = true;
-                    if let Err(error) = self.block(14, left.unwrap_or(POLL)) {
-                        self.unwait("room");
+                    if let Err(error) = self.block(12, left.unwrap_or(POLL)) {
+                        self.unwait("room", &who);
                         return Err(error);
                     }
                 }
                 "full" if matches!(wait, Wait::No) => return Ok(Sending::Full),
-                "full" => {
-                    if waited {
-                        self.unwait("room");
-                    }
-                    return Ok(Sending::Timeout);
-                }
+                "full" => return Ok(Sending::Timeout),
                 "closed" => {
                     self.closed.store(true, Relaxed);
                     return Ok(Sending::Closed);
@@ -536,6 +533,7 @@ impl<T: Message> Remote<T> {
     fn try_lease(
         &self,
         max: usize,
+        who: &str,
         waited: bool,
         will_wait: bool,
     ) -> Result<Found<T>, StorageError> {
@@ -545,6 +543,7 @@ impl<T: Message> Remote<T> {
         let args = [
             visibility.as_bytes(),
             max.as_bytes(),
+            who.as_bytes(),
             flag(waited),
             flag(will_wait),
         ];
@@ -557,7 +556,7 @@ impl<T: Message> Remote<T> {
             "ok" => {
                 let token = u64::try_from(wire::int(&reply[1], "recv")?)
                     .map_err(|_| malformed("recv", "a token"))?;
-                let found = self.triples(reply.into_iter().skip(3).collect(), "recv")?;
+                let found = self.described(reply.into_iter().skip(2).collect(), "recv")?;
                 let entries = (found.into_iter())
                     .map(|(id, payload, meta)| meta.into_held(id, payload))
                     .collect();
@@ -586,11 +585,12 @@ impl<T: Message> Remote<T> {
         wait: Wait,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Leased<T>>, RecvError> {
+        let who = self.caller();
         let mut waited = false;
         loop {
             let left = Core::remaining(&wait);
             let will_wait = left != Some(Duration::ZERO);
-            let next = match self.try_lease(max, waited, will_wait) {
+            let next = match self.try_lease(max, &who, waited, will_wait) {
                 Ok(Found::Some(leased)) => return Ok(Some(leased)),
                 Ok(Found::Closed) => return Err(RecvError::Closed),
                 Ok(Found::Empty(next)) => next,
@@ -604,13 +604,13 @@ impl<T: Message> Remote<T> {
                 });
             }
             if stop() {
-                self.unwait("wake");
+                self.unwait("wake", &who);
                 return Ok(None);
             }
             let left = left.unwrap_or(POLL);
             let nap = next.map_or(left, |next| next.min(left));
-            if let Err(error) = self.block(13, nap) {
-                self.unwait("wake");
+            if let Err(error) = self.block(11, nap) {
+                self.unwait("wake", &who);
                 return Err(RecvError::Storage(error));
             }
             waited = true;
@@ -811,11 +811,14 @@ impl Core {
         if self.closed.load(Relaxed) {
             return true;
         }
-        let key = &self.keys[11];
-        let exists = self.pool.with("closed", Duration::ZERO, |conn| {
-            ::redis::cmd("EXISTS").arg(key).query::<i64>(conn)
+        let state = &self.keys[9];
+        let flag = self.pool.with("closed", Duration::ZERO, |conn| {
+            ::redis::cmd("HGET")
+                .arg(state)
+                .arg("closed")
+                .query::<Option<String>>(conn)
         });
-        let closed = exists.is_ok_and(|n| n == 1);
+        let closed = flag.is_ok_and(|flag| flag.as_deref() == Some("1"));
         if closed {
             self.closed.store(true, Relaxed);
         }
@@ -827,7 +830,7 @@ impl<T: Message> Remote<T> {
     pub(crate) fn peek(&self, max: usize) -> Result<Vec<Peeked<T>>, StorageError> {
         let max = max.min(1 << 20).to_string();
         let reply = wire::items(self.call("peek", &[max.as_bytes()])?, "peek")?;
-        let found = self.triples(reply, "peek")?;
+        let found = self.described(reply, "peek")?;
         Ok(found
             .into_iter()
             .map(|(id, message, meta)| Peeked {
@@ -839,18 +842,21 @@ impl<T: Message> Remote<T> {
             .collect())
     }
 
-    /// Decodes the id, payload, meta triples of a reply.
-    fn triples(
+    /// Decodes the messages of a reply: id, payload, metadata, receives.
+    fn described(
         &self,
         reply: Vec<Value>,
         op: &'static str,
     ) -> Result<Vec<(MessageId, T, wire::Meta)>, StorageError> {
-        let mut out = Vec::with_capacity(reply.len() / 3);
+        let mut out = Vec::with_capacity(reply.len() / 4);
         let mut rest = reply.into_iter();
-        while let (Some(id), Some(payload), Some(meta)) = (rest.next(), rest.next(), rest.next()) {
+        while let (Some(id), Some(payload), Some(meta), Some(receives)) =
+            (rest.next(), rest.next(), rest.next(), rest.next())
+        {
             let id = wire::id(&id, op)?;
             let bytes = wire::bytes(payload, op)?;
-            let meta = wire::Meta::parse(&meta, op)?;
+            let receives = u32::try_from(wire::int(&receives, op)?).unwrap_or(u32::MAX);
+            let meta = wire::Meta::parse(&meta, receives, op)?;
             let payload = codec::decode::<T>(&bytes)
                 .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))?;
             out.push((id, payload, meta));
@@ -866,7 +872,7 @@ impl<T: Message> Remote<T> {
         let which = id.map(|id| id.0.to_string()).unwrap_or_default();
         let reply = wire::items(self.call(op, &[which.as_bytes()])?, op)?;
         Ok(self
-            .triples(reply, op)?
+            .described(reply, op)?
             .into_iter()
             .map(|(id, payload, mut meta)| {
                 let dead = meta.dead.take();

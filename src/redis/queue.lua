@@ -1,33 +1,33 @@
-#!lua name=spool_2
+#!lua name=spool_3
 -- One spool queue on Redis, as a function library: every operation that
--- reads or changes the queue is one call of `spool_2_send` (sends) or
--- `spool_2_op` (everything else), so it is atomic. The library is loaded
--- once (FUNCTION LOAD) and each call runs only its own operation.
+-- reads or changes the queue is one call of `spool_3_send` (sends) or
+-- `spool_3_op` (everything else), so it is atomic. The library is loaded
+-- once (FUNCTION LOAD) and each call runs only its own operation, in as
+-- few commands as it can: each costs about a microsecond of the server's
+-- one thread.
 --
 -- KEYS (all under one hash tag, so a queue lives on one cluster shard):
 --   1 ready    LIST  ids, oldest first
 --   2 delayed  ZSET  id -> visible at (ms)
 --   3 leased   ZSET  id -> lease deadline (ms)
 --   4 lease    HASH  id -> current lease token
---   5 msg      HASH  id -> payload (the message type's codec bytes)
---   6 meta     HASH  id -> JSON: n receives, e enqueued at, k key,
---                     m max_receives, x expires at, err [texts],
---                     dr/dt/da dead-letter reason kind, text, time
---   7 dead     ZSET  id -> id (dead letters in id order)
---   8 keys     HASH  idempotency key -> "id:payload fingerprint"
---   9 keyexp   ZSET  key -> end of its window (ms)
---  10 expiry   ZSET  id -> end of its time to live (ms)
---  11 stats    HASH  counters
---  12 closed   STRING
---  13 wake     LIST  tokens for receivers blocked in BLPOP
---  14 room     LIST  tokens for senders blocked in BLPOP
---  15 seq      STRING message id counter
---  16 tok      STRING lease token counter
---  17 due      STRING the earliest time anything in 2, 3, 9, 10 comes
---                     due (ms); absent when nothing will
---  18 held     STRING messages ready, delayed or in flight
---  19 waiting  STRING receivers about to block or blocked on 13
---  20 wanting  STRING senders about to block or blocked on 14
+--   5 data     HASH  p<id> -> payload (the message type's codec bytes)
+--                    m<id> -> JSON: e enqueued at, k key, m max_receives,
+--                             x expires at, err [texts], dr/dt/da the
+--                             dead-letter reason kind, text and time
+--                    n<id> -> receives so far (absent: none)
+--   6 dead     ZSET  id -> id (dead letters in id order)
+--   7 keys     HASH  idempotency key -> "id:payload fingerprint"
+--   8 keyexp   ZSET  key -> end of its window (ms)
+--   9 expiry   ZSET  id -> end of its time to live (ms)
+--  10 state    HASH  closed, due (the earliest time anything in 2, 3, 8,
+--                    9 comes due; absent when nothing will), held
+--                    (messages ready, delayed or in flight), seq (ids),
+--                    tok (lease tokens), and the counters of `stats()`
+--  11 wake     LIST  tokens for receivers blocked in BLPOP
+--  12 room     LIST  tokens for senders blocked in BLPOP
+--  13 waiting  ZSET  receiver -> until when it waits on 11 (ms)
+--  14 wanting  ZSET  sender -> until when it waits on 12 (ms)
 --
 -- args: 1 operation, 2 max_receives, 3 backoff kind (none|fixed|exp),
 -- 4 fixed or initial delay (ms), 5 maximum delay (ms), 6 jitter (0|1),
@@ -37,19 +37,23 @@
 -- Every time is the server's clock (TIME), in milliseconds, so processes
 -- on machines with skewed clocks agree.
 
-local READY, DELAYED, LEASED, LEASE, MSG, META, DEAD
-local KEYIDS, KEYEXP, EXPIRY, STATS, CLOSED, WAKE, ROOM
-local SEQ, TOK, DUE, HELD, WAITING, WANTING
+local READY, DELAYED, LEASED, LEASE, DATA, DEAD, KEYIDS, KEYEXP, EXPIRY
+local STATE, WAKE, ROOM, WAITING, WANTING
 local NOW, ARGV, MAX_RECEIVES, BACKOFF, BACKOFF_A, BACKOFF_B, JITTER, SALT
 local CAPACITY, DEDUP_MS, KEY_ONLY
+-- From `state`, read once per call.
+local CLOSED, DUE, HELD
 local A = 11
 local BATCH = 1024 -- the most of each kind one call moves when time passes
 local CHUNK = 1000 -- the most arguments one variadic command is given
+-- How long a caller that blocks counts as waiting: longer than one of its
+-- waits (POLL in mod.rs), so that one that died is soon forgotten.
+local WAIT_MS = 2000
 
 local function setup(keys, args)
-  READY, DELAYED, LEASED, LEASE, MSG, META, DEAD = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
-  KEYIDS, KEYEXP, EXPIRY, STATS, CLOSED, WAKE, ROOM = keys[8], keys[9], keys[10], keys[11], keys[12], keys[13], keys[14]
-  SEQ, TOK, DUE, HELD, WAITING, WANTING = keys[15], keys[16], keys[17], keys[18], keys[19], keys[20]
+  READY, DELAYED, LEASED, LEASE, DATA = keys[1], keys[2], keys[3], keys[4], keys[5]
+  DEAD, KEYIDS, KEYEXP, EXPIRY, STATE = keys[6], keys[7], keys[8], keys[9], keys[10]
+  WAKE, ROOM, WAITING, WANTING = keys[11], keys[12], keys[13], keys[14]
   local clock = redis.call('TIME')
   NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   ARGV = args
@@ -57,6 +61,8 @@ local function setup(keys, args)
   BACKOFF, BACKOFF_A, BACKOFF_B = args[3], tonumber(args[4]), tonumber(args[5])
   JITTER, SALT = args[6] == '1', tonumber(args[7])
   CAPACITY, DEDUP_MS, KEY_ONLY = tonumber(args[8]), tonumber(args[9]), args[10] == '1'
+  local state = redis.call('HMGET', STATE, 'closed', 'due', 'held')
+  CLOSED, DUE, HELD = state[1] == '1', tonumber(state[2]), tonumber(state[3]) or 0
 end
 
 -- `command key item...` over `items`, in chunks.
@@ -67,34 +73,43 @@ local function variadic(command, key, items)
 end
 
 local function get_meta(id)
-  local raw = redis.call('HGET', META, id)
+  local raw = redis.call('HGET', DATA, 'm' .. id)
   if not raw then return nil end
   return cjson.decode(raw)
 end
 
 local function put_meta(id, m)
-  redis.call('HSET', META, id, cjson.encode(m))
+  redis.call('HSET', DATA, 'm' .. id, cjson.encode(m))
 end
 
-local function held()
-  return tonumber(redis.call('GET', HELD)) or 0
+local function receives(id)
+  return tonumber(redis.call('HGET', DATA, 'n' .. id)) or 0
+end
+
+local function count(field, n)
+  if n ~= 0 then redis.call('HINCRBY', STATE, field, n) end
 end
 
 local function count_held(n)
-  if n ~= 0 then redis.call('INCRBY', HELD, n) end
+  if n ~= 0 then
+    HELD = HELD + n
+    redis.call('HSET', STATE, 'held', HELD)
+  end
 end
 
--- Something comes due at `at`: the next call after it looks.
+-- Something comes due at `at`: the first call after it looks.
 local function due_at(at)
-  local due = tonumber(redis.call('GET', DUE))
-  if not due or at < due then redis.call('SET', DUE, at) end
+  if not DUE or at < DUE then
+    DUE = at
+    redis.call('HSET', STATE, 'due', at)
+  end
 end
 
--- Wakes up to n of the callers counted in `counter` that block on `list`.
+-- Wakes up to n of the callers waiting in `waiters` that block on `list`.
 -- Nothing is pushed when nobody waits, and at most one token per waiter
 -- stays on the list.
-local function wake(list, counter, n)
-  local waiting = tonumber(redis.call('GET', counter)) or 0
+local function wake(list, waiters, n)
+  local waiting = redis.call('ZCOUNT', waiters, NOW, '+inf')
   if waiting <= 0 or n <= 0 then return end
   local tokens = {}
   for i = 1, math.min(n, waiting, 64) do tokens[i] = '1' end
@@ -102,22 +117,12 @@ local function wake(list, counter, n)
   redis.call('LTRIM', list, 0, waiting - 1)
 end
 
--- A caller that waited in BLPOP since its last call is no longer counted.
-local function unwait(counter, waited)
-  if waited and (tonumber(redis.call('GET', counter)) or 0) > 0 then
-    redis.call('DECR', counter)
-  end
-end
-
--- A caller will block on `list`: counted, so that a change wakes it. With
--- nobody else counted, tokens left over from earlier waiters are stale.
-local function will_wait(list, counter)
-  if (tonumber(redis.call('GET', counter)) or 0) <= 0 then
-    redis.call('DEL', list)
-  end
-  redis.call('INCR', counter)
-  -- A waiter that died uncounted is forgotten once nobody waits a while.
-  redis.call('PEXPIRE', counter, 60000)
+-- Caller `who` will block on `list`. With nobody else waiting, tokens
+-- left over from earlier waiters are stale.
+local function will_wait(list, waiters, who)
+  redis.call('ZREMRANGEBYSCORE', waiters, '-inf', NOW - 1)
+  if redis.call('ZCARD', waiters) == 0 then redis.call('DEL', list) end
+  redis.call('ZADD', waiters, NOW + WAIT_MS, who)
 end
 
 -- Backoff::delay in milliseconds: the delay before attempt n + 1.
@@ -141,7 +146,7 @@ local function bury(id, m, kind, text, at)
   put_meta(id, m)
   redis.call('ZADD', DEAD, id, id)
   redis.call('ZREM', EXPIRY, id)
-  redis.call('HINCRBY', STATS, 'dead_lettered', 1)
+  count('dead_lettered', 1)
   count_held(-1)
   wake(ROOM, WANTING, 1)
 end
@@ -156,15 +161,16 @@ local function make_visible(id, at)
   end
 end
 
--- After a failed attempt at `at`: dead-lettered if its receives are used
--- up, otherwise visible again after `delay` (nil: the backoff).
-local function after_failure(id, m, at, delay)
-  if m.n >= (m.m or MAX_RECEIVES) then
+-- After failed attempt number `n` at `at`: dead-lettered if its receives
+-- are used up, otherwise visible again after `delay` (nil: the backoff).
+-- `m` is its metadata, changed or not.
+local function after_failure(id, m, n, at, delay, changed)
+  if n >= (m.m or MAX_RECEIVES) then
     bury(id, m, 'max', nil, at)
     return
   end
-  put_meta(id, m)
-  make_visible(id, at + (delay or backoff(m.n)))
+  if changed then put_meta(id, m) end
+  make_visible(id, at + (delay or backoff(n)))
 end
 
 local function first_score(key)
@@ -178,8 +184,7 @@ end
 -- messages never received whose time to live ran out are dead-lettered,
 -- and idempotency keys past their window are forgotten.
 local function reclaim()
-  local due = tonumber(redis.call('GET', DUE))
-  if not due or due > NOW then return end
+  if not DUE or DUE > NOW then return end
   local ready = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, BATCH)
   if #ready > 0 then
     variadic('ZREM', DELAYED, ready)
@@ -191,16 +196,16 @@ local function reclaim()
     local id, at = gone[i], tonumber(gone[i + 1])
     redis.call('ZREM', LEASED, id)
     redis.call('HDEL', LEASE, id)
-    redis.call('HINCRBY', STATS, 'expired', 1)
+    count('expired', 1)
     local m = get_meta(id)
-    if m then after_failure(id, m, at, nil) end
+    if m then after_failure(id, m, receives(id), at, nil, false) end
   end
   local dying = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, BATCH)
   for i = 1, #dying, 2 do
     local id, at = dying[i], tonumber(dying[i + 1])
     redis.call('ZREM', EXPIRY, id)
     local m = get_meta(id)
-    if m and m.n == 0 then
+    if m and receives(id) == 0 then
       local found = redis.call('LREM', READY, 1, id)
       if found == 0 then found = redis.call('ZREM', DELAYED, id) end
       if found > 0 then bury(id, m, 'exp', nil, at) end
@@ -216,7 +221,8 @@ local function reclaim()
     local at = first_score(key)
     if at and (not next or at < next) then next = at end
   end
-  if next then redis.call('SET', DUE, next) else redis.call('DEL', DUE) end
+  DUE = next
+  if next then redis.call('HSET', STATE, 'due', next) else redis.call('HDEL', STATE, 'due') end
 end
 
 -- The earliest time something comes due that a receive waits for (-1 if
@@ -230,17 +236,30 @@ local function next_due()
   return best
 end
 
-local function forget(id)
-  redis.call('HDEL', MSG, id)
-  redis.call('HDEL', META, id)
-  redis.call('ZREM', EXPIRY, id)
+-- The data fields of `ids`: payload, metadata, receives.
+local function fields(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    out[#out + 1] = 'p' .. id
+    out[#out + 1] = 'm' .. id
+    out[#out + 1] = 'n' .. id
+  end
+  return out
+end
+
+local function forget(ids)
+  if #ids > 0 then
+    variadic('HDEL', DATA, fields(ids))
+    variadic('ZREM', EXPIRY, ids)
+  end
 end
 
 -- Which of `ids` the lease `token` still holds, and the first it does not
 -- (0 if none).
 local function held_by(token, ids)
-  local tokens = redis.call('HMGET', LEASE, unpack(ids))
   local mine, lost = {}, 0
+  if #ids == 0 then return mine, lost end
+  local tokens = redis.call('HMGET', LEASE, unpack(ids))
   for i, id in ipairs(ids) do
     if tokens[i] == token then
       mine[#mine + 1] = id
@@ -258,8 +277,18 @@ local function unlease(ids)
   end
 end
 
-local function letter(id)
-  return {id, redis.call('HGET', MSG, id), redis.call('HGET', META, id)}
+-- Messages as the client reads them: id, payload, metadata, receives.
+local function described(ids)
+  local out = {}
+  if #ids == 0 then return out end
+  local values = redis.call('HMGET', DATA, unpack(fields(ids)))
+  for i, id in ipairs(ids) do
+    out[#out + 1] = id
+    out[#out + 1] = values[3 * i - 2]
+    out[#out + 1] = values[3 * i - 1]
+    out[#out + 1] = values[3 * i] or '0'
+  end
+  return out
 end
 
 -- The ids from ARGV[first] on.
@@ -271,17 +300,18 @@ end
 
 local ops = {}
 
--- ARGV[A]: how many messages, A + 1: the caller waited since its last
--- call (0|1), A + 2: it will wait if there is no room (0|1); then per
--- message: payload, key ('' none), payload fingerprint, any payload is a
--- duplicate (0|1), delay (ms), visible at (ms, '' none), max_receives
--- ('' none), time to live (ms, '' none).
+-- ARGV[A]: how many messages, A + 1: the caller's name, A + 2: it
+-- waited since its last call (0|1), A + 3: it will wait if there is no
+-- room (0|1); then per message: payload, key ('' none), payload
+-- fingerprint, any payload is a duplicate (0|1), delay (ms), visible at
+-- (ms, '' none), max_receives ('' none), time to live (ms, '' none).
 function ops.send()
-  unwait(WANTING, ARGV[A + 1] == '1')
-  if redis.call('EXISTS', CLOSED) == 1 then return {'closed'} end
+  local who = ARGV[A + 1]
+  if ARGV[A + 2] == '1' then redis.call('ZREM', WANTING, who) end
+  if CLOSED then return {'closed'} end
   reclaim()
   local n = tonumber(ARGV[A])
-  local first = A + 3
+  local first = A + 4
   local key, fp, any = ARGV[first + 1], ARGV[first + 2], ARGV[first + 3] == '1'
   if n == 1 and key ~= '' then
     local seen = redis.call('HGET', KEYIDS, key)
@@ -289,38 +319,43 @@ function ops.send()
       local sep = string.find(seen, ':', 1, true)
       local id, first_fp = string.sub(seen, 1, sep - 1), string.sub(seen, sep + 1)
       if any or KEY_ONLY or first_fp == fp then
-        redis.call('HINCRBY', STATS, 'duplicates', 1)
+        count('duplicates', 1)
         return {'dup', id}
       end
       return {'conflict', id}
     end
   end
-  if held() + n > CAPACITY then
-    if ARGV[A + 2] == '1' then will_wait(ROOM, WANTING) end
+  if HELD + n > CAPACITY then
+    if ARGV[A + 3] == '1' then will_wait(ROOM, WANTING, who) end
     return {'full'}
   end
-  local last = redis.call('INCRBY', SEQ, n)
-  local ids, payloads, metas, ready = {'ok'}, {}, {}, {}
+  local last = redis.call('HINCRBY', STATE, 'seq', n)
+  local ids, data, ready = {'ok'}, {}, {}
   for i = 0, n - 1 do
     local at = first + i * 8
     local id = last - n + 1 + i
-    local m = {n = 0, e = NOW}
-    if ARGV[at + 1] ~= '' then
-      m.k = ARGV[at + 1]
-      redis.call('HSET', KEYIDS, m.k, id .. ':' .. ARGV[at + 2])
-      redis.call('ZADD', KEYEXP, NOW + DEDUP_MS, m.k)
-      due_at(NOW + DEDUP_MS)
+    local meta = '{"e":' .. NOW .. '}'
+    local k, max, ttl = ARGV[at + 1], ARGV[at + 6], ARGV[at + 7]
+    if k ~= '' or max ~= '' or ttl ~= '' then
+      local m = {e = NOW}
+      if k ~= '' then
+        m.k = k
+        redis.call('HSET', KEYIDS, k, id .. ':' .. ARGV[at + 2])
+        redis.call('ZADD', KEYEXP, NOW + DEDUP_MS, k)
+        due_at(NOW + DEDUP_MS)
+      end
+      if max ~= '' then m.m = tonumber(max) end
+      if ttl ~= '' then
+        m.x = NOW + tonumber(ttl)
+        redis.call('ZADD', EXPIRY, m.x, id)
+        due_at(m.x)
+      end
+      meta = cjson.encode(m)
     end
-    if ARGV[at + 6] ~= '' then m.m = tonumber(ARGV[at + 6]) end
-    if ARGV[at + 7] ~= '' then
-      m.x = NOW + tonumber(ARGV[at + 7])
-      redis.call('ZADD', EXPIRY, m.x, id)
-      due_at(m.x)
-    end
-    payloads[#payloads + 1] = id
-    payloads[#payloads + 1] = ARGV[at]
-    metas[#metas + 1] = id
-    metas[#metas + 1] = cjson.encode(m)
+    data[#data + 1] = 'p' .. id
+    data[#data + 1] = ARGV[at]
+    data[#data + 1] = 'm' .. id
+    data[#data + 1] = meta
     local visible = NOW + tonumber(ARGV[at + 4])
     if ARGV[at + 5] ~= '' then visible = tonumber(ARGV[at + 5]) end
     if visible <= NOW then
@@ -331,70 +366,54 @@ function ops.send()
     end
     ids[#ids + 1] = id
   end
-  variadic('HSET', MSG, payloads)
-  variadic('HSET', META, metas)
+  variadic('HSET', DATA, data)
   if #ready > 0 then
     variadic('RPUSH', READY, ready)
     wake(WAKE, WAITING, #ready)
   end
   count_held(n)
-  redis.call('HINCRBY', STATS, 'sent', n)
+  count('sent', n)
   return ids
 end
 
 -- ARGV[A]: visibility timeout (ms), A + 1: the most to take, A + 2: the
--- caller waited since its last call (0|1), A + 3: it will wait if there
--- is nothing (0|1).
+-- caller's name, A + 3: it waited since its last call (0|1), A + 4: it
+-- will wait if there is nothing (0|1).
 function ops.recv()
-  unwait(WAITING, ARGV[A + 2] == '1')
+  local who = ARGV[A + 2]
+  if ARGV[A + 3] == '1' then redis.call('ZREM', WAITING, who) end
   reclaim()
   local visibility, max = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
   local deadline = NOW + visibility
-  local out = {'ok', 0, deadline}
-  while #out == 3 do
-    local popped = redis.call('LPOP', READY, max)
-    if not popped then break end
-    local metas = redis.call('HMGET', META, unpack(popped))
-    local payloads = redis.call('HMGET', MSG, unpack(popped))
-    local token = nil
-    local updated, leases, tokens, received = {}, {}, {}, {}
+  local popped = redis.call('LPOP', READY, max)
+  if popped then
+    -- Messages come and go only through these calls: every id popped has
+    -- its data, and (reclaim having just run) none has outlived its time
+    -- to live unless more than BATCH expired at once, in which case the
+    -- rest are delivered rather than dead-lettered.
+    local out = described(popped)
+    local token = redis.call('HINCRBY', STATE, 'tok', 1)
+    local counts, leases, tokens = {}, {}, {}
     for i, id in ipairs(popped) do
-      if metas[i] then
-        local m = cjson.decode(metas[i])
-        if m.n == 0 and m.x and m.x <= NOW then
-          bury(id, m, 'exp', nil, m.x)
-        else
-          token = token or tostring(redis.call('INCR', TOK))
-          m.n = m.n + 1
-          if m.x then
-            m.x = nil
-            received[#received + 1] = id
-          end
-          local meta = cjson.encode(m)
-          updated[#updated + 1] = id
-          updated[#updated + 1] = meta
-          leases[#leases + 1] = deadline
-          leases[#leases + 1] = id
-          tokens[#tokens + 1] = id
-          tokens[#tokens + 1] = token
-          out[#out + 1] = id
-          out[#out + 1] = payloads[i]
-          out[#out + 1] = meta
-        end
-      end
+      local n = tonumber(out[4 * i]) + 1
+      out[4 * i] = n
+      counts[#counts + 1] = 'n' .. id
+      counts[#counts + 1] = n
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = id
+      tokens[#tokens + 1] = id
+      tokens[#tokens + 1] = token
     end
-    if token then
-      variadic('HSET', META, updated)
-      variadic('ZADD', LEASED, leases)
-      variadic('HSET', LEASE, tokens)
-      if #received > 0 then variadic('ZREM', EXPIRY, received) end
-      due_at(deadline)
-      out[2] = token
-    end
+    variadic('HSET', DATA, counts)
+    variadic('ZADD', LEASED, leases)
+    variadic('HSET', LEASE, tokens)
+    due_at(deadline)
+    table.insert(out, 1, 'ok')
+    table.insert(out, 2, token)
+    return out
   end
-  if #out > 3 then return out end
-  if redis.call('EXISTS', CLOSED) == 1 and held() == 0 then return {'closed'} end
-  if ARGV[A + 3] == '1' then will_wait(WAKE, WAITING) end
+  if CLOSED and HELD == 0 then return {'closed'} end
+  if ARGV[A + 4] == '1' then will_wait(WAKE, WAITING, who) end
   return {'empty', next_due(), NOW}
 end
 
@@ -405,10 +424,9 @@ function ops.ack()
   local mine, lost = held_by(ARGV[A], ids_from(A + 1))
   if #mine > 0 then
     unlease(mine)
-    variadic('HDEL', MSG, mine)
-    variadic('HDEL', META, mine)
+    variadic('HDEL', DATA, fields(mine))
     count_held(-#mine)
-    redis.call('HINCRBY', STATS, 'acked', #mine)
+    count('acked', #mine)
     wake(ROOM, WANTING, #mine)
   end
   return {#mine, lost}
@@ -428,9 +446,9 @@ function ops.release()
       m.err = m.err or {}
       m.err[#m.err + 1] = text
     end
-    after_failure(id, m, NOW, delay)
+    after_failure(id, m, receives(id), NOW, delay, has_error)
   end
-  if #mine > 0 then redis.call('HINCRBY', STATS, 'nacked', #mine) end
+  count('nacked', #mine)
   return {#mine, lost}
 end
 
@@ -465,9 +483,11 @@ function ops.deadline()
   return tonumber(redis.call('ZSCORE', LEASED, ARGV[A + 1]))
 end
 
--- ARGV[A]: which wait list a caller gives up ('wake' or 'room').
+-- ARGV[A]: 'wake' or 'room', A + 1: the caller, who stops waiting.
 function ops.unwait()
-  if ARGV[A] == 'room' then unwait(WANTING, true) else unwait(WAITING, true) end
+  local waiters = WAITING
+  if ARGV[A] == 'room' then waiters = WANTING end
+  redis.call('ZREM', waiters, ARGV[A + 1])
   return 1
 end
 
@@ -480,19 +500,19 @@ function ops.stats()
     if m then oldest = m.e end
   end
   return {redis.call('LLEN', READY), redis.call('ZCARD', DELAYED), redis.call('ZCARD', LEASED),
-    redis.call('ZCARD', DEAD), oldest, NOW, redis.call('EXISTS', CLOSED),
-    redis.call('HGETALL', STATS)}
+    redis.call('ZCARD', DEAD), oldest, NOW, CLOSED and 1 or 0,
+    redis.call('HGETALL', STATE)}
 end
 
 function ops.close()
-  redis.call('SET', CLOSED, '1')
+  redis.call('HSET', STATE, 'closed', '1')
   wake(WAKE, WAITING, 64)
   wake(ROOM, WANTING, 64)
   return 1
 end
 
--- ARGV[A]: how many tokens: wakes that many blocked receivers (a worker
--- pool stopping).
+-- ARGV[A]: how many: wakes that many blocked receivers (a worker pool
+-- stopping).
 function ops.wake()
   wake(WAKE, WAITING, tonumber(ARGV[A]))
   return 1
@@ -501,35 +521,21 @@ end
 -- ARGV[A]: the most to show.
 function ops.peek()
   reclaim()
-  local out = {}
-  for _, id in ipairs(redis.call('LRANGE', READY, 0, tonumber(ARGV[A]) - 1)) do
-    for _, v in ipairs(letter(id)) do out[#out + 1] = v end
-  end
-  return out
+  return described(redis.call('LRANGE', READY, 0, tonumber(ARGV[A]) - 1))
 end
 
--- ARGV[A]: an id, or '' for all: dead letters as id, payload, meta.
+-- ARGV[A]: an id, or '' for all: dead letters, described.
 function ops.letters()
-  local ids
-  if ARGV[A] == '' then
-    ids = redis.call('ZRANGE', DEAD, 0, -1)
-  elseif redis.call('ZSCORE', DEAD, ARGV[A]) then
-    ids = {ARGV[A]}
-  else
-    ids = {}
-  end
-  local out = {}
-  for _, id in ipairs(ids) do
-    for _, v in ipairs(letter(id)) do out[#out + 1] = v end
-  end
-  return out
+  if ARGV[A] == '' then return described(redis.call('ZRANGE', DEAD, 0, -1)) end
+  if redis.call('ZSCORE', DEAD, ARGV[A]) then return described({ARGV[A]}) end
+  return {}
 end
 
 -- ARGV[A]: replace the payload (0|1), A + 1: the payload, then ids, in
 -- order. Returns {'ok', moved} or {'full', moved} or {'missing', id}
 -- (for a single id only; several skip the ones gone meanwhile).
 function ops.redrive()
-  if redis.call('EXISTS', CLOSED) == 1 then return {'closed', 0} end
+  if CLOSED then return {'closed', 0} end
   reclaim()
   local fixed, payload = ARGV[A] == '1', ARGV[A + 1]
   local single = #ARGV == A + 2
@@ -537,15 +543,16 @@ function ops.redrive()
   for i = A + 2, #ARGV do
     local id = ARGV[i]
     if redis.call('ZSCORE', DEAD, id) then
-      if held() + 1 > CAPACITY then
-        redis.call('HINCRBY', STATS, 'redriven', moved)
+      if HELD + 1 > CAPACITY then
+        count('redriven', moved)
         return {'full', moved}
       end
       redis.call('ZREM', DEAD, id)
       local m = get_meta(id)
-      m.n, m.err, m.dr, m.dt, m.da, m.x = 0, nil, nil, nil, nil, nil
+      m.err, m.dr, m.dt, m.da, m.x = nil, nil, nil, nil, nil
       put_meta(id, m)
-      if fixed then redis.call('HSET', MSG, id, payload) end
+      redis.call('HDEL', DATA, 'n' .. id)
+      if fixed then redis.call('HSET', DATA, 'p' .. id, payload) end
       redis.call('RPUSH', READY, id)
       count_held(1)
       wake(WAKE, WAITING, 1)
@@ -554,20 +561,18 @@ function ops.redrive()
       return {'missing', id}
     end
   end
-  redis.call('HINCRBY', STATS, 'redriven', moved)
+  count('redriven', moved)
   return {'ok', moved}
 end
 
 -- ARGV[A]: an id, or '' for all. Returns the letters removed.
 function ops.remove()
   local out = ops.letters()
-  local n = 0
-  for i = 1, #out, 3 do
-    redis.call('ZREM', DEAD, out[i])
-    forget(out[i])
-    n = n + 1
-  end
-  redis.call('HINCRBY', STATS, 'purged', n)
+  local ids = {}
+  for i = 1, #out, 4 do ids[#ids + 1] = out[i] end
+  if #ids > 0 then variadic('ZREM', DEAD, ids) end
+  forget(ids)
+  count('purged', #ids)
   return out
 end
 
@@ -585,9 +590,9 @@ function ops.cancel()
     where = 'delayed'
     if redis.call('ZREM', DELAYED, id) == 0 then return {'missing', id} end
   end
-  forget(id)
+  forget({id})
   count_held(-1)
-  redis.call('HINCRBY', STATS, 'cancelled', 1)
+  count('cancelled', 1)
   wake(ROOM, WANTING, 1)
   return {where, id}
 end
@@ -601,8 +606,8 @@ end
 
 -- Sends: refused before they start when the server is at maxmemory (a
 -- typed error, nothing half done).
-redis.register_function{function_name = 'spool_2_send', callback = run}
+redis.register_function{function_name = 'spool_3_send', callback = run}
 -- Everything else may run past maxmemory: receives and settlements free
 -- memory or hold it steady, and a queue that cannot be acknowledged at
 -- maxmemory would never drain.
-redis.register_function{function_name = 'spool_2_op', callback = run, flags = {'allow-oom'}}
+redis.register_function{function_name = 'spool_3_op', callback = run, flags = {'allow-oom'}}

@@ -1,4 +1,4 @@
-//! Reading the script's replies: ids, numbers, payload bytes and the
+//! Reading the library's replies: ids, numbers, payload bytes and the
 //! message metadata (a small JSON object, see `queue.lua`).
 
 use super::conn::malformed;
@@ -70,7 +70,13 @@ pub(super) struct Meta {
 }
 
 impl Meta {
-    pub(super) fn parse(value: &Value, operation: &'static str) -> Result<Meta, StorageError> {
+    /// The metadata JSON `value` of a message received `receive_count`
+    /// times.
+    pub(super) fn parse(
+        value: &Value,
+        receive_count: u32,
+        operation: &'static str,
+    ) -> Result<Meta, StorageError> {
         let raw = match value {
             Value::BulkString(bytes) => bytes,
             other => return Err(malformed(operation, &format!("{other:?}"))),
@@ -89,7 +95,6 @@ impl Meta {
             _ => Vec::new(),
         };
         let dead = string("dr").map(|kind| {
-            let receive_count = number("n").unwrap_or(0.0) as u32;
             let reason = match kind {
                 "max" => DeadLetterReason::MaxReceives(receive_count),
                 "exp" => DeadLetterReason::Expired,
@@ -98,7 +103,7 @@ impl Meta {
             (reason, ms("da").unwrap_or(0))
         });
         Ok(Meta {
-            receive_count: number("n").unwrap_or(0.0) as u32,
+            receive_count,
             enqueued_at: ms("e").unwrap_or(0),
             key: string("k").map(Arc::from),
             max_receives: number("m").map(|m| m as u32),
