@@ -487,7 +487,7 @@ impl<T: Message> Queue<T> {
         match &self.backend {
             Backend::Local(shared) => crate::observe::Report::report(&**shared),
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => {}
+            Backend::Redis(remote) => crate::observe::Report::report(&*remote.core()),
         }
     }
 

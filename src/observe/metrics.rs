@@ -37,8 +37,24 @@ pub(crate) trait Report: Send + Sync {
 
 impl<T: Send + Sync + 'static> Report for Shared<T> {
     fn report(&self) {
-        let stats = self.stats();
-        let queue = self.name();
+        publish(&self.name(), &self.stats());
+    }
+}
+
+/// A Redis queue publishes the server's counts, the same in every
+/// process that has it open (a failed call publishes nothing).
+#[cfg(feature = "redis")]
+impl Report for crate::redis::Core {
+    fn report(&self) {
+        if let Ok(stats) = self.stats() {
+            publish(self.name(), &stats);
+        }
+    }
+}
+
+/// Publishes one queue's statistics.
+fn publish(queue: &str, stats: &crate::Stats) {
+    {
         let label = [("queue", queue.to_string())];
         let counters = [
             ("spool_sent_total", stats.sent),
@@ -93,6 +109,13 @@ fn queues() -> &'static Mutex<Vec<Weak<dyn Report>>> {
 /// Adds a newly opened queue to the reporter's list.
 pub(crate) fn register<T: Send + Sync + 'static>(queue: &Arc<Shared<T>>) {
     let weak: Weak<Shared<T>> = Arc::downgrade(queue);
+    queues().lock().push(weak);
+}
+
+/// Adds a newly opened Redis queue to the reporter's list.
+#[cfg(feature = "redis")]
+pub(crate) fn register_remote(queue: &Arc<crate::redis::Core>) {
+    let weak: Weak<crate::redis::Core> = Arc::downgrade(queue);
     queues().lock().push(weak);
 }
 

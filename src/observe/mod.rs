@@ -17,8 +17,12 @@ mod off;
 #[cfg(feature = "tracing")]
 mod trace;
 
+#[cfg(all(feature = "metrics", feature = "redis"))]
+pub(crate) use metrics::register_remote;
 #[cfg(feature = "metrics")]
 pub(crate) use metrics::{register, Report, WalMetrics};
+#[cfg(all(not(feature = "metrics"), feature = "redis"))]
+pub(crate) use off::register as register_remote;
 #[cfg(not(feature = "tracing"))]
 pub(crate) use off::{dead_lettered, delivery_span, poisoned, DeliverySpan};
 #[cfg(not(feature = "metrics"))]

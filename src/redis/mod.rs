@@ -198,6 +198,7 @@ impl<T: Message> Remote<T> {
         };
         remote.load().map_err(OpenError::Storage)?;
         remote.check_type()?;
+        crate::observe::register_remote(&remote.core);
         Ok(Arc::new(remote))
     }
 
