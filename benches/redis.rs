@@ -542,40 +542,22 @@ fn server_profile(server: &Server) {
         }
     });
     let batches = n / BATCH;
-    profile(
-        &mut conn,
-        "spool send_batch(64)",
-        "fcall",
-        batches,
-        || {
-            for _ in 0..batches {
-                producer.send_batch(vec![data.clone(); BATCH]).unwrap();
-            }
-        },
-    );
+    profile(&mut conn, "spool send_batch(64)", "fcall", batches, || {
+        for _ in 0..batches {
+            producer.send_batch(vec![data.clone(); BATCH]).unwrap();
+        }
+    });
     let mut received = Vec::with_capacity(batches);
-    profile(
-        &mut conn,
-        "spool recv_batch(64)",
-        "fcall",
-        batches,
-        || {
-            for _ in 0..batches {
-                received.push(consumer.recv_batch(BATCH, Duration::from_secs(5)).unwrap());
-            }
-        },
-    );
-    profile(
-        &mut conn,
-        "spool Batch::ack (64)",
-        "fcall",
-        batches,
-        || {
-            for batch in received.drain(..) {
-                batch.ack().unwrap();
-            }
-        },
-    );
+    profile(&mut conn, "spool recv_batch(64)", "fcall", batches, || {
+        for _ in 0..batches {
+            received.push(consumer.recv_batch(BATCH, Duration::from_secs(5)).unwrap());
+        }
+    });
+    profile(&mut conn, "spool Batch::ack (64)", "fcall", batches, || {
+        for batch in received.drain(..) {
+            batch.ack().unwrap();
+        }
+    });
 }
 
 fn main() {
