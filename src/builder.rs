@@ -106,6 +106,10 @@ pub struct Builder<T> {
     /// The Redis server's URL, for a queue there.
     #[cfg(feature = "redis")]
     redis: Option<String>,
+    /// Replicas that must have each change of a Redis queue, and how long
+    /// to wait for them.
+    #[cfg(feature = "redis")]
+    redis_replicas: Option<(u32, Duration)>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -128,6 +132,8 @@ impl<T: Message> Builder<T> {
             seed: None,
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
+            redis_replicas: None,
             _message: PhantomData,
         }
     }
@@ -283,6 +289,23 @@ impl<T: Message> Builder<T> {
     pub fn redis(mut self, url: impl Into<String>, name: impl Into<String>) -> Self {
         self.redis = Some(url.into());
         self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// On a Redis queue, each call that changes the queue returns only
+    /// once `replicas` replicas of the server have the change (Redis'
+    /// `WAIT`), so that a failover to one of them loses nothing that was
+    /// acknowledged. If fewer have it within `timeout`, the call fails
+    /// with a [`StorageError`](crate::StorageError) that says so (not
+    /// unreachable): the change was made on the primary and may reach the
+    /// replicas later, so a send refused this way may still be delivered
+    /// (send with an idempotency key to retry safely). Without it, a call
+    /// returns once the primary has the change, and the server's
+    /// `appendfsync` decides what survives a crash of the primary (the
+    /// README's Redis section).
+    #[cfg(feature = "redis")]
+    pub fn redis_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.redis_replicas = (replicas > 0).then_some((replicas, timeout));
         self
     }
 
@@ -533,8 +556,15 @@ impl<T: Message> Builder<T> {
             if let Some((_, what)) = refused.iter().find(|(refused, _)| *refused) {
                 return Err(refuse(what));
             }
-            let remote = crate::redis::Remote::open(url, &config)?;
+            let remote = crate::redis::Remote::open(url, &config, self.redis_replicas)?;
             return Ok(Queue::new(crate::backend::Backend::Redis(remote)));
+        }
+        #[cfg(feature = "redis")]
+        if self.redis_replicas.is_some() {
+            return Err(OpenError::Unsupported {
+                backend: "local",
+                what: "redis_replicas",
+            });
         }
         let seed = self
             .seed

@@ -118,6 +118,9 @@ on_every_backend!(
     a_topic_reaches_every_subscription,
 );
 
+#[cfg(feature = "tokio")]
+on_every_backend!(an_async_worker_pool_processes_everything);
+
 #[test]
 fn another_message_type_is_refused_on_a_wal() {
     another_message_type_is_refused(&Place::wal("another_type"));
@@ -498,4 +501,40 @@ fn another_message_type_is_refused(place: &Place) {
         other,
         Err(spool::OpenError::WrongMessageType { .. })
     ));
+}
+
+#[cfg(feature = "tokio")]
+fn an_async_worker_pool_processes_everything(place: &Place) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let queue: Queue<u32> = place.open(|b| b.capacity(1000).max_receives(2));
+    runtime.block_on(async {
+        let pool = spool::AsyncWorkers::new(queue.consumer())
+            .concurrency(4)
+            .spawn(|job: spool::Job<u32>| async move {
+                tokio::task::yield_now().await;
+                if job.is_multiple_of(25) {
+                    Err(format!("{} failed", *job))
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap();
+        queue
+            .producer()
+            .send_batch_async((0..100).collect())
+            .await
+            .unwrap();
+        queue.close();
+        let report = pool.join(WAIT * 3).await;
+        assert!(report.unfinished.is_empty());
+        let totals = report.totals();
+        assert_eq!((totals.acked, totals.failed), (96, 8));
+    });
+    let letters = queue.dead_letters().list();
+    assert_eq!(letters.len(), 4);
+    assert_eq!(letters[0].errors(), ["0 failed", "0 failed"]);
 }

@@ -151,3 +151,45 @@ fn unsupported_settings_and_calls_are_refused_with_typed_errors() {
         Err(spool::LimitError::Unsupported { .. })
     ));
 }
+
+#[test]
+fn with_replicas_required_a_change_waits_for_them_or_fails_saying_so() {
+    let primary = RedisServer::start();
+    let port = primary.port.to_string();
+    let mut replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let queue = builder(&primary.url())
+        .redis_replicas(1, Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let producer = queue.producer();
+    // Until the replica has synced, a send is made but not acknowledged.
+    let mut synced = false;
+    for _ in 0..100 {
+        if producer.send(vec![0]).is_ok() {
+            synced = true;
+            break;
+        }
+    }
+    assert!(synced, "the replica never acknowledged a send");
+    let before = queue.try_stats().unwrap().sent;
+    replica.kill();
+    let refused = in_thread(move || producer.send(vec![9]));
+    match refused
+        .recv_timeout(WAIT)
+        .expect("the send returned in time")
+    {
+        Err(SendError::Storage { error, message }) => {
+            assert!(!error.is_unreachable(), "{error}");
+            assert!(error.to_string().contains("0 of 1 replicas"), "{error}");
+            assert_eq!(message, vec![9]);
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    // Made on the primary all the same, as the error says.
+    assert_eq!(queue.try_stats().unwrap().sent, before + 1);
+    // Settings that only a Redis queue takes are refused elsewhere.
+    let local = Queue::<u32>::builder()
+        .redis_replicas(1, Duration::from_secs(1))
+        .open();
+    assert!(matches!(local, Err(OpenError::Unsupported { .. })));
+}

@@ -48,6 +48,7 @@ use crate::producer::{SendOptions, Sent, MAX_KEY_BYTES};
 use crate::queue::Cancelled;
 use crate::shared::{Peeked, Wait};
 use crate::stats::Stats;
+use crate::wal::WalError;
 use crate::Message;
 use ::redis::Value;
 use conn::{malformed, Pool};
@@ -110,6 +111,17 @@ pub(crate) struct Core {
     /// This process's clock, for what runs here (a schedule's ticks); the
     /// queue's deadlines are the server's.
     clock: Arc<dyn crate::Clock>,
+    /// Replicas that must have each change, and how long to wait for them
+    /// (`Builder::redis_replicas`).
+    replicas: Option<(u32, Duration)>,
+}
+
+/// Whether operation `op` changes the queue (and waits for replicas).
+fn changes(op: &str) -> bool {
+    !matches!(
+        op,
+        "stats" | "peek" | "letters" | "deadline" | "unwait" | "wake"
+    )
 }
 
 /// Messages leased by one receive: one token for all of them.
@@ -149,7 +161,11 @@ impl<T: Message> Remote<T> {
     /// Opens queue `name` on the server at `url` (checking that it is
     /// reachable and that the queue was not made for another message
     /// type).
-    pub(crate) fn open(url: &str, config: &Config) -> Result<Arc<Self>, OpenError> {
+    pub(crate) fn open(
+        url: &str,
+        config: &Config,
+        replicas: Option<(u32, Duration)>,
+    ) -> Result<Arc<Self>, OpenError> {
         let name = Arc::clone(&config.name);
         let pool = Pool::new(url).map_err(OpenError::Storage)?;
         let tag = format!("spool:{{{name}}}");
@@ -191,6 +207,7 @@ impl<T: Message> Remote<T> {
             pool,
             closed: AtomicBool::new(false),
             clock: Arc::new(crate::SystemClock::new()),
+            replicas,
         };
         let remote = Remote {
             core: Arc::new(core),
@@ -285,7 +302,9 @@ impl Core {
 
     fn call_once(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
         let salt = self.random.below(1 << 31).to_string();
-        self.pool.with(op, Duration::ZERO, |conn| {
+        let replicas = self.replicas.filter(|_| changes(op));
+        let extra = replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
+        let reply = self.pool.with(op, extra, |conn| {
             let mut call = ::redis::cmd("FCALL");
             call.arg(function(op)).arg(self.keys.len());
             for key in &self.keys {
@@ -301,8 +320,31 @@ impl Core {
             for arg in args {
                 call.arg(*arg);
             }
-            call.query(conn)
-        })
+            let reply: Value = call.query(conn)?;
+            let Some((wanted, timeout)) = replicas else {
+                return Ok((reply, None));
+            };
+            let acknowledged: i64 = ::redis::cmd("WAIT")
+                .arg(wanted)
+                .arg(ms(timeout).max(1))
+                .query(conn)?;
+            Ok((reply, Some((acknowledged, wanted))))
+        })?;
+        match reply {
+            (_, Some((acknowledged, wanted))) if acknowledged < i64::from(wanted) => {
+                Err(WalError::Remote {
+                    backend: BACKEND,
+                    operation: op,
+                    message: format!(
+                        "made on the primary, but only {acknowledged} of {wanted} replicas \
+                         acknowledged it in time"
+                    ),
+                    unreachable: false,
+                }
+                .into())
+            }
+            (reply, _) => Ok(reply),
+        }
     }
 
     /// A caller counted as waiting on `list` gives up (it will not call
