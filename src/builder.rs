@@ -96,6 +96,8 @@ impl fmt::Debug for EventHookDebug {
 /// | [`segment_size`](Self::segment_size) | 64 MiB (with a path) |
 /// | [`salvage`](Self::salvage) | off |
 /// | [`clock`](Self::clock) | [`SystemClock`] |
+/// | `redis` (feature `redis`) | none: the queue lives in this process |
+/// | `redis_replicas` (feature `redis`) | none: a change returns once the Redis primary has it |
 pub struct Builder<T> {
     config: Config,
     name: Option<Arc<str>>,

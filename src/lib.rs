@@ -32,6 +32,11 @@
 //!   pools** with [`Workers`] (whose handlers can read a [`Job`]'s metadata
 //!   and choose its [`Outcome`]: ack, retry, retry after a delay, or
 //!   dead-letter), and [`RateAlert`] on the dead-letter rate.
+//! - **Across processes** (feature `redis`): `Builder::redis` keeps the
+//!   queue on a Redis server, shared by every process that opens it, with
+//!   the same handles and semantics (fenced leases, retries, dead letters,
+//!   keys, batches, topics, worker pools, async); the README lists every
+//!   difference.
 //! - **Async**: every call that waits has a twin that waits without
 //!   blocking a thread, on any executor ([`Producer::send_async`],
 //!   [`Consumer::recv_async`], [`Consumer::stream`],
