@@ -178,6 +178,19 @@ impl<T> ReadyQueue<T> {
         Some(entry)
     }
 
+    /// The id of the oldest ready message, if any, which stays where it is
+    /// (the ordered receive path compares it with its own: `order.rs`).
+    pub(crate) fn front_id(&self) -> Option<MessageId> {
+        let mut front = self.front.lock();
+        if front.len() == 0 {
+            *front = match self.receiver.try_recv().ok()? {
+                Chunk::One(entry) => vec![entry].into_iter(),
+                Chunk::Many(entries) => entries,
+            };
+        }
+        front.as_slice().first().map(|entry| entry.id)
+    }
+
     /// Takes up to `max` of the oldest ready messages, in order, handing
     /// each to `take`; returns how many.
     pub(crate) fn pop_many(&self, max: usize, mut take: impl FnMut(Queued<T>)) -> usize {

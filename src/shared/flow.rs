@@ -58,7 +58,7 @@ impl<T> Shared<T> {
         take: impl FnOnce(usize) -> usize,
     ) -> usize {
         let in_flight = || {
-            let waiting = self.ready.len().saturating_add(self.delayed.len());
+            let waiting = self.ready_len().saturating_add(self.delayed.len());
             self.capacity.held().saturating_sub(waiting)
         };
         match self.controls.admit(want, now, in_flight, take) {
@@ -82,7 +82,7 @@ impl<T> Shared<T> {
         let mut expired = Vec::new();
         let mut found = None;
         self.admit(1, now, |_| {
-            while let Some(entry) = self.ready.pop() {
+            while let Some(entry) = self.take_ready_one() {
                 if !entry.expired(now) {
                     found = Some(entry);
                     return 1;

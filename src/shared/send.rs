@@ -7,6 +7,7 @@ use crate::dedup::KeyStatus;
 use crate::error::SendError;
 use crate::error::StorageError;
 use crate::message::{Entry, MessageId, Queued};
+use crate::order::{Priority, MAX_GROUP_BYTES};
 use crate::persist::Journal;
 use crate::producer::MAX_KEY_BYTES;
 use crate::producer::{SendOptions, Sent};
@@ -77,6 +78,7 @@ pub(crate) enum Refused {
     Encode(String),
     TooLarge { size: usize, max: usize },
     KeyTooLong { len: usize, max: usize },
+    GroupTooLong { len: usize, max: usize },
     KeyConflict(MessageId),
     Storage(StorageError),
 }
@@ -90,6 +92,7 @@ impl Refused {
             Refused::Encode(reason) => SendError::Encode { message, reason },
             Refused::TooLarge { size, max } => SendError::TooLarge { message, size, max },
             Refused::KeyTooLong { len, max } => SendError::KeyTooLong { message, len, max },
+            Refused::GroupTooLong { len, max } => SendError::GroupTooLong { message, len, max },
             Refused::KeyConflict(original) => SendError::KeyConflict { message, original },
             Refused::Storage(error) => SendError::Storage { message, error },
         }
@@ -159,6 +162,15 @@ impl<T: Serialize> Shared<T> {
             let max = MAX_KEY_BYTES;
             return Err(Refused::KeyTooLong { len, max });
         }
+        if let Some(len) = options
+            .group
+            .as_ref()
+            .map(|g| g.len())
+            .filter(|&l| l > MAX_GROUP_BYTES)
+        {
+            let max = MAX_GROUP_BYTES;
+            return Err(Refused::GroupTooLong { len, max });
+        }
         // Only a keyed send compares payloads.
         let hash = match options.key {
             Some(_) if !options.any_payload => codec::fingerprint(&encoded),
@@ -216,13 +228,23 @@ impl<T: Serialize> Shared<T> {
             };
             // The limits go in the enqueue's frame: recovered together or
             // not at all.
-            let limits = Record::Limits {
-                id: id.0,
-                max_receives: options.max_receives,
-                expires_at,
+            let ordered = options.priority != Priority::Normal || options.group.is_some();
+            let limits = match ordered {
+                false => Record::Limits {
+                    id: id.0,
+                    max_receives: options.max_receives,
+                    expires_at,
+                },
+                true => Record::Options {
+                    id: id.0,
+                    max_receives: options.max_receives,
+                    expires_at,
+                    priority: options.priority.level(),
+                    group: options.group.as_deref(),
+                },
             };
             ticket = Some(
-                match options.max_receives.is_some() || expires_at.is_some() {
+                match ordered || options.max_receives.is_some() || expires_at.is_some() {
                     true => journal.append(&[record, limits])?,
                     false => journal.append(&[record])?,
                 },
@@ -461,6 +483,9 @@ impl<T> Shared<T> {
         } = appended;
         let mut entry = Entry::new(id, message, now, options.key);
         entry.set_limits(options.max_receives, expires_at);
+        if options.priority != Priority::Normal || options.group.is_some() {
+            self.order_entry(&mut entry, options.priority, options.group);
+        }
         if let Some(at) = expires_at {
             self.expire_at(at, id);
         }
@@ -510,7 +535,7 @@ impl<T> Shared<T> {
     /// Puts a message where consumers will find it: ready now, or delayed.
     pub(super) fn make_visible(&self, entry: Queued<T>, delay: Nanos, now: Nanos) {
         if delay == 0 {
-            self.ready.push(entry, now);
+            self.push_ready(entry, now);
             self.ready.signal.notify_one();
         } else {
             self.hold_until(now.saturating_add(delay), entry);
@@ -520,7 +545,7 @@ impl<T> Shared<T> {
     /// Makes a message visible at `due`: now if that has passed, else later.
     pub(super) fn place(&self, due: Nanos, entry: Queued<T>, now: Nanos) {
         if due <= now {
-            self.ready.push(entry, due);
+            self.push_ready(entry, due);
             self.ready.signal.notify_one();
         } else {
             self.hold_until(due, entry);

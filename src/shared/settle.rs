@@ -29,7 +29,9 @@ impl<T> Shared<T> {
     pub(crate) fn ack_logged(&self, id: MessageId, token: u64) -> Result<Logged, SettleError> {
         let now = self.now_coarse();
         self.tick(now);
-        self.leases.ack(id, token, now)?;
+        let entry = self.leases.ack(id, token, now)?;
+        self.left_queue(&entry);
+        drop(entry);
         let logged = self.log(&[Record::Ack { id: id.0 }]);
         self.free_slots(1);
         logged.map_err(SettleError::Storage)
@@ -45,6 +47,7 @@ impl<T> Shared<T> {
         let now = self.now_coarse();
         self.tick(now);
         let removed = self.leases.ack_many(leases, now);
+        removed.iter().for_each(|entry| self.left_queue(entry));
         let acked: Vec<MessageId> = removed.iter().map(|entry| entry.id).collect();
         drop(removed);
         if acked.is_empty() {
@@ -71,6 +74,7 @@ impl<T> Shared<T> {
         let now = self.now_coarse();
         self.tick(now);
         let batch = self.leases.remove_batch(id, token, now, true)?;
+        (0..batch.len()).for_each(|i| self.left_queue(batch.entry(i)));
         let mut logged = Ok(None);
         if self.journal.is_some() {
             let ids: Vec<MessageId> = batch.ids().collect();
@@ -293,6 +297,7 @@ impl<T> Shared<T> {
         error: Option<String>,
     ) -> Result<Option<Ticket>, StorageError> {
         let id = entry.id;
+        let group = entry.group().cloned();
         let letter = DeadLetter::new(entry, reason, at);
         let event_reason = self
             .config
@@ -314,6 +319,8 @@ impl<T> Shared<T> {
         });
         let logged = logged.map_err(|e| self.failed(e));
         Counters::bump(&self.counters.dead_lettered, 1);
+        // Its group moves on, now that it is recorded as a dead letter.
+        self.left_group(group, id);
         self.free_slots(1);
         if let Some(reason) = event_reason {
             self.emit(|| Event::DeadLettered {
