@@ -54,10 +54,27 @@ pub struct SendOptions {
     /// The key alone decides a duplicate, whatever the payload (a
     /// schedule's ticks).
     pub(crate) any_payload: bool,
-    /// Its priority level.
+    /// Its priority and message group, if either was set: behind one
+    /// pointer, so that a send without them moves and tests one word.
+    pub(crate) order: Option<Box<OrderOptions>>,
+}
+
+/// A send's priority and message group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OrderOptions {
     pub(crate) priority: Priority,
-    /// Its message group.
     pub(crate) group: Option<Arc<str>>,
+}
+
+impl SendOptions {
+    /// Its priority and group, if it has either (a `Normal` priority and
+    /// no group count as neither).
+    #[inline(always)]
+    pub(crate) fn ordering(&self) -> Option<&OrderOptions> {
+        self.order
+            .as_deref()
+            .filter(|order| order.priority != Priority::Normal || order.group.is_some())
+    }
 }
 
 impl SendOptions {
@@ -139,7 +156,7 @@ impl SendOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
+        self.order.get_or_insert_with(Box::default).priority = priority;
         self
     }
 
@@ -171,7 +188,7 @@ impl SendOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn group(mut self, group: impl Into<Arc<str>>) -> Self {
-        self.group = Some(group.into());
+        self.order.get_or_insert_with(Box::default).group = Some(group.into());
         self
     }
 

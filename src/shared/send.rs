@@ -10,7 +10,7 @@ use crate::message::{Entry, MessageId, Queued};
 use crate::order::{Priority, MAX_GROUP_BYTES};
 use crate::persist::Journal;
 use crate::producer::MAX_KEY_BYTES;
-use crate::producer::{SendOptions, Sent};
+use crate::producer::{OrderOptions, SendOptions, Sent};
 use crate::stats::Counters;
 use crate::wal::Ticket;
 use crate::wal::{KeyRef, Record};
@@ -162,14 +162,12 @@ impl<T: Serialize> Shared<T> {
             let max = MAX_KEY_BYTES;
             return Err(Refused::KeyTooLong { len, max });
         }
-        if let Some(len) = options
-            .group
-            .as_ref()
-            .map(|g| g.len())
-            .filter(|&l| l > MAX_GROUP_BYTES)
-        {
-            let max = MAX_GROUP_BYTES;
-            return Err(Refused::GroupTooLong { len, max });
+        if let Some(order) = &options.order {
+            let len = order.group.as_ref().map_or(0, |g| g.len());
+            if len > MAX_GROUP_BYTES {
+                let max = MAX_GROUP_BYTES;
+                return Err(Refused::GroupTooLong { len, max });
+            }
         }
         // Only a keyed send compares payloads.
         let hash = match options.key {
@@ -228,23 +226,23 @@ impl<T: Serialize> Shared<T> {
             };
             // The limits go in the enqueue's frame: recovered together or
             // not at all.
-            let ordered = options.priority != Priority::Normal || options.group.is_some();
-            let limits = match ordered {
-                false => Record::Limits {
+            let ordering = options.ordering();
+            let limits = match ordering {
+                None => Record::Limits {
                     id: id.0,
                     max_receives: options.max_receives,
                     expires_at,
                 },
-                true => Record::Options {
+                Some(order) => Record::Options {
                     id: id.0,
                     max_receives: options.max_receives,
                     expires_at,
-                    priority: options.priority.level(),
-                    group: options.group.as_deref(),
+                    priority: order.priority.level(),
+                    group: order.group.as_deref(),
                 },
             };
             ticket = Some(
-                match ordered || options.max_receives.is_some() || expires_at.is_some() {
+                match ordering.is_some() || options.max_receives.is_some() || expires_at.is_some() {
                     true => journal.append(&[record, limits])?,
                     false => journal.append(&[record])?,
                 },
@@ -483,13 +481,30 @@ impl<T> Shared<T> {
         } = appended;
         let mut entry = Entry::new(id, message, now, options.key);
         entry.set_limits(options.max_receives, expires_at);
-        if options.priority != Priority::Normal || options.group.is_some() {
-            self.order_entry(&mut entry, options.priority, options.group);
-        }
         if let Some(at) = expires_at {
             self.expire_at(at, id);
         }
-        self.make_visible(entry, delay, now);
+        match options.order {
+            None => self.make_visible(entry, delay, now),
+            // A priority or a group, or a builder call that set neither.
+            Some(order) => self.publish_ordered(entry, *order, delay, now),
+        }
+    }
+
+    /// [`publish_send`](Self::publish_send) of a message sent with a
+    /// priority or a group (or options that asked for neither).
+    #[cold]
+    #[inline(never)]
+    fn publish_ordered(&self, mut entry: Queued<T>, order: OrderOptions, delay: Nanos, now: Nanos) {
+        if order.priority != Priority::Normal || order.group.is_some() {
+            self.order_entry(&mut entry, order.priority, order.group);
+        }
+        if delay == 0 {
+            self.push_ready(entry, now);
+            self.ready.signal.notify_one();
+        } else {
+            self.hold_until(now.saturating_add(delay), entry);
+        }
     }
 
     /// A batch that was not waited for (its task was dropped): visible at
@@ -532,10 +547,11 @@ impl<T> Shared<T> {
         self.free_slots(n);
     }
 
-    /// Puts a message where consumers will find it: ready now, or delayed.
+    /// Puts a message without a priority or a group where consumers will
+    /// find it: ready now, or delayed.
     pub(super) fn make_visible(&self, entry: Queued<T>, delay: Nanos, now: Nanos) {
         if delay == 0 {
-            self.push_ready(entry, now);
+            self.ready.push(entry, now);
             self.ready.signal.notify_one();
         } else {
             self.hold_until(now.saturating_add(delay), entry);

@@ -29,9 +29,8 @@ impl<T> Shared<T> {
     pub(crate) fn ack_logged(&self, id: MessageId, token: u64) -> Result<Logged, SettleError> {
         let now = self.now_coarse();
         self.tick(now);
-        let entry = self.leases.ack(id, token, now)?;
-        self.left_queue(&entry);
-        drop(entry);
+        self.leases
+            .ack(id, token, now, |entry| self.left_queue(entry))?;
         let logged = self.log(&[Record::Ack { id: id.0 }]);
         self.free_slots(1);
         logged.map_err(SettleError::Storage)
