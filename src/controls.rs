@@ -139,7 +139,12 @@ struct State {
 
 impl State {
     fn on(&self) -> bool {
-        self.paused || self.max_in_flight.is_some() || self.bucket.is_some() || self.ordered
+        self.limited() || self.ordered
+    }
+
+    /// Whether a receive must be admitted: paused, capped or rate-limited.
+    fn limited(&self) -> bool {
+        self.paused || self.max_in_flight.is_some() || self.bucket.is_some()
     }
 }
 
@@ -163,6 +168,8 @@ pub(crate) struct Controls {
     on: AtomicBool,
     /// Whether the queue has seen a message with a priority or a group.
     ordered: AtomicBool,
+    /// Whether a pause, the in-flight cap or the rate limit is on.
+    limited: AtomicBool,
     state: Mutex<State>,
     /// Held by a pause or resume from its record to its change, so that
     /// the last record written is the state in memory.
@@ -179,6 +186,7 @@ impl Controls {
     fn update(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.state.lock();
         change(&mut state);
+        self.limited.store(state.limited(), SeqCst);
         self.on.store(state.on(), SeqCst);
     }
 
@@ -195,6 +203,14 @@ impl Controls {
     fn order_from_now(&self) {
         self.update(|state| state.ordered = true);
         self.ordered.store(true, SeqCst);
+    }
+
+    /// Whether a pause, the in-flight cap or the rate limit is on: a
+    /// receive must be admitted, and a message leaving flight may let a
+    /// waiting one go on.
+    #[inline]
+    pub(crate) fn limited(&self) -> bool {
+        self.limited.load(SeqCst)
     }
 
     /// Whether receives take the ordered path.

@@ -8,7 +8,6 @@
 use super::Shared;
 use crate::clock::Nanos;
 use crate::message::{Entry, MessageId, Queued};
-use crate::order::Priority;
 use std::sync::Arc;
 
 impl<T> Shared<T> {
@@ -28,20 +27,6 @@ impl<T> Shared<T> {
     #[inline(never)]
     fn push_ordered(&self, entry: Queued<T>) {
         self.order.push(entry);
-    }
-
-    /// Gives a message being sent (or redriven, or restored) its priority
-    /// and group, joins it to its group and turns the ordered receive
-    /// path on; before it is ready or delayed.
-    #[cold]
-    pub(super) fn order_entry(
-        &self,
-        entry: &mut Queued<T>,
-        priority: Priority,
-        group: Option<Arc<str>>,
-    ) {
-        entry.set_order(priority, group);
-        self.join_order(entry);
     }
 
     /// Joins an entry that has a priority or a group to its group, and

@@ -315,7 +315,7 @@ impl<T> Shared<T> {
                 batch.push(entry);
             })
         };
-        let taken = match self.controls.on() {
+        let taken = match self.controls.limited() {
             false => pop(max),
             true => self.admit(max, now, pop),
         };

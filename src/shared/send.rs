@@ -497,12 +497,15 @@ impl<T> Shared<T> {
     #[inline(never)]
     fn publish_ordered(&self, mut entry: Queued<T>, order: OrderOptions, delay: Nanos, now: Nanos) {
         if order.priority != Priority::Normal || order.group.is_some() {
-            self.order_entry(&mut entry, order.priority, order.group);
+            entry.set_order(order.priority, order.group);
+            self.controls.set_ordered();
         }
         if delay == 0 {
+            // Joins its group as it becomes ready: one lock.
             self.push_ready(entry, now);
             self.ready.signal.notify_one();
         } else {
+            self.join_order(&entry);
             self.hold_until(now.saturating_add(delay), entry);
         }
     }
