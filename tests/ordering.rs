@@ -355,3 +355,42 @@ fn compaction_keeps_priorities_and_groups() {
     // 3 high; 4 normal; the group's first is low, and holds 2 behind it.
     assert_eq!(drain(&consumer), [3, 4, 1, 2]);
 }
+
+#[test]
+fn async_receives_follow_the_same_order() {
+    let (_clock, queue) = queue();
+    let (producer, consumer) = (queue.producer(), queue.consumer());
+    producer.send_with(1, grouped("g")).unwrap();
+    producer.send_with(2, grouped("g")).unwrap();
+    producer.send_with(3, prio(Priority::High)).unwrap();
+    futures::executor::block_on(async {
+        let high = consumer.recv_async().await.unwrap();
+        assert_eq!(*high, 3);
+        let first = consumer.recv_async().await.unwrap();
+        assert_eq!(*first, 1);
+        // 2 waits for 1: a batch finds nothing more.
+        let none = consumer.recv_batch_async(5, Duration::ZERO).await;
+        assert!(none.is_err(), "{:?}", none.map(|b| b.len()));
+        first.ack_async().await.unwrap();
+        assert_eq!(*consumer.recv_async().await.unwrap(), 2);
+        high.ack_async().await.unwrap();
+    });
+}
+
+#[test]
+fn a_topic_publish_keeps_the_group_in_every_subscription() {
+    let topic: spool::Topic<u32> = spool::Topic::new();
+    let a = topic.subscribe("a", Queue::builder()).unwrap();
+    let b = topic.subscribe("b", Queue::builder()).unwrap();
+    for body in [1, 2] {
+        topic.publish_with(body, grouped("g")).unwrap();
+    }
+    for queue in [a, b] {
+        let consumer = queue.consumer();
+        let first = consumer.try_recv().unwrap();
+        assert_eq!(*first, 1);
+        assert_eq!(consumer.try_recv().unwrap_err(), RecvError::Empty);
+        first.ack().unwrap();
+        assert_eq!(*consumer.try_recv().unwrap(), 2);
+    }
+}
