@@ -394,3 +394,21 @@ fn a_topic_publish_keeps_the_group_in_every_subscription() {
         assert_eq!(*consumer.try_recv().unwrap(), 2);
     }
 }
+
+#[test]
+fn a_batch_counts_each_message_toward_the_fair_share() {
+    let (_clock, queue) = queue();
+    let (producer, consumer) = (queue.producer(), queue.consumer());
+    for low in 0..2 {
+        producer.send_with(1000 + low, prio(Priority::Low)).unwrap();
+    }
+    for high in 0..20 {
+        producer.send_with(high, prio(Priority::High)).unwrap();
+    }
+    let share = FAIR_SHARE as usize;
+    let batch = consumer.recv_batch(2 * share, Duration::ZERO).unwrap();
+    let got: Vec<u32> = batch.iter().copied().collect();
+    let lows: Vec<usize> = (0..got.len()).filter(|&i| got[i] >= 1000).collect();
+    assert_eq!(lows, [share - 1, 2 * share - 1], "{got:?}");
+    batch.ack().unwrap();
+}
