@@ -60,12 +60,19 @@ impl<T> Shared<T> {
     }
 
     /// [`left_queue`](Self::left_queue) for a message already moved on
-    /// (buried), by its group and id.
+    /// (acknowledged or buried), by its group and id.
+    #[inline(always)]
     pub(super) fn left_group(&self, group: Option<Arc<str>>, id: MessageId) {
         if let Some(group) = group {
-            if self.order.leave(&group, id) {
-                self.ready.signal.notify_one();
-            }
+            self.leave_named(&group, id);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn leave_named(&self, group: &str, id: MessageId) {
+        if self.order.leave(group, id) {
+            self.ready.signal.notify_one();
         }
     }
 
