@@ -2,8 +2,10 @@
 //! receive rate limit (a token bucket on the queue's clock).
 //!
 //! The same switch turns on the ordered receive path for good once a
-//! message with a priority or a group is sent (`order.rs`): such a queue
-//! takes every receive through [`Controls::admit`].
+//! message with a priority or a group is sent (`order.rs`); such a
+//! receive asks [`Controls::admit`] only while a limit is on
+//! ([`Controls::limited`]), and a message leaving flight wakes waiting
+//! receives only then.
 //!
 //! All three act where a receive takes messages from the ready queue
 //! (`Shared::pop_one` and `Shared::pop_batch`, shared by the blocking and
