@@ -46,7 +46,7 @@ use crate::error::PriorityError;
 use crate::message::{MessageId, Queued};
 use crate::ready::ReadyQueue;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -129,17 +129,75 @@ struct Inner<T> {
     /// became takeable.
     levels: [VecDeque<Queued<T>>; Priority::LEVELS],
     groups: HashMap<Arc<str>, Group<T>>,
+    /// Member lists of groups that emptied, kept for new groups (a group
+    /// often holds one message at a time: its list would be allocated
+    /// and freed for each).
+    spare: Vec<Members<T>>,
     /// Receives in a row that took from a higher level while a lower one
     /// waited.
     passed_over: u32,
 }
 
-/// A group's live members by id: `Some` if ready and held back, `None`
-/// if elsewhere (delayed, in flight, or offered on its level).
+/// At most this many spare member lists are kept.
+const SPARE_GROUPS: usize = 1024;
+
+/// A group's live members, sorted by id: `Some` if ready and held back,
+/// `None` if elsewhere (delayed, in flight, or offered on its level).
+/// Ids mostly arrive in order, so an insert is a push at the back and
+/// the member leaving is the front.
+type Members<T> = VecDeque<(u64, Option<Queued<T>>)>;
+
 struct Group<T> {
-    members: BTreeMap<u64, Option<Queued<T>>>,
+    members: Members<T>,
     /// The member out of the group (see the module docs).
     current: Option<u64>,
+}
+
+impl<T> Group<T> {
+    /// The member `id`'s slot, inserted (as `None`) if it is not there.
+    fn slot(&mut self, id: u64) -> &mut Option<Queued<T>> {
+        let at = match self.members.back() {
+            Some(&(last, _)) if last < id => self.members.len(),
+            None => 0,
+            _ => match self.members.binary_search_by_key(&id, |(m, _)| *m) {
+                Ok(at) => return &mut self.members[at].1,
+                Err(at) => at,
+            },
+        };
+        self.members.insert(at, (id, None));
+        &mut self.members[at].1
+    }
+
+    /// Takes member `id` out; what it held, if it was a member.
+    fn remove(&mut self, id: u64) -> Option<Option<Queued<T>>> {
+        if self.members.front().is_some_and(|(m, _)| *m == id) {
+            return self.members.pop_front().map(|(_, slot)| slot);
+        }
+        let at = self.members.binary_search_by_key(&id, |(m, _)| *m).ok()?;
+        self.members.remove(at).map(|(_, slot)| slot)
+    }
+
+    /// Offers its next message on its level, if it has none out and that
+    /// message is ready; whether it did.
+    fn offer(&mut self, levels: &mut [VecDeque<Queued<T>>; Priority::LEVELS]) -> bool {
+        let next = match self.current {
+            Some(current) => current,
+            None => match self.members.front() {
+                Some(&(first, _)) => first,
+                None => return false,
+            },
+        };
+        let Ok(at) = self.members.binary_search_by_key(&next, |(m, _)| *m) else {
+            return false;
+        };
+        let Some(entry) = self.members[at].1.take() else {
+            return false;
+        };
+        self.current = Some(next);
+        let level = entry.priority() as usize;
+        levels[level].push_back(entry);
+        true
+    }
 }
 
 impl<T> Default for Order<T> {
@@ -148,6 +206,7 @@ impl<T> Default for Order<T> {
             inner: Mutex::new(Inner {
                 levels: Default::default(),
                 groups: HashMap::new(),
+                spare: Vec::new(),
                 passed_over: 0,
             }),
             len: AtomicUsize::new(0),
@@ -165,14 +224,7 @@ impl<T> Order<T> {
     /// restore, before it is ready or delayed).
     pub(crate) fn join(&self, group: &Arc<str>, id: MessageId) {
         let mut inner = self.inner.lock();
-        let members = &mut inner
-            .groups
-            .entry(Arc::clone(group))
-            .or_insert_with(|| Group {
-                members: BTreeMap::new(),
-                current: None,
-            });
-        members.members.entry(id.0).or_insert(None);
+        inner.group(group).slot(id.0);
     }
 
     /// Makes `entry` ready (at the back of its level, or held back by its
@@ -199,10 +251,16 @@ impl<T> Order<T> {
     /// expired): the next member may be offered. Whether one was.
     pub(crate) fn leave(&self, group: &str, id: MessageId) -> bool {
         let mut inner = self.inner.lock();
-        let Some(state) = inner.groups.get_mut(group) else {
+        let Inner {
+            levels,
+            groups,
+            spare,
+            ..
+        } = &mut *inner;
+        let Some(state) = groups.get_mut(group) else {
             return false;
         };
-        if let Some(Some(_)) = state.members.remove(&id.0) {
+        if let Some(Some(_)) = state.remove(id.0) {
             // Ready and held back: it leaves the ready messages too.
             self.len.fetch_sub(1, SeqCst);
         }
@@ -210,10 +268,14 @@ impl<T> Order<T> {
             state.current = None;
         }
         if state.members.is_empty() {
-            inner.groups.remove(group);
+            if let Some(gone) = groups.remove(group) {
+                if spare.len() < SPARE_GROUPS {
+                    spare.push(gone.members);
+                }
+            }
             return false;
         }
-        inner.offer(group)
+        state.offer(levels)
     }
 
     /// Takes up to `max` messages, handing each to `take`, in the order of
@@ -260,7 +322,7 @@ impl<T> Order<T> {
             }
         }
         for group in inner.groups.values_mut() {
-            for member in group.members.values_mut() {
+            for (_, member) in group.members.iter_mut() {
                 if member.as_ref().is_some_and(&mut pick) {
                     removed.extend(member.take());
                 }
@@ -290,7 +352,7 @@ impl<T> Order<T> {
         let held = inner
             .groups
             .values()
-            .filter_map(|g| g.members.values().flatten().next())
+            .filter_map(|g| g.members.iter().find_map(|(_, slot)| slot.as_ref()))
             .map(|e| e.enqueued_at);
         offered.chain(held).min()
     }
@@ -303,37 +365,30 @@ impl<T> Inner<T> {
             self.levels[level].push_back(entry);
             return true;
         };
-        let state = self
-            .groups
-            .entry(Arc::clone(&group))
-            .or_insert_with(|| Group {
-                members: BTreeMap::new(),
-                current: None,
-            });
-        state.members.insert(entry.id.0, Some(entry));
-        self.offer(&group)
+        let id = entry.id.0;
+        let Inner {
+            levels,
+            groups,
+            spare,
+            ..
+        } = self;
+        let state = groups.entry(group).or_insert_with(|| Group {
+            members: spare.pop().unwrap_or_default(),
+            current: None,
+        });
+        *state.slot(id) = Some(entry);
+        state.offer(levels)
     }
 
-    /// Offers `group`'s next message on its level, if the group has none
-    /// out and that message is ready; whether it did.
-    fn offer(&mut self, group: &str) -> bool {
-        let Some(state) = self.groups.get_mut(group) else {
-            return false;
-        };
-        let next = match state.current {
-            Some(current) => current,
-            None => match state.members.keys().next() {
-                Some(&first) => first,
-                None => return false,
-            },
-        };
-        let Some(entry) = state.members.get_mut(&next).and_then(Option::take) else {
-            return false;
-        };
-        state.current = Some(next);
-        let level = entry.priority() as usize;
-        self.levels[level].push_back(entry);
-        true
+    /// `group`'s state, created (from a spare member list) if it has none.
+    fn group(&mut self, group: &Arc<str>) -> &mut Group<T> {
+        let spare = &mut self.spare;
+        self.groups
+            .entry(Arc::clone(group))
+            .or_insert_with(|| Group {
+                members: spare.pop().unwrap_or_default(),
+                current: None,
+            })
     }
 
     /// The next message a receive takes (see the module docs).
