@@ -1,6 +1,12 @@
 //! Flow control: pausing a queue, a cap on messages in flight, and a
 //! receive rate limit (a token bucket on the queue's clock).
 //!
+//! The same switch turns on the ordered receive path for good once a
+//! message with a priority or a group is sent (`order.rs`); such a
+//! receive asks [`Controls::admit`] only while a limit is on
+//! ([`Controls::limited`]), and a message leaving flight wakes waiting
+//! receives only then.
+//!
 //! All three act where a receive takes messages from the ready queue
 //! (`Shared::pop_one` and `Shared::pop_batch`, shared by the blocking and
 //! the async receives), and nowhere else: sends go on as before.
@@ -128,10 +134,18 @@ struct State {
     paused: bool,
     max_in_flight: Option<usize>,
     bucket: Option<Bucket>,
+    /// A message with a priority or a group was sent: receives take the
+    /// ordered path (`order.rs`) from now on.
+    ordered: bool,
 }
 
 impl State {
     fn on(&self) -> bool {
+        self.limited() || self.ordered
+    }
+
+    /// Whether a receive must be admitted: paused, capped or rate-limited.
+    fn limited(&self) -> bool {
         self.paused || self.max_in_flight.is_some() || self.bucket.is_some()
     }
 }
@@ -151,8 +165,13 @@ pub(crate) enum Admit {
 /// A queue's flow controls.
 #[derive(Debug, Default)]
 pub(crate) struct Controls {
-    /// Whether any control is on: the one load the plain path pays.
+    /// Whether any control is on, or the queue is ordered: the one load
+    /// the plain path pays.
     on: AtomicBool,
+    /// Whether the queue has seen a message with a priority or a group.
+    ordered: AtomicBool,
+    /// Whether a pause, the in-flight cap or the rate limit is on.
+    limited: AtomicBool,
     state: Mutex<State>,
     /// Held by a pause or resume from its record to its change, so that
     /// the last record written is the state in memory.
@@ -169,7 +188,37 @@ impl Controls {
     fn update(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.state.lock();
         change(&mut state);
+        self.limited.store(state.limited(), SeqCst);
         self.on.store(state.on(), SeqCst);
+    }
+
+    /// Turns the ordered receive path on for good (the first message with
+    /// a priority or a group); one load once it is.
+    #[inline]
+    pub(crate) fn set_ordered(&self) {
+        if !self.ordered.load(SeqCst) {
+            self.order_from_now();
+        }
+    }
+
+    #[cold]
+    fn order_from_now(&self) {
+        self.update(|state| state.ordered = true);
+        self.ordered.store(true, SeqCst);
+    }
+
+    /// Whether a pause, the in-flight cap or the rate limit is on: a
+    /// receive must be admitted, and a message leaving flight may let a
+    /// waiting one go on.
+    #[inline]
+    pub(crate) fn limited(&self) -> bool {
+        self.limited.load(SeqCst)
+    }
+
+    /// Whether receives take the ordered path.
+    #[inline]
+    pub(crate) fn ordered(&self) -> bool {
+        self.ordered.load(SeqCst)
     }
 
     pub(crate) fn set_paused(&self, paused: bool) {

@@ -100,6 +100,20 @@ impl PartialEq for StorageError {
 
 impl Eq for StorageError {}
 
+/// Why a priority level was refused ([`Priority::from_level`](crate::Priority::from_level)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PriorityError {
+    /// A level past the lowest: levels run from 0 (the highest) to `max`.
+    #[error("priority level {level} is out of range 0..={max}")]
+    OutOfRange {
+        /// The level given.
+        level: u8,
+        /// The lowest priority's level.
+        max: u8,
+    },
+}
+
 /// Why a flow-control limit was refused ([`RateLimit::new`](crate::RateLimit::new),
 /// [`Queue::set_max_in_flight`](crate::Queue::set_max_in_flight)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -299,6 +313,17 @@ pub enum SendError<T> {
         /// The limit.
         max: usize,
     },
+    /// The message group key is longer than
+    /// [`MAX_GROUP_BYTES`](crate::MAX_GROUP_BYTES).
+    #[error("message group key of {len} bytes exceeds the maximum of {max}")]
+    GroupTooLong {
+        /// The refused message.
+        message: T,
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The encoded payload is larger than the queue's
     /// [`max_message_bytes`](crate::Builder::max_message_bytes) (for a
     /// batch on a persistent queue: the batch, counting 64 bytes of
@@ -332,6 +357,7 @@ impl<T> SendError<T> {
             | SendError::Encode { message, .. }
             | SendError::TooLarge { message, .. }
             | SendError::KeyTooLong { message, .. }
+            | SendError::GroupTooLong { message, .. }
             | SendError::Storage { message, .. } => message,
         }
     }
@@ -353,6 +379,11 @@ impl<T> fmt::Debug for SendError<T> {
                 .finish_non_exhaustive(),
             SendError::KeyTooLong { len, max, .. } => f
                 .debug_struct("KeyTooLong")
+                .field("len", len)
+                .field("max", max)
+                .finish_non_exhaustive(),
+            SendError::GroupTooLong { len, max, .. } => f
+                .debug_struct("GroupTooLong")
                 .field("len", len)
                 .field("max", max)
                 .finish_non_exhaustive(),

@@ -315,18 +315,27 @@ impl<T> LeaseTable<T> {
         self.shards.iter().map(|shard| shard.0.lock().acked).sum()
     }
 
-    /// [`remove`](Self::remove), counted as an acknowledgement.
+    /// [`remove`](Self::remove), counted as an acknowledgement; the
+    /// message is shown to `gone` (outside the shard's lock) and dropped.
+    #[inline]
     pub(crate) fn ack(
         &self,
         id: MessageId,
         token: u64,
         now: Nanos,
-    ) -> Result<Held<T>, SettleError> {
+        gone: impl FnOnce(&Held<T>),
+    ) -> Result<(), SettleError> {
         let mut shard = self.shard(token).lock();
         let entry = shard.take_one(id, token, now);
         shard.acked += u64::from(entry.is_some());
         drop(shard);
-        entry.ok_or(SettleError::LeaseExpired { id })
+        match entry {
+            Some(entry) => {
+                gone(&entry);
+                Ok(())
+            }
+            None => Err(SettleError::LeaseExpired { id }),
+        }
     }
 
     /// Acknowledges every current lease of `leases` (skipping expired
@@ -579,7 +588,10 @@ mod tests {
         assert_eq!(table.len(), 10);
         let first = MessageId(10);
         assert!(table.remove(first, token, 0).is_err(), "not one message");
-        assert!(table.ack(first, token, 0).is_err(), "not one message");
+        assert!(
+            table.ack(first, token, 0, |_| ()).is_err(),
+            "not one message"
+        );
         assert!(table.remove_batch(MessageId(11), token, 0, true).is_err());
         assert!(table.remove_batch(first, token + 1, 0, true).is_err());
         assert!(
@@ -635,7 +647,7 @@ mod tests {
             .all(|&(_, t, _)| t != token && shard_of(t) == 4));
         let (id, first, payload) = split[0];
         assert_eq!((id, payload), (MessageId(0), 0));
-        table.ack(id, first, 10).unwrap();
+        table.ack(id, first, 10, |_| ()).unwrap();
         let mut expired = Vec::new();
         table.expire(100, &mut expired);
         assert_eq!(
@@ -658,11 +670,11 @@ mod tests {
         assert_eq!(table.expire(Nanos::MAX, &mut expired), Nanos::MAX);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1.id, MessageId(2));
-        assert!(table.ack(MessageId(2), before, Nanos::MAX).is_err());
+        assert!(table.ack(MessageId(2), before, Nanos::MAX, |_| ()).is_err());
         table
             .extend(MessageId(1), end, Nanos::MAX, Nanos::MAX)
             .unwrap();
-        assert!(table.ack(MessageId(1), end, Nanos::MAX).is_ok());
+        assert!(table.ack(MessageId(1), end, Nanos::MAX, |_| ()).is_ok());
     }
 
     #[test]
@@ -674,10 +686,11 @@ mod tests {
         let token = table.insert(5, entry(1), 100, |_, token| token);
         assert_eq!(table.shards[5].0.lock().live, 1);
         table.extend(MessageId(1), token, 0, 200).unwrap();
-        assert_eq!(
-            table.ack(MessageId(1), token, 150).unwrap().id,
-            MessageId(1)
-        );
+        let mut acked = None;
+        table
+            .ack(MessageId(1), token, 150, |entry| acked = Some(entry.id))
+            .unwrap();
+        assert_eq!(acked, Some(MessageId(1)));
         assert_eq!(table.shards[5].0.lock().acked, 1);
     }
 

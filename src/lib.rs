@@ -106,7 +106,11 @@
 //! | `close()` or every `Queue`/`Producer` dropped | sends fail with `Closed`; consumers drain, then get `Closed` |
 //!
 //! Ordering: with one producer and no failures, consumers see messages in
-//! send order. Retried messages go to the back of the queue. Messages that
+//! send order. Retried messages go to the back of the queue, unless they
+//! are in a message group ([`SendOptions::group`]: one message of a group
+//! at a time, in send order, across retries); [`SendOptions::priority`]
+//! picks one of three levels, taken highest first with a fair share for
+//! the lower ones (see [`Priority`]). Messages that
 //! become visible at the same instant (expired leases, delays coming due)
 //! are queued in the order they came due, then by id.
 //!
@@ -175,6 +179,7 @@ mod loom_tests;
 mod message;
 mod monotonic;
 mod observe;
+mod order;
 mod padded;
 mod persist;
 mod producer;
@@ -205,12 +210,13 @@ pub use controls::RateLimit;
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use delivery::Delivery;
 pub use error::{
-    CancelError, LimitError, OpenError, RecvError, RedriveError, SendError, SettleError,
-    StorageError,
+    CancelError, LimitError, OpenError, PriorityError, RecvError, RedriveError, SendError,
+    SettleError, StorageError,
 };
 pub use event::Event;
 pub use job::{Job, LeaseLost, Outcome};
 pub use message::MessageId;
+pub use order::{Priority, FAIR_SHARE, MAX_GROUP_BYTES};
 pub use producer::{Producer, SendOptions, Sent, MAX_KEY_BYTES, MAX_TEXT_BYTES};
 pub use queue::{Cancelled, Queue};
 pub use recv::{Iter, RecvBatchFuture, RecvFuture, RecvStream};

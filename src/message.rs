@@ -8,6 +8,7 @@
 //! lease has ended.)
 
 use crate::clock::Nanos;
+use crate::order::Priority;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -281,6 +282,10 @@ struct Extra {
     max_receives: Option<u32>,
     /// When its time to live runs out, if it is never received.
     expires_at: Option<Nanos>,
+    /// Its priority (see `order.rs`).
+    priority: Priority,
+    /// Its message group (see `order.rs`).
+    group: Option<Arc<str>>,
 }
 
 impl<T> Queued<T> {
@@ -393,6 +398,39 @@ impl<P> Entry<P> {
             let extra = self.extra_mut();
             extra.max_receives = max_receives;
             extra.expires_at = expires_at;
+        }
+    }
+
+    /// Its priority ([`Priority::Normal`] unless sent with another).
+    #[inline]
+    pub(crate) fn priority(&self) -> Priority {
+        self.extra
+            .as_ref()
+            .map_or(Priority::Normal, |extra| extra.priority)
+    }
+
+    /// The message group it was sent with.
+    #[inline]
+    pub(crate) fn group(&self) -> Option<&Arc<str>> {
+        self.extra.as_ref()?.group.as_ref()
+    }
+
+    /// Whether it needs more than FIFO order: a priority or a group (see
+    /// `order.rs`). One test of a pointer for a message with no extras.
+    #[inline(always)]
+    pub(crate) fn is_ordered(&self) -> bool {
+        match &self.extra {
+            None => false,
+            Some(extra) => extra.priority != Priority::Normal || extra.group.is_some(),
+        }
+    }
+
+    /// Sets its priority and group.
+    pub(crate) fn set_order(&mut self, priority: Priority, group: Option<Arc<str>>) {
+        if priority != Priority::Normal || group.is_some() {
+            let extra = self.extra_mut();
+            extra.priority = priority;
+            extra.group = group;
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::backend::Backend;
 use crate::error::SendError;
 use crate::message::MessageId;
+use crate::order::Priority;
 use crate::shared::Wait;
 use crate::Message;
 use std::fmt;
@@ -54,6 +55,27 @@ pub struct SendOptions {
     /// The key alone decides a duplicate, whatever the payload (a
     /// schedule's ticks).
     pub(crate) any_payload: bool,
+    /// Its priority and message group, if either was set: behind one
+    /// pointer, so that a send without them moves and tests one word.
+    pub(crate) order: Option<Box<OrderOptions>>,
+}
+
+/// A send's priority and message group.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OrderOptions {
+    pub(crate) priority: Priority,
+    pub(crate) group: Option<Arc<str>>,
+}
+
+impl SendOptions {
+    /// Its priority and group, if it has either (a `Normal` priority and
+    /// no group count as neither).
+    #[inline(always)]
+    pub(crate) fn ordering(&self) -> Option<&OrderOptions> {
+        self.order
+            .as_deref()
+            .filter(|order| order.priority != Priority::Normal || order.group.is_some())
+    }
 }
 
 impl SendOptions {
@@ -116,6 +138,58 @@ impl SendOptions {
     /// reopen.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Its priority: a receive takes the highest level first, and lets at
+    /// least one in every [`FAIR_SHARE`](crate::FAIR_SHARE) receives take
+    /// from the lower levels while they wait (see [`Priority`]). Kept
+    /// with the message across retries, redrives and restarts.
+    ///
+    /// ```
+    /// use spool::{Priority, Queue, SendOptions};
+    ///
+    /// let queue = Queue::<String>::builder().open()?;
+    /// let (producer, consumer) = (queue.producer(), queue.consumer());
+    /// producer.send("report".to_string())?;
+    /// producer.send_with("page the on-call".to_string(), SendOptions::new().priority(Priority::High))?;
+    /// assert_eq!(*consumer.try_recv()?, "page the on-call");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.order.get_or_insert_with(Box::default).priority = priority;
+        self
+    }
+
+    /// Its message group (SQS FIFO's message group id, Kafka's key): the
+    /// messages of one group are delivered one at a time, in send order,
+    /// across retries and lease expiries; a failing message holds its
+    /// group (and only its group) until it is acknowledged or
+    /// dead-lettered. Different groups are worked in parallel. At most
+    /// [`MAX_GROUP_BYTES`](crate::MAX_GROUP_BYTES), else the send is
+    /// refused with [`SendError::GroupTooLong`]. See the README's
+    /// "Ordering" section for what dead-lettering, redrive, cancel and
+    /// times to live do to a group.
+    ///
+    /// ```
+    /// use spool::{Queue, SendOptions};
+    ///
+    /// let queue = Queue::<u32>::builder().open()?;
+    /// let (producer, consumer) = (queue.producer(), queue.consumer());
+    /// producer.send_with(1, SendOptions::new().group("customer-7"))?;
+    /// producer.send_with(2, SendOptions::new().group("customer-7"))?;
+    /// producer.send_with(10, SendOptions::new().group("customer-8"))?;
+    /// let first = consumer.try_recv()?;
+    /// assert_eq!(*first, 1);
+    /// // 2 waits for 1; customer 8 does not.
+    /// assert_eq!(*consumer.try_recv()?, 10);
+    /// assert!(consumer.try_recv().is_err());
+    /// first.ack()?;
+    /// assert_eq!(*consumer.try_recv()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn group(mut self, group: impl Into<Arc<str>>) -> Self {
+        self.order.get_or_insert_with(Box::default).group = Some(group.into());
         self
     }
 

@@ -445,6 +445,10 @@ impl<T> Round<T> {
                         len: *len,
                         max: *max,
                     },
+                    SendError::GroupTooLong { len, max, .. } => Refusal::GroupTooLong {
+                        len: *len,
+                        max: *max,
+                    },
                     SendError::Storage { error, .. } => Refusal::Storage(error.clone()),
                     // Full, and Timeout which a topic never asks for.
                     _ => Refusal::Full,
@@ -626,6 +630,15 @@ pub enum Refusal {
     /// The idempotency key is longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
     #[error("idempotency key of {len} bytes exceeds the maximum of {max}")]
     KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message group key is longer than
+    /// [`MAX_GROUP_BYTES`](crate::MAX_GROUP_BYTES).
+    #[error("message group key of {len} bytes exceeds the maximum of {max}")]
+    GroupTooLong {
         /// The key's length.
         len: usize,
         /// The limit.

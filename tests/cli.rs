@@ -152,6 +152,27 @@ fn dump_writes_each_live_message_as_a_json_line_with_its_bytes() {
 }
 
 #[test]
+fn dump_shows_a_priority_and_a_group_where_a_message_has_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("orders");
+    {
+        let queue = open(&dir);
+        let producer = queue.producer();
+        producer.send("plain".into()).unwrap();
+        let options = SendOptions::new()
+            .group("customer-7")
+            .priority(spool::Priority::High);
+        producer.send_with("paid".into(), options).unwrap();
+    }
+    let out = spool(&["dump", dir.to_str().unwrap()]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert!(lines[0].get("priority").is_none() && lines[0].get("group").is_none());
+    assert_eq!(lines[1]["priority"], 0);
+    assert_eq!(lines[1]["group"], "customer-7");
+}
+
+#[test]
 fn verify_tells_clean_from_torn_from_corrupt_and_repairs_nothing() {
     let (_tmp, dir) = healthy();
     let d = dir.to_str().unwrap();

@@ -18,7 +18,9 @@
 //! tasks wait on the same queue.
 //!
 //! Every wait is bounded ([`DEADLINE`]), so a bug fails the test instead of
-//! hanging it.
+//! hanging it. The ledger of message groups (send order and one message
+//! out per group, under retries, lease expiry and pause) is
+//! `tests/concurrency_groups.rs`.
 
 use spool::{
     Backoff, Clock, Consumer, DeadLetter, DeadLetterReason, Delivery, MessageId, Queue, RecvError,

@@ -91,6 +91,9 @@
 //!   flight (a batch, up to that many). `peek(n)` shows the front `n` of
 //!   the ready queue and changes nothing.
 //!
+//! Priorities and message groups have a model of their own,
+//! `tests/model_order.rs`.
+//!
 //! Not covered here: threads and real blocking (a blocking call the model
 //! says would wait is made as a `try_` call instead, a timeout elapses
 //! with nothing else running), backoff jitter, dropping every

@@ -145,6 +145,17 @@ fn unsupported_settings_and_calls_are_refused_with_typed_errors() {
     assert!(matches!(refused, Err(OpenError::Unsupported { .. })));
     let queue = builder(&server.url()).open().unwrap();
     assert!(queue.pause().unwrap_err().is_unsupported());
+    let grouped = spool::SendOptions::new().group("customer-7");
+    match queue.producer().send_with(vec![1], grouped) {
+        Err(SendError::Storage { error, message }) => {
+            assert!(error.is_unsupported(), "{error}");
+            assert_eq!(message, vec![1]);
+        }
+        other => panic!("expected an unsupported send, got {other:?}"),
+    }
+    let urgent = spool::SendOptions::new().priority(spool::Priority::High);
+    assert!(queue.producer().send_with(vec![1], urgent).is_err());
+    assert_eq!(queue.try_stats().unwrap().sent, 0);
     assert!(queue.compact().unwrap_err().is_unsupported());
     assert!(matches!(
         queue.set_max_in_flight(Some(2)),

@@ -169,6 +169,13 @@ fn describe(
     object.insert("key".into(), m.key.as_ref().map(|k| k.key.clone()).into());
     object.insert("enqueued_at_ms".into(), millis(m.enqueued_at).into());
     object.insert("visible_at_ms".into(), millis(m.visible_at).into());
+    // Only for messages sent with them (0 is the highest priority).
+    if let Some(level) = m.priority {
+        object.insert("priority".into(), level.into());
+    }
+    if let Some(group) = &m.group {
+        object.insert("group".into(), group.clone().into());
+    }
     if let Some(dead) = &m.dead {
         object.insert("dead_lettered_at_ms".into(), millis(dead.at).into());
         object.insert("reason".into(), dead.reason.to_string().into());

@@ -434,6 +434,11 @@ impl<T: Message> Remote<T> {
         options: SendOptions,
         wait: Wait,
     ) -> Result<Sent, SendError<T>> {
+        if options.ordering().is_some() {
+            let what = "priorities and message groups";
+            let error = StorageError::unsupported(BACKEND, what);
+            return Err(SendError::Storage { message, error });
+        }
         if let Some(key) = &options.key {
             if key.len() > MAX_KEY_BYTES {
                 let len = key.len();

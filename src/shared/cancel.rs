@@ -31,7 +31,8 @@ impl<T> Shared<T> {
         let now = self.now();
         // Whatever came due is ready before we look.
         self.tick(now);
-        let (entry, found, due) = if let Some(entry) = self.ready.remove(id) {
+        let removed = self.ready.remove(id).or_else(|| self.order.remove(id));
+        let (entry, found, due) = if let Some(entry) = removed {
             (entry, Cancelled::Ready, now)
         } else if let Some((due, entry)) = self.delayed.remove(id) {
             (entry, Cancelled::Delayed, due)
@@ -47,6 +48,7 @@ impl<T> Shared<T> {
             }
         };
         Counters::bump(&self.counters.cancelled, 1);
+        self.left_queue(&entry);
         drop(entry);
         self.free_slots(1);
         Ok((found, ticket))
@@ -69,7 +71,7 @@ impl<T> Shared<T> {
     fn put_back(&self, entry: Queued<T>, found: Cancelled, due: u64, now: u64) {
         match found {
             Cancelled::Ready => {
-                self.ready.push(entry, now);
+                self.push_ready(entry, now);
                 self.ready.signal.notify_one();
             }
             Cancelled::Delayed => self.hold_until(due, entry),

@@ -124,7 +124,9 @@ impl<T: Serialize> Shared<T> {
             entry.payload = Payload::Owned(payload);
         }
         Counters::bump(&self.counters.redriven, 1);
-        self.ready.push(entry, now);
+        // Back in its group, by its id (`order.rs`).
+        self.join_order(&entry);
+        self.push_ready(entry, now);
         self.ready.signal.notify_one();
         self.emit(|| Event::Redriven {
             queue: self.name(),

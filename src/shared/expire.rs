@@ -41,6 +41,9 @@ impl<T> Shared<T> {
                 .map(|(_, e)| e),
         );
         gone.extend(self.ready.remove_where(picked));
+        if self.order.len() > 0 {
+            gone.extend(self.order.remove_where(picked));
+        }
         gone.sort_by_key(|entry| (entry.expires_at(), entry.id));
         for entry in gone {
             self.bury_expired(entry);

@@ -58,7 +58,7 @@ impl<T> Shared<T> {
         take: impl FnOnce(usize) -> usize,
     ) -> usize {
         let in_flight = || {
-            let waiting = self.ready.len().saturating_add(self.delayed.len());
+            let waiting = self.ready_len().saturating_add(self.delayed.len());
             self.capacity.held().saturating_sub(waiting)
         };
         match self.controls.admit(want, now, in_flight, take) {
@@ -81,8 +81,8 @@ impl<T> Shared<T> {
     ) -> Result<Option<Taken<Queued<T>>>, RecvError> {
         let mut expired = Vec::new();
         let mut found = None;
-        self.admit(1, now, |_| {
-            while let Some(entry) = self.ready.pop() {
+        let mut take = |_| {
+            while let Some(entry) = self.take_ready_one() {
                 if !entry.expired(now) {
                     found = Some(entry);
                     return 1;
@@ -90,7 +90,13 @@ impl<T> Shared<T> {
                 expired.push(entry);
             }
             0
-        });
+        };
+        if self.controls.limited() {
+            self.admit(1, now, take);
+        } else {
+            // Ordered, with no limit: the order's own lock is enough.
+            take(1);
+        }
         for entry in expired {
             self.bury_expired(entry);
         }
@@ -105,10 +111,11 @@ impl<T> Shared<T> {
 
     /// A message left flight (settled, dead-lettered, or released): a
     /// receive waiting under the in-flight cap may go on. One load when
-    /// no control is on.
+    /// no control is on. (A group's next message wakes a receive of its
+    /// own: `order.rs`.)
     #[inline]
     pub(super) fn left_flight(&self) {
-        if self.controls.on() {
+        if self.controls.limited() {
             self.ready.signal.notify_all();
         }
     }

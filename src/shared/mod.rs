@@ -39,6 +39,7 @@
 //! | `expire` | times to live running out |
 //! | `flow` | pause, resume, the in-flight cap and the rate limit |
 //! | `peek` | reading ready messages without leasing them |
+//! | `order` | priorities and message groups (rules in `order.rs`) |
 //! | `restore` | rebuilding the state a journal recovered |
 //! | `task` | the task forms of the operations that wait (async) |
 
@@ -46,6 +47,7 @@ mod cancel;
 mod dead_letters;
 mod expire;
 mod flow;
+mod order;
 mod peek;
 mod receive;
 mod restore;
@@ -70,6 +72,7 @@ use crate::event::Event;
 use crate::expiry::ExpiryQueue;
 use crate::lease::LeaseTable;
 use crate::message::Held;
+use crate::order::Order;
 use crate::padded::Padded;
 use crate::persist::Journal;
 use crate::ready::ReadyQueue;
@@ -163,6 +166,9 @@ pub(crate) struct Shared<T> {
     /// deadline set from one, so that leases do not run out early.
     coarse_lag: Nanos,
     ready: ReadyQueue<T>,
+    /// Ready messages with a priority or a group, and every group's
+    /// members (`order.rs`).
+    order: Order<T>,
     capacity: Capacity,
     leases: LeaseTable<T>,
     delayed: DelayQueue<T>,
@@ -229,6 +235,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         let (journal, recovery) = persisted.unzip();
         let shared = Arc::new(Shared {
             ready: ReadyQueue::new(config.capacity, config.idle_spin),
+            order: Order::default(),
             capacity: Capacity::new(config.capacity),
             leases: LeaseTable::new(),
             delayed: DelayQueue::new(),
@@ -515,7 +522,7 @@ impl<T> Shared<T> {
         self.tick(now);
         let mut stats = Stats {
             capacity: self.capacity.limit(),
-            ready: self.ready.len(),
+            ready: self.ready_len(),
             in_flight: self.leases.len(),
             delayed: self.delayed.len(),
             dead_letters: self.dead.len(),
@@ -523,6 +530,9 @@ impl<T> Shared<T> {
             oldest_ready_age: self
                 .ready
                 .oldest_since(now)
+                .into_iter()
+                .chain(self.order.oldest_enqueued())
+                .min()
                 .map(|since| Duration::from_nanos(now.saturating_sub(since))),
             ..Stats::default()
         };

@@ -2,7 +2,8 @@
 
 use super::Shared;
 use crate::clock::{self, Nanos};
-use crate::message::MessageId;
+use crate::message::{MessageId, Queued};
+use crate::order::Priority;
 use std::time::SystemTime;
 
 /// A ready message seen by [`Queue::peek`](crate::Queue::peek): a copy,
@@ -23,22 +24,48 @@ pub struct Peeked<T> {
 
 impl<T: Clone> Shared<T> {
     /// Copies of up to `max` of the next ready messages, in the order
-    /// receives would take them. Runs the tick first, as a receive does.
+    /// receives would take them (by priority, the starvation rule aside;
+    /// a message held back by its group is not next). Runs the tick
+    /// first, as a receive does.
     pub(crate) fn peek(&self, max: usize) -> Vec<Peeked<T>> {
         let now = self.now();
         self.tick(now);
-        let mut seen = Vec::with_capacity(max.min(self.ready.len()));
+        let copy = |entry: &Queued<T>| Peeked {
+            id: entry.id,
+            receive_count: entry.receive_count,
+            enqueued_at: wall(entry.enqueued_at),
+            message: T::clone(&entry.payload),
+        };
+        let mut plain = Vec::with_capacity(max.min(self.ready.len()));
         self.ready.peek(max, |entry| {
-            if entry.expired(now) {
-                return;
+            if !entry.expired(now) {
+                plain.push(copy(entry));
             }
-            seen.push(Peeked {
-                id: entry.id,
-                receive_count: entry.receive_count,
-                enqueued_at: wall(entry.enqueued_at),
-                message: T::clone(&entry.payload),
-            });
         });
+        if !self.controls.ordered() {
+            return plain;
+        }
+        let mut levels: [Vec<Peeked<T>>; Priority::LEVELS] = Default::default();
+        self.order.peek(max, |level, entry| {
+            if !entry.expired(now) {
+                levels[level].push(copy(entry));
+            }
+        });
+        // The normal level merges the plain lane by id, as receives do.
+        let [high, normal, low] = levels;
+        let mut seen = high;
+        let (mut plain, mut normal) = (plain.into_iter().peekable(), normal.into_iter().peekable());
+        loop {
+            let next = match (plain.peek(), normal.peek()) {
+                (Some(p), Some(n)) if p.id < n.id => plain.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => normal.next(),
+                (Some(_), None) => plain.next(),
+                (None, None) => break,
+            };
+            seen.extend(next);
+        }
+        seen.extend(low);
+        seen.truncate(max);
         seen
     }
 }

@@ -113,7 +113,7 @@ impl<T> Shared<T> {
 
     /// Closed, and nothing ready or delayed (messages may be in flight).
     pub(super) fn nothing_to_take(&self) -> bool {
-        self.is_closed() && self.ready.len() == 0 && self.delayed.len() == 0
+        self.is_closed() && self.ready_len() == 0 && self.delayed.len() == 0
     }
 
     /// Wakes every blocked consumer, so that it looks again (a worker pool
@@ -307,15 +307,15 @@ impl<T> Shared<T> {
         max: usize,
         now: Nanos,
     ) -> Result<Option<Taken<BatchBuilder<T>>>, RecvError> {
-        let mut batch = BatchBuilder::with_capacity(max.min(self.ready.len()).max(1));
+        let mut batch = BatchBuilder::with_capacity(max.min(self.ready_len()).max(1));
         let mut pop = |max: usize| {
-            self.ready.pop_many(max, |mut entry| {
+            self.take_ready(max, |mut entry| {
                 entry.receive_count = entry.receive_count.saturating_add(1);
                 entry.next_lease();
                 batch.push(entry);
             })
         };
-        let taken = match self.controls.on() {
+        let taken = match self.controls.limited() {
             false => pop(max),
             true => self.admit(max, now, pop),
         };
@@ -387,7 +387,7 @@ impl<T> Shared<T> {
                 entry
             })
             .collect();
-        self.ready.unpop(entries);
+        self.untake(entries);
         self.ready.signal.notify_all();
     }
 
@@ -442,7 +442,7 @@ impl<T> Shared<T> {
     fn unreceive(&self, entries: Vec<Queued<T>>, now: Nanos) {
         for mut entry in entries {
             entry.receive_count -= 1;
-            self.ready.push(entry, now);
+            self.push_ready(entry, now);
         }
         self.ready.signal.notify_all();
     }
@@ -506,7 +506,7 @@ impl<T> Shared<T> {
         }
         visible.sort_by_key(|(at, entry)| (*at, entry.id));
         for (at, entry) in visible {
-            self.ready.push(entry, at);
+            self.push_ready(entry, at);
         }
         // Also when nothing moved: a consumer that read `next_deadline`
         // while it was reset must recompute how long to sleep.

@@ -6,6 +6,7 @@ use crate::codec;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::OpenError;
 use crate::message::{Entry, MessageId, Queued};
+use crate::order::Priority;
 use crate::wal::{Recovered, RecoveredKey, RecoveredMessage};
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering::SeqCst;
@@ -74,6 +75,8 @@ impl<T: DeserializeOwned> Shared<T> {
                         .map_err(OpenError::Storage)?;
                 }
                 None => {
+                    // Back in its group, by its id (`order.rs`).
+                    self.join_order(&entry);
                     if let Some(at) = entry.expires_at().filter(|_| entry.receive_count == 0) {
                         self.expire_at(at, entry.id);
                     }
@@ -87,7 +90,7 @@ impl<T: DeserializeOwned> Shared<T> {
         }
         ready.sort_by_key(|(at, entry)| (*at, entry.id));
         for (at, entry) in ready {
-            self.ready.push(entry, at);
+            self.push_ready(entry, at);
         }
         Ok(())
     }
@@ -122,6 +125,15 @@ fn decode<T: DeserializeOwned>(message: RecoveredMessage) -> Result<Restored<T>,
             entry.receive_count = message.receive_count;
             entry.set_errors(message.errors);
             entry.set_limits(message.max_receives, message.expires_at);
+            let priority = message
+                .priority
+                .map_or(Ok(Priority::Normal), Priority::from_level);
+            let priority = priority.map_err(|error| OpenError::Corrupted {
+                file: String::new(),
+                offset: 0,
+                reason: format!("message {id}: {error}"),
+            })?;
+            entry.set_order(priority, message.group.map(Arc::from));
             entry
         },
         visible_at: message.visible_at,

@@ -7,9 +7,10 @@ use crate::dedup::KeyStatus;
 use crate::error::SendError;
 use crate::error::StorageError;
 use crate::message::{Entry, MessageId, Queued};
+use crate::order::{Priority, MAX_GROUP_BYTES};
 use crate::persist::Journal;
 use crate::producer::MAX_KEY_BYTES;
-use crate::producer::{SendOptions, Sent};
+use crate::producer::{OrderOptions, SendOptions, Sent};
 use crate::stats::Counters;
 use crate::wal::Ticket;
 use crate::wal::{KeyRef, Record};
@@ -77,6 +78,7 @@ pub(crate) enum Refused {
     Encode(String),
     TooLarge { size: usize, max: usize },
     KeyTooLong { len: usize, max: usize },
+    GroupTooLong { len: usize, max: usize },
     KeyConflict(MessageId),
     Storage(StorageError),
 }
@@ -90,6 +92,7 @@ impl Refused {
             Refused::Encode(reason) => SendError::Encode { message, reason },
             Refused::TooLarge { size, max } => SendError::TooLarge { message, size, max },
             Refused::KeyTooLong { len, max } => SendError::KeyTooLong { message, len, max },
+            Refused::GroupTooLong { len, max } => SendError::GroupTooLong { message, len, max },
             Refused::KeyConflict(original) => SendError::KeyConflict { message, original },
             Refused::Storage(error) => SendError::Storage { message, error },
         }
@@ -159,6 +162,13 @@ impl<T: Serialize> Shared<T> {
             let max = MAX_KEY_BYTES;
             return Err(Refused::KeyTooLong { len, max });
         }
+        if let Some(order) = &options.order {
+            let len = order.group.as_ref().map_or(0, |g| g.len());
+            if len > MAX_GROUP_BYTES {
+                let max = MAX_GROUP_BYTES;
+                return Err(Refused::GroupTooLong { len, max });
+            }
+        }
         // Only a keyed send compares payloads.
         let hash = match options.key {
             Some(_) if !options.any_payload => codec::fingerprint(&encoded),
@@ -216,13 +226,23 @@ impl<T: Serialize> Shared<T> {
             };
             // The limits go in the enqueue's frame: recovered together or
             // not at all.
-            let limits = Record::Limits {
-                id: id.0,
-                max_receives: options.max_receives,
-                expires_at,
+            let ordering = options.ordering();
+            let limits = match ordering {
+                None => Record::Limits {
+                    id: id.0,
+                    max_receives: options.max_receives,
+                    expires_at,
+                },
+                Some(order) => Record::Options {
+                    id: id.0,
+                    max_receives: options.max_receives,
+                    expires_at,
+                    priority: order.priority.level(),
+                    group: order.group.as_deref(),
+                },
             };
             ticket = Some(
-                match options.max_receives.is_some() || expires_at.is_some() {
+                match ordering.is_some() || options.max_receives.is_some() || expires_at.is_some() {
                     true => journal.append(&[record, limits])?,
                     false => journal.append(&[record])?,
                 },
@@ -464,7 +484,30 @@ impl<T> Shared<T> {
         if let Some(at) = expires_at {
             self.expire_at(at, id);
         }
-        self.make_visible(entry, delay, now);
+        match options.order {
+            None => self.make_visible(entry, delay, now),
+            // A priority or a group, or a builder call that set neither.
+            Some(order) => self.publish_ordered(entry, *order, delay, now),
+        }
+    }
+
+    /// [`publish_send`](Self::publish_send) of a message sent with a
+    /// priority or a group (or options that asked for neither).
+    #[cold]
+    #[inline(never)]
+    fn publish_ordered(&self, mut entry: Queued<T>, order: OrderOptions, delay: Nanos, now: Nanos) {
+        if order.priority != Priority::Normal || order.group.is_some() {
+            entry.set_order(order.priority, order.group);
+            self.controls.set_ordered();
+        }
+        if delay == 0 {
+            // Joins its group as it becomes ready: one lock.
+            self.push_ready(entry, now);
+            self.ready.signal.notify_one();
+        } else {
+            self.join_order(&entry);
+            self.hold_until(now.saturating_add(delay), entry);
+        }
     }
 
     /// A batch that was not waited for (its task was dropped): visible at
@@ -507,7 +550,8 @@ impl<T> Shared<T> {
         self.free_slots(n);
     }
 
-    /// Puts a message where consumers will find it: ready now, or delayed.
+    /// Puts a message without a priority or a group where consumers will
+    /// find it: ready now, or delayed.
     pub(super) fn make_visible(&self, entry: Queued<T>, delay: Nanos, now: Nanos) {
         if delay == 0 {
             self.ready.push(entry, now);
@@ -520,7 +564,7 @@ impl<T> Shared<T> {
     /// Makes a message visible at `due`: now if that has passed, else later.
     pub(super) fn place(&self, due: Nanos, entry: Queued<T>, now: Nanos) {
         if due <= now {
-            self.ready.push(entry, due);
+            self.push_ready(entry, due);
             self.ready.signal.notify_one();
         } else {
             self.hold_until(due, entry);

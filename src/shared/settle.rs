@@ -13,6 +13,7 @@ use crate::wal::{ReasonRef, Record, Ticket};
 /// A settlement's record, appended and not yet waited for: `None` when
 /// there is nothing to wait for (no journal, or a release that retries).
 pub(crate) type Logged = Option<Ticket>;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Ack records per frame in a batch ack (9 bytes each).
@@ -29,8 +30,17 @@ impl<T> Shared<T> {
     pub(crate) fn ack_logged(&self, id: MessageId, token: u64) -> Result<Logged, SettleError> {
         let now = self.now_coarse();
         self.tick(now);
-        self.leases.ack(id, token, now)?;
+        let mut group = None;
+        self.leases.ack(id, token, now, |entry| {
+            if let Some(its) = entry.group() {
+                group = Some(Arc::clone(its));
+            }
+        })?;
         let logged = self.log(&[Record::Ack { id: id.0 }]);
+        // Its group moves on only after its ack is appended: a group's
+        // next receive is then always logged after it, so no reopen can
+        // bring this message back after the next one was received.
+        self.left_group(group, id);
         self.free_slots(1);
         logged.map_err(SettleError::Storage)
     }
@@ -46,11 +56,13 @@ impl<T> Shared<T> {
         self.tick(now);
         let removed = self.leases.ack_many(leases, now);
         let acked: Vec<MessageId> = removed.iter().map(|entry| entry.id).collect();
-        drop(removed);
         if acked.is_empty() {
             return Ok((0, None));
         }
         let logged = self.log_acks(&acked);
+        // After the acks are appended (see `ack_logged`).
+        removed.iter().for_each(|entry| self.left_queue(entry));
+        drop(removed);
         self.free_slots(acked.len());
         let logged = logged.map_err(SettleError::Storage)?;
         Ok((acked.len(), logged))
@@ -76,6 +88,8 @@ impl<T> Shared<T> {
             let ids: Vec<MessageId> = batch.ids().collect();
             logged = self.log_acks(&ids);
         }
+        // After the acks are appended (see `ack_logged`).
+        (0..batch.len()).for_each(|i| self.left_queue(batch.entry(i)));
         self.free_slots(batch.len());
         logged.map_err(SettleError::Storage)
     }
@@ -293,6 +307,7 @@ impl<T> Shared<T> {
         error: Option<String>,
     ) -> Result<Option<Ticket>, StorageError> {
         let id = entry.id;
+        let group = entry.group().cloned();
         let letter = DeadLetter::new(entry, reason, at);
         let event_reason = self
             .config
@@ -314,6 +329,8 @@ impl<T> Shared<T> {
         });
         let logged = logged.map_err(|e| self.failed(e));
         Counters::bump(&self.counters.dead_lettered, 1);
+        // Its group moves on, now that it is recorded as a dead letter.
+        self.left_group(group, id);
         self.free_slots(1);
         if let Some(reason) = event_reason {
             self.emit(|| Event::DeadLettered {

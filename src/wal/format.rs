@@ -8,10 +8,11 @@ use super::error::WalError;
 pub(crate) const MAGIC: [u8; 8] = [0x89, b'S', b'P', b'O', b'O', b'L', b'\r', b'\n'];
 /// The format version this build writes. Version 2 added the `LIMITS`
 /// record and the `Expired` dead-letter reason, version 3 the `PAUSE`
-/// record (FORMAT.md, section 10).
-pub(crate) const FORMAT_VERSION: u32 = 3;
-/// The oldest version this build reads: a version 1 or 2 file is a
-/// version 3 file that uses none of the later additions.
+/// record, version 4 the `OPTIONS` record (priorities and message groups;
+/// FORMAT.md, section 10).
+pub(crate) const FORMAT_VERSION: u32 = 4;
+/// The oldest version this build reads: a version 1, 2 or 3 file is a
+/// version 4 file that uses none of the later additions.
 pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Header `kind`: a log segment.
 pub(crate) const KIND_SEGMENT: u8 = 1;
@@ -291,7 +292,7 @@ mod tests {
     fn header_round_trip_and_layout() {
         let b = header().encode();
         assert_eq!(&b[0..8], b"\x89SPOOL\r\n");
-        assert_eq!(le_u32(&b[8..12]), 3);
+        assert_eq!(le_u32(&b[8..12]), 4);
         assert_eq!(b[40..60], [0u8; 20]);
         assert_eq!(Header::decode("f", &b).unwrap(), header());
         assert!(header().check("f", 0xfeed, 7).is_ok());
@@ -301,10 +302,10 @@ mod tests {
     fn header_checks_fail_with_typed_errors() {
         let b = header().encode();
         let mut v = b;
-        v[8] = 4;
+        v[8] = 5;
         assert!(matches!(
             Header::decode("f", &v),
-            Err(WalError::UnsupportedVersion { found: 4, .. })
+            Err(WalError::UnsupportedVersion { found: 5, .. })
         ));
         v[8] = 0;
         assert!(matches!(

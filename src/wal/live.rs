@@ -55,6 +55,10 @@ pub(crate) struct Rare {
     pub(crate) max_receives: Option<u32>,
     /// When its time to live runs out, if it was sent with one.
     pub(crate) expires_at: Option<u64>,
+    /// Its priority level, if not the normal one (an `OPTIONS` record).
+    pub(crate) priority: Option<u8>,
+    /// Its message group (an `OPTIONS` record).
+    pub(crate) group: Option<String>,
 }
 
 impl<P> Live<P> {
@@ -95,6 +99,16 @@ impl<P> Live<P> {
     /// When its time to live runs out, if it has one.
     pub(crate) fn expires_at(&self) -> Option<u64> {
         self.rare.as_ref()?.expires_at
+    }
+
+    /// Its priority level, if not the normal one.
+    pub(crate) fn priority(&self) -> Option<u8> {
+        self.rare.as_ref()?.priority
+    }
+
+    /// Its message group, if it has one.
+    pub(crate) fn group(&self) -> Option<&str> {
+        self.rare.as_ref()?.group.as_deref()
     }
 
     /// Takes the key, errors and dead-letter record out.

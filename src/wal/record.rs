@@ -22,6 +22,13 @@ pub(crate) const NEXT_ID: u8 = 10;
 pub(crate) const LIMITS: u8 = 11;
 /// Since format version 3.
 pub(crate) const PAUSE: u8 = 12;
+/// Since format version 4.
+pub(crate) const OPTIONS: u8 = 13;
+
+/// The levels a priority byte may hold (`Priority::level`: 0 is the
+/// highest); [`NORMAL_PRIORITY`] is what a message without one has.
+pub(crate) const PRIORITY_LEVELS: u8 = 3;
+pub(crate) const NORMAL_PRIORITY: u8 = 1;
 
 const REASON_MAX_RECEIVES: u8 = 1;
 const REASON_REJECTED: u8 = 2;
@@ -112,6 +119,16 @@ pub(crate) enum Record<'a> {
     /// read wins. Since format version 3.
     Pause {
         paused: bool,
+    },
+    /// A message's `LIMITS` with its priority level and message group,
+    /// for a message that has either (kind `OPTIONS`; written where
+    /// `LIMITS` would be). Since format version 4.
+    Options {
+        id: u64,
+        max_receives: Option<u32>,
+        expires_at: Option<u64>,
+        priority: u8,
+        group: Option<&'a str>,
     },
 }
 
@@ -212,6 +229,20 @@ impl Record<'_> {
                 e.u8(PAUSE);
                 e.u8(u8::from(*paused));
             }
+            Record::Options {
+                id,
+                max_receives,
+                expires_at,
+                priority,
+                group,
+            } => {
+                e.u8(OPTIONS);
+                e.u64(*id);
+                e.opt(*max_receives, Encoder::u32);
+                e.opt(*expires_at, Encoder::u64);
+                e.u8(*priority);
+                e.opt(*group, Encoder::str);
+            }
         }
     }
 
@@ -248,6 +279,14 @@ impl Record<'_> {
                 ..
             } => 8 + max_receives.map_or(1, |_| 5) + expires_at.map_or(1, |_| 9),
             Record::Pause { .. } => 1,
+            Record::Options {
+                max_receives,
+                expires_at,
+                group,
+                ..
+            } => {
+                8 + max_receives.map_or(1, |_| 5) + expires_at.map_or(1, |_| 9) + 1 + opt_str(group)
+            }
         }
     }
 
@@ -424,6 +463,16 @@ impl<'a> Decoder<'a> {
                     _ => return Err("pause flag is neither 0 nor 1"),
                 },
             },
+            OPTIONS => Record::Options {
+                id: self.u64()?,
+                max_receives: self.opt(Self::u32)?,
+                expires_at: self.opt(Self::u64)?,
+                priority: match self.u8()? {
+                    level if level < PRIORITY_LEVELS => level,
+                    _ => return Err("priority level out of range"),
+                },
+                group: self.opt(Self::str)?,
+            },
             _ => return Err("unknown record kind"),
         })
     }
@@ -562,6 +611,20 @@ pub(crate) mod tests {
             },
             Record::Pause { paused: true },
             Record::Pause { paused: false },
+            Record::Options {
+                id: 6,
+                max_receives: Some(3),
+                expires_at: None,
+                priority: 0,
+                group: Some("customer-7"),
+            },
+            Record::Options {
+                id: 7,
+                max_receives: None,
+                expires_at: Some(9),
+                priority: 2,
+                group: None,
+            },
         ]
     }
 
@@ -618,6 +681,10 @@ pub(crate) mod tests {
         assert!(Record::decode_all(&[200]).is_err());
         assert!(Record::decode_all(&[PAUSE, 2]).is_err(), "a flag is 0 or 1");
         assert!(Record::decode_all(&[PAUSE]).is_err());
+        let mut bytes = vec![OPTIONS];
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&[0, 0, PRIORITY_LEVELS, 0]);
+        assert!(Record::decode_all(&bytes).is_err(), "no such priority");
         assert!(
             Record::decode_all(&[RELEASE, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7])
                 .is_err()

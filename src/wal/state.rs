@@ -9,7 +9,7 @@
 
 use super::live::{Live, LiveTable, Rare};
 use super::payload::{Frame, Hold};
-use super::record::{KeyRef, MessageRef, ReasonRef, Record};
+use super::record::{KeyRef, MessageRef, ReasonRef, Record, NORMAL_PRIORITY};
 use crate::dead_letter::DeadLetterReason;
 use std::collections::HashMap;
 
@@ -50,6 +50,11 @@ pub(crate) struct RecoveredMessage {
     pub(crate) max_receives: Option<u32>,
     /// When its time to live runs out (a `LIMITS` record).
     pub(crate) expires_at: Option<u64>,
+    /// Its priority level if not the normal one, 0 the highest (an
+    /// `OPTIONS` record).
+    pub(crate) priority: Option<u8>,
+    /// Its message group (an `OPTIONS` record).
+    pub(crate) group: Option<String>,
 }
 
 /// The state replayed so far; `P`: how it holds payloads (the bytes for
@@ -231,6 +236,23 @@ impl<P: Hold> Replay<P> {
                 }
                 None => false,
             },
+            Record::Options {
+                id,
+                max_receives,
+                expires_at,
+                priority,
+                group,
+            } => match self.messages.get_mut(*id) {
+                Some(m) => {
+                    let rare = m.rare_mut();
+                    rare.max_receives = *max_receives;
+                    rare.expires_at = *expires_at;
+                    rare.priority = (*priority != NORMAL_PRIORITY).then_some(*priority);
+                    rare.group = group.map(str::to_owned);
+                    true
+                }
+                None => false,
+            },
         };
         if !applied {
             self.ignored += 1;
@@ -360,6 +382,8 @@ fn recovered(mut m: Live<Vec<u8>>) -> RecoveredMessage {
         dead: rare.dead,
         max_receives: rare.max_receives,
         expires_at: rare.expires_at,
+        priority: rare.priority,
+        group: rare.group,
     }
 }
 
@@ -386,9 +410,19 @@ pub(crate) fn message_record<'a, P>(m: &'a Live<P>, payload: &'a [u8]) -> Record
 }
 
 /// The `LIMITS` record that goes after `m`'s [`message_record`], if it
-/// has per-message overrides (compaction's output).
-pub(crate) fn limits_record<P>(m: &Live<P>) -> Option<Record<'static>> {
+/// has per-message overrides, or the `OPTIONS` record if it also has a
+/// priority or a group (compaction's output).
+pub(crate) fn limits_record<P>(m: &Live<P>) -> Option<Record<'_>> {
     let (max_receives, expires_at) = (m.max_receives(), m.expires_at());
+    if m.priority().is_some() || m.group().is_some() {
+        return Some(Record::Options {
+            id: m.id,
+            max_receives,
+            expires_at,
+            priority: m.priority().unwrap_or(NORMAL_PRIORITY),
+            group: m.group(),
+        });
+    }
     (max_receives.is_some() || expires_at.is_some()).then_some(Record::Limits {
         id: m.id,
         max_receives,

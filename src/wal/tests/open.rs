@@ -39,21 +39,21 @@ fn another_message_type_or_a_newer_format_is_refused() {
     }
     let name = last_log_file(&s);
     let mut bytes = s.read(&name).unwrap();
-    bytes[8] = 4; // format version 4
+    bytes[8] = 5; // format version 5
     s.overwrite(&name, bytes);
     assert!(matches!(
         open(&s, options()),
         Err(WalError::UnsupportedVersion {
-            found: 4,
-            supported: 3,
+            found: 5,
+            supported: 4,
             ..
         })
     ));
 }
 
 #[test]
-fn version_1_and_2_directories_open_and_the_files_added_are_version_3() {
-    for version in [1u32, 2] {
+fn version_1_to_3_directories_open_and_the_files_added_are_version_4() {
+    for version in [1u32, 2, 3] {
         let s = SimStorage::new();
         let frames = workload(300, 17);
         let states = prefix_states(&frames);
@@ -83,7 +83,7 @@ fn version_1_and_2_directories_open_and_the_files_added_are_version_3() {
         let new = last_log_file(&s);
         assert!(!old.contains(&new));
         let bytes = s.read(&new).unwrap();
-        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 4u32.to_le_bytes());
     }
 }
 
@@ -158,6 +158,56 @@ fn limits_and_the_expired_reason_survive_a_reopen_and_a_compaction() {
     wal.close().unwrap();
     let (_wal, recovered) = open(&s, options()).unwrap();
     assert_eq!(state_of(&recovered), expected, "after compaction");
+}
+
+#[test]
+fn priorities_and_groups_survive_a_reopen_and_a_compaction() {
+    let s = SimStorage::new();
+    let enqueue = |id| Record::Enqueue {
+        id,
+        enqueued_at: 10,
+        visible_at: 10,
+        key: None,
+        payload: b"x",
+    };
+    let records = [
+        enqueue(1),
+        Record::Options {
+            id: 1,
+            max_receives: Some(4),
+            expires_at: None,
+            priority: 0,
+            group: Some("customer-7"),
+        },
+        enqueue(2),
+        Record::Options {
+            id: 2,
+            max_receives: None,
+            expires_at: None,
+            priority: 2,
+            group: None,
+        },
+        enqueue(3),
+    ];
+    let (wal, _) = open(&s, options()).unwrap();
+    append(&wal, &body(&records)).unwrap();
+    wal.close().unwrap();
+    let options_of = |recovered: &crate::wal::Recovered| -> Vec<_> {
+        (recovered.messages.iter())
+            .map(|m| (m.id, m.max_receives, m.priority, m.group.clone()))
+            .collect()
+    };
+    let expected = vec![
+        (1, Some(4), Some(0), Some("customer-7".to_owned())),
+        (2, None, Some(2), None),
+        (3, None, None, None),
+    ];
+    let (wal, recovered) = open(&s, options()).unwrap();
+    assert_eq!(options_of(&recovered), expected);
+    wal.compact().unwrap();
+    wal.close().unwrap();
+    let (_wal, recovered) = open(&s, options()).unwrap();
+    assert_eq!(options_of(&recovered), expected, "after compaction");
 }
 
 #[test]
