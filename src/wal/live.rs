@@ -26,6 +26,7 @@
 //! next tables grow in its heap): 36 MB of RSS after a compaction of
 //! 600,000 messages.
 
+use super::payload::Hold;
 use super::state::{DeadLettered, RecoveredKey};
 
 /// Room a table reserves: above glibc's largest mmap threshold (32 MiB).
@@ -55,6 +56,10 @@ pub(crate) struct Rare {
     pub(crate) max_receives: Option<u32>,
     /// When its time to live runs out, if it was sent with one.
     pub(crate) expires_at: Option<u64>,
+    /// The file (index in a compaction's replay) of the record that
+    /// created it, once a redrive put its payload in a later file; until
+    /// then the payload's file says it (see [`Live::origin`]).
+    pub(crate) origin: Option<u32>,
 }
 
 impl<P> Live<P> {
@@ -95,6 +100,18 @@ impl<P> Live<P> {
     /// When its time to live runs out, if it has one.
     pub(crate) fn expires_at(&self) -> Option<u64> {
         self.rare.as_ref()?.expires_at
+    }
+
+    /// The file (index in a compaction's replay) of the record that
+    /// created it.
+    pub(crate) fn origin(&self) -> u32
+    where
+        P: Hold,
+    {
+        self.rare
+            .as_ref()
+            .and_then(|r| r.origin)
+            .unwrap_or_else(|| self.payload.file())
     }
 
     /// Takes the key, errors and dead-letter record out.
@@ -149,11 +166,11 @@ impl<P: Default> LiveTable<P> {
     }
 
     /// Removes the live message `id`; gives back its key, errors and
-    /// dead-letter record.
-    pub(crate) fn remove(&mut self, id: u64) -> Option<Rare> {
+    /// dead-letter record, and its payload.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<(Rare, P)> {
         let m = self.get_mut(id)?;
         m.gone = true;
-        m.payload = P::default();
+        let payload = std::mem::take(&mut m.payload);
         let rare = m.take_rare();
         self.gone += 1;
         if self.gone > 64 && self.gone * 2 > self.entries.len() {
@@ -161,18 +178,21 @@ impl<P: Default> LiveTable<P> {
             self.sorted = self.entries.len();
             self.gone = 0;
         }
-        Some(rare)
+        Some((rare, payload))
     }
 
     /// Removes the live messages `remove` says yes to; gives back their
-    /// key, errors and dead-letter records.
-    pub(crate) fn remove_where(&mut self, remove: impl Fn(&Live<P>) -> bool) -> Vec<Rare> {
+    /// ids, key, errors and dead-letter records, and payloads.
+    pub(crate) fn remove_where(
+        &mut self,
+        remove: impl Fn(&Live<P>) -> bool,
+    ) -> Vec<(u64, Rare, P)> {
         self.settle();
         let mut removed = Vec::new();
         for m in self.entries.iter_mut().filter(|m| !m.gone && remove(m)) {
             m.gone = true;
-            m.payload = P::default();
-            removed.push(m.take_rare());
+            let payload = std::mem::take(&mut m.payload);
+            removed.push((m.id, m.take_rare(), payload));
         }
         self.entries.retain(|m| !m.gone);
         self.sorted = self.entries.len();
@@ -226,6 +246,7 @@ impl<P: Default> LiveTable<P> {
     }
 
     /// How many are live.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len() - self.gone
     }
