@@ -703,6 +703,50 @@ mod tests {
     }
 
     #[test]
+    fn an_update_replaces_everything_but_payload_time_and_key() {
+        let mut r = replay(&[
+            enqueue(1, 100, Some("k")),
+            Record::Receive {
+                id: 1,
+                receive_count: 1,
+            },
+            Record::DeadLetter {
+                id: 1,
+                at: 150,
+                reason: ReasonRef::MaxReceives(1),
+                error: Some("old"),
+            },
+        ]);
+        r.apply(&Record::Update(UpdateRef {
+            id: 1,
+            visible_at: 300,
+            receive_count: 4,
+            errors: vec!["a", "b"],
+            dead: None,
+            max_receives: Some(9),
+            expires_at: None,
+        }));
+        // About an id that is not live: ignored.
+        r.apply(&Record::Update(UpdateRef {
+            id: 7,
+            visible_at: 1,
+            receive_count: 1,
+            errors: vec![],
+            dead: None,
+            max_receives: None,
+            expires_at: None,
+        }));
+        assert_eq!(r.ignored, 1);
+        let (messages, _, _) = r.finish();
+        let m = &messages[0];
+        assert_eq!((m.visible_at, m.receive_count), (300, 4));
+        assert_eq!(m.errors, ["a", "b"]);
+        assert_eq!((m.dead.clone(), m.max_receives), (None, Some(9)));
+        assert_eq!((m.payload.as_slice(), m.enqueued_at), (&b"p"[..], 100));
+        assert_eq!(m.key.as_ref().map(|k| k.key.as_str()), Some("k"));
+    }
+
+    #[test]
     fn records_about_unknown_ids_change_nothing() {
         let r = replay(&[
             Record::Ack { id: 5 },
