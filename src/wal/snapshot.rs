@@ -306,6 +306,9 @@ fn track_in_flight(in_flight: &mut HashSet<u64>, record: &Record<'_>) {
         Record::Message(m) => {
             in_flight.remove(&m.id);
         }
+        Record::Update(u) => {
+            in_flight.remove(&u.id);
+        }
         // Other records do not concern one message in flight; a message
         // they remove is dropped from the set with the live ones.
         _ => {}
