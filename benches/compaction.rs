@@ -6,11 +6,19 @@
 //! sent in batches of 1,000), none received. Then, `SPOOL_COMPACTION_ROUNDS`
 //! times (default 3), two runs on the same queue:
 //!
-//! - `compacting`: one thread calls [`Queue::compact`], which rewrites the
-//!   whole live state (about 110 MB of log) as a new base file on the
-//!   compactor thread, while the main thread sends one message at a time
-//!   and times each `send` until the compaction returns;
+//! - `compacting`: one thread calls [`Queue::compact`], which compacts the
+//!   whole log (about 100 MB) on the compactor thread, while the main
+//!   thread sends one message at a time and times each `send` until the
+//!   compaction returns;
 //! - `quiet`: as many sends, timed the same way, with no compaction.
+//!
+//! With `SPOOL_COMPACTION_CANCEL=N` (default 0: off; 10000 cancels 100
+//! messages spread over every file), every Nth of the messages still live
+//! is cancelled before each round (from 4 threads), so that every file
+//! loses some and the compaction rewrites nearly the whole live state;
+//! without it, the backlog only waits, and a compaction reads it and keeps
+//! its files as they are (`docs/FORMAT.md`, section 8) after the first
+//! round.
 //!
 //! Prints p50 / p99 / p99.9 / max of each run and the ratio of the p99.9s.
 //! Compaction runs beside the writer thread, so no send waits for it; what
@@ -21,7 +29,7 @@
 //! `cargo bench --bench compaction` (in `target/bench-spool/`, removed
 //! afterwards).
 
-use spool::{Durability, Queue};
+use spool::{Durability, MessageId, Queue};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -81,6 +89,7 @@ fn main() {
     }
     let live = env("SPOOL_COMPACTION_LIVE", 1_000_000);
     let rounds = env("SPOOL_COMPACTION_ROUNDS", 3);
+    let cancel_every = env("SPOOL_COMPACTION_CANCEL", 0) as usize;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("bench-spool")
         .join(format!("compaction-{}", std::process::id()));
@@ -93,9 +102,10 @@ fn main() {
         .unwrap();
     let started = Instant::now();
     let producer = queue.producer();
+    let mut ids: Vec<MessageId> = Vec::with_capacity(live as usize);
     for first in (0..live).step_by(1_000) {
         let batch = (first..(first + 1_000).min(live)).map(payload).collect();
-        producer.send_batch(batch).unwrap();
+        ids.extend(producer.send_batch(batch).unwrap());
     }
     println!(
         "Sync send latency, 64-byte messages, {live} live messages ({} MB on disk, filled in {:.1?})",
@@ -104,6 +114,30 @@ fn main() {
     );
     let (mut worst_ratio, mut best_ratio) = (0f64, f64::MAX);
     for _ in 0..rounds {
+        if cancel_every > 0 {
+            let start = Instant::now();
+            let (cancel, keep): (Vec<_>, Vec<_>) = ids
+                .iter()
+                .enumerate()
+                .partition(|(i, _)| i % cancel_every == cancel_every / 2);
+            let cancel: Vec<MessageId> = cancel.into_iter().map(|(_, id)| *id).collect();
+            ids = keep.into_iter().map(|(_, id)| *id).collect();
+            thread::scope(|s| {
+                for part in cancel.chunks(cancel.len().div_ceil(4).max(1)) {
+                    let queue = &queue;
+                    s.spawn(move || {
+                        for id in part {
+                            queue.cancel(*id).unwrap();
+                        }
+                    });
+                }
+            });
+            println!(
+                "cancelled {} messages (every {cancel_every}th) in {:.1?}",
+                cancel.len(),
+                start.elapsed()
+            );
+        }
         let compaction = thread::scope(|s| {
             let compactor = s.spawn(|| {
                 let start = Instant::now();

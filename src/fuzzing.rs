@@ -123,6 +123,7 @@ pub fn fix_checksums(file: &mut [u8], flags: u8) {
             seq: u64_at(head, 24),
             salt: u32_at(head, 32),
             max_frame: u32_at(head, 36),
+            first: u64_at(head, 40),
         };
         head.copy_from_slice(&header.encode());
     }

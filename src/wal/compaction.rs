@@ -1,29 +1,69 @@
-//! Compaction: the net effect of the sealed files as one base file
-//! (FORMAT.md, section 8).
+//! Compaction: the sealed files rewritten as base files of at most about
+//! a segment each, one at a time (FORMAT.md, section 8).
 //!
-//! Replay every sealed file (from the newest base file on) into a
-//! [`Replay`], write its content to `wal-N.log.tmp`, sync it, rename it
-//! over `wal-N.log` (N: the newest sealed file), sync the directory, then
-//! remove the files before N. A crash anywhere leaves either the old files
-//! or the new base (which supersedes the files before it on open): the
-//! same state either way.
+//! A first replay of every sealed file gives the **goal**: which messages
+//! are live at the end, which idempotency keys are still remembered, and
+//! the next id. A second replay goes through the files again, oldest
+//! first, and gathers them into **windows** of consecutive files whose
+//! rewrite stays within the segment size. Each window is written as one
+//! base file, `wal-E.log.tmp` (E: the window's last file), synced, renamed
+//! over `wal-E.log`, and the directory synced; its header says it replaces
+//! the files from the window's first on (`first`), so the others are
+//! obsolete at once, and removed.
+//!
+//! What a window's base file holds is the state **as of the window's end**
+//! of what the window's files recorded, less what is gone by the end of
+//! the log:
+//!
+//! - a message created in the window and live at the end: its `ENQUEUE`
+//!   (if nothing else happened to it by then) or `MESSAGE`, and `LIMITS`;
+//! - a message created before the window, live at the end, and touched
+//!   in it: an `UPDATE` (or a `MESSAGE`, if a redrive gave it a payload
+//!   in the window);
+//! - the remembered keys first noted in the window, `NEXT_ID`, and `PAUSE`
+//!   if the window recorded one;
+//! - nothing of a message that is gone by the end of the log.
+//!
+//! Why a crash between two windows changes nothing: the files after the
+//! last rewritten window are as they were, and replaying them on top of
+//! the base files gives what they gave on top of the files replaced,
+//! since those base files hold the same state as of the same point for
+//! every message that is still live. Their records about messages that
+//! are gone name ids the base files no longer hold, which replay ignores
+//! (FORMAT.md, section 5). A state "as of the end" (rather than as of
+//! the end of the log) is what lets the later files' records apply on
+//! top without repeating anything, such as an error text.
+//!
+//! Free disk: the base file being written, at most about a segment (a
+//! window closes before its rewrite would pass the segment size), beside
+//! the files it replaces, which are removed right after; a base file
+//! holds no more than the files it replaces. One larger file (a base file
+//! written before format version 4, as one file of all live data) is a
+//! window of its own and needs its own size once.
+//!
+//! A file of at least half a segment is a window of its own, and when
+//! rewriting it would lose nothing (every message it touches is still
+//! live) and shrink it by less than a tenth, it is kept as it is (a base
+//! file, or a segment: replaying it gives what its rewrite would): a
+//! backlog that only waits is not rewritten at each compaction.
 //!
 //! Memory: the live messages without their payloads (56 bytes each, see
-//! `live`), the remembered keys, and the write buffers. The payloads stay
-//! in the sealed files: the replay notes where each live one lies
-//! (`payload`), and [`write_base`] copies it from there as it writes, in
-//! id order, which is about file order.
+//! `live`), once per replay (one at a time), the remembered keys and the
+//! ids a window touches. The payloads stay in the sealed files: the replay
+//! notes where each live one lies (`payload`), and a window's writing
+//! copies it from there.
 
 use super::error::WalError;
 use super::format::{
-    encode_frame, file_name, random_salt, Header, CODEC_BINCODE2, HEADER_LEN, KIND_BASE,
-    MAX_FRAME_LIMIT, TMP_SUFFIX,
+    encode_frame, file_name, random_salt, Header, CODEC_BINCODE2, FRAME_HEADER_LEN, HEADER_LEN,
+    KIND_BASE, MAX_FRAME_LIMIT, TMP_SUFFIX,
 };
+use super::live::Live;
 use super::options::WalOptions;
 use super::payload::{PayloadAt, PayloadReader};
 use super::record::Record;
-use super::recovery::{replay_files, survey_through, RecoveryReport};
-use super::state::{key_ref, limits_record, message_record, Replay};
+use super::recovery::{replay_file, replay_files, survey_through, LogFile, RecoveryReport};
+use super::state::{key_ref, limits_record, message_record, update_record, RecoveredKey, Replay};
 use super::storage::{Storage, WriteFile};
 
 /// Frames of a base file hold records up to about this many bytes.
@@ -34,22 +74,40 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CompactionReport {
-    /// The sequence number of the new base file (0: nothing to do).
+    /// The sequence number of the newest base file (0: nothing to do).
     pub(crate) base_seq: u64,
-    /// Files read and replaced.
+    /// Files read.
     pub(crate) files_in: usize,
     pub(crate) bytes_in: u64,
-    /// Size of the new base file.
+    /// Size of the base files after it (written or kept).
     pub(crate) bytes_out: u64,
-    /// Live messages and remembered keys written.
+    /// Base files written.
+    pub(crate) files_written: usize,
+    /// Live messages and remembered keys.
     pub(crate) messages: usize,
     pub(crate) keys: usize,
+}
+
+/// What the log says at its end: what a window's base file must keep.
+struct Goal {
+    /// Ids of the live messages, sorted.
+    live: Vec<u64>,
+    /// Remembered keys, with the file (index) each was first noted in.
+    keys: Vec<(RecoveredKey, u32)>,
+    next_id: u64,
+}
+
+impl Goal {
+    fn is_live(&self, id: u64) -> bool {
+        self.live.binary_search(&id).is_ok()
+    }
 }
 
 /// Compacts every log file with a sequence number up to `through`, which
 /// must all be sealed; files after it are neither read nor touched.
 /// `cancelled` is asked between steps: once it says yes, the compaction
-/// gives up with `Closed` and leaves the files as they were.
+/// gives up with `Closed`, leaving the files in a state that recovers the
+/// same (the windows done so far are done).
 pub(crate) fn compact(
     storage: &dyn Storage,
     through: u64,
@@ -57,167 +115,397 @@ pub(crate) fn compact(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<CompactionReport, WalError> {
     let found = survey_through(storage, options.fingerprint, through)?;
+    // Files a base file replaces, left by a compaction cut short after its
+    // rename: gone before anything else is written.
+    for name in &found.obsolete {
+        storage.remove(name).map_err(io(storage, "remove", name))?;
+    }
+    if !found.obsolete.is_empty() {
+        storage
+            .sync_dir()
+            .map_err(io(storage, "sync directory", ""))?;
+    }
     let files = found.files;
-    let Some(newest) = files.last() else {
+    if files.is_empty() {
         return Ok(CompactionReport::default());
-    };
-    if files.len() == 1 && newest.header.kind == KIND_BASE && found.obsolete.is_empty() {
-        return Ok(CompactionReport {
-            base_seq: newest.seq,
-            files_in: 0,
-            bytes_in: 0,
-            bytes_out: newest.len,
-            messages: 0,
-            keys: 0,
-        });
     }
     let mut ignored = RecoveryReport::default();
-    let (state, _) =
-        replay_files::<PayloadAt>(storage, &files, false, options.salvage, &mut ignored)?;
+    let goal = {
+        let (last, _) =
+            replay_files::<PayloadAt>(storage, &files, false, options.salvage, &mut ignored)?;
+        Goal {
+            live: last.messages().map(|m| m.id).collect(),
+            keys: last
+                .gone_keys()
+                .into_iter()
+                .map(|(k, home)| (k.clone(), home))
+                .collect(),
+            next_id: last.next_id(),
+        }
+    };
     if cancelled() {
         return Err(WalError::Closed);
     }
-    let base_seq = newest.seq;
-    let final_name = file_name(base_seq);
-    let tmp = format!("{final_name}{TMP_SUFFIX}");
-    let io = |op: &'static str, name: &str| {
-        let path = storage.describe(name);
-        move |e| WalError::io(op, path, e)
+    let mut run = Run {
+        storage,
+        files: &files,
+        options,
+        cancelled,
+        goal: &goal,
+        state: Replay::default(),
+        window: Window::default(),
+        first: 0,
+        removed: false,
+        report: CompactionReport {
+            files_in: files.len(),
+            bytes_in: files.iter().map(|f| f.len).sum(),
+            messages: goal.live.len(),
+            keys: goal.keys.len(),
+            ..CompactionReport::default()
+        },
     };
-
-    // A leftover from a failed compaction of the same file is garbage.
-    let _ = storage.remove(&tmp);
-    let source = PayloadReader::new(storage, &files);
-    let bytes_out = match write_base(&tmp, base_seq, &state, source, options, cancelled) {
-        Ok(len) => len,
-        Err(e) => {
-            let _ = storage.remove(&tmp);
-            return Err(e);
+    run.state.track_touched();
+    for (i, file) in (0u32..).zip(&files) {
+        if run.closes_before(file) {
+            run.close()?;
         }
-    };
-    storage
-        .rename(&tmp, &final_name)
-        .map_err(io("rename", &tmp))?;
-    storage
-        .sync_dir()
-        .map_err(io("sync directory", &final_name))?;
-    let mut removed = false;
-    for file in files.iter().filter(|f| f.seq < base_seq) {
-        storage
-            .remove(&file.name)
-            .map_err(io("remove", &file.name))?;
-        removed = true;
+        replay_file(
+            storage,
+            (i, file),
+            false,
+            options.salvage,
+            &mut run.state,
+            &mut ignored,
+        )?;
+        let touched = run.state.take_touched();
+        run.window.ids.extend(touched.ids);
+        run.window.paused |= touched.paused;
+        run.window.files.push(i);
+        if cancelled() {
+            return Err(WalError::Closed);
+        }
     }
-    for name in &found.obsolete {
-        storage.remove(name).map_err(io("remove", name))?;
-        removed = true;
-    }
-    if removed {
+    run.close()?;
+    if run.removed {
         storage
             .sync_dir()
-            .map_err(io("sync directory", &final_name))?;
+            .map_err(io(storage, "sync directory", ""))?;
     }
-    Ok(CompactionReport {
-        base_seq,
-        files_in: files.len(),
-        bytes_in: files.iter().map(|f| f.len).sum(),
-        bytes_out,
-        messages: state.live_count(),
-        keys: state.gone_keys().len(),
-    })
+    Ok(run.report)
 }
 
-/// Writes `state` as base file `seq` under the name `tmp`, synced, with
-/// the payloads read from `payloads`. Returns its size.
-fn write_base(
-    tmp: &str,
-    seq: u64,
-    state: &Replay<PayloadAt>,
-    mut payloads: PayloadReader<'_>,
-    options: &WalOptions,
-    cancelled: &dyn Fn() -> bool,
-) -> Result<u64, WalError> {
-    let storage = payloads.storage();
-    let path = storage.describe(tmp);
-    let keys = state.gone_keys();
-    let next_id = Record::NextId {
-        next_id: state.next_id(),
-    };
-    let key_records = || {
-        keys.iter().map(|k| Record::DedupKey {
-            id: k.id,
-            key: key_ref(k),
-        })
-    };
-    // The largest record decides the file's max frame: a message whose
-    // errors grew past the queue's max frame must still fit.
-    let largest = std::iter::once(next_id.encoded_len())
-        .chain(key_records().map(|r| r.encoded_len()))
-        .chain(
-            state
-                .messages()
-                .map(|m| message_record(m, &[]).encoded_len() + u64::from(m.payload.len)),
-        )
-        .max()
-        .unwrap_or(0);
-    let max_frame = largest.max(u64::from(options.max_frame()));
-    if max_frame > u64::from(MAX_FRAME_LIMIT) {
-        return Err(WalError::TooLarge {
-            len: largest,
-            max: u64::from(MAX_FRAME_LIMIT),
-        });
+fn io(
+    storage: &dyn Storage,
+    op: &'static str,
+    name: &str,
+) -> impl FnOnce(std::io::Error) -> WalError {
+    let path = storage.describe(name);
+    move |e| WalError::io(op, path, e)
+}
+
+/// Files gathered for one base file.
+#[derive(Debug, Default)]
+struct Window {
+    /// Indexes of its files, consecutive.
+    files: Vec<u32>,
+    /// Ids its records touched (with repeats until [`Window::settle`]).
+    ids: Vec<u64>,
+    /// Whether it recorded a `PAUSE`.
+    paused: bool,
+}
+
+/// What a window's base file holds for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// Its whole state and payload: created in the window (or given a new
+    /// payload there).
+    Whole,
+    /// Its state without the payload: created before the window.
+    Update,
+}
+
+/// One compaction's second replay and its windows.
+struct Run<'a> {
+    storage: &'a dyn Storage,
+    files: &'a [LogFile],
+    options: &'a WalOptions,
+    cancelled: &'a dyn Fn() -> bool,
+    goal: &'a Goal,
+    /// The state as of the end of the files replayed so far.
+    state: Replay<PayloadAt>,
+    window: Window,
+    /// The first file the next base file replaces.
+    first: u64,
+    /// Files removed since the last directory sync.
+    removed: bool,
+    report: CompactionReport,
+}
+
+impl Run<'_> {
+    /// The most a window's base file may take: one segment.
+    fn cap(&self) -> u64 {
+        self.options.segment_size.max(1)
     }
-    let target = BASE_FRAME_TARGET.min(max_frame);
-    let header = Header {
-        kind: KIND_BASE,
-        codec: CODEC_BINCODE2,
-        fingerprint: options.fingerprint,
-        seq,
-        salt: random_salt(),
-        max_frame: max_frame as u32,
-    };
-    let mut file = storage
-        .create(tmp)
-        .map_err(|e| WalError::io("create", path.clone(), e))?;
-    let mut out = Writing {
-        file: &mut *file,
-        buf: header.encode().to_vec(),
-        len: 0,
-        path: &path,
-    };
-    let mut body = Vec::new();
-    let mut add = |record: &Record<'_>| {
-        if !body.is_empty() && body.len() as u64 + record.encoded_len() > target {
-            out.frame(header.salt, &body)?;
-            body.clear();
-            if cancelled() {
-                return Err(WalError::Closed);
+
+    /// A file large enough to be a window of its own, so that it can be
+    /// kept as it is if rewriting it would lose nothing and fold little.
+    fn stands_alone(&self, file: &LogFile) -> bool {
+        file.len >= self.cap() / 2
+    }
+
+    /// Whether the window closes before `file` joins it.
+    fn closes_before(&mut self, file: &LogFile) -> bool {
+        let Some(&last) = self.window.files.last() else {
+            return false;
+        };
+        if self.stands_alone(file) || self.stands_alone(&self.files[last as usize]) {
+            return true;
+        }
+        let (_, size, _) = self.plan();
+        size.saturating_add(file.len) > self.cap()
+    }
+
+    /// The window's first file (index).
+    fn start(&self) -> u32 {
+        self.window.files.first().copied().unwrap_or(0)
+    }
+
+    /// What the window's base file holds for each touched message, its
+    /// size, and whether anything the window's files hold is gone.
+    fn plan(&mut self) -> (Vec<(u64, Out)>, u64, bool) {
+        let mut ids = std::mem::take(&mut self.window.ids);
+        ids.sort_unstable();
+        ids.dedup();
+        let start = self.start();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut lost = false;
+        let mut size = HEADER_LEN + FRAME_HEADER_LEN + 9 + 2;
+        for &id in ids.iter() {
+            if !self.goal.is_live(id) {
+                lost = true;
+                continue;
+            }
+            let Some(m) = self.state.get(id) else {
+                continue;
+            };
+            let kind = match m.origin() >= start || m.payload.file >= start {
+                true => Out::Whole,
+                false => Out::Update,
+            };
+            size += record_len(m, kind);
+            out.push((id, kind));
+        }
+        self.window.ids = ids;
+        for key in self.keys() {
+            size += Record::DedupKey {
+                id: key.id,
+                key: key_ref(key),
+            }
+            .encoded_len();
+        }
+        // A frame header per frame of records.
+        size += (size / BASE_FRAME_TARGET) * FRAME_HEADER_LEN;
+        (out, size, lost)
+    }
+
+    /// The remembered keys first noted in the window.
+    fn keys(&self) -> impl Iterator<Item = &RecoveredKey> {
+        let start = self.start();
+        let end = self.window.files.last().map_or(0, |&l| l + 1);
+        self.goal
+            .keys
+            .iter()
+            .filter(move |(_, home)| (start..end).contains(home))
+            .map(|(k, _)| k)
+    }
+
+    /// Writes the window's base file (or keeps its one file as it is)
+    /// and starts the next window.
+    fn close(&mut self) -> Result<(), WalError> {
+        let Some(&last) = self.window.files.last() else {
+            return Ok(());
+        };
+        let last_file = &self.files[last as usize];
+        let (plan, size, lost) = self.plan();
+        if self.window.files.len() == 1
+            && !lost
+            && size.saturating_mul(10) >= last_file.len.saturating_mul(9)
+        {
+            // Nothing gone and little to fold: kept as it is.
+            self.report.bytes_out += last_file.len;
+        } else {
+            let len = self.write(&plan, last_file)?;
+            self.report.bytes_out += len;
+            self.report.files_written += 1;
+        }
+        self.report.base_seq = last_file.seq;
+        self.first = last_file.seq + 1;
+        self.window = Window::default();
+        if (self.cancelled)() {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Writes the window's base file over its last file, then removes the
+    /// other files it replaces. Returns its size.
+    fn write(&mut self, plan: &[(u64, Out)], last_file: &LogFile) -> Result<u64, WalError> {
+        let storage = self.storage;
+        let seq = last_file.seq;
+        let name = file_name(seq);
+        let tmp = format!("{name}{TMP_SUFFIX}");
+        // A leftover from a failed compaction of the same file is garbage.
+        let _ = storage.remove(&tmp);
+        let written = self.write_base(&tmp, seq, plan);
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = storage.remove(&tmp);
+                return Err(e);
+            }
+        };
+        storage
+            .rename(&tmp, &name)
+            .map_err(io(storage, "rename", &tmp))?;
+        // Also makes the removals of the previous window durable.
+        storage
+            .sync_dir()
+            .map_err(io(storage, "sync directory", &name))?;
+        self.removed = false;
+        for &i in &self.window.files {
+            let file = &self.files[i as usize];
+            if file.seq != seq {
+                storage
+                    .remove(&file.name)
+                    .map_err(io(storage, "remove", &file.name))?;
+                self.removed = true;
             }
         }
-        record.encode(&mut body);
-        Ok(())
-    };
-    add(&next_id)?;
-    if state.paused() {
-        add(&Record::Pause { paused: true })?;
+        Ok(len)
     }
-    for record in key_records() {
-        add(&record)?;
+
+    /// Writes the window's base file `seq` under the name `tmp`, synced,
+    /// with the payloads read from the files it replaces. Returns its size.
+    fn write_base(&mut self, tmp: &str, seq: u64, plan: &[(u64, Out)]) -> Result<u64, WalError> {
+        let storage = self.storage;
+        let path = storage.describe(tmp);
+        let next_id = Record::NextId {
+            next_id: self.goal.next_id,
+        };
+        let pause = self.window.paused.then(|| Record::Pause {
+            paused: self.state.paused(),
+        });
+        // The largest record decides the file's max frame: a message whose
+        // errors grew past the queue's max frame must still fit.
+        let mut largest = next_id.encoded_len();
+        for key in self.keys() {
+            let record = Record::DedupKey {
+                id: key.id,
+                key: key_ref(key),
+            };
+            largest = largest.max(record.encoded_len());
+        }
+        for &(id, kind) in plan {
+            if let Some(m) = self.state.get(id) {
+                largest = largest.max(record_len(m, kind));
+            }
+        }
+        let max_frame = largest.max(u64::from(self.options.max_frame()));
+        if max_frame > u64::from(MAX_FRAME_LIMIT) {
+            return Err(WalError::TooLarge {
+                len: largest,
+                max: u64::from(MAX_FRAME_LIMIT),
+            });
+        }
+        let target = BASE_FRAME_TARGET.min(max_frame);
+        let header = Header {
+            kind: KIND_BASE,
+            codec: CODEC_BINCODE2,
+            fingerprint: self.options.fingerprint,
+            seq,
+            salt: random_salt(),
+            max_frame: max_frame as u32,
+            first: self.first,
+        };
+        let mut file = storage
+            .create(tmp)
+            .map_err(|e| WalError::io("create", path.clone(), e))?;
+        let mut out = Writing {
+            file: &mut *file,
+            buf: header.encode().to_vec(),
+            len: 0,
+            path: &path,
+            body: Vec::new(),
+            target,
+            salt: header.salt,
+            cancelled: self.cancelled,
+        };
+        out.add(&next_id)?;
+        if let Some(pause) = &pause {
+            out.add(pause)?;
+        }
+        let keys: Vec<&RecoveredKey> = self.keys().collect();
+        for key in keys {
+            out.add(&Record::DedupKey {
+                id: key.id,
+                key: key_ref(key),
+            })?;
+        }
+        let mut payloads = PayloadReader::new(storage, self.files);
+        for &(id, kind) in plan {
+            let Some(m) = self.state.get(id) else {
+                continue;
+            };
+            match kind {
+                Out::Update => out.add(&update_record(m))?,
+                Out::Whole => {
+                    let payload = payloads.read(m.payload)?;
+                    out.add(&whole_record(m, payload))?;
+                    if let Some(limits) = limits_record(m) {
+                        out.add(&limits)?;
+                    }
+                }
+            }
+        }
+        out.finish()?;
+        let len = out.len;
+        file.sync_data()
+            .map_err(|e| WalError::io("sync", path.clone(), e))?;
+        Ok(len)
     }
-    for m in state.messages() {
-        add(&message_record(m, payloads.read(m.payload)?))?;
-        if let Some(limits) = limits_record(m) {
-            add(&limits)?;
+}
+
+/// Whether `m` is as its `ENQUEUE` made it: never received, no error, not
+/// dead-lettered (then its `ENQUEUE` restores it, 9 bytes shorter than a
+/// `MESSAGE`).
+fn pristine<P>(m: &Live<P>) -> bool {
+    m.receive_count == 0 && m.errors().is_empty() && m.dead().is_none()
+}
+
+/// The record that creates `m` with `payload` as it is.
+fn whole_record<'a, P>(m: &'a Live<P>, payload: &'a [u8]) -> Record<'a> {
+    match pristine(m) {
+        true => Record::Enqueue {
+            id: m.id,
+            enqueued_at: m.enqueued_at,
+            visible_at: m.visible_at,
+            key: m.key().map(key_ref),
+            payload,
+        },
+        false => message_record(m, payload),
+    }
+}
+
+/// The bytes a window's base file spends on `m`.
+fn record_len(m: &Live<PayloadAt>, kind: Out) -> u64 {
+    match kind {
+        Out::Update => update_record(m).encoded_len(),
+        Out::Whole => {
+            whole_record(m, &[]).encoded_len()
+                + u64::from(m.payload.len)
+                + limits_record(m).map_or(0, |r| r.encoded_len())
         }
     }
-    if !body.is_empty() {
-        out.frame(header.salt, &body)?;
-    }
-    out.flush()?;
-    let len = out.len;
-    file.sync_data()
-        .map_err(|e| WalError::io("sync", path.clone(), e))?;
-    Ok(len)
 }
 
 struct Writing<'a> {
@@ -226,15 +514,33 @@ struct Writing<'a> {
     /// Bytes already written.
     len: u64,
     path: &'a str,
+    /// The frame being gathered.
+    body: Vec<u8>,
+    target: u64,
+    salt: u32,
+    cancelled: &'a dyn Fn() -> bool,
 }
 
 impl Writing<'_> {
-    fn frame(&mut self, salt: u32, body: &[u8]) -> Result<(), WalError> {
+    /// Adds a record to the frame being gathered.
+    fn add(&mut self, record: &Record<'_>) -> Result<(), WalError> {
+        if !self.body.is_empty() && self.body.len() as u64 + record.encoded_len() > self.target {
+            self.frame()?;
+            if (self.cancelled)() {
+                return Err(WalError::Closed);
+            }
+        }
+        record.encode(&mut self.body);
+        Ok(())
+    }
+
+    fn frame(&mut self) -> Result<(), WalError> {
         // A base file is synced whole before it is renamed in: each frame
         // may claim everything before it as synced.
         let offset = self.len + self.buf.len() as u64;
         debug_assert!(offset >= HEADER_LEN);
-        encode_frame(&mut self.buf, salt, offset, body);
+        encode_frame(&mut self.buf, self.salt, offset, &self.body);
+        self.body.clear();
         if self.buf.len() >= WRITE_CHUNK {
             self.flush()?;
             // Synced chunk by chunk, so the file never holds much unsynced
@@ -248,6 +554,14 @@ impl Writing<'_> {
                 .map_err(|e| WalError::io("sync", self.path.to_owned(), e))?;
         }
         Ok(())
+    }
+
+    /// Writes the last frame and what is buffered.
+    fn finish(&mut self) -> Result<(), WalError> {
+        if !self.body.is_empty() {
+            self.frame()?;
+        }
+        self.flush()
     }
 
     fn flush(&mut self) -> Result<(), WalError> {

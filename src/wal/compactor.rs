@@ -3,7 +3,7 @@
 //!
 //! The writer seals a segment and tells the [`Compactor`] how far the
 //! sealed files go ([`Compactor::sealed`]); the compactor thread rewrites
-//! the sealed files as one base file while the writer goes on appending to
+//! the sealed files as base files while the writer goes on appending to
 //! the active segment. The two never touch the same file: compaction reads
 //! and replaces files up to the newest sealed one only.
 //!
@@ -66,7 +66,7 @@ pub(crate) type CompactionReply = Sender<Result<CompactionReport, WalError>>;
 pub(crate) struct Plan {
     /// The newest sealed file (0: none yet).
     sealed_through: u64,
-    /// Size of the base file.
+    /// Size of what the last compaction left (base files and files kept).
     base_bytes: u64,
     /// Size of the sealed files after the base.
     sealed_bytes: u64,

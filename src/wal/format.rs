@@ -8,15 +8,18 @@ use super::error::WalError;
 pub(crate) const MAGIC: [u8; 8] = [0x89, b'S', b'P', b'O', b'O', b'L', b'\r', b'\n'];
 /// The format version this build writes. Version 2 added the `LIMITS`
 /// record and the `Expired` dead-letter reason, version 3 the `PAUSE`
-/// record, version 4 the `OPTIONS` record (priorities and message groups;
-/// FORMAT.md, section 10).
+/// record, version 4 the `OPTIONS` record (priorities and message groups),
+/// the header's `first` field (base files that replace a range of files)
+/// and the `UPDATE` record (FORMAT.md, section 10).
 pub(crate) const FORMAT_VERSION: u32 = 4;
-/// The oldest version this build reads: a version 1, 2 or 3 file is a
-/// version 4 file that uses none of the later additions.
+/// The oldest version this build reads: a file of versions 1 to 3 is a
+/// version 4 file that uses none of the later additions (its `first` is
+/// zero: a base file of those versions replaces every file before it).
 pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Header `kind`: a log segment.
 pub(crate) const KIND_SEGMENT: u8 = 1;
-/// Header `kind`: a base file written by compaction.
+/// Header `kind`: a base file written by compaction: it replaces the
+/// files numbered from its header's `first` up to its own number.
 pub(crate) const KIND_BASE: u8 = 2;
 /// Header `codec`: payloads are bincode 2 (standard configuration) via serde.
 pub(crate) const CODEC_BINCODE2: u8 = 1;
@@ -82,6 +85,9 @@ pub(crate) struct Header {
     pub(crate) seq: u64,
     pub(crate) salt: u32,
     pub(crate) max_frame: u32,
+    /// A base file replaces the files numbered `first ..= seq` (0: every
+    /// file before it, as in versions 1-3). Zero in a segment.
+    pub(crate) first: u64,
 }
 
 impl Header {
@@ -95,6 +101,7 @@ impl Header {
         b[24..32].copy_from_slice(&self.seq.to_le_bytes());
         b[32..36].copy_from_slice(&self.salt.to_le_bytes());
         b[36..40].copy_from_slice(&self.max_frame.to_le_bytes());
+        b[40..48].copy_from_slice(&self.first.to_le_bytes());
         let crc = crc32(&[&b[0..60]]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -131,9 +138,17 @@ impl Header {
             seq: le_u64(&b[24..32]),
             salt: le_u32(&b[32..36]),
             max_frame: le_u32(&b[36..40]),
+            first: le_u64(&b[40..48]),
         };
         if header.kind != KIND_SEGMENT && header.kind != KIND_BASE {
             return Err(WalError::corrupted(file, 12, "unknown file kind"));
+        }
+        if header.kind == KIND_SEGMENT && header.first != 0 || header.first > header.seq {
+            return Err(WalError::corrupted(
+                file,
+                40,
+                "first replaced file out of range",
+            ));
         }
         if header.max_frame == 0 || header.max_frame > MAX_FRAME_LIMIT {
             return Err(WalError::corrupted(
@@ -285,6 +300,7 @@ mod tests {
             seq: 7,
             salt: 0x1234_5678,
             max_frame: 1 << 20,
+            first: 0,
         }
     }
 

@@ -399,8 +399,9 @@ impl Wal {
         }
     }
 
-    /// Seals the active segment and compacts every sealed file into one
-    /// base file, on the compactor thread (appends go on meanwhile).
+    /// Seals the active segment and compacts every sealed file into base
+    /// files of about a segment each, on the compactor thread (appends go
+    /// on meanwhile).
     pub(crate) fn compact(&self) -> Result<CompactionReport, WalError> {
         let (reply, outcome) = crossbeam_channel::bounded(1);
         {

@@ -26,6 +26,7 @@
 //! next tables grow in its heap): 36 MB of RSS after a compaction of
 //! 600,000 messages.
 
+use super::payload::Hold;
 use super::state::{DeadLettered, RecoveredKey};
 
 /// Room a table reserves: above glibc's largest mmap threshold (32 MiB).
@@ -59,6 +60,10 @@ pub(crate) struct Rare {
     pub(crate) priority: Option<u8>,
     /// Its message group (an `OPTIONS` record).
     pub(crate) group: Option<String>,
+    /// The file (index in a compaction's replay) of the record that
+    /// created it, once a redrive put its payload in a later file; until
+    /// then the payload's file says it (see [`Live::origin`]).
+    pub(crate) origin: Option<u32>,
 }
 
 impl<P> Live<P> {
@@ -109,6 +114,18 @@ impl<P> Live<P> {
     /// Its message group, if it has one.
     pub(crate) fn group(&self) -> Option<&str> {
         self.rare.as_ref()?.group.as_deref()
+    }
+
+    /// The file (index in a compaction's replay) of the record that
+    /// created it.
+    pub(crate) fn origin(&self) -> u32
+    where
+        P: Hold,
+    {
+        self.rare
+            .as_ref()
+            .and_then(|r| r.origin)
+            .unwrap_or_else(|| self.payload.file())
     }
 
     /// Takes the key, errors and dead-letter record out.
@@ -163,11 +180,11 @@ impl<P: Default> LiveTable<P> {
     }
 
     /// Removes the live message `id`; gives back its key, errors and
-    /// dead-letter record.
-    pub(crate) fn remove(&mut self, id: u64) -> Option<Rare> {
+    /// dead-letter record, and its payload.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<(Rare, P)> {
         let m = self.get_mut(id)?;
         m.gone = true;
-        m.payload = P::default();
+        let payload = std::mem::take(&mut m.payload);
         let rare = m.take_rare();
         self.gone += 1;
         if self.gone > 64 && self.gone * 2 > self.entries.len() {
@@ -175,18 +192,21 @@ impl<P: Default> LiveTable<P> {
             self.sorted = self.entries.len();
             self.gone = 0;
         }
-        Some(rare)
+        Some((rare, payload))
     }
 
     /// Removes the live messages `remove` says yes to; gives back their
-    /// key, errors and dead-letter records.
-    pub(crate) fn remove_where(&mut self, remove: impl Fn(&Live<P>) -> bool) -> Vec<Rare> {
+    /// ids, key, errors and dead-letter records, and payloads.
+    pub(crate) fn remove_where(
+        &mut self,
+        remove: impl Fn(&Live<P>) -> bool,
+    ) -> Vec<(u64, Rare, P)> {
         self.settle();
         let mut removed = Vec::new();
         for m in self.entries.iter_mut().filter(|m| !m.gone && remove(m)) {
             m.gone = true;
-            m.payload = P::default();
-            removed.push(m.take_rare());
+            let payload = std::mem::take(&mut m.payload);
+            removed.push((m.id, m.take_rare(), payload));
         }
         self.entries.retain(|m| !m.gone);
         self.sorted = self.entries.len();
@@ -240,6 +260,7 @@ impl<P: Default> LiveTable<P> {
     }
 
     /// How many are live.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len() - self.gone
     }

@@ -16,7 +16,7 @@
 //! | `live` | the live messages of a replay, compact, in id order |
 //! | `payload` | a replay's payloads: bytes, or where they lie, read back |
 //! | `recovery` | surveying, replaying and repairing a directory |
-//! | `compaction` | rewriting sealed files as one base file |
+//! | `compaction` | rewriting sealed files as base files, a window at a time |
 //! | `compactor` | the compactor thread: when to compact, beside the writer |
 //! | `snapshot` | (`cli`) reading a directory without the lock, beside a running queue |
 //! | `error` | [`WalError`] |

@@ -39,12 +39,18 @@ impl Frame<'_> {
 pub(crate) trait Hold: Default + Clone {
     /// `payload` is a slice of `frame.body`.
     fn hold(payload: &[u8], frame: &Frame<'_>) -> Self;
+    /// The file (index in the replay) it lies in, if the replay notes it.
+    fn file(&self) -> u32;
 }
 
 /// Recovery: the bytes.
 impl Hold for Vec<u8> {
     fn hold(payload: &[u8], _: &Frame<'_>) -> Self {
         payload.to_vec()
+    }
+
+    fn file(&self) -> u32 {
+        u32::MAX
     }
 }
 
@@ -70,6 +76,10 @@ impl Hold for PayloadAt {
             len: payload.len() as u32,
             offset: frame.offset + at.saturating_sub(start) as u64,
         }
+    }
+
+    fn file(&self) -> u32 {
+        self.file
     }
 }
 
@@ -98,11 +108,6 @@ impl<'a> PayloadReader<'a> {
             open: None,
             buf: Vec::new(),
         }
-    }
-
-    /// The storage it reads from.
-    pub(crate) fn storage(&self) -> &'a dyn Storage {
-        self.storage
     }
 
     /// The payload at `at`.

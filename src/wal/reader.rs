@@ -204,6 +204,7 @@ mod tests {
             seq: 1,
             salt: SALT,
             max_frame: 1024,
+            first: 0,
         }
     }
 

@@ -29,6 +29,8 @@ pub(crate) const OPTIONS: u8 = 13;
 /// highest); [`NORMAL_PRIORITY`] is what a message without one has.
 pub(crate) const PRIORITY_LEVELS: u8 = 3;
 pub(crate) const NORMAL_PRIORITY: u8 = 1;
+/// Since format version 4.
+pub(crate) const UPDATE: u8 = 14;
 
 const REASON_MAX_RECEIVES: u8 = 1;
 const REASON_REJECTED: u8 = 2;
@@ -64,6 +66,21 @@ pub(crate) struct MessageRef<'a> {
     /// Dead-lettered at, and why.
     pub(crate) dead: Option<(u64, ReasonRef<'a>)>,
     pub(crate) payload: &'a [u8],
+}
+
+/// Everything about a live message but its payload, enqueue time and key
+/// (compaction's output, since format version 4): replaces what the
+/// message had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UpdateRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) visible_at: u64,
+    pub(crate) receive_count: u32,
+    pub(crate) errors: Vec<&'a str>,
+    /// Dead-lettered at, and why.
+    pub(crate) dead: Option<(u64, ReasonRef<'a>)>,
+    pub(crate) max_receives: Option<u32>,
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// One state change of the queue.
@@ -130,9 +147,32 @@ pub(crate) enum Record<'a> {
         priority: u8,
         group: Option<&'a str>,
     },
+    /// A live message's state without its payload. Since format version 4.
+    Update(UpdateRef<'a>),
 }
 
 impl Record<'_> {
+    /// The message this record is about, if it is about one (a
+    /// `DEDUP_KEY` names a message that is gone: not one it is about).
+    pub(crate) fn message_id(&self) -> Option<u64> {
+        match self {
+            Record::Enqueue { id, .. }
+            | Record::Receive { id, .. }
+            | Record::Release { id, .. }
+            | Record::Ack { id }
+            | Record::DeadLetter { id, .. }
+            | Record::Redrive { id, .. }
+            | Record::Limits { id, .. }
+            | Record::Options { id, .. } => Some(*id),
+            Record::Message(m) => Some(m.id),
+            Record::Update(u) => Some(u.id),
+            Record::PurgeDeadLetters
+            | Record::DedupKey { .. }
+            | Record::NextId { .. }
+            | Record::Pause { .. } => None,
+        }
+    }
+
     /// Appends this record's bytes to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let mut e = Encoder(out);
@@ -243,6 +283,22 @@ impl Record<'_> {
                 e.u8(*priority);
                 e.opt(*group, Encoder::str);
             }
+            Record::Update(u) => {
+                e.u8(UPDATE);
+                e.u64(u.id);
+                e.u64(u.visible_at);
+                e.u32(u.receive_count);
+                e.u32(len32(u.errors.len()));
+                for error in &u.errors {
+                    e.str(error);
+                }
+                e.opt(u.dead.as_ref(), |e, (at, reason)| {
+                    e.u64(*at);
+                    e.reason(*reason);
+                });
+                e.opt(u.max_receives, Encoder::u32);
+                e.opt(u.expires_at, Encoder::u64);
+            }
         }
     }
 
@@ -286,6 +342,13 @@ impl Record<'_> {
                 ..
             } => {
                 8 + max_receives.map_or(1, |_| 5) + expires_at.map_or(1, |_| 9) + 1 + opt_str(group)
+            }
+            Record::Update(u) => {
+                20 + 4
+                    + u.errors.iter().map(|e| 4 + e.len() as u64).sum::<u64>()
+                    + u.dead.as_ref().map_or(1, |(_, r)| 9 + reason_len(r))
+                    + u.max_receives.map_or(1, |_| 5)
+                    + u.expires_at.map_or(1, |_| 9)
             }
         }
     }
@@ -473,16 +536,13 @@ impl<'a> Decoder<'a> {
                 },
                 group: self.opt(Self::str)?,
             },
+            UPDATE => Record::Update(self.update()?),
             _ => return Err("unknown record kind"),
         })
     }
 
-    fn message(&mut self) -> Decoded<MessageRef<'a>> {
-        let id = self.u64()?;
-        let enqueued_at = self.u64()?;
-        let visible_at = self.u64()?;
-        let receive_count = self.u32()?;
-        let key = self.opt(Self::key)?;
+    /// Error texts: a count, then that many strings.
+    fn errors(&mut self) -> Decoded<Vec<&'a str>> {
         let count = self.u32()? as usize;
         // Each error takes at least its 4-byte length: refuse a count the
         // rest of the body cannot hold before reserving room for it.
@@ -493,6 +553,28 @@ impl<'a> Decoder<'a> {
         for _ in 0..count {
             errors.push(self.str()?);
         }
+        Ok(errors)
+    }
+
+    fn update(&mut self) -> Decoded<UpdateRef<'a>> {
+        Ok(UpdateRef {
+            id: self.u64()?,
+            visible_at: self.u64()?,
+            receive_count: self.u32()?,
+            errors: self.errors()?,
+            dead: self.opt(|d| Ok((d.u64()?, d.reason()?)))?,
+            max_receives: self.opt(Self::u32)?,
+            expires_at: self.opt(Self::u64)?,
+        })
+    }
+
+    fn message(&mut self) -> Decoded<MessageRef<'a>> {
+        let id = self.u64()?;
+        let enqueued_at = self.u64()?;
+        let visible_at = self.u64()?;
+        let receive_count = self.u32()?;
+        let key = self.opt(Self::key)?;
+        let errors = self.errors()?;
         let dead = self.opt(|d| Ok((d.u64()?, d.reason()?)))?;
         Ok(MessageRef {
             id,
@@ -625,6 +707,24 @@ pub(crate) mod tests {
                 priority: 2,
                 group: None,
             },
+            Record::Update(UpdateRef {
+                id: 3,
+                visible_at: 9,
+                receive_count: 2,
+                errors: vec!["x", ""],
+                dead: Some((8, ReasonRef::MaxReceives(2))),
+                max_receives: Some(2),
+                expires_at: None,
+            }),
+            Record::Update(UpdateRef {
+                id: 4,
+                visible_at: 9,
+                receive_count: 0,
+                errors: vec![],
+                dead: None,
+                max_receives: None,
+                expires_at: Some(10),
+            }),
         ]
     }
 
@@ -676,6 +776,10 @@ pub(crate) mod tests {
         let mut bytes = vec![ENQUEUE];
         bytes.extend_from_slice(&[0; 24]);
         bytes.push(0);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Record::decode_all(&bytes).is_err());
+        let mut bytes = vec![UPDATE];
+        bytes.extend_from_slice(&[0; 20]);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Record::decode_all(&bytes).is_err());
         assert!(Record::decode_all(&[200]).is_err());

@@ -1,9 +1,9 @@
 //! Opening a directory: survey the files, replay them, repair the tail
 //! (FORMAT.md, section 7).
 //!
-//! 1. [`survey`] reads every header, finds the newest base file, and sets
-//!    aside what it supersedes, unfinished compactions (`*.tmp`) and a last
-//!    file whose creation was cut short.
+//! 1. [`survey`] reads every header, and sets aside the files a base file
+//!    replaces (from its `first` up to itself), unfinished compactions
+//!    (`*.tmp`) and a last file whose creation was cut short.
 //! 2. [`replay_file`] streams each remaining file's frames into a
 //!    [`Replay`]. At a bad frame, [`scan_after`] decides: torn tail (last
 //!    file only; truncated and reported) or corruption (an error, or a
@@ -98,7 +98,7 @@ pub(crate) struct Recovered {
 pub(crate) struct Layout {
     /// The sequence number of the next file to create.
     pub(crate) next_seq: u64,
-    /// Size of the base file (0 if none).
+    /// Size of the base files (0 if none).
     pub(crate) base_bytes: u64,
     /// Size of the other files.
     pub(crate) sealed_bytes: u64,
@@ -166,13 +166,22 @@ pub(crate) fn survey_through(
         let (len, header) = read_header(storage, &name)?;
         headers.push((seq, name, len, header));
     }
-    let base = headers
-        .iter()
-        .rposition(|(_, _, _, h)| matches!(h, Ok(h) if h.kind == KIND_BASE))
-        .unwrap_or(0);
+    // A base file replaces the files numbered from its `first` up to its
+    // own: walking back from the newest file, a file is obsolete once a
+    // later base file's `first` is at or below its number.
     let count = headers.len();
+    let mut obsolete = vec![false; count];
+    let mut replaced_from = u64::MAX;
+    for (i, (seq, _, _, header)) in headers.iter().enumerate().rev() {
+        obsolete[i] = *seq >= replaced_from;
+        if let Ok(h) = header {
+            if h.kind == KIND_BASE {
+                replaced_from = replaced_from.min(h.first);
+            }
+        }
+    }
     for (i, (seq, name, len, header)) in headers.into_iter().enumerate() {
-        if i < base {
+        if obsolete[i] {
             survey.obsolete.push(name);
             continue;
         }
@@ -180,13 +189,6 @@ pub(crate) fn survey_through(
         match header {
             Ok(header) => {
                 header.check(&path, fingerprint, seq)?;
-                if i > base && header.kind == KIND_BASE {
-                    return Err(WalError::corrupted(
-                        &path,
-                        12,
-                        "base file after the newest base file",
-                    ));
-                }
                 survey.files.push(LogFile {
                     seq,
                     name,

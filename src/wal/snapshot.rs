@@ -11,10 +11,10 @@
 //! # Consistency beside a running queue
 //!
 //! The running queue's writer appends to its last segment, rotates to new
-//! ones, and its compactor replaces sealed files with a base file (written
-//! aside, renamed into place, then the superseded files removed). The
-//! snapshot is the log's prefix as it stood when the directory was
-//! listed:
+//! ones, and its compactor replaces runs of sealed files with base files,
+//! one at a time (each written aside, renamed over the last file of its
+//! run, then the run's other files removed). The snapshot is the log's
+//! prefix as it stood when the directory was listed:
 //!
 //! - each file is read up to the length it had then; a frame still being
 //!   appended at that length reads as a torn tail, and the snapshot ends
@@ -305,6 +305,9 @@ fn track_in_flight(in_flight: &mut HashSet<u64>, record: &Record<'_>) {
         }
         Record::Message(m) => {
             in_flight.remove(&m.id);
+        }
+        Record::Update(u) => {
+            in_flight.remove(&u.id);
         }
         // Other records do not concern one message in flight; a message
         // they remove is dropped from the set with the live ones.

@@ -9,7 +9,7 @@
 
 use super::live::{Live, LiveTable, Rare};
 use super::payload::{Frame, Hold};
-use super::record::{KeyRef, MessageRef, ReasonRef, Record, NORMAL_PRIORITY};
+use super::record::{KeyRef, MessageRef, ReasonRef, Record, UpdateRef, NORMAL_PRIORITY};
 use crate::dead_letter::DeadLetterReason;
 use std::collections::HashMap;
 
@@ -62,8 +62,10 @@ pub(crate) struct RecoveredMessage {
 #[derive(Debug, Clone)]
 pub(crate) struct Replay<P = Vec<u8>> {
     messages: LiveTable<P>,
-    /// Keys of messages that are gone, still in their window.
-    gone_keys: HashMap<String, RecoveredKey>,
+    /// Keys of messages that are gone, still in their window, with the
+    /// file (index in the replay) of the record that created their
+    /// message, or of the `DEDUP_KEY` that named them.
+    gone_keys: HashMap<String, (RecoveredKey, u32)>,
     next_id: u64,
     /// Whether the queue is paused (the last `PAUSE` record).
     paused: bool,
@@ -73,6 +75,17 @@ pub(crate) struct Replay<P = Vec<u8>> {
     pub(crate) records: u64,
     /// Records about ids that are not live (changed nothing).
     ignored: u64,
+    /// Compaction: the ids of the messages records were about, and
+    /// whether a `PAUSE` was read, since [`Replay::take_touched`].
+    touched: Option<Touched>,
+}
+
+/// What records touched (see [`Replay::track_touched`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Touched {
+    /// Ids, in record order, with repeats.
+    pub(crate) ids: Vec<u64>,
+    pub(crate) paused: bool,
 }
 
 impl<P> Default for Replay<P> {
@@ -85,6 +98,7 @@ impl<P> Default for Replay<P> {
             log_time: 0,
             records: 0,
             ignored: 0,
+            touched: None,
         }
     }
 }
@@ -117,7 +131,11 @@ impl Replay<Vec<u8>> {
     /// Hands over the state.
     pub(crate) fn finish(mut self) -> (Vec<RecoveredMessage>, Vec<RecoveredKey>, u64) {
         self.settle();
-        let keys = self.gone_keys().into_iter().cloned().collect();
+        let keys = self
+            .gone_keys()
+            .into_iter()
+            .map(|(k, _)| k.clone())
+            .collect();
         let next_id = self.next_id();
         let messages = self.messages.into_iter().map(recovered).collect();
         (messages, keys, next_id)
@@ -128,6 +146,12 @@ impl<P: Hold> Replay<P> {
     /// Applies one record, decoded from `frame`.
     pub(crate) fn apply_in(&mut self, record: &Record<'_>, frame: &Frame<'_>) {
         self.records += 1;
+        if let Some(touched) = &mut self.touched {
+            match record.message_id() {
+                Some(id) => touched.ids.push(id),
+                None => touched.paused |= matches!(record, Record::Pause { .. }),
+            }
+        }
         let applied = match record {
             Record::Enqueue {
                 id,
@@ -188,6 +212,8 @@ impl<P: Hold> Replay<P> {
                         m.receive_count = 0;
                         m.visible_at = *at;
                         if let Some(p) = payload {
+                            let origin = m.origin();
+                            m.rare_mut().origin = Some(origin);
                             m.payload = P::hold(p, frame);
                         }
                         true
@@ -196,16 +222,19 @@ impl<P: Hold> Replay<P> {
                 }
             }
             Record::PurgeDeadLetters => {
-                for rare in self.messages.remove_where(|m| m.dead().is_some()) {
-                    if let Some(key) = rare.key {
-                        self.remember(key);
+                for (id, mut rare, payload) in self.messages.remove_where(|m| m.dead().is_some()) {
+                    if let Some(touched) = &mut self.touched {
+                        touched.ids.push(id);
+                    }
+                    if let Some(key) = rare.key.take() {
+                        self.remember(key, rare.origin.unwrap_or_else(|| payload.file()));
                     }
                 }
                 true
             }
             Record::DedupKey { id, key } => {
                 self.see(*id, 0);
-                self.remember(owned_key(key, *id));
+                self.remember(owned_key(key, *id), frame.file);
                 true
             }
             Record::Message(m) => {
@@ -253,6 +282,13 @@ impl<P: Hold> Replay<P> {
                 }
                 None => false,
             },
+            Record::Update(u) => match self.messages.get_mut(u.id) {
+                Some(m) => {
+                    apply_update(m, u);
+                    true
+                }
+                None => false,
+            },
         };
         if !applied {
             self.ignored += 1;
@@ -276,9 +312,9 @@ impl<P: Hold> Replay<P> {
 
     fn remove(&mut self, id: u64) -> bool {
         match self.messages.remove(id) {
-            Some(rare) => {
-                if let Some(key) = rare.key {
-                    self.remember(key);
+            Some((mut rare, payload)) => {
+                if let Some(key) = rare.key.take() {
+                    self.remember(key, rare.origin.unwrap_or_else(|| payload.file()));
                 }
                 true
             }
@@ -286,15 +322,35 @@ impl<P: Hold> Replay<P> {
         }
     }
 
-    /// Keeps a gone message's key; of two entries for one key, the one
-    /// that expires later wins.
-    fn remember(&mut self, key: RecoveredKey) {
+    /// Keeps a gone message's key, noted in file `home`; of two entries
+    /// for one key, the one that expires later wins.
+    fn remember(&mut self, key: RecoveredKey, home: u32) {
         match self.gone_keys.get(&key.key) {
-            Some(old) if old.expires_at >= key.expires_at => {}
+            Some((old, _)) if old.expires_at >= key.expires_at => {}
             _ => {
-                self.gone_keys.insert(key.key.clone(), key);
+                self.gone_keys.insert(key.key.clone(), (key, home));
             }
         }
+    }
+
+    /// Compaction: from now on, note which messages records touch (see
+    /// [`Replay::take_touched`]).
+    pub(crate) fn track_touched(&mut self) {
+        self.touched = Some(Touched::default());
+    }
+
+    /// What records touched since the last call (or since
+    /// [`Replay::track_touched`]).
+    pub(crate) fn take_touched(&mut self) -> Touched {
+        self.touched
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The live message `id`, if any.
+    pub(crate) fn get(&mut self, id: u64) -> Option<&Live<P>> {
+        self.messages.get_mut(id).map(|m| &*m)
     }
 
     /// Merges messages that the log holds out of id order: the reading
@@ -314,15 +370,11 @@ impl<P: Hold> Replay<P> {
         self.messages.iter()
     }
 
-    /// How many messages are live.
-    pub(crate) fn live_count(&self) -> usize {
-        self.messages.len()
-    }
-
     /// Keys of gone messages that are still in their window (as far as the
     /// log can tell) and not superseded by a live message holding the same
     /// key for at least as long, sorted by key.
-    pub(crate) fn gone_keys(&self) -> Vec<&RecoveredKey> {
+    /// With each key, the file (index in the replay) it was noted in.
+    pub(crate) fn gone_keys(&self) -> Vec<(&RecoveredKey, u32)> {
         let mut held: HashMap<&str, u64> = HashMap::new();
         for key in self.messages.iter().filter_map(Live::key) {
             let expires = held.entry(key.key.as_str()).or_insert(0);
@@ -330,12 +382,13 @@ impl<P: Hold> Replay<P> {
         }
         let superseded =
             |k: &RecoveredKey| held.get(k.key.as_str()).is_some_and(|&e| e >= k.expires_at);
-        let mut keys: Vec<&RecoveredKey> = self
+        let mut keys: Vec<(&RecoveredKey, u32)> = self
             .gone_keys
             .values()
-            .filter(|k| k.expires_at > self.log_time && !superseded(k))
+            .filter(|(k, _)| k.expires_at > self.log_time && !superseded(k))
+            .map(|(k, home)| (k, *home))
             .collect();
-        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        keys.sort_by(|a, b| a.0.key.cmp(&b.0.key));
         keys
     }
 
@@ -397,16 +450,57 @@ pub(crate) fn message_record<'a, P>(m: &'a Live<P>, payload: &'a [u8]) -> Record
         receive_count: m.receive_count,
         key: m.key().map(key_ref),
         errors: m.errors().iter().map(String::as_str).collect(),
-        dead: m.dead().map(|d| {
-            let reason = match &d.reason {
-                DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
-                DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
-                DeadLetterReason::Expired => ReasonRef::Expired,
-            };
-            (d.at, reason)
-        }),
+        dead: m.dead().map(|d| (d.at, reason_ref(&d.reason))),
         payload,
     })
+}
+
+/// Applies an `UPDATE` record: everything but the payload, enqueue time
+/// and key.
+fn apply_update<P>(m: &mut Live<P>, u: &UpdateRef<'_>) {
+    m.visible_at = u.visible_at;
+    m.receive_count = u.receive_count;
+    let had_rare = !m.errors().is_empty()
+        || m.dead().is_some()
+        || m.max_receives().is_some()
+        || m.expires_at().is_some();
+    let has_rare = !u.errors.is_empty()
+        || u.dead.is_some()
+        || u.max_receives.is_some()
+        || u.expires_at.is_some();
+    if !had_rare && !has_rare {
+        return;
+    }
+    let rare = m.rare_mut();
+    rare.errors = u.errors.iter().map(|e| (*e).to_owned()).collect();
+    rare.dead = u.dead.as_ref().map(|(at, reason)| DeadLettered {
+        at: *at,
+        reason: owned_reason(reason),
+    });
+    rare.max_receives = u.max_receives;
+    rare.expires_at = u.expires_at;
+}
+
+/// The `UPDATE` record that restores `m`'s state but its payload,
+/// enqueue time and key (compaction's output).
+pub(crate) fn update_record<P>(m: &Live<P>) -> Record<'_> {
+    Record::Update(UpdateRef {
+        id: m.id,
+        visible_at: m.visible_at,
+        receive_count: m.receive_count,
+        errors: m.errors().iter().map(String::as_str).collect(),
+        dead: m.dead().map(|d| (d.at, reason_ref(&d.reason))),
+        max_receives: m.max_receives(),
+        expires_at: m.expires_at(),
+    })
+}
+
+fn reason_ref(reason: &DeadLetterReason) -> ReasonRef<'_> {
+    match reason {
+        DeadLetterReason::MaxReceives(n) => ReasonRef::MaxReceives(*n),
+        DeadLetterReason::Rejected(text) => ReasonRef::Rejected(text),
+        DeadLetterReason::Expired => ReasonRef::Expired,
+    }
 }
 
 /// The `LIMITS` record that goes after `m`'s [`message_record`], if it
@@ -537,7 +631,7 @@ mod tests {
         );
         assert_eq!(r.ignored, 1);
         // The purged message's key lives on until it expires.
-        let keys = r.gone_keys();
+        let keys: Vec<_> = r.gone_keys().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys.len(), 1);
         assert_eq!(
             (keys[0].key.as_str(), keys[0].id, keys[0].payload_hash),
@@ -610,7 +704,7 @@ mod tests {
         copy.apply(&Record::NextId {
             next_id: r.next_id(),
         });
-        for k in r.gone_keys() {
+        for (k, _) in r.gone_keys() {
             copy.apply(&Record::DedupKey {
                 id: k.id,
                 key: key_ref(k),
@@ -640,6 +734,50 @@ mod tests {
         assert_eq!(dead.unwrap().reason, DeadLetterReason::Expired);
         assert_eq!(copy.clone().finish(), r.clone().finish());
         assert_eq!(copy.finish().2, 10, "ids are never reused");
+    }
+
+    #[test]
+    fn an_update_replaces_everything_but_payload_time_and_key() {
+        let mut r = replay(&[
+            enqueue(1, 100, Some("k")),
+            Record::Receive {
+                id: 1,
+                receive_count: 1,
+            },
+            Record::DeadLetter {
+                id: 1,
+                at: 150,
+                reason: ReasonRef::MaxReceives(1),
+                error: Some("old"),
+            },
+        ]);
+        r.apply(&Record::Update(UpdateRef {
+            id: 1,
+            visible_at: 300,
+            receive_count: 4,
+            errors: vec!["a", "b"],
+            dead: None,
+            max_receives: Some(9),
+            expires_at: None,
+        }));
+        // About an id that is not live: ignored.
+        r.apply(&Record::Update(UpdateRef {
+            id: 7,
+            visible_at: 1,
+            receive_count: 1,
+            errors: vec![],
+            dead: None,
+            max_receives: None,
+            expires_at: None,
+        }));
+        assert_eq!(r.ignored, 1);
+        let (messages, _, _) = r.finish();
+        let m = &messages[0];
+        assert_eq!((m.visible_at, m.receive_count), (300, 4));
+        assert_eq!(m.errors, ["a", "b"]);
+        assert_eq!((m.dead.clone(), m.max_receives), (None, Some(9)));
+        assert_eq!((m.payload.as_slice(), m.enqueued_at), (&b"p"[..], 100));
+        assert_eq!(m.key.as_ref().map(|k| k.key.as_str()), Some("k"));
     }
 
     #[test]

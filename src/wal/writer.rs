@@ -267,6 +267,7 @@ pub(crate) fn create_segment(
         seq,
         salt,
         max_frame: options.max_frame(),
+        first: 0,
     };
     let mut file = storage
         .create(&name)

@@ -148,6 +148,7 @@ fn salvage_keeps_the_frame_that_vouched_for_a_skipped_region() {
         seq: 1,
         salt: 9,
         max_frame: 1 << 20,
+        first: 0,
     };
     let mut file = header.encode().to_vec();
     let mut offsets = Vec::new();

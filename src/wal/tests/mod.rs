@@ -83,8 +83,9 @@ pub(super) fn body(records: &[Record<'_>]) -> Vec<u8> {
 }
 
 /// A deterministic mix of every record kind, as frame bodies: sends (some
-/// keyed, some delayed, some in atomic batches), receives, releases with
-/// errors, acks, dead letters, redrives and purges.
+/// keyed, some delayed, some with a priority and a group, some in atomic
+/// batches), receives, releases with errors, acks, dead letters, redrives
+/// and purges.
 pub(super) fn workload(steps: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = seed | 1;
     let mut next = move |n: u64| {
@@ -107,7 +108,8 @@ pub(super) fn workload(steps: usize, seed: u64) -> Vec<Vec<u8>> {
                 id += 1;
                 live.push((id, 0));
                 let key = (step % 3 == 0).then(|| format!("key-{step}"));
-                body(&[Record::Enqueue {
+                let group = format!("group-{}", step % 4);
+                let enqueue = Record::Enqueue {
                     id,
                     enqueued_at: now,
                     visible_at: if step % 4 == 0 { now + 500 } else { now },
@@ -117,7 +119,23 @@ pub(super) fn workload(steps: usize, seed: u64) -> Vec<Vec<u8>> {
                         expires_at: now + 300,
                     }),
                     payload: &payload,
-                }])
+                };
+                // Some with a priority and a group (OPTIONS), in the
+                // frame of their ENQUEUE as a send writes them.
+                if step % 5 == 0 {
+                    body(&[
+                        enqueue,
+                        Record::Options {
+                            id,
+                            max_receives: Some(4),
+                            expires_at: None,
+                            priority: (step % 3) as u8,
+                            group: (step % 2 == 0).then_some(group.as_str()),
+                        },
+                    ])
+                } else {
+                    body(&[enqueue])
+                }
             }
             2 => {
                 let records: Vec<_> = (0..3)

@@ -87,6 +87,91 @@ fn version_1_to_3_directories_open_and_the_files_added_are_version_4() {
     }
 }
 
+/// A version 3 directory holds at most one base file, which replaced
+/// every file before it (its header's bytes 40-48, now `first`, are
+/// zero), and perhaps files it superseded that a crash left behind.
+/// Version 4 reads it the same way, and compacts it into version 4 base
+/// files of at most a segment each.
+#[test]
+fn a_version_3_base_file_replaces_every_file_before_it() {
+    let frames = workload(400, 23);
+    let expected = prefix_states(&frames).pop().unwrap();
+    let manual = WalOptions {
+        auto_compact: false,
+        ..options()
+    };
+    let s = SimStorage::new();
+    let half = frames.len() / 2;
+    for part in [&frames[..half], &frames[half..]] {
+        let (wal, _) = open(&s, manual.clone()).unwrap();
+        for f in part {
+            append(&wal, f).unwrap();
+        }
+        wal.close().unwrap();
+    }
+    let first = s
+        .names()
+        .into_iter()
+        .filter(|n| parse_file_name(n).is_some())
+        .min()
+        .unwrap();
+    let superseded = s.read(&first).unwrap();
+    // One window (1 MiB segments): one base file replacing both segments.
+    let (wal, _) = open(&s, manual.clone()).unwrap();
+    let report = wal.compact().unwrap();
+    assert_eq!(report.files_written, 1, "{report:?}");
+    wal.close().unwrap();
+    // As version 3 left it after a crash before its removals: the base
+    // (first = 0) and a segment it replaced.
+    s.create(&first).unwrap().write_all(&superseded).unwrap();
+    for name in s
+        .names()
+        .into_iter()
+        .filter(|n| parse_file_name(n).is_some())
+    {
+        let mut bytes = s.read(&name).unwrap();
+        assert_eq!(bytes[40..48], [0; 8], "{name}");
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        s.overwrite(&name, bytes);
+    }
+    let (wal, recovered) = open(&s, manual.clone()).unwrap();
+    assert_eq!(state_of(&recovered), expected);
+    assert_eq!(recovered.report.obsolete_files_removed, 1);
+    assert!(!s.names().contains(&first));
+    wal.close().unwrap();
+    // With half its messages acknowledged, a compaction with small
+    // segments rewrites it as a version 4 base file (a window of its own)
+    // and what follows as others, each replacing what came before it.
+    let small = WalOptions {
+        segment_size: 2048,
+        ..manual
+    };
+    let mut frames = frames;
+    for m in expected.0.iter().step_by(2) {
+        frames.push(body(&[Record::Ack { id: m.id }]));
+    }
+    let expected = prefix_states(&frames).pop().unwrap();
+    let (wal, _) = open(&s, small.clone()).unwrap();
+    for f in &frames[400..] {
+        append(&wal, f).unwrap();
+    }
+    let report = wal.compact().unwrap();
+    wal.close().unwrap();
+    assert!(report.files_written >= 1, "{report:?}");
+    assert!(report.bytes_out < report.bytes_in, "{report:?}");
+    let (_, recovered) = open(&s, small).unwrap();
+    assert_eq!(state_of(&recovered), expected);
+    for name in s
+        .names()
+        .into_iter()
+        .filter(|n| parse_file_name(n).is_some())
+    {
+        assert_eq!(s.read(&name).unwrap()[8..12], 4u32.to_le_bytes(), "{name}");
+    }
+}
+
 #[test]
 fn the_last_pause_record_wins_across_a_reopen_and_a_compaction() {
     let s = SimStorage::new();
@@ -432,6 +517,7 @@ fn a_file_numbered_u64_max_is_corruption_not_an_io_error() {
         seq: u64::MAX,
         salt: 1,
         max_frame: 1 << 20,
+        first: 0,
     };
     let s = SimStorage::new();
     let name = file_name(u64::MAX);
