@@ -251,6 +251,20 @@ impl<T> Batch<T> {
         }
     }
 
+    /// Undoes the receive of a Redis queue whose caller is gone (a dropped
+    /// async receive): the messages go back to the front of the ready
+    /// queue with their receive counts as they were.
+    #[cfg(feature = "redis")]
+    pub(crate) fn unreceive(mut self) {
+        // Only Redis receives are undone; a local batch dropped is released.
+        let Source::Redis(remote) = &self.source else {
+            return;
+        };
+        let core = remote.core();
+        let messages = self.take_messages();
+        core.unreceive_later(self.token, Self::ids(&messages));
+    }
+
     /// One [`Delivery`] per message, in order, each under a lease of its own
     /// that runs out when the batch's would have; settle each as you like.
     ///

@@ -74,14 +74,22 @@ impl<T: Message> Consumer<T> {
             #[cfg(feature = "redis")]
             Source::Redis(remote) => {
                 let leased = remote.receive(max, Wait::timeout(timeout), &|| false)?;
-                Ok(self.remote_batch(leased.ok_or(RecvError::Timeout)?))
+                Ok(self.remote_batch_of(leased.ok_or(RecvError::Timeout)?))
             }
         }
     }
 
     /// Messages leased on a Redis server as a batch.
     #[cfg(feature = "redis")]
-    fn remote_batch(&self, leased: crate::redis::Leased<T>) -> Batch<T> {
+    pub(crate) fn remote_batch(
+        &self,
+        leased: crate::redis::Leased<T>,
+    ) -> Result<Batch<T>, RecvError> {
+        Ok(self.remote_batch_of(leased))
+    }
+
+    #[cfg(feature = "redis")]
+    fn remote_batch_of(&self, leased: crate::redis::Leased<T>) -> Batch<T> {
         let mut messages = crate::message::BatchBuilder::with_capacity(leased.entries.len());
         for entry in leased.entries {
             messages.push(entry.into_queued());
@@ -95,7 +103,10 @@ impl<T: Message> Consumer<T> {
 
     /// One message leased on a Redis server as a delivery.
     #[cfg(feature = "redis")]
-    fn remote_delivery(&self, leased: crate::redis::Leased<T>) -> Result<Delivery<T>, RecvError> {
+    pub(crate) fn remote_delivery(
+        &self,
+        leased: crate::redis::Leased<T>,
+    ) -> Result<Delivery<T>, RecvError> {
         let entry = leased.entries.into_iter().next().ok_or(RecvError::Empty)?;
         Ok(Delivery::from_source(
             self.source.clone(),

@@ -343,6 +343,18 @@ impl<T> Delivery<T> {
         }
     }
 
+    /// Undoes the receive of a Redis queue whose caller is gone (a dropped
+    /// async receive): the message goes back to the front of the ready
+    /// queue with its receive count as it was.
+    #[cfg(feature = "redis")]
+    pub(crate) fn unreceive(mut self) {
+        self.settled = true;
+        match &self.source {
+            Source::Local(_) => self.settled = false, // dropped: released
+            Source::Redis(remote) => remote.core().unreceive_later(self.token, vec![self.id]),
+        }
+    }
+
     /// Hands the settling over to the caller (a batch ack): dropping the
     /// delivery then releases nothing.
     pub(crate) fn into_lease(mut self) -> (MessageId, u64) {

@@ -44,21 +44,55 @@ pub struct RecvFuture<'a, T: Message> {
 #[cfg(feature = "redis")]
 type Remote<R> = crate::redis::Offloaded<Result<R, RecvError>>;
 
-/// A receive of a Redis queue on a helper thread: waits until `deadline`
-/// (for ever without one).
+/// A receive of a Redis queue on a helper thread: up to `max` messages,
+/// waiting until `deadline` (for ever without one), made into `R` by
+/// `make`. Dropped, the future stops the wait within one `POLL`, and
+/// messages leased anyway go back as they were.
 #[cfg(feature = "redis")]
-fn offloaded<T: Message, R: Send + 'static>(
+fn offloaded<T: Message, R: Undo + Send + 'static>(
     consumer: &Consumer<T>,
     deadline: Option<Instant>,
-    receive: impl FnOnce(&Consumer<T>, std::time::Duration) -> Result<R, RecvError> + Send + 'static,
+    max: usize,
+    make: fn(&Consumer<T>, crate::redis::Leased<T>) -> Result<R, RecvError>,
 ) -> Remote<R> {
     let consumer = consumer.clone();
-    crate::redis::offload(move || {
-        let left = deadline.map_or(std::time::Duration::MAX, |at| {
-            at.saturating_duration_since(Instant::now())
-        });
-        receive(&consumer, left)
+    let receive = move |stop: &std::sync::atomic::AtomicBool| {
+        let Source::Redis(remote) = consumer.source() else {
+            return Err(RecvError::Closed);
+        };
+        let wait = deadline.map_or(crate::shared::Wait::Forever, crate::shared::Wait::Until);
+        let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
+        match remote.receive(max, wait, &stopped)? {
+            Some(leased) => make(&consumer, leased),
+            // Stopped: nobody waits for the answer.
+            None => Err(RecvError::Timeout),
+        }
+    };
+    crate::redis::offload_abandonable(receive, |received: Result<R, RecvError>| {
+        if let Ok(received) = received {
+            received.undo();
+        }
     })
+}
+
+/// What a dropped receive of a Redis queue puts back.
+#[cfg(feature = "redis")]
+trait Undo {
+    fn undo(self);
+}
+
+#[cfg(feature = "redis")]
+impl<T> Undo for Delivery<T> {
+    fn undo(self) {
+        self.unreceive();
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<T> Undo for Batch<T> {
+    fn undo(self) {
+        self.unreceive();
+    }
 }
 
 impl<'a, T: Message> RecvFuture<'a, T> {
@@ -86,8 +120,8 @@ impl<T: Message> Future for RecvFuture<'_, T> {
             #[cfg(feature = "redis")]
             Source::Redis(_) => {
                 let (consumer, deadline) = (this.consumer, this.deadline);
-                let remote = this.remote.get_or_insert_with(|| {
-                    offloaded(consumer, deadline, |c, left| c.recv_timeout(left))
+                let remote = (this.remote).get_or_insert_with(|| {
+                    offloaded(consumer, deadline, 1, Consumer::remote_delivery)
                 });
                 Pin::new(remote).poll(cx)
             }
@@ -150,8 +184,8 @@ impl<T: Message> Future for RecvBatchFuture<'_, T> {
             #[cfg(feature = "redis")]
             Source::Redis(_) => {
                 let (consumer, deadline, max) = (this.consumer, this.deadline, this.max);
-                let remote = this.remote.get_or_insert_with(|| {
-                    offloaded(consumer, deadline, move |c, left| c.recv_batch(max, left))
+                let remote = (this.remote).get_or_insert_with(|| {
+                    offloaded(consumer, deadline, max, Consumer::remote_batch)
                 });
                 Pin::new(remote).poll(cx)
             }
@@ -231,8 +265,8 @@ impl<T: Message> Stream for RecvStream<T> {
             #[cfg(feature = "redis")]
             Source::Redis(_) => {
                 let consumer = &this.consumer;
-                let remote =
-                    (this.remote).get_or_insert_with(|| offloaded(consumer, None, |c, _| c.recv()));
+                let remote = (this.remote)
+                    .get_or_insert_with(|| offloaded(consumer, None, 1, Consumer::remote_delivery));
                 let received = std::task::ready!(Pin::new(remote).poll(cx));
                 this.remote = None;
                 received

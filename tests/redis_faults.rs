@@ -204,3 +204,144 @@ fn with_replicas_required_a_change_waits_for_them_or_fails_saying_so() {
         .open();
     assert!(matches!(local, Err(OpenError::Unsupported { .. })));
 }
+
+/// Found by review: batches and dead-letter queues past what one Lua
+/// `unpack` takes (about 8,000 values) lost the popped messages or could
+/// not be listed.
+#[test]
+fn large_batches_and_large_dead_letter_queues_work() {
+    let server = RedisServer::start();
+    let queue: Queue<u32> = Queue::builder()
+        .redis(server.url(), "large")
+        .capacity(20_000)
+        .max_receives(1)
+        .open()
+        .unwrap();
+    queue.producer().send_batch((0..5000).collect()).unwrap();
+    let consumer = queue.consumer();
+    let batch = consumer.recv_batch(usize::MAX, WAIT).unwrap();
+    assert_eq!(batch.len(), 4096, "a Redis batch holds at most 4096");
+    batch.nack().unwrap(); // max_receives(1): dead-lettered
+    let rest = consumer.recv_batch(5000, WAIT).unwrap();
+    assert_eq!(rest.len(), 904);
+    rest.nack().unwrap();
+    let dlq = queue.dead_letters();
+    assert_eq!(dlq.try_list().unwrap().len(), 5000);
+    assert_eq!(dlq.redrive_all().unwrap(), 5000);
+    let again = consumer.recv_batch(5000, WAIT).unwrap();
+    again.ack().unwrap();
+    let stats = queue.try_stats().unwrap();
+    assert_eq!((stats.ready, stats.in_flight, stats.acked), (904, 0, 4096));
+    assert!(queue.peek(0).is_empty());
+    assert_eq!(queue.peek(5000).len(), 904);
+}
+
+/// Found by review: a dropped async receive went on waiting on a helper
+/// thread and took (and failed) the next message sent.
+#[test]
+fn a_dropped_async_receive_stops_and_takes_nothing() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let server = RedisServer::start();
+    let queue: Queue<u32> = Queue::builder()
+        .redis(server.url(), "dropped")
+        .max_receives(1)
+        .open()
+        .unwrap();
+    let consumer = queue.consumer();
+    let waker = std::task::Waker::noop();
+    for _ in 0..5 {
+        let mut receive = Box::pin(consumer.recv_async());
+        assert!(matches!(
+            receive.as_mut().poll(&mut Context::from_waker(waker)),
+            Poll::Pending
+        ));
+    }
+    // Dropped: their waits end within a POLL. One that leased the message
+    // anyway would put it back with its receive count as it was.
+    std::thread::sleep(Duration::from_millis(600));
+    queue.producer().send(7).unwrap();
+    let delivery = consumer.recv_timeout(WAIT).unwrap();
+    assert_eq!((*delivery, delivery.receive_count()), (7, 1));
+    delivery.ack().unwrap();
+    let stats = queue.try_stats().unwrap();
+    assert_eq!((stats.nacked, stats.dead_letters), (0, 0));
+}
+
+/// Found by review: the empty key was taken for no key; a restarted
+/// server failed the first call on each pooled connection; lease tokens
+/// restarted from 1 after the server lost its data, so a stale delivery
+/// could acknowledge a new message.
+#[test]
+fn keys_reconnection_and_tokens_after_a_data_loss() {
+    let mut server = RedisServer::start();
+    let queue: Queue<u32> = Queue::builder()
+        .redis(server.url(), "edges")
+        .open()
+        .unwrap();
+    let producer = queue.producer();
+    let first = producer
+        .send_with(1, spool::SendOptions::new().key(""))
+        .unwrap();
+    let again = producer
+        .send_with(1, spool::SendOptions::new().key(""))
+        .unwrap();
+    assert_eq!(again, spool::Sent::Duplicate(first.id()));
+
+    server.kill();
+    server.restart();
+    producer
+        .send(2)
+        .expect("a restarted server is reconnected to at once");
+
+    let stale = queue.consumer().try_recv().unwrap();
+    let flushed = std::process::Command::new("redis-cli")
+        .args(["-p", &server.port.to_string(), "FLUSHALL"])
+        .output()
+        .unwrap();
+    assert!(flushed.status.success());
+    let queue: Queue<u32> = Queue::builder()
+        .redis(server.url(), "edges")
+        .open()
+        .unwrap();
+    queue.producer().send(3).unwrap();
+    let fresh = queue.consumer().try_recv().unwrap();
+    assert_eq!(fresh.id(), stale.id(), "ids restart after the data loss");
+    assert!(matches!(
+        stale.ack(),
+        Err(spool::SettleError::LeaseExpired { .. })
+    ));
+    fresh.ack().unwrap();
+}
+
+/// Found by review: a new process could not open a queue on a server at
+/// maxmemory (the open wrote), so it could not help drain it.
+#[test]
+fn a_queue_opens_on_a_server_at_maxmemory() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let queue = builder(&server.url()).capacity(100_000).open().unwrap();
+    let producer = queue.producer();
+    while producer.try_send(vec![7; 16 * 1024]).is_ok() {}
+    let second = builder(&server.url()).open().expect("open at maxmemory");
+    let delivery = second.consumer().try_recv().unwrap();
+    delivery.ack().unwrap();
+}
+
+/// Found by review: listing dead letters did not first move what had
+/// come due (a time to live that ran out).
+#[test]
+fn listing_dead_letters_sees_what_has_just_expired() {
+    let server = RedisServer::start();
+    let queue = builder(&server.url()).open().unwrap();
+    let options = spool::SendOptions::new()
+        .delay(Duration::from_secs(60))
+        .ttl(Duration::from_millis(50));
+    queue.producer().send_with(vec![1], options).unwrap();
+    // Time passes (the receive finds nothing: the message is delayed).
+    let waited = queue.consumer().recv_timeout(Duration::from_millis(300));
+    assert!(matches!(waited, Err(RecvError::Timeout)));
+    let letters = queue.dead_letters().try_list().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason(), &spool::DeadLetterReason::Expired);
+}

@@ -34,25 +34,43 @@ impl Pool {
         })
     }
 
+    fn connect(&self, operation: &'static str) -> Result<Connection, StorageError> {
+        (self.client)
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(|e| failure(operation, &e))
+    }
+
     /// Runs `call` on a connection whose reads wait at most `extra` more
     /// than [`IO_TIMEOUT`].
     pub(super) fn with<R>(
         &self,
         operation: &'static str,
         extra: Duration,
-        call: impl FnOnce(&mut Connection) -> Result<R, RedisError>,
+        call: impl FnMut(&mut Connection) -> Result<R, RedisError>,
     ) -> Result<R, StorageError> {
-        let mut conn = match self.idle.lock().pop() {
+        let reused = self.idle.lock().pop();
+        let was_idle = reused.is_some();
+        let mut conn = match reused {
             Some(conn) => conn,
-            None => (self.client)
-                .get_connection_with_timeout(CONNECT_TIMEOUT)
-                .map_err(|e| failure(operation, &e))?,
+            None => self.connect(operation)?,
         };
         let timeout = IO_TIMEOUT.saturating_add(extra);
         (conn.set_read_timeout(Some(timeout)))
             .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
             .map_err(|e| failure(operation, &e))?;
-        match call(&mut conn) {
+        let mut call = call;
+        let mut outcome = call(&mut conn);
+        // A connection that sat idle may have been closed by a server that
+        // restarted since: the request never reached a live server, so it
+        // is sent once more on a fresh connection.
+        if was_idle && matches!(&outcome, Err(e) if e.is_connection_dropped()) {
+            conn = self.connect(operation)?;
+            (conn.set_read_timeout(Some(timeout)))
+                .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
+                .map_err(|e| failure(operation, &e))?;
+            outcome = call(&mut conn);
+        }
+        match outcome {
             Ok(value) => {
                 let mut idle = self.idle.lock();
                 if idle.len() < KEPT {

@@ -34,7 +34,7 @@ mod conn;
 mod offload;
 mod wire;
 
-pub(crate) use offload::{offload, Offloaded};
+pub(crate) use offload::{offload, offload_abandonable, Offloaded};
 
 use crate::backoff::{Backoff, Random};
 use crate::builder::Config;
@@ -61,12 +61,19 @@ use std::time::{Duration, Instant, SystemTime};
 /// whatever it was told: a bound on how late a missed wake-up is noticed.
 pub(crate) const POLL: Duration = Duration::from_millis(250);
 
+/// The most messages one receive takes (a larger `recv_batch` takes this
+/// many): one reply holds them all.
+pub(crate) const MAX_BATCH: usize = 4096;
+
 /// The backend's name in errors.
 pub(crate) const BACKEND: &str = "redis";
 
 /// The function library (`queue.lua`), loaded into the server at open
 /// and again if the server has lost it.
 const LIBRARY: &str = include_str!("queue.lua");
+
+/// The library's name, as its first line declares it.
+const LIBRARY_NAME: &str = "spool_3";
 
 /// The library's function for operation `op`: sends are refused before
 /// they start by a server at `maxmemory` (see `queue.lua`).
@@ -213,7 +220,7 @@ impl<T: Message> Remote<T> {
             core: Arc::new(core),
             _message: PhantomData,
         };
-        remote.load().map_err(OpenError::Storage)?;
+        remote.ensure_loaded().map_err(OpenError::Storage)?;
         remote.check_type()?;
         crate::observe::register_remote(&remote.core);
         Ok(Arc::new(remote))
@@ -224,15 +231,23 @@ impl<T: Message> Remote<T> {
     fn check_type(&self) -> Result<(), OpenError> {
         let expected = crate::persist::type_fingerprint::<T>();
         let key = format!("spool:{{{}}}:type", self.name);
+        // A read first: a server at maxmemory refuses the write, which
+        // only a queue's first open needs.
         let found: Option<String> = self
             .pool
             .with("open", Duration::ZERO, |conn| {
-                ::redis::cmd("SET")
+                match ::redis::cmd("GET")
                     .arg(&key)
-                    .arg(expected.to_string())
-                    .arg("NX")
-                    .arg("GET")
-                    .query(conn)
+                    .query::<Option<String>>(conn)?
+                {
+                    Some(found) => Ok(Some(found)),
+                    None => ::redis::cmd("SET")
+                        .arg(&key)
+                        .arg(expected.to_string())
+                        .arg("NX")
+                        .arg("GET")
+                        .query(conn),
+                }
             })
             .map_err(OpenError::Storage)?;
         match found.map(|text| text.parse::<u64>()) {
@@ -285,6 +300,23 @@ impl Core {
                 .query::<Value>(conn)
                 .map(drop)
         })
+    }
+
+    /// Loads the library unless the server has it already (a server at
+    /// `maxmemory` refuses a load, but a process must still be able to
+    /// open the queue to drain it).
+    fn ensure_loaded(&self) -> Result<(), StorageError> {
+        let listed = self.pool.with("load", Duration::ZERO, |conn| {
+            ::redis::cmd("FUNCTION")
+                .arg("LIST")
+                .arg("LIBRARYNAME")
+                .arg(LIBRARY_NAME)
+                .query::<Value>(conn)
+        })?;
+        match listed {
+            Value::Array(libraries) if !libraries.is_empty() => Ok(()),
+            _ => self.load(),
+        }
     }
 
     /// One call of the library: operation `op` with its own `args`. A
@@ -362,6 +394,12 @@ impl Core {
     /// `wait` (and [`POLL`]).
     fn block(&self, list: usize, wait: Duration) -> Result<(), StorageError> {
         let wait = wait.min(POLL).max(Duration::from_millis(1));
+        // The server times blocked clients out on its `hz` tick (100 ms by
+        // default): a shorter wait sleeps here instead, and looks again.
+        if wait < Duration::from_millis(100) {
+            std::thread::sleep(wait);
+            return Ok(());
+        }
         let key = &self.keys[list - 1];
         self.pool.with("wait", wait, |conn| {
             ::redis::cmd("BLPOP")
@@ -389,7 +427,11 @@ impl<T: Message> Remote<T> {
     /// One message's arguments of `send` (see `queue.lua`).
     fn message_args(bytes: Vec<u8>, options: &SendOptions, out: &mut Vec<Vec<u8>>) {
         let fingerprint = codec::fingerprint(&bytes).to_string();
-        let key = options.key.as_deref().unwrap_or("");
+        // '' is no key, 'k' and the key a key (the empty one included).
+        let key = options
+            .key
+            .as_deref()
+            .map_or(String::new(), |key| format!("k{key}"));
         let at = options
             .at
             .map(|at| {
@@ -399,7 +441,7 @@ impl<T: Message> Remote<T> {
             })
             .unwrap_or_default();
         out.push(bytes);
-        out.push(key.as_bytes().to_vec());
+        out.push(key.into_bytes());
         out.push(fingerprint.into_bytes());
         out.push(if options.any_payload {
             b"1".to_vec()
@@ -586,7 +628,7 @@ impl<T: Message> Remote<T> {
         will_wait: bool,
     ) -> Result<Found<T>, StorageError> {
         let visibility = bounded_ms(self.visibility_timeout).max(1).to_string();
-        let max = max.to_string();
+        let max = max.clamp(1, MAX_BATCH).to_string();
         let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
         let args = [
             visibility.as_bytes(),
@@ -876,6 +918,9 @@ impl Core {
 
 impl<T: Message> Remote<T> {
     pub(crate) fn peek(&self, max: usize) -> Result<Vec<Peeked<T>>, StorageError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let max = max.min(1 << 20).to_string();
         let reply = wire::items(self.call("peek", &[max.as_bytes()])?, "peek")?;
         let found = self.described(reply, "peek")?;
@@ -1050,6 +1095,15 @@ impl Core {
     pub(crate) fn release_later(self: &Arc<Self>, token: u64, ids: Vec<MessageId>) {
         let core = Arc::clone(self);
         drop(offload(move || core.release(token, &ids, None, None)));
+    }
+
+    /// Undoes a receive whose caller is gone, on a helper thread: its
+    /// messages go back to the front of the ready queue with their
+    /// receive counts as they were. A failure changes nothing: the lease
+    /// then runs out (and counts as an attempt).
+    pub(crate) fn unreceive_later(self: &Arc<Self>, token: u64, ids: Vec<MessageId>) {
+        let core = Arc::clone(self);
+        drop(offload(move || core.settle("unreceive", token, &[], &ids)));
     }
 
     /// Wakes this queue's blocked receivers (a worker pool stopping):

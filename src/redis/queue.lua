@@ -72,6 +72,17 @@ local function variadic(command, key, items)
   end
 end
 
+-- `HMGET key field...` over `fields`, in chunks: Lua's unpack takes only
+-- a few thousand values.
+local function hmget(key, fields)
+  local out = {}
+  for first = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, first, math.min(first + CHUNK - 1, #fields)))
+    for i = 1, #part do out[first + i - 1] = part[i] end
+  end
+  return out
+end
+
 local function get_meta(id)
   local raw = redis.call('HGET', DATA, 'm' .. id)
   if not raw then return nil end
@@ -90,21 +101,6 @@ local function count(field, n)
   if n ~= 0 then redis.call('HINCRBY', STATE, field, n) end
 end
 
-local function count_held(n)
-  if n ~= 0 then
-    HELD = HELD + n
-    redis.call('HSET', STATE, 'held', HELD)
-  end
-end
-
--- Something comes due at `at`: the first call after it looks.
-local function due_at(at)
-  if not DUE or at < DUE then
-    DUE = at
-    redis.call('HSET', STATE, 'due', at)
-  end
-end
-
 -- Wakes up to n of the callers waiting in `waiters` that block on `list`.
 -- Nothing is pushed when nobody waits, and at most one token per waiter
 -- stays on the list.
@@ -116,6 +112,24 @@ local function wake(list, waiters, n)
   redis.call('LPUSH', list, unpack(tokens))
   redis.call('LTRIM', list, 0, waiting - 1)
 end
+
+local function count_held(n)
+  if n ~= 0 then
+    HELD = HELD + n
+    redis.call('HSET', STATE, 'held', HELD)
+    -- Closed and now drained: blocked receivers return Closed at once.
+    if CLOSED and HELD == 0 then wake(WAKE, WAITING, 64) end
+  end
+end
+
+-- Something comes due at `at`: the first call after it looks.
+local function due_at(at)
+  if not DUE or at < DUE then
+    DUE = at
+    redis.call('HSET', STATE, 'due', at)
+  end
+end
+
 
 -- Caller `who` will block on `list`. With nobody else waiting, tokens
 -- left over from earlier waiters are stale.
@@ -257,11 +271,12 @@ end
 -- Which of `ids` the lease `token` still holds, and the first it does not
 -- (0 if none).
 local function held_by(token, ids)
-  local mine, lost = {}, 0
+  local mine, lost, seen = {}, 0, {}
   if #ids == 0 then return mine, lost end
-  local tokens = redis.call('HMGET', LEASE, unpack(ids))
+  local tokens = hmget(LEASE, ids)
   for i, id in ipairs(ids) do
-    if tokens[i] == token then
+    if tokens[i] == token and not seen[id] then
+      seen[id] = true
       mine[#mine + 1] = id
     elseif lost == 0 then
       lost = id
@@ -281,7 +296,7 @@ end
 local function described(ids)
   local out = {}
   if #ids == 0 then return out end
-  local values = redis.call('HMGET', DATA, unpack(fields(ids)))
+  local values = hmget(DATA, fields(ids))
   for i, id in ipairs(ids) do
     out[#out + 1] = id
     out[#out + 1] = values[3 * i - 2]
@@ -302,7 +317,8 @@ local ops = {}
 
 -- ARGV[A]: how many messages, A + 1: the caller's name, A + 2: it
 -- waited since its last call (0|1), A + 3: it will wait if there is no
--- room (0|1); then per message: payload, key ('' none), payload
+-- room (0|1); then per message: payload, key ('' none, else 'k' and the
+-- key), payload
 -- fingerprint, any payload is a duplicate (0|1), delay (ms), visible at
 -- (ms, '' none), max_receives ('' none), time to live (ms, '' none).
 function ops.send()
@@ -314,6 +330,7 @@ function ops.send()
   local first = A + 4
   local key, fp, any = ARGV[first + 1], ARGV[first + 2], ARGV[first + 3] == '1'
   if n == 1 and key ~= '' then
+    key = string.sub(key, 2)
     local seen = redis.call('HGET', KEYIDS, key)
     if seen then
       local sep = string.find(seen, ':', 1, true)
@@ -335,10 +352,13 @@ function ops.send()
     local at = first + i * 8
     local id = last - n + 1 + i
     local meta = '{"e":' .. NOW .. '}'
+    -- A key comes prefixed with 'k' ('' is no key; 'k' the empty key).
     local k, max, ttl = ARGV[at + 1], ARGV[at + 6], ARGV[at + 7]
-    if k ~= '' or max ~= '' or ttl ~= '' then
+    local keyed = k ~= ''
+    if keyed then k = string.sub(k, 2) end
+    if keyed or max ~= '' or ttl ~= '' then
       local m = {e = NOW}
-      if k ~= '' then
+      if keyed then
         m.k = k
         redis.call('HSET', KEYIDS, k, id .. ':' .. ARGV[at + 2])
         redis.call('ZADD', KEYEXP, NOW + DEDUP_MS, k)
@@ -392,6 +412,12 @@ function ops.recv()
     -- to live unless more than BATCH expired at once, in which case the
     -- rest are delivered rather than dead-lettered.
     local out = described(popped)
+    -- Lease tokens start at a random point, so that a state the server
+    -- lost (a restart without persistence) cannot hand out a token a
+    -- stale delivery still holds.
+    if redis.call('HEXISTS', STATE, 'tok') == 0 then
+      redis.call('HSET', STATE, 'tok', SALT * 16384)
+    end
     local token = redis.call('HINCRBY', STATE, 'tok', 1)
     local counts, leases, tokens = {}, {}, {}
     for i, id in ipairs(popped) do
@@ -405,6 +431,8 @@ function ops.recv()
       tokens[#tokens + 1] = token
     end
     variadic('HSET', DATA, counts)
+    -- A time to live only applies to a message never received.
+    variadic('ZREM', EXPIRY, popped)
     variadic('ZADD', LEASED, leases)
     variadic('HSET', LEASE, tokens)
     due_at(deadline)
@@ -449,6 +477,27 @@ function ops.release()
     after_failure(id, m, receives(id), NOW, delay, has_error)
   end
   count('nacked', #mine)
+  return {#mine, lost}
+end
+
+-- ARGV[A]: token, then ids: a receive whose caller is gone (an async
+-- receive dropped while its call ran) is undone: each message goes back
+-- to the front of the ready queue with its receive count as it was.
+function ops.unreceive()
+  reclaim()
+  local mine, lost = held_by(ARGV[A], ids_from(A + 1))
+  unlease(mine)
+  for i = #mine, 1, -1 do
+    local id = mine[i]
+    local n = receives(id) - 1
+    if n > 0 then
+      redis.call('HSET', DATA, 'n' .. id, n)
+    else
+      redis.call('HDEL', DATA, 'n' .. id)
+    end
+    redis.call('LPUSH', READY, id)
+  end
+  wake(WAKE, WAITING, #mine)
   return {#mine, lost}
 end
 
@@ -526,6 +575,7 @@ end
 
 -- ARGV[A]: an id, or '' for all: dead letters, described.
 function ops.letters()
+  reclaim()
   if ARGV[A] == '' then return described(redis.call('ZRANGE', DEAD, 0, -1)) end
   if redis.call('ZSCORE', DEAD, ARGV[A]) then return described({ARGV[A]}) end
   return {}
