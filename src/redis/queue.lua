@@ -415,10 +415,8 @@ function ops.recv()
     -- Lease tokens start at a random point, so that a state the server
     -- lost (a restart without persistence) cannot hand out a token a
     -- stale delivery still holds.
-    if redis.call('HEXISTS', STATE, 'tok') == 0 then
-      redis.call('HSET', STATE, 'tok', SALT * 16384)
-    end
     local token = redis.call('HINCRBY', STATE, 'tok', 1)
+    if token == 1 then token = redis.call('HINCRBY', STATE, 'tok', SALT * 16384) end
     local counts, leases, tokens = {}, {}, {}
     for i, id in ipairs(popped) do
       local n = tonumber(out[4 * i]) + 1
