@@ -274,6 +274,8 @@ impl<T> Batch<T> {
     pub fn into_deliveries(mut self) -> Vec<Delivery<T>> {
         let id = self.lease_id();
         let messages = self.take_messages();
+        // One arm without the `redis` feature, two with it.
+        #[allow(clippy::infallible_destructuring_match)]
         let origin = match &self.source {
             Source::Local(origin) => origin,
             // Every message of a Redis batch has a lease of its own under

@@ -345,6 +345,8 @@ impl<T: Message> Consumer<T> {
         stop: &AtomicBool,
         until_idle: &AtomicBool,
     ) -> Result<Option<Delivery<T>>, RecvError> {
+        // One arm without the `redis` feature, two with it.
+        #[allow(clippy::infallible_destructuring_match)]
         let origin = match &self.source {
             Source::Local(origin) => origin,
             #[cfg(feature = "redis")]
