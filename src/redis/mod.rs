@@ -3,10 +3,10 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `queue.lua` | the queue itself: one script, every operation one atomic call |
+//! | `queue.lua` | the queue itself: a function library, every operation one atomic `FCALL` |
 //! | `mod.rs` | [`Remote`]: the operations the handles call, and their waits |
 //! | `conn.rs` | the connection pool, timeouts, and errors |
-//! | `wire.rs` | reading the script's replies |
+//! | `wire.rs` | reading the library's replies |
 //! | `offload.rs` | the async calls: a blocking call on a helper thread |
 //!
 //! The handles (`Producer`, `Consumer`, `Delivery`, `Batch`,
@@ -14,7 +14,7 @@
 //! and call the same operations on either.
 //!
 //! **State.** Every key of a queue shares the hash tag `{name}`, so a
-//! queue lives on one Redis Cluster shard. The script keeps the rules the
+//! queue lives on one Redis Cluster shard. The library keeps the rules the
 //! local queue keeps (capacity over ready + in flight + delayed, fenced
 //! leases, backoff, `max_receives`, times to live, idempotency keys); the
 //! times are the server's clock, in milliseconds.
@@ -24,11 +24,15 @@
 //! whichever process makes it: a consumer killed with its leases loses
 //! nothing, its messages come back to others once their leases run out.
 //!
-//! **Waiting.** A receive that finds nothing waits in `BLPOP` on a list
-//! of wake-up tokens that sends (and everything else that makes a message
-//! ready) push to, for at most the time until the next deadline the
-//! script reported, and never more than [`POLL`]; a send waits likewise
-//! on a list that acks, dead-lettering and cancels push to.
+//! **Waiting.** A receive that finds nothing is named, in the same call,
+//! in a sorted set of waiting callers (each entry lapses after 2 s, so a
+//! killed waiter is forgotten), then waits in `BLPOP` on a list of wake-up
+//! tokens that sends (and everything else that makes a message ready)
+//! push to, one per waiting caller, for at most the time until the next
+//! deadline the call reported, and never more than [`POLL`]; a send waits
+//! likewise for room, woken by acks, dead-lettering and cancels. Waits
+//! under 100 ms sleep in the client (the server's 10 Hz tick would round
+//! them up).
 
 mod conn;
 mod offload;
