@@ -39,8 +39,10 @@ impl StorageError {
     }
 
     /// Whether a remote backend's server could not be reached (refused,
-    /// dropped or timed out connection). An operation that failed this
-    /// way may or may not have happened on the server.
+    /// dropped or timed out connection), or could not serve the call for
+    /// now (still loading its data, a read-only replica, a cluster that is
+    /// down): worth trying again later. An operation whose connection
+    /// failed may or may not have happened on the server.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             *self.0,

@@ -345,3 +345,38 @@ fn listing_dead_letters_sees_what_has_just_expired() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason(), &spool::DeadLetterReason::Expired);
 }
+
+/// A replica refuses writes (`READONLY`): a typed error that says to try
+/// again (elsewhere, or after a failover), like an unreachable server.
+#[test]
+fn a_read_only_replica_refuses_sends_as_unreachable() {
+    let primary = RedisServer::start();
+    let port = primary.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let queue = builder(&primary.url())
+        .redis_replicas(1, Duration::from_secs(1))
+        .open()
+        .unwrap();
+    // Once a send is acknowledged by the replica, it has the queue.
+    let mut synced = false;
+    for _ in 0..100 {
+        if queue.producer().send(vec![0]).is_ok() {
+            synced = true;
+            break;
+        }
+    }
+    assert!(synced, "the replica never synced");
+    let on_replica = builder(&replica.url())
+        .open()
+        .expect("a replica opens read-only");
+    match on_replica.producer().send(vec![1]) {
+        Err(SendError::Storage { error, message }) => {
+            assert!(error.is_unreachable(), "{error}");
+            assert!(error.to_string().contains("read only replica"), "{error}");
+            assert_eq!(message, vec![1]);
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    // Every call of the queue's library is refused there alike.
+    assert!(on_replica.try_stats().unwrap_err().is_unreachable());
+}

@@ -93,11 +93,25 @@ impl Pool {
     }
 }
 
+/// The server could not be reached, or cannot serve the call right now
+/// (loading its data after a restart, a replica that a failover has not
+/// promoted, a cluster that is down): worth trying again later.
 fn unreachable(error: &RedisError) -> bool {
+    use ::redis::{ErrorKind, ServerErrorKind};
     error.is_io_error()
         || error.is_timeout()
         || error.is_connection_refusal()
         || error.is_connection_dropped()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
 }
 
 /// A client error as a [`StorageError`] saying what was being done.
