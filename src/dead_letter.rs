@@ -329,10 +329,7 @@ impl<T: Message> DeadLetters<T> {
         match &self.backend {
             Backend::Local(shared) => shared.redrive_each(shared.dead_letters().ids()),
             #[cfg(feature = "redis")]
-            Backend::Redis(remote) => {
-                let ids = remote.dead_letter_ids().map_err(RedriveError::Storage)?;
-                remote.redrive(&ids, None)
-            }
+            Backend::Redis(remote) => remote.redrive_all(),
         }
     }
 

@@ -1016,13 +1016,30 @@ impl<T: Message> Remote<T> {
             },
             None => Vec::new(),
         };
-        let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
-        let has = if fixed.is_some() { "1" } else { "0" };
-        let mut args: Vec<&[u8]> = vec![has.as_bytes(), &payload];
-        args.extend(ids.iter().map(|id| id.as_bytes()));
         if ids.is_empty() {
             return Ok(0);
         }
+        let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+        self.redrive_ids(&ids, &payload, fixed.is_some())
+    }
+
+    /// Redrives every dead letter, in id order, chosen on the server (no
+    /// payload crosses the network).
+    pub(crate) fn redrive_all(&self) -> Result<usize, RedriveError> {
+        self.redrive_ids(&["*".to_owned()], &[], false)
+    }
+
+    /// The `redrive` call: `ids` (or `*`), and the corrected payload if
+    /// `fixed`.
+    fn redrive_ids(
+        &self,
+        ids: &[String],
+        payload: &[u8],
+        fixed: bool,
+    ) -> Result<usize, RedriveError> {
+        let has = if fixed { "1" } else { "0" };
+        let mut args: Vec<&[u8]> = vec![has.as_bytes(), payload];
+        args.extend(ids.iter().map(|id| id.as_bytes()));
         let reply = self
             .call("redrive", &args)
             .and_then(|r| wire::items(r, "redrive"));
@@ -1051,10 +1068,6 @@ impl<T: Message> Remote<T> {
             }
             _ => Err(RedriveError::Storage(malformed("redrive", "an outcome"))),
         }
-    }
-
-    pub(crate) fn dead_letter_ids(&self) -> Result<Vec<MessageId>, StorageError> {
-        Ok(self.dead_letters()?.iter().map(DeadLetter::id).collect())
     }
 }
 

@@ -580,16 +580,22 @@ function ops.letters()
 end
 
 -- ARGV[A]: replace the payload (0|1), A + 1: the payload, then ids, in
--- order. Returns {'ok', moved} or {'full', moved} or {'missing', id}
--- (for a single id only; several skip the ones gone meanwhile).
+-- order, or '*' for every dead letter. Returns {'ok', moved} or {'full',
+-- moved} or {'missing', id} (for a single id only; several skip the ones
+-- gone meanwhile).
 function ops.redrive()
   if CLOSED then return {'closed', 0} end
   reclaim()
   local fixed, payload = ARGV[A] == '1', ARGV[A + 1]
-  local single = #ARGV == A + 2
+  local ids
+  if ARGV[A + 2] == '*' then
+    ids = redis.call('ZRANGE', DEAD, 0, -1)
+  else
+    ids = ids_from(A + 2)
+  end
+  local single = #ARGV == A + 2 and ARGV[A + 2] ~= '*'
   local moved = 0
-  for i = A + 2, #ARGV do
-    local id = ARGV[i]
+  for _, id in ipairs(ids) do
     if redis.call('ZSCORE', DEAD, id) then
       if HELD + 1 > CAPACITY then
         count('redriven', moved)
