@@ -22,7 +22,14 @@ const KEPT: usize = 32;
 /// server is reconnected to without anything else.
 pub(super) struct Pool {
     client: Client,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// A pooled connection and the read timeout its socket has (set only
+/// when a call needs another: two system calls saved on most calls).
+struct Idle {
+    conn: Connection,
+    read_timeout: Duration,
 }
 
 impl Pool {
@@ -34,10 +41,19 @@ impl Pool {
         })
     }
 
-    fn connect(&self, operation: &'static str) -> Result<Connection, StorageError> {
-        (self.client)
+    /// A new connection, its writes bounded by [`IO_TIMEOUT`] for good.
+    fn connect(&self, operation: &'static str) -> Result<Idle, StorageError> {
+        let conn = (self.client)
             .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| failure(operation, &e))
+            .and_then(|conn| {
+                conn.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok(conn)
+            })
+            .map_err(|e| failure(operation, &e))?;
+        Ok(Idle {
+            conn,
+            read_timeout: Duration::ZERO,
+        })
     }
 
     /// Runs `call` on a connection whose reads wait at most `extra` more
@@ -48,48 +64,45 @@ impl Pool {
         extra: Duration,
         call: impl FnMut(&mut Connection) -> Result<R, RedisError>,
     ) -> Result<R, StorageError> {
+        let timeout = IO_TIMEOUT.saturating_add(extra);
         let reused = self.idle.lock().pop();
         let was_idle = reused.is_some();
-        let mut conn = match reused {
-            Some(conn) => conn,
+        let mut idle = match reused {
+            Some(idle) => idle,
             None => self.connect(operation)?,
         };
-        let timeout = IO_TIMEOUT.saturating_add(extra);
-        (conn.set_read_timeout(Some(timeout)))
-            .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
+        idle.set_read_timeout(timeout)
             .map_err(|e| failure(operation, &e))?;
         let mut call = call;
-        let mut outcome = call(&mut conn);
+        let mut outcome = call(&mut idle.conn);
         // A connection that sat idle may have been closed by a server that
         // restarted since: the request never reached a live server, so it
         // is sent once more on a fresh connection.
         if was_idle && matches!(&outcome, Err(e) if e.is_connection_dropped()) {
-            conn = self.connect(operation)?;
-            (conn.set_read_timeout(Some(timeout)))
-                .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
+            idle = self.connect(operation)?;
+            idle.set_read_timeout(timeout)
                 .map_err(|e| failure(operation, &e))?;
-            outcome = call(&mut conn);
+            outcome = call(&mut idle.conn);
         }
-        match outcome {
-            Ok(value) => {
-                let mut idle = self.idle.lock();
-                if idle.len() < KEPT {
-                    idle.push(conn);
-                }
-                Ok(value)
-            }
-            // A server's error reply leaves the connection usable; any
-            // other failure may leave a reply in flight on it.
-            Err(error) => {
-                if !unreachable(&error) {
-                    let mut idle = self.idle.lock();
-                    if idle.len() < KEPT {
-                        idle.push(conn);
-                    }
-                }
-                Err(failure(operation, &error))
+        // A server's error reply leaves the connection usable; any other
+        // failure may leave a reply in flight on it.
+        if !matches!(&outcome, Err(error) if unreachable(error)) {
+            let mut pool = self.idle.lock();
+            if pool.len() < KEPT {
+                pool.push(idle);
             }
         }
+        outcome.map_err(|error| failure(operation, &error))
+    }
+}
+
+impl Idle {
+    fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), RedisError> {
+        if self.read_timeout != timeout {
+            self.conn.set_read_timeout(Some(timeout))?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
     }
 }
 

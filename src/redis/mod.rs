@@ -77,14 +77,20 @@ pub(crate) const BACKEND: &str = "redis";
 const LIBRARY: &str = include_str!("queue.lua");
 
 /// The library's name, as its first line declares it.
-const LIBRARY_NAME: &str = "spool_3";
+const LIBRARY_NAME: &str = "spool_4";
+
+/// Indexes in [`Core::keys`] of the keys the client reads itself (the
+/// list is KEYS in `queue.lua`, which says what each holds).
+const STATE: usize = 8;
+const WAKE: usize = 9;
+const ROOM: usize = 10;
 
 /// The library's function for operation `op`: sends are refused before
 /// they start by a server at `maxmemory` (see `queue.lua`).
 fn function(op: &str) -> &'static str {
     match op {
-        "send" => "spool_3_send",
-        _ => "spool_3_op",
+        "send" => "spool_4_send",
+        _ => "spool_4_op",
     }
 }
 
@@ -108,9 +114,8 @@ impl<T> std::ops::Deref for Remote<T> {
 pub(crate) struct Core {
     name: Arc<str>,
     keys: Vec<String>,
-    /// ARGV 2 to 10 of every call (see `queue.lua`) but the jitter's
-    /// random number, which [`call`](Self::call) draws each time.
-    settings: Vec<String>,
+    /// ARGV 2 of every call: the settings, as `queue.lua` reads them.
+    settings: String,
     capacity: usize,
     visibility_timeout: Duration,
     dedup_window: Duration,
@@ -181,8 +186,8 @@ impl<T: Message> Remote<T> {
         let pool = Pool::new(url).map_err(OpenError::Storage)?;
         let tag = format!("spool:{{{name}}}");
         let keys = [
-            "ready", "delayed", "leased", "lease", "data", "dead", "keys", "keyexp", "expiry",
-            "state", "wake", "room", "waiting", "wanting",
+            "ready", "delayed", "leased", "data", "dead", "keys", "keyexp", "expiry", "state",
+            "wake", "room", "waiting", "wanting",
         ]
         .iter()
         .map(|part| format!("{tag}:{part}"))
@@ -196,16 +201,14 @@ impl<T: Message> Remote<T> {
                 jitter,
             } => ("exp", bounded_ms(initial), bounded_ms(max), jitter),
         };
-        let settings = vec![
-            config.max_receives.to_string(),
-            kind.to_string(),
-            a.to_string(),
-            b.to_string(),
-            if jitter { "1" } else { "0" }.to_string(),
-            config.capacity.to_string(),
-            bounded_ms(config.dedup_window).max(1).to_string(),
-            if config.dedup_key_only { "1" } else { "0" }.to_string(),
-        ];
+        let settings = format!(
+            "{} {} {kind} {a} {b} {} {} {}",
+            config.capacity,
+            config.max_receives,
+            u8::from(jitter),
+            bounded_ms(config.dedup_window).max(1),
+            u8::from(config.dedup_key_only),
+        );
         let core = Core {
             name,
             keys,
@@ -337,7 +340,6 @@ impl Core {
     }
 
     fn call_once(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
-        let salt = self.random.below(1 << 31).to_string();
         let replicas = self.replicas.filter(|_| changes(op));
         let extra = replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
         let reply = self.pool.with(op, extra, |conn| {
@@ -346,13 +348,7 @@ impl Core {
             for key in &self.keys {
                 call.arg(key);
             }
-            call.arg(op);
-            for (index, setting) in self.settings.iter().enumerate() {
-                if index == 5 {
-                    call.arg(&salt);
-                }
-                call.arg(setting);
-            }
+            call.arg(op).arg(&self.settings);
             for arg in args {
                 call.arg(*arg);
             }
@@ -394,7 +390,7 @@ impl Core {
         format!("{:x}", self.random.below(u64::MAX))
     }
 
-    /// Waits on wake-up list `list` (11 receivers, 12 senders) for at most
+    /// Waits on wake-up list `list` ([`WAKE`] receivers, [`ROOM`] senders) for at most
     /// `wait` (and [`POLL`]).
     fn block(&self, list: usize, wait: Duration) -> Result<(), StorageError> {
         let wait = wait.min(POLL).max(Duration::from_millis(1));
@@ -404,7 +400,7 @@ impl Core {
             std::thread::sleep(wait);
             return Ok(());
         }
-        let key = &self.keys[list - 1];
+        let key = &self.keys[list];
         self.pool.with("wait", wait, |conn| {
             ::redis::cmd("BLPOP")
                 .arg(key)
@@ -428,42 +424,48 @@ impl Core {
 impl<T: Message> Remote<T> {
     // ---- sending ----
 
-    /// One message's arguments of `send` (see `queue.lua`).
+    /// One message's arguments of `send` (see `queue.lua`): its payload,
+    /// and its options ('' when it has none, the common case and the
+    /// cheapest for the server).
     fn message_args(bytes: Vec<u8>, options: &SendOptions, out: &mut Vec<Vec<u8>>) {
-        let fingerprint = codec::fingerprint(&bytes).to_string();
-        // '' is no key, 'k' and the key a key (the empty one included).
-        let key = options
-            .key
-            .as_deref()
-            .map_or(String::new(), |key| format!("k{key}"));
-        let at = options
-            .at
-            .map(|at| {
-                (crate::clock::to_nanos(at) / 1_000_000)
-                    .min(1 << 50)
-                    .to_string()
-            })
-            .unwrap_or_default();
-        out.push(bytes);
-        out.push(key.into_bytes());
-        out.push(fingerprint.into_bytes());
-        out.push(if options.any_payload {
-            b"1".to_vec()
+        let plain = options.key.is_none()
+            && options.at.is_none()
+            && options.delay.is_zero()
+            && options.max_receives.is_none()
+            && options.ttl.is_none();
+        let described = if plain {
+            Vec::new()
         } else {
-            b"0".to_vec()
-        });
-        out.push(bounded_ms(options.delay).to_string().into_bytes());
-        out.push(at.into_bytes());
-        let max = options
-            .max_receives
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        out.push(max.into_bytes());
-        let ttl = options
-            .ttl
-            .map(|t| bounded_ms(t).to_string())
-            .unwrap_or_default();
-        out.push(ttl.into_bytes());
+            use std::fmt::Write as _;
+            let mut text = String::new();
+            let _ = write!(
+                text,
+                "{} {} ",
+                u8::from(options.any_payload),
+                bounded_ms(options.delay)
+            );
+            if let Some(at) = options.at {
+                let ms = (crate::clock::to_nanos(at) / 1_000_000).min(1 << 50);
+                let _ = write!(text, "{ms}");
+            }
+            text.push(' ');
+            if let Some(max) = options.max_receives {
+                let _ = write!(text, "{max}");
+            }
+            text.push(' ');
+            if let Some(ttl) = options.ttl {
+                let _ = write!(text, "{}", bounded_ms(ttl));
+            }
+            let _ = write!(text, " {} ", codec::fingerprint(&bytes));
+            // '' is no key, 'k' and the key a key (the empty one included).
+            if let Some(key) = options.key.as_deref() {
+                text.push('k');
+                text.push_str(key);
+            }
+            text.into_bytes()
+        };
+        out.push(bytes);
+        out.push(described);
     }
 
     fn encode(&self, message: &T) -> Result<Vec<u8>, (String, Option<usize>)> {
@@ -553,7 +555,7 @@ impl<T: Message> Remote<T> {
             match wire::text(tag?, "send")?.as_str() {
                 "full" if will_wait => {
                     waited = true;
-                    if let Err(error) = self.block(12, left.unwrap_or(POLL)) {
+                    if let Err(error) = self.block(ROOM, left.unwrap_or(POLL)) {
                         self.unwait("room", &who);
                         return Err(error);
                     }
@@ -703,7 +705,7 @@ impl<T: Message> Remote<T> {
             }
             let left = left.unwrap_or(POLL);
             let nap = next.map_or(left, |next| next.min(left));
-            if let Err(error) = self.block(11, nap) {
+            if let Err(error) = self.block(WAKE, nap) {
                 self.unwait("wake", &who);
                 return Err(RecvError::Storage(error));
             }
@@ -905,7 +907,7 @@ impl Core {
         if self.closed.load(Relaxed) {
             return true;
         }
-        let state = &self.keys[9];
+        let state = &self.keys[STATE];
         let flag = self.pool.with("closed", Duration::ZERO, |conn| {
             ::redis::cmd("HGET")
                 .arg(state)

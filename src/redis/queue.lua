@@ -1,124 +1,219 @@
-#!lua name=spool_3
+#!lua name=spool_4
 -- One spool queue on Redis, as a function library: every operation that
--- reads or changes the queue is one call of `spool_3_send` (sends) or
--- `spool_3_op` (everything else), so it is atomic. The library is loaded
--- once (FUNCTION LOAD) and each call runs only its own operation, in as
--- few commands as it can: each costs about a microsecond of the server's
--- one thread.
+-- reads or changes the queue is one call of `spool_4_send` (sends) or
+-- `spool_4_op` (everything else), so it is atomic. The library is loaded
+-- once (FUNCTION LOAD) and each call runs only its own operation.
+--
+-- What a call costs the server's one thread, in instructions (callgrind):
+-- about 1,000 for each argument and key it is given, 3,000 to 5,000 for
+-- each command it makes, and 1,500 to 2,500 for each conversion between a
+-- number and a string (Lua's `tonumber` and `..` on a number, and a
+-- number passed to a command: they go through the C library's strtod and
+-- printf). Hence: few arguments (the settings are one string, parsed only
+-- when an operation needs them; a plain message is two arguments), few
+-- commands, and ids, times and counts kept as the strings they arrive as
+-- wherever they need not be numbers.
 --
 -- KEYS (all under one hash tag, so a queue lives on one cluster shard):
 --   1 ready    LIST  ids, oldest first
 --   2 delayed  ZSET  id -> visible at (ms)
 --   3 leased   ZSET  id -> lease deadline (ms)
---   4 lease    HASH  id -> current lease token
---   5 data     HASH  p<id> -> payload (the message type's codec bytes)
---                    m<id> -> JSON: e enqueued at, k key, m max_receives,
+--   4 data     HASH  p<id> -> payload (the message type's codec bytes)
+--                    m<id> -> metadata: the time it was enqueued (ms) for
+--                             a message sent without options, else JSON:
+--                             e enqueued at, k key, m max_receives,
 --                             x expires at, err [texts], dr/dt/da the
 --                             dead-letter reason kind, text and time
 --                    n<id> -> receives so far (absent: none)
---   6 dead     ZSET  id -> id (dead letters in id order)
---   7 keys     HASH  idempotency key -> "id:payload fingerprint"
---   8 keyexp   ZSET  key -> end of its window (ms)
---   9 expiry   ZSET  id -> end of its time to live (ms)
---  10 state    HASH  closed, due (the earliest time anything in 2, 3, 8,
---                    9 comes due; absent when nothing will), held
+--                    l<id> -> the token of its current lease (absent: none)
+--   5 dead     ZSET  id -> id (dead letters in id order)
+--   6 keys     HASH  idempotency key -> "id:payload fingerprint"
+--   7 keyexp   ZSET  key -> end of its window (ms)
+--   8 expiry   ZSET  id -> end of its time to live (ms)
+--   9 state    HASH  closed, due (the earliest time anything in 2, 3, 7,
+--                    8 comes due; absent when nothing will), held
 --                    (messages ready, delayed or in flight), seq (ids),
---                    tok (lease tokens), and the counters of `stats()`
---  11 wake     LIST  tokens for receivers blocked in BLPOP
---  12 room     LIST  tokens for senders blocked in BLPOP
---  13 waiting  ZSET  receiver -> until when it waits on 11 (ms)
---  14 wanting  ZSET  sender -> until when it waits on 12 (ms)
+--                    tok (lease tokens), wr and ws (until when a receiver
+--                    or a sender may be counted in 12 or 13; absent when
+--                    none is), and the counters of `stats()`
+--  10 wake     LIST  tokens for receivers blocked in BLPOP
+--  11 room     LIST  tokens for senders blocked in BLPOP
+--  12 waiting  ZSET  receiver -> until when it waits on 10 (ms)
+--  13 wanting  ZSET  sender -> until when it waits on 11 (ms)
 --
--- args: 1 operation, 2 max_receives, 3 backoff kind (none|fixed|exp),
--- 4 fixed or initial delay (ms), 5 maximum delay (ms), 6 jitter (0|1),
--- 7 a random number for the jitter, 8 capacity, 9 dedup window (ms),
--- 10 compare keys only (0|1), then the operation's own from 11.
+-- ARGV: 1 operation, 2 the queue's settings, separated by spaces:
+-- capacity, max_receives, backoff kind (none|fixed|exp), fixed or initial
+-- delay (ms), maximum delay (ms), jitter (0|1), dedup window (ms),
+-- compare keys only (0|1); then the operation's own from 3.
 --
 -- Every time is the server's clock (TIME), in milliseconds, so processes
 -- on machines with skewed clocks agree.
 
-local READY, DELAYED, LEASED, LEASE, DATA, DEAD, KEYIDS, KEYEXP, EXPIRY
+-- `redis.call`, bound on the first call (a global costs a lookup on each
+-- use, and the library's globals are not there while it loads).
+local rcall
+local READY, DELAYED, LEASED, DATA, DEAD, KEYIDS, KEYEXP, EXPIRY
 local STATE, WAKE, ROOM, WAITING, WANTING
-local NOW, ARGV, MAX_RECEIVES, BACKOFF, BACKOFF_A, BACKOFF_B, JITTER, SALT
-local CAPACITY, DEDUP_MS, KEY_ONLY
--- From `state`, read once per call.
-local CLOSED, DUE, HELD
-local A = 11
+local NOW, NOW_TEXT, USEC, ARGV
+-- The settings, once `settings()` has parsed them.
+local PARSED, CAPACITY, MAX_RECEIVES, BACKOFF, BACKOFF_A, BACKOFF_B, JITTER
+local DEDUP_MS, KEY_ONLY, SALT
+-- From `state`, read once per call: CLOSED a boolean, the others as the
+-- server gave them (false when absent; `held()` is HELD as a number).
+local CLOSED, DUE, HELD, WR, WS
+local A = 3
 local BATCH = 1024 -- the most of each kind one call moves when time passes
 local CHUNK = 1000 -- the most arguments one variadic command is given
 -- How long a caller that blocks counts as waiting: longer than one of its
 -- waits (POLL in mod.rs), so that one that died is soon forgotten.
 local WAIT_MS = 2000
+-- Small counts as the strings a command takes, converted once here.
+local TEXT = {[0] = '0', [1] = '1', [-1] = '-1'}
+
+local function as_arg(n)
+  return TEXT[n] or string.format('%d', n)
+end
+
+-- The state fields each operation reads up front (the others are read
+-- when needed): each field read costs about 1,500 instructions.
+local FIELDS = {
+  send = {'closed', 'due', 'held', 'wr'},
+  recv = {'closed', 'due'},
+  ack = {'closed', 'due', 'ws'},
+}
+local ALL_FIELDS = {'closed', 'due', 'held', 'wr', 'ws'}
 
 local function setup(keys, args)
-  READY, DELAYED, LEASED, LEASE, DATA = keys[1], keys[2], keys[3], keys[4], keys[5]
-  DEAD, KEYIDS, KEYEXP, EXPIRY, STATE = keys[6], keys[7], keys[8], keys[9], keys[10]
-  WAKE, ROOM, WAITING, WANTING = keys[11], keys[12], keys[13], keys[14]
-  local clock = redis.call('TIME')
+  READY, DELAYED, LEASED, DATA, DEAD = keys[1], keys[2], keys[3], keys[4], keys[5]
+  KEYIDS, KEYEXP, EXPIRY, STATE, WAKE = keys[6], keys[7], keys[8], keys[9], keys[10]
+  ROOM, WAITING, WANTING = keys[11], keys[12], keys[13]
+  local clock = rcall('TIME')
   NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-  ARGV = args
-  MAX_RECEIVES = tonumber(args[2])
-  BACKOFF, BACKOFF_A, BACKOFF_B = args[3], tonumber(args[4]), tonumber(args[5])
-  JITTER, SALT = args[6] == '1', tonumber(args[7])
-  CAPACITY, DEDUP_MS, KEY_ONLY = tonumber(args[8]), tonumber(args[9]), args[10] == '1'
-  local state = redis.call('HMGET', STATE, 'closed', 'due', 'held')
-  CLOSED, DUE, HELD = state[1] == '1', tonumber(state[2]), tonumber(state[3]) or 0
+  NOW_TEXT, USEC, ARGV, PARSED, SALT, CAPACITY = nil, clock[2], args, false, nil, nil
+  -- nil: not read yet; false: absent.
+  HELD, WR, WS = nil, nil, nil
+  local fields = FIELDS[args[1]] or ALL_FIELDS
+  local values = rcall('HMGET', STATE, unpack(fields))
+  for i, name in ipairs(fields) do
+    local value = values[i]
+    if name == 'closed' then CLOSED = value == '1'
+    elseif name == 'due' then DUE = value and tonumber(value)
+    elseif name == 'held' then HELD = value
+    elseif name == 'wr' then WR = value
+    else WS = value end
+  end
+end
+
+-- An integer as the string a command takes (`tostring` and `..` format
+-- with %.14g, which is slower and drops digits past 14).
+local function int_text(n)
+  return string.format('%d', n)
+end
+
+-- NOW as a string, converted once per call.
+local function now_text()
+  if not NOW_TEXT then NOW_TEXT = int_text(NOW) end
+  return NOW_TEXT
+end
+
+-- A state field read only when an operation needs it.
+local function field(name)
+  return rcall('HGET', STATE, name)
+end
+
+local function held()
+  if HELD == nil then HELD = field('held') end
+  return tonumber(HELD) or 0
+end
+
+local function capacity()
+  if not CAPACITY then CAPACITY = tonumber(string.match(ARGV[2], '^%d+')) end
+  return CAPACITY
+end
+
+local function settings()
+  if PARSED then return end
+  local m, kind, a, b, j, d, k = string.match(ARGV[2],
+    '^%d+ (%d+) (%a+) (%d+) (%d+) ([01]) (%d+) ([01])$')
+  MAX_RECEIVES, BACKOFF, BACKOFF_A, BACKOFF_B = tonumber(m), kind, tonumber(a), tonumber(b)
+  JITTER, DEDUP_MS, KEY_ONLY = j == '1', tonumber(d), k == '1'
+  PARSED = true
 end
 
 -- `command key item...` over `items`, in chunks.
 local function variadic(command, key, items)
   for first = 1, #items, CHUNK do
-    redis.call(command, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
+    rcall(command, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
   end
 end
 
 -- `HMGET key field...` over `fields`, in chunks: Lua's unpack takes only
 -- a few thousand values.
 local function hmget(key, fields)
+  if #fields <= CHUNK then return rcall('HMGET', key, unpack(fields)) end
   local out = {}
   for first = 1, #fields, CHUNK do
-    local part = redis.call('HMGET', key, unpack(fields, first, math.min(first + CHUNK - 1, #fields)))
+    local part = rcall('HMGET', key, unpack(fields, first, math.min(first + CHUNK - 1, #fields)))
     for i = 1, #part do out[first + i - 1] = part[i] end
   end
   return out
 end
 
 local function get_meta(id)
-  local raw = redis.call('HGET', DATA, 'm' .. id)
+  local raw = rcall('HGET', DATA, 'm' .. id)
   if not raw then return nil end
-  return cjson.decode(raw)
+  local m = cjson.decode(raw)
+  -- A message sent without options keeps only its enqueue time.
+  if type(m) == 'number' then return {e = m} end
+  return m
 end
 
 local function put_meta(id, m)
-  redis.call('HSET', DATA, 'm' .. id, cjson.encode(m))
+  rcall('HSET', DATA, 'm' .. id, cjson.encode(m))
 end
 
 local function receives(id)
-  return tonumber(redis.call('HGET', DATA, 'n' .. id)) or 0
+  return tonumber(rcall('HGET', DATA, 'n' .. id)) or 0
 end
 
 local function count(field, n)
-  if n ~= 0 then redis.call('HINCRBY', STATE, field, n) end
+  if n ~= 0 then rcall('HINCRBY', STATE, field, as_arg(n)) end
 end
 
--- Wakes up to n of the callers waiting in `waiters` that block on `list`.
--- Nothing is pushed when nobody waits, and at most one token per waiter
--- stays on the list.
-local function wake(list, waiters, n)
-  local waiting = redis.call('ZCOUNT', waiters, NOW, '+inf')
-  if waiting <= 0 or n <= 0 then return end
+-- Wakes up to n of the callers waiting in `waiters` that block on
+-- `list`; `field` is the state field saying until when one may be
+-- waiting (WR or WS), `until_at` its value. Nothing is pushed when nobody
+-- waits (and with nobody counted lately, nothing is asked), and at most
+-- one token per waiter stays on the list.
+local function wake(list, waiters, field, until_at, n)
+  if n <= 0 or not until_at or tonumber(until_at) < NOW then return end
+  local waiting = rcall('ZCOUNT', waiters, NOW, '+inf')
+  if waiting <= 0 then
+    rcall('HDEL', STATE, field)
+    if field == 'wr' then WR = false else WS = false end
+    return
+  end
   local tokens = {}
   for i = 1, math.min(n, waiting, 64) do tokens[i] = '1' end
-  redis.call('LPUSH', list, unpack(tokens))
-  redis.call('LTRIM', list, 0, waiting - 1)
+  rcall('LPUSH', list, unpack(tokens))
+  rcall('LTRIM', list, 0, waiting - 1)
+end
+
+local function wake_receivers(n)
+  if WR == nil then WR = field('wr') end
+  wake(WAKE, WAITING, 'wr', WR, n)
+end
+
+local function wake_senders(n)
+  if WS == nil then WS = field('ws') end
+  wake(ROOM, WANTING, 'ws', WS, n)
 end
 
 local function count_held(n)
   if n ~= 0 then
-    HELD = HELD + n
-    redis.call('HSET', STATE, 'held', HELD)
+    HELD = rcall('HINCRBY', STATE, 'held', as_arg(n))
     -- Closed and now drained: blocked receivers return Closed at once.
-    if CLOSED and HELD == 0 then wake(WAKE, WAITING, 64) end
+    if CLOSED and HELD == 0 then wake_receivers(64) end
   end
 end
 
@@ -126,28 +221,31 @@ end
 local function due_at(at)
   if not DUE or at < DUE then
     DUE = at
-    redis.call('HSET', STATE, 'due', at)
+    rcall('HSET', STATE, 'due', int_text(at))
   end
 end
 
-
--- Caller `who` will block on `list`. With nobody else waiting, tokens
--- left over from earlier waiters are stale.
-local function will_wait(list, waiters, who)
-  redis.call('ZREMRANGEBYSCORE', waiters, '-inf', NOW - 1)
-  if redis.call('ZCARD', waiters) == 0 then redis.call('DEL', list) end
-  redis.call('ZADD', waiters, NOW + WAIT_MS, who)
+-- Caller `who` will block on `list`, and counts as waiting in `waiters`
+-- until `field` says. With nobody else waiting, tokens left over from
+-- earlier waiters are stale.
+local function will_wait(list, waiters, field, who)
+  rcall('ZREMRANGEBYSCORE', waiters, '-inf', NOW - 1)
+  if rcall('ZCARD', waiters) == 0 then rcall('DEL', list) end
+  rcall('ZADD', waiters, NOW + WAIT_MS, who)
+  rcall('HSET', STATE, field, NOW + WAIT_MS)
 end
 
 -- Backoff::delay in milliseconds: the delay before attempt n + 1.
 local function backoff(n)
+  settings()
   if BACKOFF == 'none' then return 0 end
   if BACKOFF == 'fixed' then return BACKOFF_A end
   local doublings = math.min(math.max(n - 1, 0), 63)
   local full = math.min(BACKOFF_A * (2 ^ doublings), BACKOFF_B)
   if JITTER then
     local half = math.floor(full / 2)
-    SALT = (SALT * 1103515245 + 12345) % 2147483648
+    -- Seeded by the server clock's microseconds, stepped per message.
+    SALT = ((SALT or tonumber(USEC)) * 1103515245 + 12345) % 2147483648
     return half + SALT % (full - half + 1)
   end
   return full
@@ -158,19 +256,19 @@ end
 local function bury(id, m, kind, text, at)
   m.dr, m.dt, m.da, m.x = kind, text, at, nil
   put_meta(id, m)
-  redis.call('ZADD', DEAD, id, id)
-  redis.call('ZREM', EXPIRY, id)
+  rcall('ZADD', DEAD, id, id)
+  rcall('ZREM', EXPIRY, id)
   count('dead_lettered', 1)
   count_held(-1)
-  wake(ROOM, WANTING, 1)
+  wake_senders(1)
 end
 
 local function make_visible(id, at)
   if at <= NOW then
-    redis.call('RPUSH', READY, id)
-    wake(WAKE, WAITING, 1)
+    rcall('RPUSH', READY, id)
+    wake_receivers(1)
   else
-    redis.call('ZADD', DELAYED, at, id)
+    rcall('ZADD', DELAYED, at, id)
     due_at(at)
   end
 end
@@ -179,6 +277,7 @@ end
 -- are used up, otherwise visible again after `delay` (nil: the backoff).
 -- `m` is its metadata, changed or not.
 local function after_failure(id, m, n, at, delay, changed)
+  settings()
   if n >= (m.m or MAX_RECEIVES) then
     bury(id, m, 'max', nil, at)
     return
@@ -188,7 +287,7 @@ local function after_failure(id, m, n, at, delay, changed)
 end
 
 local function first_score(key)
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local first = rcall('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #first > 0 then return tonumber(first[2]) end
   return nil
 end
@@ -199,33 +298,33 @@ end
 -- and idempotency keys past their window are forgotten.
 local function reclaim()
   if not DUE or DUE > NOW then return end
-  local ready = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, BATCH)
+  local ready = rcall('ZRANGEBYSCORE', DELAYED, '-inf', NOW, 'LIMIT', 0, BATCH)
   if #ready > 0 then
     variadic('ZREM', DELAYED, ready)
     variadic('RPUSH', READY, ready)
-    wake(WAKE, WAITING, #ready)
+    wake_receivers(#ready)
   end
-  local gone = redis.call('ZRANGEBYSCORE', LEASED, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, BATCH)
+  local gone = rcall('ZRANGEBYSCORE', LEASED, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, BATCH)
   for i = 1, #gone, 2 do
     local id, at = gone[i], tonumber(gone[i + 1])
-    redis.call('ZREM', LEASED, id)
-    redis.call('HDEL', LEASE, id)
+    rcall('ZREM', LEASED, id)
+    rcall('HDEL', DATA, 'l' .. id)
     count('expired', 1)
     local m = get_meta(id)
     if m then after_failure(id, m, receives(id), at, nil, false) end
   end
-  local dying = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, BATCH)
+  local dying = rcall('ZRANGEBYSCORE', EXPIRY, '-inf', NOW, 'WITHSCORES', 'LIMIT', 0, BATCH)
   for i = 1, #dying, 2 do
     local id, at = dying[i], tonumber(dying[i + 1])
-    redis.call('ZREM', EXPIRY, id)
+    rcall('ZREM', EXPIRY, id)
     local m = get_meta(id)
     if m and receives(id) == 0 then
-      local found = redis.call('LREM', READY, 1, id)
-      if found == 0 then found = redis.call('ZREM', DELAYED, id) end
+      local found = rcall('LREM', READY, 1, id)
+      if found == 0 then found = rcall('ZREM', DELAYED, id) end
       if found > 0 then bury(id, m, 'exp', nil, at) end
     end
   end
-  local old = redis.call('ZRANGEBYSCORE', KEYEXP, '-inf', NOW, 'LIMIT', 0, BATCH)
+  local old = rcall('ZRANGEBYSCORE', KEYEXP, '-inf', NOW, 'LIMIT', 0, BATCH)
   if #old > 0 then
     variadic('ZREM', KEYEXP, old)
     variadic('HDEL', KEYIDS, old)
@@ -236,7 +335,7 @@ local function reclaim()
     if at and (not next or at < next) then next = at end
   end
   DUE = next
-  if next then redis.call('HSET', STATE, 'due', next) else redis.call('HDEL', STATE, 'due') end
+  if next then rcall('HSET', STATE, 'due', next) else rcall('HDEL', STATE, 'due') end
 end
 
 -- The earliest time something comes due that a receive waits for (-1 if
@@ -253,28 +352,42 @@ end
 -- The data fields of `ids`: payload, metadata, receives.
 local function fields(ids)
   local out = {}
-  for _, id in ipairs(ids) do
-    out[#out + 1] = 'p' .. id
-    out[#out + 1] = 'm' .. id
-    out[#out + 1] = 'n' .. id
+  for i, id in ipairs(ids) do
+    out[3 * i - 2] = 'p' .. id
+    out[3 * i - 1] = 'm' .. id
+    out[3 * i] = 'n' .. id
+  end
+  return out
+end
+
+-- Every data field of `ids`, the lease's included.
+local function all_fields(ids)
+  local out = {}
+  for i, id in ipairs(ids) do
+    out[4 * i - 3] = 'p' .. id
+    out[4 * i - 2] = 'm' .. id
+    out[4 * i - 1] = 'n' .. id
+    out[4 * i] = 'l' .. id
   end
   return out
 end
 
 local function forget(ids)
   if #ids > 0 then
-    variadic('HDEL', DATA, fields(ids))
+    variadic('HDEL', DATA, all_fields(ids))
     variadic('ZREM', EXPIRY, ids)
   end
 end
 
--- Which of `ids` the lease `token` still holds, and the first it does not
--- (0 if none).
-local function held_by(token, ids)
-  local mine, lost, seen = {}, 0, {}
-  if #ids == 0 then return mine, lost end
-  local tokens = hmget(LEASE, ids)
-  for i, id in ipairs(ids) do
+-- Which of the ids in ARGV[first] on the lease `token` still holds, and
+-- the first it does not (0 if none).
+local function held_by(token, first)
+  local mine, lost, seen, leases = {}, 0, {}, {}
+  for i = first, #ARGV do leases[#leases + 1] = 'l' .. ARGV[i] end
+  if #leases == 0 then return mine, lost end
+  local tokens = hmget(DATA, leases)
+  for i = 1, #leases do
+    local id = ARGV[first + i - 1]
     if tokens[i] == token and not seen[id] then
       seen[id] = true
       mine[#mine + 1] = id
@@ -288,7 +401,9 @@ end
 local function unlease(ids)
   if #ids > 0 then
     variadic('ZREM', LEASED, ids)
-    variadic('HDEL', LEASE, ids)
+    local leases = {}
+    for i, id in ipairs(ids) do leases[i] = 'l' .. id end
+    variadic('HDEL', DATA, leases)
   end
 end
 
@@ -298,10 +413,10 @@ local function described(ids)
   if #ids == 0 then return out end
   local values = hmget(DATA, fields(ids))
   for i, id in ipairs(ids) do
-    out[#out + 1] = id
-    out[#out + 1] = values[3 * i - 2]
-    out[#out + 1] = values[3 * i - 1]
-    out[#out + 1] = values[3 * i] or '0'
+    out[4 * i - 3] = id
+    out[4 * i - 2] = values[3 * i - 2]
+    out[4 * i - 1] = values[3 * i - 1]
+    out[4 * i] = values[3 * i] or '0'
   end
   return out
 end
@@ -317,71 +432,97 @@ local ops = {}
 
 -- ARGV[A]: how many messages, A + 1: the caller's name, A + 2: it
 -- waited since its last call (0|1), A + 3: it will wait if there is no
--- room (0|1); then per message: payload, key ('' none, else 'k' and the
--- key), payload
--- fingerprint, any payload is a duplicate (0|1), delay (ms), visible at
--- (ms, '' none), max_receives ('' none), time to live (ms, '' none).
+-- room (0|1); then two per message: its payload and its options, '' for
+-- none, else separated by spaces: any payload is a duplicate (0|1),
+-- delay (ms), visible at (ms, '' none), max_receives ('' none), time to
+-- live (ms, '' none), payload fingerprint, and last the key ('' none,
+-- else 'k' and the key, which may hold spaces).
+local function options(raw)
+  if raw == '' then return nil end
+  local any, delay, at, max, ttl, fp, key =
+    string.match(raw, '^([01]) (%d*) (%d*) (%d*) (%d*) (%d*) (.*)$')
+  local keyed = key ~= ''
+  return {any = any == '1', delay = tonumber(delay) or 0, at = tonumber(at),
+    max = tonumber(max), ttl = tonumber(ttl), fp = fp,
+    key = keyed and string.sub(key, 2) or nil}
+end
+
+-- No room for a send: a caller that will wait counts as waiting.
+local function no_room(who)
+  if ARGV[A + 3] == '1' then will_wait(ROOM, WANTING, 'ws', who) end
+  return {'full'}
+end
+
 function ops.send()
   local who = ARGV[A + 1]
-  if ARGV[A + 2] == '1' then redis.call('ZREM', WANTING, who) end
+  if ARGV[A + 2] == '1' then rcall('ZREM', WANTING, who) end
   if CLOSED then return {'closed'} end
   reclaim()
-  local n = tonumber(ARGV[A])
+  local count_text = ARGV[A]
+  local n = 1
+  if count_text ~= '1' then n = tonumber(count_text) end
   local first = A + 4
-  local key, fp, any = ARGV[first + 1], ARGV[first + 2], ARGV[first + 3] == '1'
-  if n == 1 and key ~= '' then
-    key = string.sub(key, 2)
-    local seen = redis.call('HGET', KEYIDS, key)
+  local single = n == 1 and options(ARGV[first + 1])
+  if n == 1 and not single then
+    -- The common case, one message without options, in the fewest steps.
+    if held() + 1 > capacity() then return no_room(who) end
+    local id = int_text(rcall('HINCRBY', STATE, 'seq', '1'))
+    rcall('HSET', DATA, 'p' .. id, ARGV[first], 'm' .. id, now_text())
+    rcall('RPUSH', READY, id)
+    wake_receivers(1)
+    count_held(1)
+    return {'ok', id}
+  end
+  if single and single.key then
+    local seen = rcall('HGET', KEYIDS, single.key)
     if seen then
+      settings()
       local sep = string.find(seen, ':', 1, true)
       local id, first_fp = string.sub(seen, 1, sep - 1), string.sub(seen, sep + 1)
-      if any or KEY_ONLY or first_fp == fp then
+      if single.any or KEY_ONLY or first_fp == single.fp then
         count('duplicates', 1)
         return {'dup', id}
       end
       return {'conflict', id}
     end
   end
-  if HELD + n > CAPACITY then
-    if ARGV[A + 3] == '1' then will_wait(ROOM, WANTING, who) end
-    return {'full'}
-  end
-  local last = redis.call('HINCRBY', STATE, 'seq', n)
+  if held() + n > capacity() then return no_room(who) end
+  local last = rcall('HINCRBY', STATE, 'seq', count_text)
   local ids, data, ready = {'ok'}, {}, {}
   for i = 0, n - 1 do
-    local at = first + i * 8
-    local id = last - n + 1 + i
-    local meta = '{"e":' .. NOW .. '}'
-    -- A key comes prefixed with 'k' ('' is no key; 'k' the empty key).
-    local k, max, ttl = ARGV[at + 1], ARGV[at + 6], ARGV[at + 7]
-    local keyed = k ~= ''
-    if keyed then k = string.sub(k, 2) end
-    if keyed or max ~= '' or ttl ~= '' then
+    local at = first + 2 * i
+    local id = int_text(last - n + 1 + i)
+    local o = single
+    if n > 1 then o = options(ARGV[at + 1]) end
+    local meta, visible = nil, NOW
+    if o then
+      settings()
       local m = {e = NOW}
-      if keyed then
-        m.k = k
-        redis.call('HSET', KEYIDS, k, id .. ':' .. ARGV[at + 2])
-        redis.call('ZADD', KEYEXP, NOW + DEDUP_MS, k)
+      if o.key then
+        m.k = o.key
+        rcall('HSET', KEYIDS, o.key, id .. ':' .. o.fp)
+        rcall('ZADD', KEYEXP, NOW + DEDUP_MS, o.key)
         due_at(NOW + DEDUP_MS)
       end
-      if max ~= '' then m.m = tonumber(max) end
-      if ttl ~= '' then
-        m.x = NOW + tonumber(ttl)
-        redis.call('ZADD', EXPIRY, m.x, id)
+      if o.max then m.m = o.max end
+      if o.ttl then
+        m.x = NOW + o.ttl
+        rcall('ZADD', EXPIRY, m.x, id)
         due_at(m.x)
       end
       meta = cjson.encode(m)
+      visible = o.at or NOW + o.delay
+    else
+      meta = now_text()
     end
     data[#data + 1] = 'p' .. id
     data[#data + 1] = ARGV[at]
     data[#data + 1] = 'm' .. id
     data[#data + 1] = meta
-    local visible = NOW + tonumber(ARGV[at + 4])
-    if ARGV[at + 5] ~= '' then visible = tonumber(ARGV[at + 5]) end
     if visible <= NOW then
       ready[#ready + 1] = id
     else
-      redis.call('ZADD', DELAYED, visible, id)
+      rcall('ZADD', DELAYED, visible, id)
       due_at(visible)
     end
     ids[#ids + 1] = id
@@ -389,11 +530,37 @@ function ops.send()
   variadic('HSET', DATA, data)
   if #ready > 0 then
     variadic('RPUSH', READY, ready)
-    wake(WAKE, WAITING, #ready)
+    wake_receivers(#ready)
   end
   count_held(n)
-  count('sent', n)
   return ids
+end
+
+-- The next lease token. Tokens start at the server's time in
+-- microseconds, so that a state the server lost (a restart without
+-- persistence) cannot hand out a token a stale delivery still holds:
+-- fewer than one receive runs per microsecond.
+local function next_token()
+  local token = rcall('HINCRBY', STATE, 'tok', '1')
+  if token == 1 then
+    token = rcall('HINCRBY', STATE, 'tok', int_text(NOW * 1000 + tonumber(USEC) % 1000))
+  end
+  return token
+end
+
+-- Leases message `id`, just popped from ready, as `recv` does a batch.
+local function lease_one(id)
+  local deadline = NOW + tonumber(ARGV[A])
+  local values = rcall('HMGET', DATA, 'p' .. id, 'm' .. id, 'n' .. id)
+  local meta, n = values[2], values[3]
+  if n then n = tonumber(n) + 1 else n = 1 end
+  local token = next_token()
+  rcall('HSET', DATA, 'n' .. id, as_arg(n), 'l' .. id, int_text(token))
+  -- A time to live only applies to a message never received.
+  if meta and string.find(meta, '"x":', 1, true) then rcall('ZREM', EXPIRY, id) end
+  rcall('ZADD', LEASED, int_text(deadline), id)
+  due_at(deadline)
+  return {'ok', token, id, values[1], meta, n}
 end
 
 -- ARGV[A]: visibility timeout (ms), A + 1: the most to take, A + 2: the
@@ -401,45 +568,51 @@ end
 -- will wait if there is nothing (0|1).
 function ops.recv()
   local who = ARGV[A + 2]
-  if ARGV[A + 3] == '1' then redis.call('ZREM', WAITING, who) end
+  if ARGV[A + 3] == '1' then rcall('ZREM', WAITING, who) end
   reclaim()
-  local visibility, max = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
-  local deadline = NOW + visibility
-  local popped = redis.call('LPOP', READY, max)
+  local popped
+  if ARGV[A + 1] == '1' then
+    -- The common case, one message, without the lists a batch needs.
+    local id = rcall('LPOP', READY)
+    if id then return lease_one(id) end
+  else
+    popped = rcall('LPOP', READY, ARGV[A + 1])
+  end
   if popped then
     -- Messages come and go only through these calls: every id popped has
     -- its data, and (reclaim having just run) none has outlived its time
     -- to live unless more than BATCH expired at once, in which case the
     -- rest are delivered rather than dead-lettered.
-    local out = described(popped)
-    -- Lease tokens start at a random point, so that a state the server
-    -- lost (a restart without persistence) cannot hand out a token a
-    -- stale delivery still holds.
-    local token = redis.call('HINCRBY', STATE, 'tok', 1)
-    if token == 1 then token = redis.call('HINCRBY', STATE, 'tok', SALT * 16384) end
-    local counts, leases, tokens = {}, {}, {}
+    local deadline = NOW + tonumber(ARGV[A])
+    local deadline_text = int_text(deadline)
+    local values = hmget(DATA, fields(popped))
+    local token = next_token()
+    local token_text = int_text(token)
+    local out, set, leases, lived = {'ok', token}, {}, {}, {}
     for i, id in ipairs(popped) do
-      local n = tonumber(out[4 * i]) + 1
-      out[4 * i] = n
-      counts[#counts + 1] = 'n' .. id
-      counts[#counts + 1] = n
-      leases[#leases + 1] = deadline
-      leases[#leases + 1] = id
-      tokens[#tokens + 1] = id
-      tokens[#tokens + 1] = token
+      local meta, n = values[3 * i - 1], values[3 * i]
+      if n then n = tonumber(n) + 1 else n = 1 end
+      out[4 * i - 1] = id
+      out[4 * i] = values[3 * i - 2]
+      out[4 * i + 1] = meta
+      out[4 * i + 2] = n
+      set[4 * i - 3] = 'n' .. id
+      set[4 * i - 2] = as_arg(n)
+      set[4 * i - 1] = 'l' .. id
+      set[4 * i] = token_text
+      leases[2 * i - 1] = deadline_text
+      leases[2 * i] = id
+      -- A time to live only applies to a message never received.
+      if meta and string.find(meta, '"x":', 1, true) then lived[#lived + 1] = id end
     end
-    variadic('HSET', DATA, counts)
-    -- A time to live only applies to a message never received.
-    variadic('ZREM', EXPIRY, popped)
+    variadic('HSET', DATA, set)
+    if #lived > 0 then variadic('ZREM', EXPIRY, lived) end
     variadic('ZADD', LEASED, leases)
-    variadic('HSET', LEASE, tokens)
     due_at(deadline)
-    table.insert(out, 1, 'ok')
-    table.insert(out, 2, token)
     return out
   end
-  if CLOSED and HELD == 0 then return {'closed'} end
-  if ARGV[A + 4] == '1' then will_wait(WAKE, WAITING, who) end
+  if CLOSED and held() == 0 then return {'closed'} end
+  if ARGV[A + 4] == '1' then will_wait(WAKE, WAITING, 'wr', who) end
   return {'empty', next_due(), NOW}
 end
 
@@ -447,13 +620,22 @@ end
 -- first id whose lease was no longer held (0 if none).
 function ops.ack()
   reclaim()
-  local mine, lost = held_by(ARGV[A], ids_from(A + 1))
+  if #ARGV == A + 1 then
+    -- The common case, one message, without the lists a batch needs.
+    local id = ARGV[A + 1]
+    if rcall('HGET', DATA, 'l' .. id) ~= ARGV[A] then return {0, id} end
+    rcall('ZREM', LEASED, id)
+    rcall('HDEL', DATA, 'p' .. id, 'm' .. id, 'n' .. id, 'l' .. id)
+    count_held(-1)
+    wake_senders(1)
+    return {1, 0}
+  end
+  local mine, lost = held_by(ARGV[A], A + 1)
   if #mine > 0 then
-    unlease(mine)
-    variadic('HDEL', DATA, fields(mine))
+    variadic('ZREM', LEASED, mine)
+    variadic('HDEL', DATA, all_fields(mine))
     count_held(-#mine)
-    count('acked', #mine)
-    wake(ROOM, WANTING, #mine)
+    wake_senders(#mine)
   end
   return {#mine, lost}
 end
@@ -464,7 +646,7 @@ function ops.release()
   reclaim()
   local delay = tonumber(ARGV[A + 1])
   local has_error, text = ARGV[A + 2] == '1', ARGV[A + 3]
-  local mine, lost = held_by(ARGV[A], ids_from(A + 4))
+  local mine, lost = held_by(ARGV[A], A + 4)
   unlease(mine)
   for _, id in ipairs(mine) do
     local m = get_meta(id)
@@ -483,26 +665,26 @@ end
 -- to the front of the ready queue with its receive count as it was.
 function ops.unreceive()
   reclaim()
-  local mine, lost = held_by(ARGV[A], ids_from(A + 1))
+  local mine, lost = held_by(ARGV[A], A + 1)
   unlease(mine)
   for i = #mine, 1, -1 do
     local id = mine[i]
     local n = receives(id) - 1
     if n > 0 then
-      redis.call('HSET', DATA, 'n' .. id, n)
+      rcall('HSET', DATA, 'n' .. id, n)
     else
-      redis.call('HDEL', DATA, 'n' .. id)
+      rcall('HDEL', DATA, 'n' .. id)
     end
-    redis.call('LPUSH', READY, id)
+    rcall('LPUSH', READY, id)
   end
-  wake(WAKE, WAITING, #mine)
+  wake_receivers(#mine)
   return {#mine, lost}
 end
 
 -- ARGV[A]: token, A + 1: reason, then ids.
 function ops.reject()
   reclaim()
-  local mine, lost = held_by(ARGV[A], ids_from(A + 2))
+  local mine, lost = held_by(ARGV[A], A + 2)
   unlease(mine)
   for _, id in ipairs(mine) do
     bury(id, get_meta(id), 'rej', ARGV[A + 1], NOW)
@@ -515,9 +697,9 @@ end
 function ops.extend()
   reclaim()
   local deadline = NOW + tonumber(ARGV[A + 1])
-  local mine, lost = held_by(ARGV[A], ids_from(A + 2))
+  local mine, lost = held_by(ARGV[A], A + 2)
   for _, id in ipairs(mine) do
-    redis.call('ZADD', LEASED, 'XX', deadline, id)
+    rcall('ZADD', LEASED, 'XX', deadline, id)
   end
   due_at(deadline)
   return {deadline, lost}
@@ -526,56 +708,68 @@ end
 -- ARGV[A]: token, A + 1: id. The lease's deadline, or -1.
 function ops.deadline()
   reclaim()
-  if redis.call('HGET', LEASE, ARGV[A + 1]) ~= ARGV[A] then return -1 end
-  return tonumber(redis.call('ZSCORE', LEASED, ARGV[A + 1]))
+  if rcall('HGET', DATA, 'l' .. ARGV[A + 1]) ~= ARGV[A] then return -1 end
+  return tonumber(rcall('ZSCORE', LEASED, ARGV[A + 1]))
 end
 
 -- ARGV[A]: 'wake' or 'room', A + 1: the caller, who stops waiting.
 function ops.unwait()
   local waiters = WAITING
   if ARGV[A] == 'room' then waiters = WANTING end
-  redis.call('ZREM', waiters, ARGV[A + 1])
+  rcall('ZREM', waiters, ARGV[A + 1])
   return 1
 end
 
 function ops.stats()
   reclaim()
   local oldest = -1
-  local head = redis.call('LINDEX', READY, 0)
+  local head = rcall('LINDEX', READY, 0)
   if head then
     local m = get_meta(head)
     if m then oldest = m.e end
   end
-  return {redis.call('LLEN', READY), redis.call('ZCARD', DELAYED), redis.call('ZCARD', LEASED),
-    redis.call('ZCARD', DEAD), oldest, NOW, CLOSED and 1 or 0,
-    redis.call('HGETALL', STATE)}
+  -- `sent` and `acked` are not counted on each send and ack (a command
+  -- each): every message sent took an id, and every one that left held
+  -- was acknowledged, dead-lettered or cancelled.
+  local counters = rcall('HGETALL', STATE)
+  local c = {}
+  for i = 1, #counters, 2 do c[counters[i]] = tonumber(counters[i + 1]) or 0 end
+  local function n(name) return c[name] or 0 end
+  local sent = n('seq')
+  local acked = sent + n('redriven') - n('dead_lettered') - n('cancelled') - n('held')
+  counters[#counters + 1] = 'sent'
+  counters[#counters + 1] = sent
+  counters[#counters + 1] = 'acked'
+  counters[#counters + 1] = acked
+  return {rcall('LLEN', READY), rcall('ZCARD', DELAYED), rcall('ZCARD', LEASED),
+    rcall('ZCARD', DEAD), oldest, NOW, CLOSED and 1 or 0, counters}
 end
 
 function ops.close()
-  redis.call('HSET', STATE, 'closed', '1')
-  wake(WAKE, WAITING, 64)
-  wake(ROOM, WANTING, 64)
+  rcall('HSET', STATE, 'closed', '1')
+  wake_receivers(64)
+  wake_senders(64)
   return 1
 end
 
 -- ARGV[A]: how many: wakes that many blocked receivers (a worker pool
 -- stopping).
 function ops.wake()
-  wake(WAKE, WAITING, tonumber(ARGV[A]))
+  wake_receivers(tonumber(ARGV[A]))
   return 1
 end
 
 -- ARGV[A]: the most to show.
 function ops.peek()
   reclaim()
-  return described(redis.call('LRANGE', READY, 0, tonumber(ARGV[A]) - 1))
+  return described(rcall('LRANGE', READY, 0, tonumber(ARGV[A]) - 1))
 end
 
 -- ARGV[A]: an id, or '' for all: dead letters, described.
 function ops.letters()
   reclaim()
-  if ARGV[A] == '' then return described(redis.call('ZRANGE', DEAD, 0, -1)) end
-  if redis.call('ZSCORE', DEAD, ARGV[A]) then return described({ARGV[A]}) end
+  if ARGV[A] == '' then return described(rcall('ZRANGE', DEAD, 0, -1)) end
+  if rcall('ZSCORE', DEAD, ARGV[A]) then return described({ARGV[A]}) end
   return {}
 end
 
@@ -589,27 +783,27 @@ function ops.redrive()
   local fixed, payload = ARGV[A] == '1', ARGV[A + 1]
   local ids
   if ARGV[A + 2] == '*' then
-    ids = redis.call('ZRANGE', DEAD, 0, -1)
+    ids = rcall('ZRANGE', DEAD, 0, -1)
   else
     ids = ids_from(A + 2)
   end
   local single = #ARGV == A + 2 and ARGV[A + 2] ~= '*'
   local moved = 0
   for _, id in ipairs(ids) do
-    if redis.call('ZSCORE', DEAD, id) then
-      if HELD + 1 > CAPACITY then
+    if rcall('ZSCORE', DEAD, id) then
+      if held() + 1 > capacity() then
         count('redriven', moved)
         return {'full', moved}
       end
-      redis.call('ZREM', DEAD, id)
+      rcall('ZREM', DEAD, id)
       local m = get_meta(id)
       m.err, m.dr, m.dt, m.da, m.x = nil, nil, nil, nil, nil
       put_meta(id, m)
-      redis.call('HDEL', DATA, 'n' .. id)
-      if fixed then redis.call('HSET', DATA, 'p' .. id, payload) end
-      redis.call('RPUSH', READY, id)
+      rcall('HDEL', DATA, 'n' .. id)
+      if fixed then rcall('HSET', DATA, 'p' .. id, payload) end
+      rcall('RPUSH', READY, id)
       count_held(1)
-      wake(WAKE, WAITING, 1)
+      wake_receivers(1)
       moved = moved + 1
     elseif single then
       return {'missing', id}
@@ -635,23 +829,24 @@ function ops.cancel()
   reclaim()
   local id = ARGV[A + 1]
   if ARGV[A] == 'key' then
-    local seen = redis.call('HGET', KEYIDS, id)
+    local seen = rcall('HGET', KEYIDS, id)
     if not seen then return {'unknown'} end
     id = string.sub(seen, 1, string.find(seen, ':', 1, true) - 1)
   end
   local where = 'ready'
-  if redis.call('LREM', READY, 1, id) == 0 then
+  if rcall('LREM', READY, 1, id) == 0 then
     where = 'delayed'
-    if redis.call('ZREM', DELAYED, id) == 0 then return {'missing', id} end
+    if rcall('ZREM', DELAYED, id) == 0 then return {'missing', id} end
   end
   forget({id})
   count_held(-1)
   count('cancelled', 1)
-  wake(ROOM, WANTING, 1)
+  wake_senders(1)
   return {where, id}
 end
 
 local function run(keys, args)
+  rcall = rcall or redis.call
   setup(keys, args)
   local op = ops[args[1]]
   if not op then return redis.error_reply('spool: unknown operation ' .. tostring(args[1])) end
@@ -660,8 +855,8 @@ end
 
 -- Sends: refused before they start when the server is at maxmemory (a
 -- typed error, nothing half done).
-redis.register_function{function_name = 'spool_3_send', callback = run}
+redis.register_function{function_name = 'spool_4_send', callback = run}
 -- Everything else may run past maxmemory: receives and settlements free
 -- memory or hold it steady, and a queue that cannot be acknowledged at
 -- maxmemory would never drain.
-redis.register_function{function_name = 'spool_3_op', callback = run, flags = {'allow-oom'}}
+redis.register_function{function_name = 'spool_4_op', callback = run, flags = {'allow-oom'}}

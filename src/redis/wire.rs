@@ -70,8 +70,8 @@ pub(super) struct Meta {
 }
 
 impl Meta {
-    /// The metadata JSON `value` of a message received `receive_count`
-    /// times.
+    /// The metadata `value` of a message received `receive_count` times:
+    /// its enqueue time alone, or JSON (see `queue.lua`).
     pub(super) fn parse(
         value: &Value,
         receive_count: u32,
@@ -83,6 +83,18 @@ impl Meta {
         };
         let json: Json =
             serde_json::from_slice(raw).map_err(|e| malformed(operation, &e.to_string()))?;
+        // A message sent without options keeps only its enqueue time.
+        if let Some(ms) = json.as_f64() {
+            return Ok(Meta {
+                receive_count,
+                enqueued_at: nanos(ms as i64),
+                key: None,
+                max_receives: None,
+                expires_at: None,
+                errors: Vec::new(),
+                dead: None,
+            });
+        }
         let number = |field: &str| json.get(field).and_then(Json::as_f64);
         let ms = |field: &str| number(field).map(|ms| nanos(ms as i64));
         let string = |field: &str| json.get(field).and_then(Json::as_str);
