@@ -56,6 +56,7 @@ use crate::wal::WalError;
 use crate::Message;
 use ::redis::Value;
 use conn::{malformed, Pool};
+use std::io::Write as _;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -94,6 +95,26 @@ fn function(op: &str) -> &'static str {
     }
 }
 
+/// Appends `bytes` to `out` as one argument of a request (a bulk string).
+fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    let _ = write!(out, "${}\r\n", bytes.len());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The start of every request of `function` on `keys`, after the count:
+/// `FCALL function numkeys key...`.
+fn prefix(function: &str, keys: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    bulk(&mut out, b"FCALL");
+    bulk(&mut out, function.as_bytes());
+    bulk(&mut out, keys.len().to_string().as_bytes());
+    for key in keys {
+        bulk(&mut out, key.as_bytes());
+    }
+    out
+}
+
 /// One queue on a Redis server, as this process's handles reach it: the
 /// operations that know the message type; the others are [`Core`]'s.
 pub(crate) struct Remote<T> {
@@ -116,6 +137,8 @@ pub(crate) struct Core {
     keys: Vec<String>,
     /// ARGV 2 of every call: the settings, as `queue.lua` reads them.
     settings: String,
+    /// [`prefix`] of sends and of every other operation.
+    prefixes: [Vec<u8>; 2],
     capacity: usize,
     visibility_timeout: Duration,
     dedup_window: Duration,
@@ -136,7 +159,7 @@ pub(crate) struct Core {
 fn changes(op: &str) -> bool {
     !matches!(
         op,
-        "stats" | "peek" | "letters" | "deadline" | "unwait" | "wake"
+        "stats" | "peek" | "letters" | "deadline" | "unwait" | "wake" | "init"
     )
 }
 
@@ -185,7 +208,7 @@ impl<T: Message> Remote<T> {
         let name = Arc::clone(&config.name);
         let pool = Pool::new(url).map_err(OpenError::Storage)?;
         let tag = format!("spool:{{{name}}}");
-        let keys = [
+        let keys: Vec<String> = [
             "ready", "delayed", "leased", "data", "dead", "keys", "keyexp", "expiry", "state",
             "wake", "room", "waiting", "wanting",
         ]
@@ -209,10 +232,15 @@ impl<T: Message> Remote<T> {
             bounded_ms(config.dedup_window).max(1),
             u8::from(config.dedup_key_only),
         );
+        let prefixes = [
+            prefix(function("send"), &keys),
+            prefix(function("recv"), &keys),
+        ];
         let core = Core {
             name,
             keys,
             settings,
+            prefixes,
             capacity: config.capacity,
             visibility_timeout: config.visibility_timeout,
             dedup_window: config.dedup_window,
@@ -228,6 +256,9 @@ impl<T: Message> Remote<T> {
             _message: PhantomData,
         };
         remote.ensure_loaded().map_err(OpenError::Storage)?;
+        // Best effort: it only keeps the keys in their faster encodings, and
+        // a read-only replica refuses it (its sends fail, typed, later).
+        let _ = remote.call("init", &[]);
         remote.check_type()?;
         crate::observe::register_remote(&remote.core);
         Ok(Arc::new(remote))
@@ -339,20 +370,31 @@ impl Core {
         }
     }
 
+    /// The request for `op` with `args`, in the protocol's bytes: the
+    /// part every call shares (function, keys) is encoded once, at open.
+    fn request(&self, op: &str, args: &[&[u8]]) -> Vec<u8> {
+        let prefix = &self.prefixes[usize::from(op != "send")];
+        let size = prefix.len() + 64 + self.settings.len();
+        let size = size + args.iter().map(|a| a.len() + 16).sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        let count = 3 + self.keys.len() + 2 + args.len();
+        let _ = write!(out, "*{count}\r\n");
+        out.extend_from_slice(prefix);
+        bulk(&mut out, op.as_bytes());
+        bulk(&mut out, self.settings.as_bytes());
+        for arg in args {
+            bulk(&mut out, arg);
+        }
+        out
+    }
+
     fn call_once(&self, op: &'static str, args: &[&[u8]]) -> Result<Value, StorageError> {
         let replicas = self.replicas.filter(|_| changes(op));
         let extra = replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
         let reply = self.pool.with(op, extra, |conn| {
-            let mut call = ::redis::cmd("FCALL");
-            call.arg(function(op)).arg(self.keys.len());
-            for key in &self.keys {
-                call.arg(key);
-            }
-            call.arg(op).arg(&self.settings);
-            for arg in args {
-                call.arg(*arg);
-            }
-            let reply: Value = call.query(conn)?;
+            let request = self.request(op, args);
+            let reply = ::redis::ConnectionLike::req_packed_command(conn, &request)?;
+            let reply = reply.extract_error()?;
             let Some((wanted, timeout)) = replicas else {
                 return Ok((reply, None));
             };

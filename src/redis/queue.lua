@@ -16,8 +16,8 @@
 --
 -- KEYS (all under one hash tag, so a queue lives on one cluster shard):
 --   1 ready    LIST  ids, oldest first
---   2 delayed  ZSET  id -> visible at (ms)
---   3 leased   ZSET  id -> lease deadline (ms)
+--   2 delayed  ZSET  id -> visible at (ms), and a sentinel (ops.init)
+--   3 leased   ZSET  id -> lease deadline (ms), and a sentinel
 --   4 data     HASH  p<id> -> payload (the message type's codec bytes)
 --                    m<id> -> metadata: the time it was enqueued (ms) for
 --                             a message sent without options, else JSON:
@@ -26,6 +26,7 @@
 --                             dead-letter reason kind, text and time
 --                    n<id> -> receives so far (absent: none)
 --                    l<id> -> the token of its current lease (absent: none)
+--                    ~ -> a sentinel (ops.init)
 --   5 dead     ZSET  id -> id (dead letters in id order)
 --   6 keys     HASH  idempotency key -> "id:payload fingerprint"
 --   7 keyexp   ZSET  key -> end of its window (ms)
@@ -286,9 +287,11 @@ local function after_failure(id, m, n, at, delay, changed)
   make_visible(id, at + (delay or backoff(n)))
 end
 
+-- The earliest score in `key`; nil when it holds only the sentinel (or
+-- nothing).
 local function first_score(key)
   local first = rcall('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if #first > 0 then return tonumber(first[2]) end
+  if #first > 0 and first[2] ~= 'inf' then return tonumber(first[2]) end
   return nil
 end
 
@@ -741,8 +744,24 @@ function ops.stats()
   counters[#counters + 1] = sent
   counters[#counters + 1] = 'acked'
   counters[#counters + 1] = acked
-  return {rcall('LLEN', READY), rcall('ZCARD', DELAYED), rcall('ZCARD', LEASED),
+  return {rcall('LLEN', READY), rcall('ZCOUNT', DELAYED, '-inf', '(inf'),
+    rcall('ZCOUNT', LEASED, '-inf', '(inf'),
     rcall('ZCARD', DEAD), oldest, NOW, CLOSED and 1 or 0, counters}
+end
+
+-- At open: a field and members longer than Redis's listpack settings
+-- allow (64 bytes by default), so that the data hash and the delayed and
+-- leased sets keep their hash-table and skiplist encodings for good.
+-- While a key is a listpack (up to 128 entries), each lookup or insert
+-- scans it: receiving and acknowledging batches of 64 small messages
+-- cost three times as much. The sentinel member's score, +inf, keeps it
+-- out of every range of due times.
+function ops.init()
+  local sentinel = string.rep('~', 1100)
+  rcall('HSETNX', DATA, '~', sentinel)
+  rcall('ZADD', DELAYED, 'NX', 'inf', sentinel)
+  rcall('ZADD', LEASED, 'NX', 'inf', sentinel)
+  return 1
 end
 
 function ops.close()
