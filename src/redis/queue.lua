@@ -59,9 +59,11 @@ local NOW, NOW_TEXT, USEC, ARGV
 -- The settings, once `settings()` has parsed them.
 local PARSED, CAPACITY, MAX_RECEIVES, BACKOFF, BACKOFF_A, BACKOFF_B, JITTER
 local DEDUP_MS, KEY_ONLY, SALT
--- From `state`, read once per call: CLOSED a boolean, the others as the
--- server gave them (false when absent; `held()` is HELD as a number).
-local CLOSED, DUE, HELD, WR, WS
+-- From `state`: DUE a number (or false), read by every call; the others
+-- as the server gave them (false when absent), read up front by the
+-- operations that always need them (FIELDS) and by the others when they
+-- do (nil: not read yet; `closed()`, `held()`).
+local DUE, CLOSED, HELD, WR, WS, SEQ
 local A = 3
 local BATCH = 1024 -- the most of each kind one call moves when time passes
 local CHUNK = 1000 -- the most arguments one variadic command is given
@@ -78,11 +80,11 @@ end
 -- The state fields each operation reads up front (the others are read
 -- when needed): each field read costs about 1,500 instructions.
 local FIELDS = {
-  send = {'closed', 'due', 'held', 'wr'},
-  recv = {'closed', 'due'},
-  ack = {'closed', 'due', 'ws'},
+  send = {'due', 'closed', 'held', 'wr', 'seq'},
+  recv = {'due'},
+  ack = {'due', 'ws'},
 }
-local ALL_FIELDS = {'closed', 'due', 'held', 'wr', 'ws'}
+local ALL_FIELDS = {'due', 'closed', 'held', 'wr', 'ws'}
 
 local function setup(keys, args)
   READY, DELAYED, LEASED, DATA, DEAD = keys[1], keys[2], keys[3], keys[4], keys[5]
@@ -91,17 +93,17 @@ local function setup(keys, args)
   local clock = rcall('TIME')
   NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   NOW_TEXT, USEC, ARGV, PARSED, SALT, CAPACITY = nil, clock[2], args, false, nil, nil
-  -- nil: not read yet; false: absent.
-  HELD, WR, WS = nil, nil, nil
+  CLOSED, HELD, WR, WS, SEQ = nil, nil, nil, nil, nil
   local fields = FIELDS[args[1]] or ALL_FIELDS
   local values = rcall('HMGET', STATE, unpack(fields))
-  for i, name in ipairs(fields) do
-    local value = values[i]
-    if name == 'closed' then CLOSED = value == '1'
-    elseif name == 'due' then DUE = value and tonumber(value)
+  DUE = values[1] and tonumber(values[1])
+  for i = 2, #fields do
+    local name, value = fields[i], values[i]
+    if name == 'closed' then CLOSED = value
     elseif name == 'held' then HELD = value
     elseif name == 'wr' then WR = value
-    else WS = value end
+    elseif name == 'ws' then WS = value
+    else SEQ = value end
   end
 end
 
@@ -125,6 +127,11 @@ end
 local function held()
   if HELD == nil then HELD = field('held') end
   return tonumber(HELD) or 0
+end
+
+local function closed()
+  if CLOSED == nil then CLOSED = field('closed') end
+  return CLOSED == '1'
 end
 
 local function capacity()
@@ -214,7 +221,7 @@ local function count_held(n)
   if n ~= 0 then
     HELD = rcall('HINCRBY', STATE, 'held', as_arg(n))
     -- Closed and now drained: blocked receivers return Closed at once.
-    if CLOSED and HELD == 0 then wake_receivers(64) end
+    if HELD == 0 and closed() then wake_receivers(64) end
   end
 end
 
@@ -459,7 +466,7 @@ end
 function ops.send()
   local who = ARGV[A + 1]
   if ARGV[A + 2] == '1' then rcall('ZREM', WANTING, who) end
-  if CLOSED then return {'closed'} end
+  if closed() then return {'closed'} end
   reclaim()
   local count_text = ARGV[A]
   local n = 1
@@ -468,12 +475,16 @@ function ops.send()
   local single = n == 1 and options(ARGV[first + 1])
   if n == 1 and not single then
     -- The common case, one message without options, in the fewest steps.
-    if held() + 1 > capacity() then return no_room(who) end
-    local id = int_text(rcall('HINCRBY', STATE, 'seq', '1'))
+    local now_held = held() + 1
+    if now_held > capacity() then return no_room(who) end
+    -- Both counters in one command (sending changes nothing a closed
+    -- queue's receivers wait for).
+    local id = int_text((tonumber(SEQ) or 0) + 1)
+    HELD = now_held
+    rcall('HSET', STATE, 'seq', id, 'held', int_text(now_held))
     rcall('HSET', DATA, 'p' .. id, ARGV[first], 'm' .. id, now_text())
     rcall('RPUSH', READY, id)
     wake_receivers(1)
-    count_held(1)
     return {'ok', id}
   end
   if single and single.key then
@@ -614,7 +625,7 @@ function ops.recv()
     due_at(deadline)
     return out
   end
-  if CLOSED and held() == 0 then return {'closed'} end
+  if closed() and held() == 0 then return {'closed'} end
   if ARGV[A + 4] == '1' then will_wait(WAKE, WAITING, 'wr', who) end
   return {'empty', next_due(), NOW}
 end
@@ -746,7 +757,7 @@ function ops.stats()
   counters[#counters + 1] = acked
   return {rcall('LLEN', READY), rcall('ZCOUNT', DELAYED, '-inf', '(inf'),
     rcall('ZCOUNT', LEASED, '-inf', '(inf'),
-    rcall('ZCARD', DEAD), oldest, NOW, CLOSED and 1 or 0, counters}
+    rcall('ZCARD', DEAD), oldest, NOW, closed() and 1 or 0, counters}
 end
 
 -- At open: a field and members longer than Redis's listpack settings
@@ -797,7 +808,7 @@ end
 -- moved} or {'missing', id} (for a single id only; several skip the ones
 -- gone meanwhile).
 function ops.redrive()
-  if CLOSED then return {'closed', 0} end
+  if closed() then return {'closed', 0} end
   reclaim()
   local fixed, payload = ARGV[A] == '1', ARGV[A + 1]
   local ids
