@@ -386,11 +386,21 @@ fn every_counter_stays_exact_through_every_path(place: &Place) {
         (8, 1, 1, 3)
     );
     assert_eq!(
-        (stats.nacked, stats.dead_lettered, stats.redriven, stats.purged),
+        (
+            stats.nacked,
+            stats.dead_lettered,
+            stats.redriven,
+            stats.purged
+        ),
         (3, 2, 1, 1)
     );
     assert_eq!(
-        (stats.ready, stats.in_flight, stats.delayed, stats.dead_letters),
+        (
+            stats.ready,
+            stats.in_flight,
+            stats.delayed,
+            stats.dead_letters
+        ),
         (1, 1, 1, 0)
     );
 }

@@ -552,7 +552,7 @@ impl<T: Message> Remote<T> {
         let fail = |message, error| SendError::Storage { message, error };
         match self.send_waiting(args, &wait) {
             Ok(Sending::Done(reply)) => match reply.as_slice() {
-                [tag, id] => {
+                [tag, id, ..] => {
                     let id = match wire::id(id, "send") {
                         Ok(id) => id,
                         Err(error) => return Err(fail(message, error)),
@@ -652,9 +652,15 @@ impl<T: Message> Remote<T> {
                 if !matches!(tag, Some(Ok(ref tag)) if tag == "ok") {
                     return Err(fail(messages, malformed("send", "a batch's outcome")));
                 }
-                let ids: Result<Vec<MessageId>, _> =
-                    reply[1..].iter().map(|v| wire::id(v, "send")).collect();
-                ids.map_err(|error| fail(messages, error))
+                // The ids are consecutive: the first, and how many.
+                let first = reply.get(1).map(|v| wire::id(v, "send"));
+                let count = reply.get(2).map(|v| wire::int(v, "send"));
+                match (first, count) {
+                    (Some(Ok(first)), Some(Ok(count))) if count == messages.len() as i64 => {
+                        Ok((0..count as u64).map(|i| MessageId(first.0 + i)).collect())
+                    }
+                    _ => Err(fail(messages, malformed("send", "a batch's ids"))),
+                }
             }
             Ok(Sending::Closed) => Err(SendError::Closed(messages)),
             Ok(Sending::Full) => Err(SendError::Full(messages)),

@@ -158,6 +158,7 @@ end
 -- `HMGET key field...` over `fields`, in chunks: Lua's unpack takes only
 -- a few thousand values.
 local function hmget(key, fields)
+  if #fields == 0 then return {} end
   if #fields <= CHUNK then return rcall('HMGET', key, unpack(fields)) end
   local out = {}
   for first = 1, #fields, CHUNK do
@@ -502,14 +503,19 @@ function ops.send()
   end
   if held() + n > capacity() then return no_room(who) end
   local last = rcall('HINCRBY', STATE, 'seq', count_text)
-  local ids, data, ready = {'ok'}, {}, {}
-  for i = 0, n - 1 do
-    local at = first + 2 * i
-    local id = int_text(last - n + 1 + i)
-    local o = single
-    if n > 1 then o = options(ARGV[at + 1]) end
+  local base = last - n
+  local data, ready, d, r = {}, {}, 0, 0
+  local format = string.format
+  for i = 1, n do
+    local at = first + 2 * i - 2
+    local id = format('%d', base + i)
+    local raw = ARGV[at + 1]
     local meta, visible = nil, NOW
-    if o then
+    if raw == '' then
+      meta = now_text()
+    else
+      local o = single
+      if n > 1 then o = options(raw) end
       settings()
       local m = {e = NOW}
       if o.key then
@@ -526,28 +532,25 @@ function ops.send()
       end
       meta = cjson.encode(m)
       visible = o.at or NOW + o.delay
-    else
-      meta = now_text()
     end
-    data[#data + 1] = 'p' .. id
-    data[#data + 1] = ARGV[at]
-    data[#data + 1] = 'm' .. id
-    data[#data + 1] = meta
+    data[d + 1], data[d + 2], data[d + 3], data[d + 4] = 'p' .. id, ARGV[at], 'm' .. id, meta
+    d = d + 4
     if visible <= NOW then
-      ready[#ready + 1] = id
+      r = r + 1
+      ready[r] = id
     else
       rcall('ZADD', DELAYED, visible, id)
       due_at(visible)
     end
-    ids[#ids + 1] = id
   end
   variadic('HSET', DATA, data)
-  if #ready > 0 then
+  if r > 0 then
     variadic('RPUSH', READY, ready)
-    wake_receivers(#ready)
+    wake_receivers(r)
   end
   count_held(n)
-  return ids
+  -- The ids are consecutive: the first and how many.
+  return {'ok', base + 1, n}
 end
 
 -- The next lease token. Tokens start at the server's time in
@@ -571,7 +574,9 @@ local function lease_one(id)
   local token = next_token()
   rcall('HSET', DATA, 'n' .. id, as_arg(n), 'l' .. id, int_text(token))
   -- A time to live only applies to a message never received.
-  if meta and string.find(meta, '"x":', 1, true) then rcall('ZREM', EXPIRY, id) end
+  if meta and string.byte(meta, 1) == 123 and string.find(meta, '"x":', 1, true) then
+    rcall('ZREM', EXPIRY, id)
+  end
   rcall('ZADD', LEASED, int_text(deadline), id)
   due_at(deadline)
   return {'ok', token, id, values[1], meta, n}
@@ -602,25 +607,24 @@ function ops.recv()
     local values = hmget(DATA, fields(popped))
     local token = next_token()
     local token_text = int_text(token)
-    local out, set, leases, lived = {'ok', token}, {}, {}, {}
+    local out, set, leases, lived, l = {'ok', token}, {}, {}, {}, 0
+    local byte, find = string.byte, string.find
     for i, id in ipairs(popped) do
       local meta, n = values[3 * i - 1], values[3 * i]
       if n then n = tonumber(n) + 1 else n = 1 end
-      out[4 * i - 1] = id
-      out[4 * i] = values[3 * i - 2]
-      out[4 * i + 1] = meta
-      out[4 * i + 2] = n
-      set[4 * i - 3] = 'n' .. id
-      set[4 * i - 2] = as_arg(n)
-      set[4 * i - 1] = 'l' .. id
-      set[4 * i] = token_text
-      leases[2 * i - 1] = deadline_text
-      leases[2 * i] = id
-      -- A time to live only applies to a message never received.
-      if meta and string.find(meta, '"x":', 1, true) then lived[#lived + 1] = id end
+      local o = 4 * i
+      out[o - 1], out[o], out[o + 1], out[o + 2] = id, values[3 * i - 2], meta, n
+      set[o - 3], set[o - 2], set[o - 1], set[o] = 'n' .. id, as_arg(n), 'l' .. id, token_text
+      leases[2 * i - 1], leases[2 * i] = deadline_text, id
+      -- A time to live only applies to a message never received (and
+      -- only a message sent with options has JSON metadata).
+      if meta and byte(meta, 1) == 123 and find(meta, '"x":', 1, true) then
+        l = l + 1
+        lived[l] = id
+      end
     end
     variadic('HSET', DATA, set)
-    if #lived > 0 then variadic('ZREM', EXPIRY, lived) end
+    if l > 0 then variadic('ZREM', EXPIRY, lived) end
     variadic('ZADD', LEASED, leases)
     due_at(deadline)
     return out
@@ -644,14 +648,30 @@ function ops.ack()
     wake_senders(1)
     return {1, 0}
   end
-  local mine, lost = held_by(ARGV[A], A + 1)
-  if #mine > 0 then
-    variadic('ZREM', LEASED, mine)
-    variadic('HDEL', DATA, all_fields(mine))
-    count_held(-#mine)
-    wake_senders(#mine)
+  local token, count = ARGV[A], #ARGV - A
+  local leases = {}
+  for i = 1, count do leases[i] = 'l' .. ARGV[A + i] end
+  local tokens = hmget(DATA, leases)
+  local mine, gone, seen, m, lost = {}, {}, {}, 0, 0
+  for i = 1, count do
+    local id = ARGV[A + i]
+    if tokens[i] == token and not seen[id] then
+      seen[id] = true
+      m = m + 1
+      mine[m] = id
+      gone[4 * m - 3], gone[4 * m - 2], gone[4 * m - 1], gone[4 * m] =
+        'p' .. id, 'm' .. id, 'n' .. id, leases[i]
+    elseif lost == 0 then
+      lost = id
+    end
   end
-  return {#mine, lost}
+  if m > 0 then
+    variadic('ZREM', LEASED, mine)
+    variadic('HDEL', DATA, gone)
+    count_held(-m)
+    wake_senders(m)
+  end
+  return {m, lost}
 end
 
 -- ARGV[A]: token, A + 1: delay (ms, '' the backoff), A + 2: has an error
