@@ -94,6 +94,16 @@ fn function(op: &str) -> &'static str {
     }
 }
 
+/// A blocking caller as `queue.lua` reads it, in one argument: whether it
+/// waited since its last call, whether it will wait if it must, its name.
+fn caller(waited: bool, will_wait: bool, who: &str) -> Vec<u8> {
+    let flag = |on: bool| if on { b'1' } else { b'0' };
+    let mut out = Vec::with_capacity(2 + who.len());
+    out.extend_from_slice(&[flag(waited), flag(will_wait)]);
+    out.extend_from_slice(who.as_bytes());
+    out
+}
+
 /// Appends `bytes` to `out` as one argument of a request (a bulk string).
 fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     header(out, b'$', bytes.len());
@@ -594,21 +604,16 @@ impl<T: Message> Remote<T> {
         }
     }
 
-    /// Sends with `args` (see `queue.lua`; its second and third are set
-    /// here), waiting for room as `wait` says.
+    /// Sends with `args` (see `queue.lua`; the caller, its second, is
+    /// added here), waiting for room as `wait` says.
     fn send_waiting(&self, mut args: Vec<Vec<u8>>, wait: &Wait) -> Result<Sending, StorageError> {
         let who = self.caller();
-        args.splice(
-            1..1,
-            [who.clone().into_bytes(), b"0".to_vec(), b"0".to_vec()],
-        );
-        let flag = |on: bool| if on { b"1".to_vec() } else { b"0".to_vec() };
+        args.insert(1, Vec::new());
         let mut waited = false;
         loop {
             let left = Core::remaining(wait);
             let will_wait = left != Some(Duration::ZERO);
-            args[2] = flag(waited);
-            args[3] = flag(will_wait);
+            args[1] = caller(waited, will_wait, &who);
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
             let reply = wire::items(self.call("send", &refs)?, "send")?;
             let tag = reply.first().ok_or_else(|| malformed("send", "nothing"));
@@ -701,14 +706,8 @@ impl<T: Message> Remote<T> {
     ) -> Result<Found<T>, StorageError> {
         let visibility = bounded_ms(self.visibility_timeout).max(1).to_string();
         let max = max.clamp(1, MAX_BATCH).to_string();
-        let flag = |on: bool| if on { &b"1"[..] } else { &b"0"[..] };
-        let args = [
-            visibility.as_bytes(),
-            max.as_bytes(),
-            who.as_bytes(),
-            flag(waited),
-            flag(will_wait),
-        ];
+        let caller = caller(waited, will_wait, who);
+        let args = [visibility.as_bytes(), max.as_bytes(), &caller];
         let reply = wire::items(self.call("recv", &args)?, "recv")?;
         let tag = wire::text(
             reply.first().ok_or_else(|| malformed("recv", "nothing"))?,

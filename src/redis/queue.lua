@@ -458,9 +458,13 @@ end
 
 local ops = {}
 
--- ARGV[A]: how many messages, A + 1: the caller's name, A + 2: it
--- waited since its last call (0|1), A + 3: it will wait if there is no
--- room (0|1); then two per message: its payload and its options, '' for
+-- A blocking caller, as ARGV gives it: whether it waited since its last
+-- call ('0'|'1'), whether it will wait if it must, then its name.
+local function waited(caller) return byte(caller, 1) == 49 end
+local function will(caller) return byte(caller, 2) == 49 end
+local function name(caller) return sub(caller, 3) end
+
+-- ARGV[A]: how many messages, A + 1: the caller; then two per message: its payload and its options, '' for
 -- none, else separated by spaces: any payload is a duplicate (0|1),
 -- delay (ms), visible at (ms, '' none), max_receives ('' none), time to
 -- live (ms, '' none), payload fingerprint, and last the key ('' none,
@@ -476,25 +480,25 @@ local function options(raw)
 end
 
 -- No room for a send: a caller that will wait counts as waiting.
-local function no_room(who)
-  if ARGV[A + 3] == '1' then will_wait(ROOM, WANTING, 'ws', who) end
+local function no_room(caller)
+  if will(caller) then will_wait(ROOM, WANTING, 'ws', name(caller)) end
   return {'full'}
 end
 
 function ops.send()
-  local who = ARGV[A + 1]
-  if ARGV[A + 2] == '1' then rcall('ZREM', WANTING, who) end
+  local caller = ARGV[A + 1]
+  if waited(caller) then rcall('ZREM', WANTING, name(caller)) end
   if closed() then return {'closed'} end
   reclaim()
   local count_text = ARGV[A]
   local n = 1
   if count_text ~= '1' then n = tonumber(count_text) end
-  local first = A + 4
+  local first = A + 2
   local single = n == 1 and options(ARGV[first + 1])
   if n == 1 and not single then
     -- The common case, one message without options, in the fewest steps.
     local now_held = held() + 1
-    if now_held > capacity() then return no_room(who) end
+    if now_held > capacity() then return no_room(caller) end
     -- Both counters in one command (sending changes nothing a closed
     -- queue's receivers wait for).
     local id = int_text(SEQ and SEQ + 1 or 1)
@@ -518,7 +522,7 @@ function ops.send()
       return {'conflict', id}
     end
   end
-  if held() + n > capacity() then return no_room(who) end
+  if held() + n > capacity() then return no_room(caller) end
   local last = rcall('HINCRBY', STATE, 'seq', count_text)
   local base = last - n
   local data, ready, d, r = {}, {}, 0, 0
@@ -599,11 +603,10 @@ local function lease_one(id)
 end
 
 -- ARGV[A]: visibility timeout (ms), A + 1: the most to take, A + 2: the
--- caller's name, A + 3: it waited since its last call (0|1), A + 4: it
--- will wait if there is nothing (0|1).
+-- caller (see `waited`), who will wait if there is nothing.
 function ops.recv()
-  local who = ARGV[A + 2]
-  if ARGV[A + 3] == '1' then rcall('ZREM', WAITING, who) end
+  local caller = ARGV[A + 2]
+  if waited(caller) then rcall('ZREM', WAITING, name(caller)) end
   reclaim()
   local popped
   if ARGV[A + 1] == '1' then
@@ -645,7 +648,7 @@ function ops.recv()
     return out
   end
   if closed() and held() == 0 then return {'closed'} end
-  if ARGV[A + 4] == '1' then will_wait(WAKE, WAITING, 'wr', who) end
+  if will(caller) then will_wait(WAKE, WAITING, 'wr', name(caller)) end
   return {'empty', next_due(), NOW}
 end
 
