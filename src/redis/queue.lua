@@ -377,32 +377,24 @@ local function next_due()
   return best
 end
 
--- The data fields of `ids`: payload, metadata, receives.
-local function fields(ids)
-  local out = {}
-  for i, id in ipairs(ids) do
-    out[3 * i - 2] = 'p' .. id
-    out[3 * i - 1] = 'm' .. id
-    out[3 * i] = 'n' .. id
-  end
-  return out
-end
-
--- Every data field of `ids`, the lease's included.
-local function all_fields(ids)
-  local out = {}
-  for i, id in ipairs(ids) do
-    out[4 * i - 3] = 'p' .. id
-    out[4 * i - 2] = 'm' .. id
-    out[4 * i - 1] = 'n' .. id
-    out[4 * i] = 'l' .. id
+-- The data fields of `ids`: payload, metadata, receives, and with
+-- `lease` the lease's token too.
+local function fields(ids, lease)
+  local out, k = {}, 0
+  for _, id in ipairs(ids) do
+    out[k + 1], out[k + 2], out[k + 3] = 'p' .. id, 'm' .. id, 'n' .. id
+    k = k + 3
+    if lease then
+      k = k + 1
+      out[k] = 'l' .. id
+    end
   end
   return out
 end
 
 local function forget(ids)
   if #ids > 0 then
-    variadic('HDEL', DATA, all_fields(ids))
+    variadic('HDEL', DATA, fields(ids, true))
     variadic('ZREM', EXPIRY, ids)
   end
 end
