@@ -37,6 +37,10 @@
 //! command's own time, `usec_per_call`), and a `PING` round trip, which
 //! says how much of a call is the round trip and how much the script.
 //!
+//! Last, the two ratios the targets name, measured in paired rounds (see
+//! [`paired`]): the VM's round trip changes within seconds, and a ratio
+//! of two figures taken at different moments measures that change.
+//!
 //! `cargo bench --features redis --bench redis`: about a minute here.
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -560,6 +564,81 @@ fn server_profile(server: &Server) {
     });
 }
 
+// ---- paired rounds ----
+
+/// Rounds of the paired comparison printed after the profile.
+const PAIRED_ROUNDS: usize = 9;
+/// Messages per side of each round.
+const PAIRED_MESSAGES: usize = 640;
+
+/// The targets' ratios measured in alternating short rounds: this VM's
+/// round trip swings from 8 to 80 µs with its load, within seconds, so
+/// two criterion groups run a minute apart can see different machines.
+/// Each round times the raw loop, spool single messages and spool
+/// batches of 64 back to back (in an order that rotates), with a `PING`
+/// beside them to show the round trip of the moment; the ratios are of
+/// one round's figures, and the report gives their median and range.
+fn paired(server: &Server) {
+    let mut conn = server.connect().unwrap();
+    raw_stream(&mut conn, "raw_paired");
+    let queue = open(&server.url(), "paired");
+    let (producer, consumer) = (queue.producer(), queue.consumer());
+    let data = payload();
+    let mut per_message = |side: usize| -> f64 {
+        let start = Instant::now();
+        match side {
+            0 => {
+                for _ in 0..PAIRED_MESSAGES {
+                    let _: Vec<u8> = raw_add("raw_paired", &data).query(&mut conn).unwrap();
+                    let ids = raw_read(&mut conn, "raw_paired", 1);
+                    raw_ack(&mut conn, "raw_paired", &ids);
+                }
+            }
+            1 => {
+                for _ in 0..PAIRED_MESSAGES {
+                    producer.send(data.clone()).unwrap();
+                    consumer.recv().unwrap().ack().unwrap();
+                }
+            }
+            _ => {
+                for _ in 0..PAIRED_MESSAGES / BATCH {
+                    producer.send_batch(vec![data.clone(); BATCH]).unwrap();
+                    let batch = consumer.recv_batch(BATCH, Duration::from_secs(5)).unwrap();
+                    assert_eq!(batch.len(), BATCH);
+                    batch.ack().unwrap();
+                }
+            }
+        }
+        start.elapsed().as_secs_f64() * 1e6 / PAIRED_MESSAGES as f64
+    };
+    let mut ping = server.connect().unwrap();
+    let (mut singles, mut batches, mut trips) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..PAIRED_ROUNDS {
+        let mut took = [0.0; 3];
+        for step in 0..3 {
+            let side = (round + step) % 3;
+            took[side] = per_message(side);
+        }
+        let start = Instant::now();
+        for _ in 0..100 {
+            redis::cmd("PING").query::<String>(&mut ping).unwrap();
+        }
+        trips.push(start.elapsed().as_secs_f64() * 1e4);
+        singles.push(took[0] / took[1]);
+        batches.push(took[1] / took[2]);
+    }
+    let spread = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let (t0, t1, t2) = spread(trips);
+    let (s0, s1, s2) = spread(singles);
+    let (b0, b1, b2) = spread(batches);
+    println!("\npaired rounds ({PAIRED_ROUNDS} of {PAIRED_MESSAGES} messages a side; PING {t0:.1}/{t1:.1}/{t2:.1} µs min/median/max)");
+    println!("spool single messages / raw loop: median {s1:.2}, range {s0:.2}-{s2:.2} (target >= 0.5)");
+    println!("spool batches of 64 / spool singles: median {b1:.1}x, range {b0:.1}-{b2:.1}x (target >= 10x)");
+}
+
 fn main() {
     if let Ok(url) = std::env::var(HELPER_URL) {
         let name = std::env::var(HELPER_QUEUE).expect("the helper's queue");
@@ -578,5 +657,6 @@ fn main() {
     let quiet = ["--test", "--list", "--profile-time"];
     if args.iter().any(|a| a == "--bench") && !args.iter().any(|a| quiet.contains(&a.as_str())) {
         server_profile(&server);
+        paired(&server);
     }
 }
