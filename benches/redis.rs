@@ -635,7 +635,9 @@ fn paired(server: &Server) {
     let (s0, s1, s2) = spread(singles);
     let (b0, b1, b2) = spread(batches);
     println!("\npaired rounds ({PAIRED_ROUNDS} of {PAIRED_MESSAGES} messages a side; PING {t0:.1}/{t1:.1}/{t2:.1} µs min/median/max)");
-    println!("spool single messages / raw loop: median {s1:.2}, range {s0:.2}-{s2:.2} (target >= 0.5)");
+    println!(
+        "spool single messages / raw loop: median {s1:.2}, range {s0:.2}-{s2:.2} (target >= 0.5)"
+    );
     println!("spool batches of 64 / spool singles: median {b1:.1}x, range {b0:.1}-{b2:.1}x (target >= 10x)");
 }
 
