@@ -73,11 +73,41 @@ pub(crate) const MAX_BATCH: usize = 4096;
 pub(crate) const BACKEND: &str = "redis";
 
 /// The function library (`queue.lua`), loaded into the server at open
-/// and again if the server has lost it.
-const LIBRARY: &str = include_str!("queue.lua");
+/// and again if the server has lost it, with [`PLACEHOLDER`] replaced by
+/// its name ([`library`]).
+const SOURCE: &str = include_str!("queue.lua");
 
-/// The library's name, as its first line declares it.
-const LIBRARY_NAME: &str = "spool_4";
+/// What `queue.lua` calls itself, and its functions' prefix.
+const PLACEHOLDER: &str = "SPOOL_LIBRARY";
+
+/// The layout of a queue's keys, recorded with its message type: a spool
+/// that finds a newer one refuses to open the queue (as a write-ahead
+/// file's format version).
+const FORMAT: u32 = 1;
+
+/// The library as loaded: named `spool_` and a hash of its source, so
+/// that processes running different versions of spool on one server each
+/// load and call their own (a server that has a library of the same name
+/// has this very code), and its two functions.
+struct Library {
+    name: String,
+    code: String,
+    send: String,
+    op: String,
+}
+
+fn library() -> &'static Library {
+    static LIBRARY: std::sync::OnceLock<Library> = std::sync::OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let name = format!("spool_{:016x}", codec::fingerprint(SOURCE.as_bytes()));
+        Library {
+            code: SOURCE.replace(PLACEHOLDER, &name),
+            send: format!("{name}_send"),
+            op: format!("{name}_op"),
+            name,
+        }
+    })
+}
 
 /// Indexes in [`Core::keys`] of the keys the client reads itself (the
 /// list is KEYS in `queue.lua`, which says what each holds).
@@ -89,8 +119,8 @@ const ROOM: usize = 10;
 /// they start by a server at `maxmemory` (see `queue.lua`).
 fn function(op: &str) -> &'static str {
     match op {
-        "send" => "spool_4_send",
-        _ => "spool_4_op",
+        "send" => &library().send,
+        _ => &library().op,
     }
 }
 
@@ -292,11 +322,12 @@ impl<T: Message> Remote<T> {
         Ok(Arc::new(remote))
     }
 
-    /// The queue's keys record the message type it was made for; another
-    /// type is refused, as a persistent queue's file is.
+    /// The queue's keys record the layout ([`FORMAT`]) and the message type
+    /// they were made for; another type is refused, as a persistent
+    /// queue's file is, and so is a newer layout.
     fn check_type(&self) -> Result<(), OpenError> {
         let expected = crate::persist::type_fingerprint::<T>();
-        let key = format!("spool:{{{}}}:type", self.name);
+        let key = format!("spool:{{{}}}:format", self.name);
         // A read first: a server at maxmemory refuses the write, which
         // only a queue's first open needs.
         let found: Option<String> = self
@@ -309,20 +340,33 @@ impl<T: Message> Remote<T> {
                     Some(found) => Ok(Some(found)),
                     None => ::redis::cmd("SET")
                         .arg(&key)
-                        .arg(expected.to_string())
+                        .arg(format!("{FORMAT} {expected}"))
                         .arg("NX")
                         .arg("GET")
                         .query(conn),
                 }
             })
             .map_err(OpenError::Storage)?;
-        match found.map(|text| text.parse::<u64>()) {
-            None => Ok(()),
-            Some(Ok(found)) if found == expected => Ok(()),
-            Some(Ok(_)) => Err(OpenError::WrongMessageType {
+        let Some(found) = found else {
+            return Ok(());
+        };
+        let parsed = found.split_once(' ').and_then(|(format, fingerprint)| {
+            Some((
+                format.parse::<u32>().ok()?,
+                fingerprint.parse::<u64>().ok()?,
+            ))
+        });
+        match parsed {
+            Some((format, _)) if format > FORMAT => Err(OpenError::UnsupportedFormat {
+                file: key,
+                found: format,
+                supported: FORMAT,
+            }),
+            Some((_, fingerprint)) if fingerprint == expected => Ok(()),
+            Some(_) => Err(OpenError::WrongMessageType {
                 file: format!("redis queue {}", self.name),
             }),
-            Some(Err(_)) => Err(OpenError::Storage(malformed("open", "the queue's type"))),
+            None => Err(OpenError::Storage(malformed("open", "the queue's format"))),
         }
     }
 }
@@ -362,7 +406,7 @@ impl Core {
             ::redis::cmd("FUNCTION")
                 .arg("LOAD")
                 .arg("REPLACE")
-                .arg(LIBRARY)
+                .arg(&library().code)
                 .query::<Value>(conn)
                 .map(drop)
         })
@@ -376,7 +420,7 @@ impl Core {
             ::redis::cmd("FUNCTION")
                 .arg("LIST")
                 .arg("LIBRARYNAME")
-                .arg(LIBRARY_NAME)
+                .arg(&library().name)
                 .query::<Value>(conn)
         })?;
         match listed {
@@ -717,10 +761,13 @@ impl<T: Message> Remote<T> {
             "ok" => {
                 let token = u64::try_from(wire::int(&reply[1], "recv")?)
                     .map_err(|_| malformed("recv", "a token"))?;
-                let found = self.described(reply.into_iter().skip(2).collect(), "recv")?;
-                let entries = (found.into_iter())
-                    .map(|(id, payload, meta)| meta.into_held(id, payload))
-                    .collect();
+                let mut entries = Vec::with_capacity(reply.len() / 2);
+                let mut rest = reply.into_iter().skip(2);
+                while let (Some(head), Some(payload)) = (rest.next(), rest.next()) {
+                    let (id, meta) = wire::Meta::parse_head(&head, "recv")?;
+                    let payload = self.decode(payload, id, "recv")?;
+                    entries.push(meta.into_held(id, payload));
+                }
                 Ok(Found::Some(Leased { token, entries }))
             }
             "closed" => {
@@ -1018,14 +1065,19 @@ impl<T: Message> Remote<T> {
             (rest.next(), rest.next(), rest.next(), rest.next())
         {
             let id = wire::id(&id, op)?;
-            let bytes = wire::bytes(payload, op)?;
             let receives = u32::try_from(wire::int(&receives, op)?).unwrap_or(u32::MAX);
             let meta = wire::Meta::parse(&meta, receives, op)?;
-            let payload = codec::decode::<T>(&bytes)
-                .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))?;
+            let payload = self.decode(payload, id, op)?;
             out.push((id, payload, meta));
         }
         Ok(out)
+    }
+
+    /// Message `id`'s payload as the server gave it.
+    fn decode(&self, payload: Value, id: MessageId, op: &'static str) -> Result<T, StorageError> {
+        let bytes = wire::bytes(payload, op)?;
+        codec::decode::<T>(&bytes)
+            .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))
     }
 
     fn letters(

@@ -77,10 +77,41 @@ impl Meta {
         receive_count: u32,
         operation: &'static str,
     ) -> Result<Meta, StorageError> {
-        let raw = match value {
-            Value::BulkString(bytes) => bytes,
-            other => return Err(malformed(operation, &format!("{other:?}"))),
+        match value {
+            Value::BulkString(bytes) => Self::parse_bytes(bytes, receive_count, operation),
+            other => Err(malformed(operation, &format!("{other:?}"))),
+        }
+    }
+
+    /// A leased message's head as a receive returns it, "id receives
+    /// metadata": the id, and the metadata of a message received that
+    /// many times.
+    pub(super) fn parse_head(
+        value: &Value,
+        operation: &'static str,
+    ) -> Result<(MessageId, Meta), StorageError> {
+        let Value::BulkString(head) = value else {
+            return Err(malformed(operation, &format!("{value:?}")));
         };
+        let mut parts = head.splitn(3, |&b| b == b' ');
+        let mut number = || {
+            parts
+                .next()
+                .and_then(|part| std::str::from_utf8(part).ok())
+                .and_then(|part| part.parse::<u64>().ok())
+                .ok_or_else(|| malformed(operation, "a message's head"))
+        };
+        let id = MessageId(number()?);
+        let receives = u32::try_from(number()?).unwrap_or(u32::MAX);
+        let meta = parts.next().unwrap_or_default();
+        Ok((id, Self::parse_bytes(meta, receives, operation)?))
+    }
+
+    fn parse_bytes(
+        raw: &[u8],
+        receive_count: u32,
+        operation: &'static str,
+    ) -> Result<Meta, StorageError> {
         let json: Json =
             serde_json::from_slice(raw).map_err(|e| malformed(operation, &e.to_string()))?;
         // A message sent without options keeps only its enqueue time.
