@@ -23,6 +23,42 @@
 //! waits at a rotation while the sealed files exceed [`MAX_BEHIND`]
 //! thresholds and a compaction is running or due, so disk use stays
 //! bounded.
+//!
+//! # What a compaction still costs the writer
+//!
+//! No write waits for a compaction, but both share the disk and, on a
+//! small machine, the cores. Traced on this project's 2-core VM (ext4,
+//! `data=ordered`, `discard`), with the writer's own `fdatasync`s, its
+//! wake-ups (`/proc/thread-self/schedstat`) and each step of the compactor
+//! timed during `benches/compaction.rs`:
+//!
+//! - Freeing a replaced file's blocks in one call (the `rename` of a base
+//!   file over the segment it replaces, the `remove` of the others) took
+//!   8-20 ms with ext4's journal held, and the writer's `fdatasync`, which
+//!   commits that journal, waited as long: the 8-14 ms worst sends. The
+//!   storage now frees them a MiB at a time (`storage::Unlinked`); the
+//!   writer's syncs beside those steps took at most 1.3-3.7 ms in calm
+//!   runs. Cause of the old tail's top; fixed.
+//! - Base files are synced every `WRITE_CHUNK` (1 MiB, `compaction.rs`):
+//!   a writer's `fdatasync` that meets one of those syncs waits for it
+//!   (0.5-1 ms, more when the disk is slow); 7-9% of the sends during a
+//!   compaction did. That is most of the p99. Smaller chunks did not help
+//!   (a 128-256 KiB sync still took 0.4-0.65 ms, the journal commit being
+//!   most of it, and there are 4-8 times as many), nor did a pause after
+//!   each sync as long as it took (the share of the writer's syncs that
+//!   met one stayed at 8-9%).
+//! - While the compactor runs, it holds one of the two cores (at the
+//!   lowest priority, see `background`), so a writer woken when its sync
+//!   completes finds no idle core more often: it then waits behind
+//!   whatever else runs (another process's 2 ms turn), or for the halted
+//!   virtual core it was sent to (up to a 4 ms tick), and now and then for
+//!   the compactor itself, inside a system call the kernel (built without
+//!   kernel preemption) does not cut short (3 ms once). In one 0.8 s
+//!   compaction traced with `perf sched`: 4 such waits of 1.4-3.9 ms for
+//!   an idle core, 5 of 1.8-2.2 ms behind another process, 1 of 3.9 ms
+//!   behind the compactor. These waits are most of the p99.9 that
+//!   remains; the `SCHED_IDLE` policy instead of nice 19 did not change
+//!   them.
 
 use super::compaction::{compact, CompactionReport};
 use super::error::WalError;

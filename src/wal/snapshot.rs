@@ -21,9 +21,12 @@
 //!   before it (reported as [`Snapshot::torn`], as a crash there would);
 //! - every file is opened right after the listing and its header checked
 //!   against the one the listing read: on Unix an open file stays readable
-//!   after a compaction removes or replaces its name, and a file that is
-//!   already gone or replaced (a compaction finished in between) restarts
-//!   the snapshot, at most [`ATTEMPTS`] times.
+//!   after a compaction removes or replaces its name, though only for a
+//!   moment (the compactor then cuts it down a step at a time, see
+//!   `storage::Unlinked`); a file that is already gone or replaced (a
+//!   compaction finished in between), or that ends early under the read
+//!   and is no longer the file of that name, restarts the snapshot, at
+//!   most [`ATTEMPTS`] times.
 //!
 //! What it reads is what the files hold: every durable record, and
 //! possibly records written but not yet synced (a crash could still lose
@@ -258,7 +261,16 @@ fn read_file(
     let mut reader = FrameReader::new(handle, &file.header, file.len)
         .map_err(io_err(storage, "read", &file.name))?;
     loop {
-        let next = reader.next().map_err(io_err(storage, "read", &file.name))?;
+        let next = match reader.next() {
+            Ok(next) => next,
+            // A file that a compaction removed or replaced after it was
+            // opened is cut down under the read (`storage::Unlinked`
+            // releases its blocks a step at a time): start again.
+            Err(e) => {
+                open_same(storage, file)?;
+                return Err(io_err(storage, "read", &file.name)(e).into());
+            }
+        };
         let (offset, reason) = match next {
             Next::End => return Ok(None),
             Next::Bad { offset, reason } => (offset, reason),
@@ -336,4 +348,131 @@ pub(crate) fn lock_holder(dir: &Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::options::WalOptions;
+    use crate::wal::storage::{FsStorage, LockGuard, WriteFile};
+    use crate::wal::writer::write_one_round;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Real files, where `victim` is removed (as a compaction removes a
+    /// file it replaced, its blocks then released) as soon as the
+    /// snapshot starts reading its frames.
+    #[derive(Debug)]
+    struct RemovedUnderTheRead {
+        inner: FsStorage,
+        victim: String,
+        removed: Arc<AtomicBool>,
+    }
+
+    /// A file whose first read past the header removes the victim.
+    struct Trigger {
+        inner: Box<dyn ReadFile>,
+        pos: u64,
+        storage: FsStorage,
+        victim: Option<String>,
+        removed: Arc<AtomicBool>,
+    }
+
+    impl Read for Trigger {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if let Some(victim) = &self.victim {
+                if self.pos >= HEADER_LEN && !self.removed.swap(true, Ordering::SeqCst) {
+                    self.storage.remove(victim)?;
+                }
+            }
+            let n = self.inner.read(buf)?;
+            self.pos += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Seek for Trigger {
+        fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+            self.pos = self.inner.seek(pos)?;
+            Ok(self.pos)
+        }
+    }
+
+    impl Storage for RemovedUnderTheRead {
+        fn describe(&self, name: &str) -> String {
+            self.inner.describe(name)
+        }
+        fn lock(&self) -> io::Result<LockGuard> {
+            self.inner.lock()
+        }
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.inner.list()
+        }
+        fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+            self.inner.create(name)
+        }
+        fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+            Ok(Box::new(Trigger {
+                inner: self.inner.open_read(name)?,
+                pos: 0,
+                storage: self.inner.clone(),
+                victim: (name == self.victim).then(|| name.to_owned()),
+                removed: Arc::clone(&self.removed),
+            }))
+        }
+        fn len(&self, name: &str) -> io::Result<u64> {
+            self.inner.len(name)
+        }
+        fn sync_file(&self, name: &str) -> io::Result<()> {
+            self.inner.sync_file(name)
+        }
+        fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+            self.inner.truncate(name, len)
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> io::Result<()> {
+            self.inner.remove(name)
+        }
+        fn sync_dir(&self) -> io::Result<()> {
+            self.inner.sync_dir()
+        }
+    }
+
+    fn enqueue(id: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        Record::Enqueue {
+            id,
+            enqueued_at: id,
+            visible_at: id,
+            key: None,
+            payload: &[7; 100],
+        }
+        .encode(&mut bytes);
+        bytes
+    }
+
+    /// A file removed after the snapshot opened it is cut down under the
+    /// read (`storage::Unlinked`): the snapshot starts again and reads the
+    /// files that are left, rather than failing on the short read.
+    #[test]
+    fn a_file_removed_and_released_under_the_read_restarts_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsStorage::new(dir.path()).unwrap();
+        let options = WalOptions::new(0x5eed_f00d);
+        write_one_round(Arc::new(fs.clone()), &options, 1, &[enqueue(1), enqueue(2)]).unwrap();
+        write_one_round(Arc::new(fs.clone()), &options, 2, &[enqueue(3)]).unwrap();
+        let storage = RemovedUnderTheRead {
+            inner: fs,
+            victim: crate::wal::format::file_name(1),
+            removed: Arc::new(AtomicBool::new(false)),
+        };
+        let snapshot = read_snapshot(&storage, Some(0x5eed_f00d)).unwrap();
+        assert!(storage.removed.load(Ordering::SeqCst));
+        let ids: Vec<u64> = snapshot.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![3]);
+        assert_eq!(snapshot.files.len(), 1);
+        assert!(snapshot.torn.is_none());
+    }
 }
