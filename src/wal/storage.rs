@@ -257,9 +257,19 @@ impl Unlinked {
     /// the rest (if a step fails) is freed when it is closed. Best effort:
     /// the removal or rename has already succeeded.
     fn release(self) {
-        let Ok(mut len) = self.0.metadata().map(|m| m.len()) else {
+        let Ok(metadata) = self.0.metadata() else {
             return;
         };
+        // Another name still holds it (a hard link an operator made, for
+        // a backup say): its data is that name's, never cut.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if metadata.nlink() > 0 {
+                return;
+            }
+        }
+        let mut len = metadata.len();
         while len > 0 {
             len = len.saturating_sub(RELEASE_STEP);
             if self.0.set_len(len).is_err() {
@@ -347,6 +357,32 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("other")).unwrap(), b"new");
         let missing = storage.remove("missing").unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// A file with another name (a hard link made for a backup) keeps
+    /// its data when spool removes or replaces its own name for it.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_linked_elsewhere_is_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let big = vec![7u8; (RELEASE_STEP * 2 + 5) as usize];
+        for name in ["replaced", "removed"] {
+            let mut file = storage.create(name).unwrap();
+            file.write_all(&big).unwrap();
+            fs::hard_link(
+                dir.path().join(name),
+                dir.path().join(format!("{name}.bak")),
+            )
+            .unwrap();
+        }
+        let mut new = storage.create("new").unwrap();
+        new.write_all(b"new").unwrap();
+        storage.rename("new", "replaced").unwrap();
+        storage.remove("removed").unwrap();
+        for name in ["replaced.bak", "removed.bak"] {
+            assert_eq!(fs::read(dir.path().join(name)).unwrap(), big, "{name}");
+        }
     }
 
     #[test]
