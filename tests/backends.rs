@@ -117,6 +117,7 @@ on_every_backend!(
     a_worker_pool_processes_everything,
     a_topic_reaches_every_subscription,
     every_counter_stays_exact_through_every_path,
+    a_batch_of_one_message_is_sent_once,
 );
 
 #[cfg(feature = "tokio")]
@@ -336,6 +337,19 @@ fn cancel_by_id_and_by_key(place: &Place) {
     ));
     let stats = queue.stats();
     assert_eq!((stats.cancelled, stats.ready, stats.delayed), (2, 0, 0));
+}
+
+/// Found by review: on Redis a batch of one took the single send's path,
+/// whose reply the batch did not expect, and failed after enqueueing.
+fn a_batch_of_one_message_is_sent_once(place: &Place) {
+    let queue: Queue<u32> = place.open(|b| b);
+    let producer = queue.producer();
+    let ids = producer.send_batch(vec![7]).unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(queue.stats().sent, 1);
+    let delivery = queue.consumer().try_recv().unwrap();
+    assert_eq!((delivery.id(), *delivery), (ids[0], 7));
+    delivery.ack().unwrap();
 }
 
 /// Every counter and gauge of `stats()` after each way a message can

@@ -440,4 +440,7 @@ fn a_queue_of_a_newer_layout_is_refused() {
         Err(other) => panic!("expected UnsupportedFormat, got {other:?}"),
         Ok(_) => panic!("a queue of a newer layout opened"),
     }
+    // Found by review: refused, but not before writing its own keys.
+    let keys = cli(&server, &["KEYS", "spool:{layout}:*"]);
+    assert_eq!(keys.trim(), "spool:{layout}:format", "{keys}");
 }

@@ -314,10 +314,11 @@ impl<T: Message> Remote<T> {
             _message: PhantomData,
         };
         remote.ensure_loaded().map_err(OpenError::Storage)?;
+        remote.check_type()?;
         // Best effort: it only keeps the keys in their faster encodings, and
         // a read-only replica refuses it (its sends fail, typed, later).
+        // After the check: a queue of another type or layout is not touched.
         let _ = remote.call("init", &[]);
-        remote.check_type()?;
         crate::observe::register_remote(&remote.core);
         Ok(Arc::new(remote))
     }
@@ -721,9 +722,11 @@ impl<T: Message> Remote<T> {
                 }
                 // The ids are consecutive: the first, and how many.
                 let first = reply.get(1).map(|v| wire::id(v, "send"));
-                let count = reply.get(2).map(|v| wire::int(v, "send"));
+                // (A batch of one takes the single send's path, whose
+                // reply has no count.)
+                let count = reply.get(2).map_or(Ok(1), |v| wire::int(v, "send"));
                 match (first, count) {
-                    (Some(Ok(first)), Some(Ok(count))) if count == messages.len() as i64 => {
+                    (Some(Ok(first)), Ok(count)) if count == messages.len() as i64 => {
                         Ok((0..count as u64).map(|i| MessageId(first.0 + i)).collect())
                     }
                     _ => Err(fail(messages, malformed("send", "a batch's ids"))),
@@ -759,7 +762,7 @@ impl<T: Message> Remote<T> {
         )?;
         match tag.as_str() {
             "ok" => {
-                let token = u64::try_from(wire::int(&reply[1], "recv")?)
+                let token = u64::try_from(wire::int(wire::at(&reply, 1, "recv")?, "recv")?)
                     .map_err(|_| malformed("recv", "a token"))?;
                 let mut entries = Vec::with_capacity(reply.len() / 2);
                 let mut rest = reply.into_iter().skip(2);
@@ -775,8 +778,8 @@ impl<T: Message> Remote<T> {
                 Ok(Found::Closed)
             }
             "empty" => {
-                let due = wire::int(&reply[1], "recv")?;
-                let now = wire::int(&reply[2], "recv")?;
+                let due = wire::int(wire::at(&reply, 1, "recv")?, "recv")?;
+                let now = wire::int(wire::at(&reply, 2, "recv")?, "recv")?;
                 let next = (due >= 0)
                     .then(|| Duration::from_millis(due.saturating_sub(now).max(1) as u64));
                 Ok(Found::Empty(next))
@@ -1182,7 +1185,9 @@ impl<T: Message> Remote<T> {
             Some("full") => Err(RedriveError::Full { redriven: n()? }),
             Some("closed") => Err(RedriveError::Closed),
             Some("missing") => {
-                let id = wire::id(&reply[1], "redrive").map_err(RedriveError::Storage)?;
+                let id = wire::at(&reply, 1, "redrive")
+                    .and_then(|v| wire::id(v, "redrive"))
+                    .map_err(RedriveError::Storage)?;
                 Err(RedriveError::NotFound(id))
             }
             _ => Err(RedriveError::Storage(malformed("redrive", "an outcome"))),

@@ -254,13 +254,18 @@ local function due_at(at)
 end
 
 -- Caller `who` will block on `list`, and counts as waiting in `waiters`
--- until `field` says. With nobody else waiting, tokens left over from
--- earlier waiters are stale.
+-- until `field` says: the field only ever rises, so that it stays at or
+-- past every waiter's time even if the server's clock steps back. With
+-- nobody else waiting, tokens left over from earlier waiters are stale.
 local function will_wait(list, waiters, field, who)
   rcall('ZREMRANGEBYSCORE', waiters, '-inf', NOW - 1)
   if rcall('ZCARD', waiters) == 0 then rcall('DEL', list) end
-  rcall('ZADD', waiters, NOW + WAIT_MS, who)
-  rcall('HSET', STATE, field, NOW + WAIT_MS)
+  local until_at = NOW + WAIT_MS
+  rcall('ZADD', waiters, until_at, who)
+  local current = rcall('HGET', STATE, field)
+  if not current or current + 0 < until_at then
+    rcall('HSET', STATE, field, int_text(until_at))
+  end
 end
 
 -- Backoff::delay in milliseconds: the delay before attempt n + 1.
@@ -273,7 +278,9 @@ local function backoff(n)
   if JITTER then
     local half = floor(full / 2)
     -- Seeded by the server clock's microseconds, stepped per message.
-    SALT = ((SALT or tonumber(USEC)) * 1103515245 + 12345) % 2147483648
+    -- MINSTD: the product stays under 2^53, so Lua's doubles keep it
+    -- exact (a multiplier of 1103515245 did not).
+    SALT = ((SALT or tonumber(USEC) + 1) * 48271) % 2147483647
     return half + SALT % (full - half + 1)
   end
   return full

@@ -17,6 +17,17 @@ pub(super) fn items(value: Value, operation: &'static str) -> Result<Vec<Value>,
     }
 }
 
+/// Item `index` of a reply, or a typed error if the reply is too short.
+pub(super) fn at<'a>(
+    reply: &'a [Value],
+    index: usize,
+    operation: &'static str,
+) -> Result<&'a Value, StorageError> {
+    reply
+        .get(index)
+        .ok_or_else(|| malformed(operation, "a reply too short"))
+}
+
 pub(super) fn int(value: &Value, operation: &'static str) -> Result<i64, StorageError> {
     match value {
         Value::Int(n) => Ok(*n),
