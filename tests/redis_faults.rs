@@ -418,11 +418,7 @@ fn another_versions_library_on_the_server_is_left_alone() {
         .filter(|pair| pair[0] == "library_name")
         .map(|pair| pair[1])
         .collect();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in include_str!("../src/redis/queue.lua").as_bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let ours = format!("spool_{hash:016x}");
+    let ours = library_name();
     assert_eq!(names.len(), 2, "{libraries}");
     assert!(names.contains(&"spool_00000000000000aa"), "{libraries}");
     assert!(names.contains(&ours.as_str()), "{libraries}");
@@ -443,4 +439,62 @@ fn a_queue_of_a_newer_layout_is_refused() {
     // Found by review: refused, but not before writing its own keys.
     let keys = cli(&server, &["KEYS", "spool:{layout}:*"]);
     assert_eq!(keys.trim(), "spool:{layout}:format", "{keys}");
+}
+
+/// The library's name on the server: `spool_` and the FNV-1a hash of its
+/// source (the crate's payload fingerprint).
+fn library_name() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in include_str!("../src/redis/queue.lua").as_bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("spool_{hash:016x}")
+}
+
+/// One call of the library's `op` on queue `name`, as the client makes it
+/// (`queue.lua` says what the keys and arguments are), through
+/// `redis-cli`: its reply's lines.
+fn call_library(server: &RedisServer, name: &str, op: &str, args: &[&str]) -> Vec<String> {
+    let keys = [
+        "ready", "delayed", "leased", "data", "dead", "keys", "keyexp", "expiry", "state", "wake",
+        "room", "waiting", "wanting",
+    ]
+    .map(|part| format!("spool:{{{name}}}:{part}"));
+    let function = format!("{}_op", library_name());
+    let mut all = vec!["FCALL", &function, "13"];
+    all.extend(keys.iter().map(String::as_str));
+    all.extend([op, "100 10 none 0 0 0 1000 0"]);
+    all.extend(args);
+    cli(server, &all).lines().map(str::to_owned).collect()
+}
+
+/// Found by review: a receive undone (an async receive dropped while its
+/// call ran) put the message back as never received, but without the
+/// time-to-live entry the receive had removed, so it could never expire.
+#[test]
+fn an_undone_receive_keeps_the_time_to_live() {
+    let server = RedisServer::start();
+    let queue: Queue<u32> = Queue::builder()
+        .redis(server.url(), "undone")
+        .open()
+        .unwrap();
+    let ttl = spool::SendOptions::new().ttl(Duration::from_millis(300));
+    let id = queue.producer().send_with(7, ttl).unwrap().id();
+    // What the client does for a receive, then for a dropped one.
+    let leased = call_library(&server, "undone", "recv", &["30000", "1", "00test"]);
+    assert_eq!(leased[0], "ok", "{leased:?}");
+    let head = format!("{} 1 ", id.get());
+    assert!(leased[2].starts_with(&head), "{leased:?}");
+    let undone = call_library(
+        &server,
+        "undone",
+        "unreceive",
+        &[&leased[1], &id.get().to_string()],
+    );
+    assert_eq!(undone[0], "1", "{undone:?}");
+    // Past its time to live, never received: dead-lettered as expired.
+    std::thread::sleep(Duration::from_millis(400));
+    let letters = queue.dead_letters().try_list().unwrap();
+    assert_eq!(letters.len(), 1, "the message did not expire");
+    assert_eq!(letters[0].reason(), &spool::DeadLetterReason::Expired);
 }

@@ -731,6 +731,13 @@ function ops.unreceive()
       rcall('HSET', DATA, 'n' .. id, n)
     else
       rcall('HDEL', DATA, 'n' .. id)
+      -- Never received again: its time to live, which the receive took
+      -- off, applies again.
+      local m = get_meta(id)
+      if m and m.x then
+        rcall('ZADD', EXPIRY, m.x, id)
+        due_at(m.x)
+      end
     end
     rcall('LPUSH', READY, id)
   end
