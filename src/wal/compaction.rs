@@ -118,12 +118,14 @@ pub(crate) fn compact(
     // Files a base file replaces, left by a compaction cut short after its
     // rename: gone before anything else is written.
     for name in &found.obsolete {
-        storage.remove(name).map_err(io(storage, "remove", name))?;
+        storage
+            .remove(name)
+            .map_err(WalError::on_file(storage, "remove", name))?;
     }
     if !found.obsolete.is_empty() {
         storage
             .sync_dir()
-            .map_err(io(storage, "sync directory", ""))?;
+            .map_err(WalError::on_file(storage, "sync directory", ""))?;
     }
     let files = found.files;
     if files.is_empty() {
@@ -189,18 +191,9 @@ pub(crate) fn compact(
     if run.removed {
         storage
             .sync_dir()
-            .map_err(io(storage, "sync directory", ""))?;
+            .map_err(WalError::on_file(storage, "sync directory", ""))?;
     }
     Ok(run.report)
-}
-
-fn io(
-    storage: &dyn Storage,
-    op: &'static str,
-    name: &str,
-) -> impl FnOnce(std::io::Error) -> WalError {
-    let path = storage.describe(name);
-    move |e| WalError::io(op, path, e)
 }
 
 /// Files gathered for one base file.
@@ -366,18 +359,18 @@ impl Run<'_> {
         };
         storage
             .rename(&tmp, &name)
-            .map_err(io(storage, "rename", &tmp))?;
+            .map_err(WalError::on_file(storage, "rename", &tmp))?;
         // Also makes the removals of the previous window durable.
         storage
             .sync_dir()
-            .map_err(io(storage, "sync directory", &name))?;
+            .map_err(WalError::on_file(storage, "sync directory", &name))?;
         self.removed = false;
         for &i in &self.window.files {
             let file = &self.files[i as usize];
             if file.seq != seq {
                 storage
                     .remove(&file.name)
-                    .map_err(io(storage, "remove", &file.name))?;
+                    .map_err(WalError::on_file(storage, "remove", &file.name))?;
                 self.removed = true;
             }
         }

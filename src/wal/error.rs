@@ -1,5 +1,6 @@
 //! The errors of the write-ahead file.
 
+use super::storage::Storage;
 use std::io;
 use std::sync::Arc;
 
@@ -85,6 +86,17 @@ pub(crate) enum WalError {
 }
 
 impl WalError {
+    /// [`WalError::io`] for `operation` on file `name` of `storage`, as a
+    /// `map_err` argument (the path is described before the call fails).
+    pub(crate) fn on_file(
+        storage: &dyn Storage,
+        operation: &'static str,
+        name: &str,
+    ) -> impl FnOnce(io::Error) -> Self {
+        let path = storage.describe(name);
+        move |e| WalError::io(operation, path, e)
+    }
+
     /// Wraps an I/O error with what was being done to which path; a full
     /// disk gets its own variant.
     pub(crate) fn io(operation: &'static str, path: impl Into<String>, source: io::Error) -> Self {

@@ -111,25 +111,18 @@ pub(crate) struct Layout {
     pub(crate) empty_last: Option<String>,
 }
 
-fn io_err(
-    storage: &dyn Storage,
-    op: &'static str,
-    name: &str,
-) -> impl FnOnce(std::io::Error) -> WalError {
-    let path = storage.describe(name);
-    move |e| WalError::io(op, path, e)
-}
-
 fn read_header(
     storage: &dyn Storage,
     name: &str,
 ) -> Result<(u64, Result<Header, WalError>), WalError> {
-    let len = storage.len(name).map_err(io_err(storage, "stat", name))?;
+    let len = storage
+        .len(name)
+        .map_err(WalError::on_file(storage, "stat", name))?;
     let mut bytes = Vec::with_capacity(HEADER_LEN as usize);
     storage
         .open_read(name)
         .and_then(|f| f.take(HEADER_LEN).read_to_end(&mut bytes))
-        .map_err(io_err(storage, "read", name))?;
+        .map_err(WalError::on_file(storage, "read", name))?;
     Ok((len, Header::decode(&storage.describe(name), &bytes)))
 }
 
@@ -150,7 +143,10 @@ pub(crate) fn survey_through(
 ) -> Result<Survey, WalError> {
     let mut survey = Survey::default();
     let mut logs = Vec::new();
-    for name in storage.list().map_err(io_err(storage, "list", ""))? {
+    for name in storage
+        .list()
+        .map_err(WalError::on_file(storage, "list", ""))?
+    {
         if let Some(stem) = name.strip_suffix(TMP_SUFFIX) {
             if parse_file_name(stem).is_some_and(|seq| seq <= through) {
                 survey.tmp.push(name);
@@ -229,16 +225,19 @@ pub(crate) fn replay_file<P: Hold>(
     let open = || {
         storage
             .open_read(&file.name)
-            .map_err(io_err(storage, "read", &file.name))
+            .map_err(WalError::on_file(storage, "read", &file.name))
     };
     let mut reader = FrameReader::new(open()?, &file.header, file.len)
-        .map_err(io_err(storage, "read", &file.name))?;
+        .map_err(WalError::on_file(storage, "read", &file.name))?;
     report.files_read += 1;
     // The furthest frame that vouched for a region skipped under salvage:
     // a torn tail before it is not cut off (see below).
     let mut voucher = None;
     loop {
-        let (offset, reason) = match reader.next().map_err(io_err(storage, "read", &file.name))? {
+        let (offset, reason) = match reader
+            .next()
+            .map_err(WalError::on_file(storage, "read", &file.name))?
+        {
             Next::End => return Ok(FileEnd::Clean),
             Next::Frame { offset, body } => match Record::decode_all(body) {
                 Ok(records) => {
@@ -274,7 +273,7 @@ pub(crate) fn replay_file<P: Hold>(
             Next::Bad { offset, reason } => (offset, reason),
         };
         let scan = scan_after(open()?, &file.header, file.len, offset)
-            .map_err(io_err(storage, "read", &file.name))?;
+            .map_err(WalError::on_file(storage, "read", &file.name))?;
         // Cutting a torn tail that holds the frame that vouched for an
         // earlier skipped region would make that region read as a torn
         // tail in turn, should the open go no further (a crash before the
@@ -296,7 +295,7 @@ pub(crate) fn replay_file<P: Hold>(
         });
         reader
             .seek(resume)
-            .map_err(io_err(storage, "read", &file.name))?;
+            .map_err(WalError::on_file(storage, "read", &file.name))?;
     }
 }
 
@@ -350,7 +349,7 @@ pub(crate) fn recover(
             FileEnd::Torn(offset) => storage.truncate(&file.name, offset),
             FileEnd::Clean => storage.sync_file(&file.name),
         }
-        .map_err(io_err(storage, "sync", &file.name))?;
+        .map_err(WalError::on_file(storage, "sync", &file.name))?;
     }
     let removals = survey
         .tmp
@@ -360,13 +359,13 @@ pub(crate) fn recover(
     for name in removals {
         storage
             .remove(name)
-            .map_err(io_err(storage, "remove", name))?;
+            .map_err(WalError::on_file(storage, "remove", name))?;
         dir_changed = true;
     }
     if dir_changed {
         storage
             .sync_dir()
-            .map_err(io_err(storage, "sync directory", ""))?;
+            .map_err(WalError::on_file(storage, "sync directory", ""))?;
     }
     report.obsolete_files_removed = survey.tmp.len() + survey.obsolete.len();
     report.torn_files_removed = usize::from(survey.torn_header.is_some());

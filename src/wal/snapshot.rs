@@ -130,21 +130,12 @@ pub(crate) fn read_snapshot(
     ))
 }
 
-fn io_err(
-    storage: &dyn Storage,
-    op: &'static str,
-    name: &str,
-) -> impl FnOnce(io::Error) -> WalError {
-    let path = storage.describe(name);
-    move |e| WalError::io(op, path, e)
-}
-
 /// The fingerprint in the header of the newest log file whose header
 /// decodes (the one a reopen checks first).
 fn newest_fingerprint(storage: &dyn Storage) -> Result<Option<u64>, Attempt> {
     let mut logs: Vec<(u64, String)> = storage
         .list()
-        .map_err(io_err(storage, "list", ""))?
+        .map_err(WalError::on_file(storage, "list", ""))?
         .into_iter()
         .filter_map(|name| parse_file_name(&name).map(|seq| (seq, name)))
         .collect();
@@ -152,7 +143,7 @@ fn newest_fingerprint(storage: &dyn Storage) -> Result<Option<u64>, Attempt> {
     for (_, name) in logs.iter().rev() {
         let mut file = storage
             .open_read(name)
-            .map_err(io_err(storage, "read", name))?;
+            .map_err(WalError::on_file(storage, "read", name))?;
         if let Ok(header) = read_header(&mut file, &storage.describe(name)) {
             return Ok(Some(header.fingerprint));
         }
@@ -173,7 +164,7 @@ fn open_same(storage: &dyn Storage, file: &LogFile) -> Result<Box<dyn ReadFile>,
     let path = storage.describe(&file.name);
     let mut handle = storage
         .open_read(&file.name)
-        .map_err(io_err(storage, "read", &file.name))?;
+        .map_err(WalError::on_file(storage, "read", &file.name))?;
     match read_header(&mut handle, &path) {
         Ok(header) if header == file.header => Ok(handle),
         _ => Err(Attempt::Changed),
@@ -259,7 +250,7 @@ fn read_file(
 ) -> Result<Option<u64>, Attempt> {
     let path = storage.describe(&file.name);
     let mut reader = FrameReader::new(handle, &file.header, file.len)
-        .map_err(io_err(storage, "read", &file.name))?;
+        .map_err(WalError::on_file(storage, "read", &file.name))?;
     loop {
         let next = match reader.next() {
             Ok(next) => next,
@@ -268,7 +259,7 @@ fn read_file(
             // releases its blocks a step at a time): start again.
             Err(e) => {
                 open_same(storage, file)?;
-                return Err(io_err(storage, "read", &file.name)(e).into());
+                return Err(WalError::on_file(storage, "read", &file.name)(e).into());
             }
         };
         let (offset, reason) = match next {
@@ -293,7 +284,7 @@ fn read_file(
             }
         };
         let scan = scan_after(open_same(storage, file)?, &file.header, file.len, offset)
-            .map_err(io_err(storage, "read", &file.name))?;
+            .map_err(WalError::on_file(storage, "read", &file.name))?;
         if last && scan.vouched_by.is_none() {
             return Ok(Some(offset));
         }
@@ -329,11 +320,14 @@ fn track_in_flight(in_flight: &mut HashSet<u64>, record: &Record<'_>) {
 
 fn disk_bytes(storage: &dyn Storage) -> Result<u64, Attempt> {
     let mut total = 0u64;
-    for name in storage.list().map_err(io_err(storage, "list", ""))? {
+    for name in storage
+        .list()
+        .map_err(WalError::on_file(storage, "list", ""))?
+    {
         match storage.len(&name) {
             Ok(len) => total = total.saturating_add(len),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {} // just removed
-            Err(e) => return Err(io_err(storage, "stat", &name)(e).into()),
+            Err(e) => return Err(WalError::on_file(storage, "stat", &name)(e).into()),
         }
     }
     Ok(total)
