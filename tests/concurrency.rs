@@ -22,6 +22,9 @@
 //! out per group, under retries, lease expiry and pause) is
 //! `tests/concurrency_groups.rs`.
 
+mod common;
+
+use common::Rng;
 use spool::{
     Backoff, Clock, Consumer, DeadLetter, DeadLetterReason, Delivery, MessageId, Queue, RecvError,
     SendError, SendOptions, SettleError, SystemClock,
@@ -42,19 +45,6 @@ const MAX_RECEIVES: u32 = 4;
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a consumer waits for a message before it looks at the clock.
 const POLL: Duration = Duration::from_millis(50);
-
-/// SplitMix64: small, deterministic, good enough to pick actions.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % bound
-    }
-}
 
 /// A global order of events across threads.
 #[derive(Default)]

@@ -23,6 +23,9 @@
 //!
 //! Every wait is bounded ([`DEADLINE`]).
 
+mod common;
+
+use common::Rng;
 use spool::{
     Backoff, Batch, Consumer, DeadLetterReason, Delivery, ManualClock, MessageId, Priority, Queue,
     RecvError, SendOptions, SettleError,
@@ -43,18 +46,6 @@ const LEASE: Duration = Duration::from_millis(20);
 const MAX_RECEIVES: u32 = 4;
 const DEADLINE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % bound
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {

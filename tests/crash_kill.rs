@@ -39,6 +39,9 @@
 
 #![cfg(unix)]
 
+mod common;
+
+use common::Rng;
 use spool::{
     Batch, DeadLetterReason, Delivery, Durability, Queue, RecvError, SendOptions, SettleError,
 };
@@ -1028,25 +1031,4 @@ fn open(dir: &Path, lease: Duration) -> Result<Queue<String>, spool::OpenError> 
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().expect(name))
-}
-
-/// splitmix64: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
