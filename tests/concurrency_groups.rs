@@ -169,43 +169,32 @@ fn consume(consumer: Consumer<u64>, no: u64, ledger: &Ledger, started: Instant) 
     loop {
         assert!(started.elapsed() < DEADLINE, "consumer {no} still busy");
         let asked_clock = ledger.clock.elapsed();
-        if no == 0 {
-            let batch: Batch<u64> = match consumer.recv_batch(3, POLL) {
-                Ok(batch) => batch,
-                Err(RecvError::Timeout) => continue,
-                Err(RecvError::Closed) => break,
-                Err(other) => panic!("{other:?}"),
-            };
-            let received_seq = ledger.next();
-            for delivery in batch.into_deliveries() {
-                let roll = rng.below(100);
-                events.push(settle(
-                    delivery,
-                    roll,
-                    asked_clock,
-                    received_seq,
-                    ledger,
-                    &mut stale,
-                ));
-            }
-            continue;
-        }
-        let delivery = match consumer.recv_timeout(POLL) {
-            Ok(delivery) => delivery,
+        // Consumer 0 takes batches, the others one message at a time.
+        let received = if no == 0 {
+            consumer
+                .recv_batch(3, POLL)
+                .map(|batch: Batch<u64>| batch.into_deliveries())
+        } else {
+            consumer.recv_timeout(POLL).map(|delivery| vec![delivery])
+        };
+        let deliveries = match received {
+            Ok(deliveries) => deliveries,
             Err(RecvError::Timeout) => continue,
             Err(RecvError::Closed) => break,
             Err(other) => panic!("{other:?}"),
         };
         let received_seq = ledger.next();
-        let roll = rng.below(100);
-        events.push(settle(
-            delivery,
-            roll,
-            asked_clock,
-            received_seq,
-            ledger,
-            &mut stale,
-        ));
+        for delivery in deliveries {
+            let roll = rng.below(100);
+            events.push(settle(
+                delivery,
+                roll,
+                asked_clock,
+                received_seq,
+                ledger,
+                &mut stale,
+            ));
+        }
     }
     // Drained: every lease left here has run out; dropping settles nothing.
     drop(stale);
