@@ -22,12 +22,12 @@ const KEPT: usize = 32;
 /// server is reconnected to without anything else.
 pub(super) struct Pool {
     client: Client,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<Pooled>>,
 }
 
 /// A pooled connection and the read timeout its socket has (set only
 /// when a call needs another: two system calls saved on most calls).
-struct Idle {
+struct Pooled {
     conn: Connection,
     read_timeout: Duration,
 }
@@ -42,7 +42,7 @@ impl Pool {
     }
 
     /// A new connection, its writes bounded by [`IO_TIMEOUT`] for good.
-    fn connect(&self, operation: &'static str) -> Result<Idle, StorageError> {
+    fn connect(&self, operation: &'static str) -> Result<Pooled, StorageError> {
         let conn = (self.client)
             .get_connection_with_timeout(CONNECT_TIMEOUT)
             .and_then(|conn| {
@@ -50,7 +50,7 @@ impl Pool {
                 Ok(conn)
             })
             .map_err(|e| failure(operation, &e))?;
-        Ok(Idle {
+        Ok(Pooled {
             conn,
             read_timeout: Duration::ZERO,
         })
@@ -67,36 +67,38 @@ impl Pool {
         let timeout = IO_TIMEOUT.saturating_add(extra);
         let reused = self.idle.lock().pop();
         let was_idle = reused.is_some();
-        let mut idle = match reused {
-            Some(idle) => idle,
+        let mut pooled = match reused {
+            Some(pooled) => pooled,
             None => self.connect(operation)?,
         };
-        idle.set_read_timeout(timeout)
+        pooled
+            .set_read_timeout(timeout)
             .map_err(|e| failure(operation, &e))?;
         let mut call = call;
-        let mut outcome = call(&mut idle.conn);
+        let mut outcome = call(&mut pooled.conn);
         // A connection that sat idle may have been closed by a server that
         // restarted since: the request never reached a live server, so it
         // is sent once more on a fresh connection.
         if was_idle && matches!(&outcome, Err(e) if e.is_connection_dropped()) {
-            idle = self.connect(operation)?;
-            idle.set_read_timeout(timeout)
+            pooled = self.connect(operation)?;
+            pooled
+                .set_read_timeout(timeout)
                 .map_err(|e| failure(operation, &e))?;
-            outcome = call(&mut idle.conn);
+            outcome = call(&mut pooled.conn);
         }
         // A server's error reply leaves the connection usable; any other
         // failure may leave a reply in flight on it.
         if !matches!(&outcome, Err(error) if unreachable(error)) {
             let mut pool = self.idle.lock();
             if pool.len() < KEPT {
-                pool.push(idle);
+                pool.push(pooled);
             }
         }
         outcome.map_err(|error| failure(operation, &error))
     }
 }
 
-impl Idle {
+impl Pooled {
     fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), RedisError> {
         if self.read_timeout != timeout {
             self.conn.set_read_timeout(Some(timeout))?;

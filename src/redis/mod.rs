@@ -128,18 +128,9 @@ const STATE: usize = 8;
 const WAKE: usize = 9;
 const ROOM: usize = 10;
 
-/// The library's function for operation `op`: sends are refused before
-/// they start by a server at `maxmemory` (see `queue.lua`).
-fn function(op: &str) -> &'static str {
-    match op {
-        "send" => &library().send,
-        _ => &library().op,
-    }
-}
-
 /// A blocking caller as `queue.lua` reads it, in one argument: whether it
 /// waited since its last call, whether it will wait if it must, its name.
-fn caller(waited: bool, will_wait: bool, who: &str) -> Vec<u8> {
+fn caller_arg(waited: bool, will_wait: bool, who: &str) -> Vec<u8> {
     let flag = |on: bool| if on { b'1' } else { b'0' };
     let mut out = Vec::with_capacity(2 + who.len());
     out.extend_from_slice(&[flag(waited), flag(will_wait)]);
@@ -303,10 +294,7 @@ impl<T: Message> Remote<T> {
             bounded_ms(config.dedup_window).max(1),
             u8::from(config.dedup_key_only),
         );
-        let prefixes = [
-            prefix(function("send"), &keys),
-            prefix(function("recv"), &keys),
-        ];
+        let prefixes = [prefix(&library().send, &keys), prefix(&library().op, &keys)];
         let core = Core {
             name,
             keys,
@@ -459,6 +447,8 @@ impl Core {
     /// The request for `op` with `args`, in the protocol's bytes: the
     /// part every call shares (function, keys) is encoded once, at open.
     fn request(&self, op: &str, args: &[&[u8]]) -> Vec<u8> {
+        // Sends have a function of their own, which a server at
+        // `maxmemory` refuses before it starts (see `queue.lua`).
         let prefix = &self.prefixes[usize::from(op != "send")];
         let size = prefix.len() + 64 + self.settings.len();
         let size = size + args.iter().map(|a| a.len() + 16).sum::<usize>();
@@ -671,7 +661,7 @@ impl<T: Message> Remote<T> {
         loop {
             let left = Core::remaining(wait);
             let will_wait = left != Some(Duration::ZERO);
-            args[1] = caller(waited, will_wait, &who);
+            args[1] = caller_arg(waited, will_wait, &who);
             let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
             let reply = wire::items(self.call("send", &refs)?, "send")?;
             let tag = reply.first().ok_or_else(|| malformed("send", "nothing"));
@@ -766,7 +756,7 @@ impl<T: Message> Remote<T> {
     ) -> Result<Found<T>, StorageError> {
         let visibility = bounded_ms(self.visibility_timeout).max(1).to_string();
         let max = max.clamp(1, MAX_BATCH).to_string();
-        let caller = caller(waited, will_wait, who);
+        let caller = caller_arg(waited, will_wait, who);
         let args = [visibility.as_bytes(), max.as_bytes(), &caller];
         let reply = wire::items(self.call("recv", &args)?, "recv")?;
         let tag = wire::text(
