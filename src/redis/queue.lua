@@ -83,15 +83,10 @@ local WAIT_MS = 2000
 -- Small counts as the strings a command takes, converted once here.
 local TEXT = {[0] = '0', [1] = '1', [-1] = '-1'}
 
-local function as_arg(n)
-  return TEXT[n] or format('%d', n)
-end
-
 -- The state fields each operation reads up front (the others are read
 -- when needed): each field read costs about 1,500 instructions.
 local FIELDS = {
   send = {'due', 'closed', 'held', 'wr', 'seq'},
-  recv = {'due'},
   ack = {'due', 'ws'},
 }
 local ALL_FIELDS = {'due', 'closed', 'held', 'wr', 'ws'}
@@ -107,13 +102,14 @@ local function setup(keys, args)
   NOW = clock[1] * 1000 + (usec - usec % 1000) / 1000
   NOW_TEXT, USEC, ARGV, PARSED, SALT, CAPACITY = nil, clock[2], args, false, nil, nil
   CLOSED, HELD, WR, WS, SEQ = nil, nil, nil, nil, nil
-  local fields = FIELDS[args[1]] or ALL_FIELDS
-  if #fields == 1 then
-    -- A receive: HGET, cheaper than HMGET's array.
+  if args[1] == 'recv' then
+    -- A receive needs only 'due' up front: HGET, cheaper than HMGET's
+    -- array.
     local due = rcall('HGET', STATE, 'due')
     DUE = due and due + 0
     return
   end
+  local fields = FIELDS[args[1]] or ALL_FIELDS
   local values = rcall('HMGET', STATE, spread(fields))
   DUE = values[1] and values[1] + 0
   for i = 2, #fields do
@@ -129,7 +125,7 @@ end
 -- An integer as the string a command takes (`tostring` and `..` format
 -- with %.14g, which is slower and drops digits past 14).
 local function int_text(n)
-  return format('%d', n)
+  return TEXT[n] or format('%d', n)
 end
 
 -- NOW as a string, converted once per call.
@@ -205,7 +201,7 @@ local function receives(id)
 end
 
 local function count(field, n)
-  if n ~= 0 then rcall('HINCRBY', STATE, field, as_arg(n)) end
+  if n ~= 0 then rcall('HINCRBY', STATE, field, int_text(n)) end
 end
 
 -- Wakes up to n of the callers waiting in `waiters` that block on
@@ -239,7 +235,7 @@ end
 
 local function count_held(n)
   if n ~= 0 then
-    HELD = rcall('HINCRBY', STATE, 'held', as_arg(n))
+    HELD = rcall('HINCRBY', STATE, 'held', int_text(n))
     -- Closed and now drained: blocked receivers return Closed at once.
     if HELD == 0 and closed() then wake_receivers(64) end
   end
@@ -593,14 +589,14 @@ local function lease_one(id)
   local meta, n = values[2], values[3]
   if n then n = n + 1 else n = 1 end
   local token = next_token()
-  rcall('HSET', DATA, 'n' .. id, as_arg(n), 'l' .. id, int_text(token))
+  rcall('HSET', DATA, 'n' .. id, int_text(n), 'l' .. id, int_text(token))
   -- A time to live only applies to a message never received.
   if meta and byte(meta, 1) == 123 and find(meta, '"x":', 1, true) then
     rcall('ZREM', EXPIRY, id)
   end
   rcall('ZADD', LEASED, int_text(deadline), id)
   due_at(deadline)
-  return {'ok', token, id .. ' ' .. as_arg(n) .. ' ' .. (meta or ''), values[1]}
+  return {'ok', token, id .. ' ' .. int_text(n) .. ' ' .. (meta or ''), values[1]}
 end
 
 -- ARGV[A]: visibility timeout (ms), A + 1: the most to take, A + 2: the
@@ -635,7 +631,7 @@ function ops.recv()
     for i, id in ipairs(popped) do
       local meta, n = values[3 * i - 1], values[3 * i]
       if n then n = n + 1 else n = 1 end
-      local o, count = 4 * i, as_arg(n)
+      local o, count = 4 * i, int_text(n)
       out[2 * i + 1], out[2 * i + 2] = id .. ' ' .. count .. ' ' .. (meta or ''), values[3 * i - 2]
       set[o - 3], set[o - 2], set[o - 1], set[o] = 'n' .. id, count, 'l' .. id, token_text
       leases[2 * i - 1], leases[2 * i] = deadline_text, id
