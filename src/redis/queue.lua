@@ -407,15 +407,16 @@ end
 -- Which of the ids in ARGV[first] on the lease `token` still holds, and
 -- the first it does not (0 if none).
 local function held_by(token, first)
-  local mine, lost, seen, leases = {}, 0, {}, {}
-  for i = first, #ARGV do leases[#leases + 1] = 'l' .. ARGV[i] end
-  if #leases == 0 then return mine, lost end
+  local mine, lost, seen, leases, count, m = {}, 0, {}, {}, #ARGV - first + 1, 0
+  if count <= 0 then return mine, lost end
+  for i = 1, count do leases[i] = 'l' .. ARGV[first + i - 1] end
   local tokens = hmget(DATA, leases)
-  for i = 1, #leases do
+  for i = 1, count do
     local id = ARGV[first + i - 1]
     if tokens[i] == token and not seen[id] then
       seen[id] = true
-      mine[#mine + 1] = id
+      m = m + 1
+      mine[m] = id
     elseif lost == 0 then
       lost = id
     end
@@ -667,30 +668,14 @@ function ops.ack()
     wake_senders(1)
     return {1, 0}
   end
-  local token, count = ARGV[A], #ARGV - A
-  local leases = {}
-  for i = 1, count do leases[i] = 'l' .. ARGV[A + i] end
-  local tokens = hmget(DATA, leases)
-  local mine, gone, seen, m, lost = {}, {}, {}, 0, 0
-  for i = 1, count do
-    local id = ARGV[A + i]
-    if tokens[i] == token and not seen[id] then
-      seen[id] = true
-      m = m + 1
-      mine[m] = id
-      gone[4 * m - 3], gone[4 * m - 2], gone[4 * m - 1], gone[4 * m] =
-        'p' .. id, 'm' .. id, 'n' .. id, leases[i]
-    elseif lost == 0 then
-      lost = id
-    end
-  end
-  if m > 0 then
+  local mine, lost = held_by(ARGV[A], A + 1)
+  if #mine > 0 then
     variadic('ZREM', LEASED, mine)
-    variadic('HDEL', DATA, gone)
-    count_held(-m)
-    wake_senders(m)
+    variadic('HDEL', DATA, fields(mine, true))
+    count_held(-#mine)
+    wake_senders(#mine)
   end
-  return {m, lost}
+  return {#mine, lost}
 end
 
 -- ARGV[A]: token, A + 1: delay (ms, '' the backoff), A + 2: has an error
