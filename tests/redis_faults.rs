@@ -483,8 +483,10 @@ fn an_undone_receive_keeps_the_time_to_live() {
     // What the client does for a receive, then for a dropped one.
     let leased = call_library(&server, "undone", "recv", &["30000", "1", "00test"]);
     assert_eq!(leased[0], "ok", "{leased:?}");
-    let head = format!("{} 1 ", id.get());
-    assert!(leased[2].starts_with(&head), "{leased:?}");
+    // Its id, then its record: received once, under this lease.
+    assert_eq!(leased[2], id.get().to_string(), "{leased:?}");
+    let head = format!("1 {} ", leased[1]);
+    assert!(leased[3].starts_with(&head), "{leased:?}");
     let undone = call_library(
         &server,
         "undone",

@@ -542,17 +542,17 @@ impl Core {
 impl<T: Message> Remote<T> {
     // ---- sending ----
 
-    /// One message's arguments of `send` (see `queue.lua`): its payload,
-    /// and its options ('' when it has none, the common case and the
-    /// cheapest for the server).
-    fn message_args(bytes: Vec<u8>, options: &SendOptions, out: &mut Vec<Vec<u8>>) {
+    /// One message's arguments of `send` (see `queue.lua`): how many
+    /// ("1"), then its payload; or, when it has options, "o", its payload
+    /// and its options.
+    fn message_args(bytes: Vec<u8>, options: &SendOptions) -> Vec<Vec<u8>> {
         let plain = options.key.is_none()
             && options.at.is_none()
             && options.delay.is_zero()
             && options.max_receives.is_none()
             && options.ttl.is_none();
-        let described = if plain {
-            Vec::new()
+        if plain {
+            vec![b"1".to_vec(), bytes]
         } else {
             use std::fmt::Write as _;
             let mut text = String::new();
@@ -580,10 +580,8 @@ impl<T: Message> Remote<T> {
                 text.push('k');
                 text.push_str(key);
             }
-            text.into_bytes()
-        };
-        out.push(bytes);
-        out.push(described);
+            vec![b"o".to_vec(), bytes, text.into_bytes()]
+        }
     }
 
     fn encode(&self, message: &T) -> Result<Vec<u8>, (String, Option<usize>)> {
@@ -623,8 +621,7 @@ impl<T: Message> Remote<T> {
                 return Err(SendError::TooLarge { message, size, max });
             }
         };
-        let mut args = vec![b"1".to_vec()];
-        Self::message_args(bytes, &options, &mut args);
+        let args = Self::message_args(bytes, &options);
         let fail = |message, error| SendError::Storage { message, error };
         match self.send_waiting(args, &wait) {
             Ok(Sending::Done(reply)) => match reply.as_slice() {
@@ -695,11 +692,12 @@ impl<T: Message> Remote<T> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args = vec![messages.len().to_string().into_bytes()];
-        let options = SendOptions::default();
+        // How many, then the payloads (a batch's messages have no options).
+        let mut args = Vec::with_capacity(messages.len() + 1);
+        args.push(messages.len().to_string().into_bytes());
         for message in &messages {
             match self.encode(message) {
-                Ok(bytes) => Self::message_args(bytes, &options, &mut args),
+                Ok(bytes) => args.push(bytes),
                 Err((reason, None)) => {
                     return Err(SendError::Encode {
                         message: messages,
@@ -768,10 +766,8 @@ impl<T: Message> Remote<T> {
                 let token = u64::try_from(wire::int(wire::at(&reply, 1, "recv")?, "recv")?)
                     .map_err(|_| malformed("recv", "a token"))?;
                 let mut entries = Vec::with_capacity(reply.len() / 2);
-                let mut rest = reply.into_iter().skip(2);
-                while let (Some(head), Some(payload)) = (rest.next(), rest.next()) {
-                    let (id, meta) = wire::Meta::parse_head(&head, "recv")?;
-                    let payload = self.decode(payload, id, "recv")?;
+                for pair in reply[2..].chunks_exact(2) {
+                    let (id, payload, meta) = self.message(&pair[0], &pair[1], "recv")?;
                     entries.push(meta.into_held(id, payload));
                 }
                 Ok(Found::Some(Leased { token, entries }))
@@ -1059,31 +1055,32 @@ impl<T: Message> Remote<T> {
             .collect())
     }
 
-    /// Decodes the messages of a reply: id, payload, metadata, receives.
+    /// Decodes the messages of a reply: id and record of each.
     fn described(
         &self,
         reply: Vec<Value>,
         op: &'static str,
     ) -> Result<Vec<(MessageId, T, wire::Meta)>, StorageError> {
-        let mut out = Vec::with_capacity(reply.len() / 4);
-        let mut rest = reply.into_iter();
-        while let (Some(id), Some(payload), Some(meta), Some(receives)) =
-            (rest.next(), rest.next(), rest.next(), rest.next())
-        {
-            let id = wire::id(&id, op)?;
-            let receives = u32::try_from(wire::int(&receives, op)?).unwrap_or(u32::MAX);
-            let meta = wire::Meta::parse(&meta, receives, op)?;
-            let payload = self.decode(payload, id, op)?;
-            out.push((id, payload, meta));
-        }
-        Ok(out)
+        reply
+            .chunks_exact(2)
+            .map(|pair| self.message(&pair[0], &pair[1], op))
+            .collect()
     }
 
-    /// Message `id`'s payload as the server gave it.
-    fn decode(&self, payload: Value, id: MessageId, op: &'static str) -> Result<T, StorageError> {
-        let bytes = wire::bytes(payload, op)?;
-        codec::decode::<T>(&bytes)
-            .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))
+    /// A message as the server gave it: its id and its record (metadata
+    /// and payload, see `queue.lua`).
+    fn message(
+        &self,
+        id: &Value,
+        record: &Value,
+        op: &'static str,
+    ) -> Result<(MessageId, T, wire::Meta), StorageError> {
+        let id = wire::id(id, op)?;
+        let record = wire::bulk(record, op)?;
+        let (meta, payload) = wire::Meta::parse_record(record, op)?;
+        let payload = codec::decode::<T>(&record[payload..])
+            .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))?;
+        Ok((id, payload, meta))
     }
 
     fn letters(

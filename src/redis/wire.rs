@@ -49,7 +49,10 @@ pub(super) fn text(value: &Value, operation: &'static str) -> Result<String, Sto
     }
 }
 
-pub(super) fn bytes(value: Value, operation: &'static str) -> Result<Vec<u8>, StorageError> {
+pub(super) fn bulk<'a>(
+    value: &'a Value,
+    operation: &'static str,
+) -> Result<&'a [u8], StorageError> {
     match value {
         Value::BulkString(bytes) => Ok(bytes),
         other => Err(malformed(operation, &format!("{other:?}"))),
@@ -81,41 +84,35 @@ pub(super) struct Meta {
 }
 
 impl Meta {
-    /// The metadata `value` of a message received `receive_count` times:
-    /// its enqueue time alone, or JSON (see `queue.lua`).
-    pub(super) fn parse(
-        value: &Value,
-        receive_count: u32,
+    /// A message's record as the library keeps it, "receives token
+    /// metadata\npayload" (see `queue.lua`): its metadata, and where its
+    /// payload starts.
+    pub(super) fn parse_record(
+        record: &[u8],
         operation: &'static str,
-    ) -> Result<Meta, StorageError> {
-        match value {
-            Value::BulkString(bytes) => Self::parse_bytes(bytes, receive_count, operation),
-            other => Err(malformed(operation, &format!("{other:?}"))),
-        }
-    }
-
-    /// A leased message's head as a receive returns it, "id receives
-    /// metadata": the id, and the metadata of a message received that
-    /// many times.
-    pub(super) fn parse_head(
-        value: &Value,
-        operation: &'static str,
-    ) -> Result<(MessageId, Meta), StorageError> {
-        let Value::BulkString(head) = value else {
-            return Err(malformed(operation, &format!("{value:?}")));
+    ) -> Result<(Meta, usize), StorageError> {
+        let bad = || malformed(operation, "a message's record");
+        let space = |from: usize| {
+            record[from..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map(|at| from + at)
+                .ok_or_else(bad)
         };
-        let mut parts = head.splitn(3, |&b| b == b' ');
-        let mut number = || {
-            parts
-                .next()
-                .and_then(|part| std::str::from_utf8(part).ok())
-                .and_then(|part| part.parse::<u64>().ok())
-                .ok_or_else(|| malformed(operation, "a message's head"))
-        };
-        let id = MessageId(number()?);
-        let receives = u32::try_from(number()?).unwrap_or(u32::MAX);
-        let meta = parts.next().unwrap_or_default();
-        Ok((id, Self::parse_bytes(meta, receives, operation)?))
+        let receives_end = space(0)?;
+        let meta_start = space(receives_end + 1)? + 1;
+        let meta_end = record[meta_start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|at| meta_start + at)
+            .ok_or_else(bad)?;
+        let receives = std::str::from_utf8(&record[..receives_end])
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(bad)?;
+        let receives = u32::try_from(receives).unwrap_or(u32::MAX);
+        let meta = Self::parse_bytes(&record[meta_start..meta_end], receives, operation)?;
+        Ok((meta, meta_end + 1))
     }
 
     fn parse_bytes(
@@ -174,5 +171,42 @@ impl Meta {
         entry.set_limits(self.max_receives, self.expires_at);
         entry.set_errors(self.errors);
         entry.into_held()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Meta;
+
+    #[test]
+    fn a_record_gives_its_metadata_and_where_its_payload_starts() {
+        let record = b"2 77 1700000000000\npay\nload";
+        let (meta, at) = Meta::parse_record(record, "t").unwrap();
+        assert_eq!(meta.receive_count, 2);
+        assert_eq!(meta.enqueued_at, 1_700_000_000_000 * 1_000_000);
+        assert_eq!(&record[at..], b"pay\nload");
+        let record = br#"0 0 {"e":5,"k":"a key","err":["x"]}"#;
+        let mut record = record.to_vec();
+        record.extend_from_slice(b"\n");
+        let (meta, at) = Meta::parse_record(&record, "t").unwrap();
+        assert_eq!(meta.receive_count, 0);
+        assert_eq!(meta.key.as_deref(), Some("a key"));
+        assert_eq!(meta.errors, ["x"]);
+        assert_eq!(at, record.len());
+    }
+
+    #[test]
+    fn a_damaged_record_is_a_typed_error() {
+        for bad in [
+            &b""[..],
+            b"1",
+            b"1 2",
+            b"1 2 5",
+            b"x 2 5\n",
+            b"1 2 {\n",
+            b"99999999999999999999999 2 5\n",
+        ] {
+            assert!(Meta::parse_record(bad, "t").is_err(), "{bad:?}");
+        }
     }
 }
