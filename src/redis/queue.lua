@@ -12,9 +12,10 @@
 -- number and a string (Lua's `tonumber` and `..` on a number, and a
 -- number passed to a command: they go through the C library's strtod and
 -- printf). Hence: few arguments (the settings are one string, parsed only
--- when an operation needs them; a plain message is two arguments), few
--- commands, and ids, times and counts kept as the strings they arrive as
--- wherever they need not be numbers.
+-- when an operation needs them; a message without options is one
+-- argument), few commands, few hash fields (a message is one record),
+-- and ids, times and counts kept as the strings they arrive as wherever
+-- they need not be numbers.
 --
 -- KEYS (all under one hash tag, so a queue lives on one cluster shard):
 --   1 ready    LIST  ids, oldest first
