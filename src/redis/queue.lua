@@ -534,14 +534,7 @@ local function send_with(o, payload, caller)
     due_at(m.x)
   end
   rcall('HSET', DATA, id, '0 0 ' .. cjson.encode(m) .. '\n' .. payload)
-  local visible = o.at or NOW + o.delay
-  if visible <= NOW then
-    rcall('RPUSH', READY, id)
-    wake_receivers(1)
-  else
-    rcall('ZADD', DELAYED, visible, id)
-    due_at(visible)
-  end
+  make_visible(id, o.at or NOW + o.delay)
   count_held(1)
   return {'ok', id}
 end
