@@ -254,6 +254,22 @@ pub enum OpenError {
         /// from 1 up to it, and writes it).
         supported: u32,
     },
+    /// A Redis queue's keys are in an earlier layout than this build's,
+    /// one it does not read (a layout of a spool that was never released,
+    /// or one a later release stopped reading). Nothing was changed.
+    #[error(
+        "redis queue {queue} is in key layout {found}, which this build does not read \
+         (it reads layout {current}); drain it with the spool that wrote it, or delete \
+         its keys (spool:{{{queue}}}:*)"
+    )]
+    OutdatedLayout {
+        /// The queue's name.
+        queue: String,
+        /// The layout its keys record.
+        found: u32,
+        /// The layout this build reads and writes.
+        current: u32,
+    },
     /// A stored payload could not be decoded as the message type.
     #[error("stored message {id} does not decode as this message type: {reason}")]
     Undecodable {

@@ -94,9 +94,11 @@ const SOURCE: &str = include_str!("queue.lua");
 const PLACEHOLDER: &str = "SPOOL_LIBRARY";
 
 /// The layout of a queue's keys, recorded with its message type: a spool
-/// that finds a newer one refuses to open the queue (as a write-ahead
-/// file's format version).
-const FORMAT: u32 = 1;
+/// that finds another one refuses to open the queue (a newer one as a
+/// write-ahead file's newer format version; an older one it has no
+/// migration for). 2: one record per message (1, never released: four
+/// hash fields).
+const FORMAT: u32 = 2;
 
 /// The library as loaded: named `spool_` and a hash of its source, so
 /// that processes running different versions of spool on one server each
@@ -326,7 +328,7 @@ impl<T: Message> Remote<T> {
 
     /// The queue's keys record the layout ([`FORMAT`]) and the message type
     /// they were made for; another type is refused, as a persistent
-    /// queue's file is, and so is a newer layout.
+    /// queue's file is, and so is another layout.
     fn check_type(&self) -> Result<(), OpenError> {
         let expected = crate::persist::type_fingerprint::<T>();
         let key = format!("spool:{{{}}}:format", self.name);
@@ -363,6 +365,11 @@ impl<T: Message> Remote<T> {
                 file: key,
                 found: format,
                 supported: FORMAT,
+            }),
+            Some((format, _)) if format < FORMAT => Err(OpenError::OutdatedLayout {
+                queue: self.name.to_string(),
+                found: format,
+                current: FORMAT,
             }),
             Some((_, fingerprint)) if fingerprint == expected => Ok(()),
             Some(_) => Err(OpenError::WrongMessageType {

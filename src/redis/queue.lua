@@ -24,7 +24,8 @@
 --   4 data     HASH  id -> the message's record, one string:
 --                      "receives token metadata\npayload"
 --                    receives so far, the token of its current lease
---                    ('0': none), the metadata (the time it was enqueued
+--                    ('-': none, which no token the client sends can
+--                    match), the metadata (the time it was enqueued
 --                    (ms) for a message sent without options, else JSON:
 --                    e enqueued at, k key, m max_receives, x expires at,
 --                    err [texts], dr/dt/da the dead-letter reason kind,
@@ -226,7 +227,7 @@ end
 
 -- Whether record `v` is leased with `token`: "n token ...".
 local function leased_with(v, token)
-  if not v then return false end
+  if not v or token == '-' then return false end
   local a = find(v, ' ', 1, true)
   return sub(v, a + 1, a + #token) == token and byte(v, a + #token + 1) == 32
 end
@@ -349,7 +350,7 @@ end
 -- visible again after `delay` (nil: the backoff).
 local function after_failure(id, r, at, delay)
   settings()
-  r.tok = '0'
+  r.tok = '-'
   if r.n >= (meta(r).m or MAX_RECEIVES) then
     bury(id, r, 'max', nil, at)
     return
@@ -533,7 +534,7 @@ local function send_with(o, payload, caller)
     rcall('ZADD', EXPIRY, m.x, id)
     due_at(m.x)
   end
-  rcall('HSET', DATA, id, '0 0 ' .. cjson.encode(m) .. '\n' .. payload)
+  rcall('HSET', DATA, id, '0 - ' .. cjson.encode(m) .. '\n' .. payload)
   make_visible(id, o.at or NOW + o.delay)
   count_held(1)
   return {'ok', id}
@@ -555,7 +556,7 @@ function ops.send()
     local id = int_text(SEQ and SEQ + 1 or 1)
     HELD = now_held
     rcall('HSET', STATE, 'seq', id, 'held', int_text(now_held))
-    rcall('HSET', DATA, id, '0 0 ' .. now_text() .. '\n' .. ARGV[first])
+    rcall('HSET', DATA, id, '0 - ' .. now_text() .. '\n' .. ARGV[first])
     rcall('RPUSH', READY, id)
     wake_receivers(1)
     return {'ok', id}
@@ -563,7 +564,7 @@ function ops.send()
   local n = tonumber(count_text)
   if held() + n > capacity() then return no_room(caller) end
   local base = rcall('HINCRBY', STATE, 'seq', count_text) - n
-  local data, ready, head = {}, {}, '0 0 ' .. now_text() .. '\n'
+  local data, ready, head = {}, {}, '0 - ' .. now_text() .. '\n'
   -- The ids as strings: all but the last two digits change at most once
   -- per hundred ids, so most are a prefix and two digits (1,000
   -- instructions less each than `format`).
@@ -751,7 +752,7 @@ function ops.unreceive()
   for i = #mine, 1, -1 do
     local id = mine[i]
     local r = load(id, records[i])
-    r.n, r.tok = max(r.n - 1, 0), '0'
+    r.n, r.tok = max(r.n - 1, 0), '-'
     if r.n == 0 then
       -- Never received again: its time to live, which the receive took
       -- off, applies again.
@@ -775,7 +776,7 @@ function ops.reject()
   if #mine > 0 then variadic('ZREM', LEASED, mine) end
   for i, id in ipairs(mine) do
     local r = load(id, records[i])
-    r.tok = '0'
+    r.tok = '-'
     bury(id, r, 'rej', ARGV[A + 1], NOW)
   end
   return {#mine, lost}
@@ -900,16 +901,18 @@ function ops.redrive()
   local single = #ARGV == A + 2 and ARGV[A + 2] ~= '*'
   local moved = 0
   for _, id in ipairs(ids) do
-    if rcall('ZSCORE', DEAD, id) then
+    -- (A dead letter without its record, which nothing makes, is
+    -- skipped rather than failing the call half done.)
+    local r = rcall('ZSCORE', DEAD, id) and load(id)
+    if r then
       if held() + 1 > capacity() then
         count('redriven', moved)
         return {'full', moved}
       end
       rcall('ZREM', DEAD, id)
-      local r = load(id)
       local m = meta(r)
       m.err, m.dr, m.dt, m.da, m.x = nil, nil, nil, nil, nil
-      r.n, r.tok = 0, '0'
+      r.n, r.tok = 0, '-'
       if fixed then r.p = payload end
       store(id, r)
       rcall('RPUSH', READY, id)

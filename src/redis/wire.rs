@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(meta.receive_count, 2);
         assert_eq!(meta.enqueued_at, 1_700_000_000_000 * 1_000_000);
         assert_eq!(&record[at..], b"pay\nload");
-        let record = br#"0 0 {"e":5,"k":"a key","err":["x"]}"#;
+        let record = br#"0 - {"e":5,"k":"a key","err":["x"]}"#;
         let mut record = record.to_vec();
         record.extend_from_slice(b"\n");
         let (meta, at) = Meta::parse_record(&record, "t").unwrap();
