@@ -402,7 +402,7 @@ fn another_versions_library_on_the_server_is_left_alone() {
     let server = RedisServer::start();
     let other = "#!lua name=spool_00000000000000aa\n\
         redis.register_function('spool_00000000000000aa_send', function() return redis.error_reply('other version') end)\n\
-        redis.register_function('spool_00000000000000aa_op', function() return redis.error_reply('other version') end)";
+        redis.register_function('spool_00000000000000aa_recv', function() return redis.error_reply('other version') end)";
     cli(&server, &["FUNCTION", "LOAD", other]);
     let queue: Queue<u32> = Queue::builder()
         .redis(server.url(), "versions")
@@ -495,19 +495,19 @@ fn library_name() -> String {
     format!("spool_{hash:016x}")
 }
 
-/// One call of the library's `op` on queue `name`, as the client makes it
-/// (`queue.lua` says what the keys and arguments are), through
-/// `redis-cli`: its reply's lines.
+/// One call of the library's function `op` on queue `name`, as the
+/// client makes it (`queue.lua` says what the keys and arguments are),
+/// through `redis-cli`: its reply's lines.
 fn call_library(server: &RedisServer, name: &str, op: &str, args: &[&str]) -> Vec<String> {
     let keys = [
-        "ready", "delayed", "leased", "data", "dead", "keys", "keyexp", "expiry", "state", "wake",
-        "room", "waiting", "wanting",
+        "ready", "delayed", "leased", "data", "dead", "expiry", "state", "wake", "room", "waiting",
+        "wanting",
     ]
     .map(|part| format!("spool:{{{name}}}:{part}"));
-    let function = format!("{}_op", library_name());
-    let mut all = vec!["FCALL", &function, "13"];
+    let function = format!("{}_{op}", library_name());
+    let mut all = vec!["FCALL", &function, "11"];
     all.extend(keys.iter().map(String::as_str));
-    all.extend([op, "100 10 none 0 0 0 1000 0"]);
+    all.push("100 10 none 0 0 0 1000 0");
     all.extend(args);
     cli(server, &all).lines().map(str::to_owned).collect()
 }

@@ -103,12 +103,10 @@ const FORMAT: u32 = 2;
 /// The library as loaded: named `spool_` and a hash of its source, so
 /// that processes running different versions of spool on one server each
 /// load and call their own (a server that has a library of the same name
-/// has this very code), and its two functions.
+/// has this very code). Each operation is a function, `name_op`.
 struct Library {
     name: String,
     code: String,
-    send: String,
-    op: String,
 }
 
 fn library() -> &'static Library {
@@ -117,18 +115,22 @@ fn library() -> &'static Library {
         let name = format!("spool_{:016x}", codec::fingerprint(SOURCE.as_bytes()));
         Library {
             code: SOURCE.replace(PLACEHOLDER, &name),
-            send: format!("{name}_send"),
-            op: format!("{name}_op"),
             name,
         }
     })
 }
 
-/// Indexes in [`Core::keys`] of the keys the client reads itself (the
-/// list is KEYS in `queue.lua`, which says what each holds).
-const STATE: usize = 8;
-const WAKE: usize = 9;
-const ROOM: usize = 10;
+/// A queue's keys, in the order of KEYS in `queue.lua`, which says what
+/// each holds.
+const KEYS: [&str; 11] = [
+    "ready", "delayed", "leased", "data", "dead", "expiry", "state", "wake", "room", "waiting",
+    "wanting",
+];
+
+/// Indexes in [`Core::keys`] of the keys the client reads itself.
+const STATE: usize = 6;
+const WAKE: usize = 7;
+const ROOM: usize = 8;
 
 /// A blocking caller as `queue.lua` reads it, in one argument: whether it
 /// waited since its last call, whether it will wait if it must, its name.
@@ -166,16 +168,15 @@ fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The start of every request of `function` on `keys`, after the count:
-/// `FCALL function numkeys key...`.
-fn prefix(function: &str, keys: &[String]) -> Vec<u8> {
+/// The part of every request after its function: `numkeys key...
+/// settings`.
+fn keys_part(keys: &[String], settings: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    bulk(&mut out, b"FCALL");
-    bulk(&mut out, function.as_bytes());
     bulk(&mut out, keys.len().to_string().as_bytes());
     for key in keys {
         bulk(&mut out, key.as_bytes());
     }
+    bulk(&mut out, settings.as_bytes());
     out
 }
 
@@ -199,10 +200,9 @@ impl<T> std::ops::Deref for Remote<T> {
 pub(crate) struct Core {
     name: Arc<str>,
     keys: Vec<String>,
-    /// ARGV 2 of every call: the settings, as `queue.lua` reads them.
-    settings: String,
-    /// [`prefix`] of sends and of every other operation.
-    prefixes: [Vec<u8>; 2],
+    /// [`keys_part`], encoded once: the keys, and ARGV 1 of every call,
+    /// the settings as `queue.lua` reads them.
+    shared: Vec<u8>,
     capacity: usize,
     visibility_timeout: Duration,
     dedup_window: Duration,
@@ -272,13 +272,7 @@ impl<T: Message> Remote<T> {
         let name = Arc::clone(&config.name);
         let pool = Pool::new(url).map_err(OpenError::Storage)?;
         let tag = format!("spool:{{{name}}}");
-        let keys: Vec<String> = [
-            "ready", "delayed", "leased", "data", "dead", "keys", "keyexp", "expiry", "state",
-            "wake", "room", "waiting", "wanting",
-        ]
-        .iter()
-        .map(|part| format!("{tag}:{part}"))
-        .collect();
+        let keys: Vec<String> = KEYS.iter().map(|part| format!("{tag}:{part}")).collect();
         let (kind, a, b, jitter) = match config.backoff {
             Backoff::None => ("none", 0, 0, false),
             Backoff::Fixed(d) => ("fixed", bounded_ms(d), 0, false),
@@ -296,12 +290,11 @@ impl<T: Message> Remote<T> {
             bounded_ms(config.dedup_window).max(1),
             u8::from(config.dedup_key_only),
         );
-        let prefixes = [prefix(&library().send, &keys), prefix(&library().op, &keys)];
+        let shared = keys_part(&keys, &settings);
         let core = Core {
             name,
             keys,
-            settings,
-            prefixes,
+            shared,
             capacity: config.capacity,
             visibility_timeout: config.visibility_timeout,
             dedup_window: config.dedup_window,
@@ -451,20 +444,23 @@ impl Core {
         }
     }
 
-    /// The request for `op` with `args`, in the protocol's bytes: the
-    /// part every call shares (function, keys) is encoded once, at open.
+    /// The request for `op` with `args`, in the protocol's bytes: `FCALL
+    /// library_op`, then the part every call shares (keys, settings),
+    /// encoded once at open, then `args`.
     fn request(&self, op: &str, args: &[&[u8]]) -> Vec<u8> {
-        // Sends have a function of their own, which a server at
-        // `maxmemory` refuses before it starts (see `queue.lua`).
-        let prefix = &self.prefixes[usize::from(op != "send")];
-        let size = prefix.len() + 64 + self.settings.len();
+        let name = &library().name;
+        let size = 32 + name.len() + op.len() + self.shared.len();
         let size = size + args.iter().map(|a| a.len() + 16).sum::<usize>();
         let mut out = Vec::with_capacity(size);
-        let count = 3 + self.keys.len() + 2 + args.len();
+        let count = 3 + self.keys.len() + 1 + args.len();
         header(&mut out, b'*', count);
-        out.extend_from_slice(prefix);
-        bulk(&mut out, op.as_bytes());
-        bulk(&mut out, self.settings.as_bytes());
+        bulk(&mut out, b"FCALL");
+        header(&mut out, b'$', name.len() + 1 + op.len());
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'_');
+        out.extend_from_slice(op.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.shared);
         for arg in args {
             bulk(&mut out, arg);
         }
