@@ -96,8 +96,9 @@ const PLACEHOLDER: &str = "SPOOL_LIBRARY";
 /// The layout of a queue's keys, recorded with its message type: a spool
 /// that finds another one refuses to open the queue (a newer one as a
 /// write-ahead file's newer format version; an older one it has no
-/// migration for). 2: one record per message (1, never released: four
-/// hash fields).
+/// migration for). 2: one record per message, idempotency keys beside
+/// the messages (1, never released: four hash fields a message, and two
+/// keys of their own for idempotency keys).
 const FORMAT: u32 = 2;
 
 /// The library as loaded: named `spool_` and a hash of its source, so
