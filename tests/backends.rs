@@ -119,6 +119,7 @@ on_every_backend!(
     every_counter_stays_exact_through_every_path,
     a_batch_of_one_message_is_sent_once,
     every_batch_id_names_its_own_message,
+    a_key_is_forgotten_once_its_window_ends,
 );
 
 #[cfg(feature = "tokio")]
@@ -317,6 +318,38 @@ fn idempotency_keys_drop_duplicates_and_refuse_conflicts(place: &Place) {
     assert_eq!(after, Sent::Duplicate(first.id()));
     let stats = queue.stats();
     assert_eq!((stats.sent, stats.duplicates), (1, 2));
+}
+
+/// Past its window a key is forgotten: the same key sends a new message
+/// (on Redis the windows share a sorted set with the times to live).
+fn a_key_is_forgotten_once_its_window_ends(place: &Place) {
+    let queue: Queue<u32> = place.open(|b| b.dedup_window(Duration::from_millis(200)));
+    let producer = queue.producer();
+    let keyed = || SendOptions::new().key("once");
+    let first = producer.send_with(1, keyed()).unwrap();
+    assert!(matches!(first, Sent::Enqueued(_)));
+    // A time to live beside it, in the same set on Redis: both come due.
+    let ttl = SendOptions::new().delay(Duration::from_secs(60));
+    producer
+        .send_with(2, ttl.ttl(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let again = loop {
+        match producer.send_with(1, keyed()).unwrap() {
+            Sent::Duplicate(id) => assert_eq!(id, first.id()),
+            sent => break sent,
+        }
+        assert!(std::time::Instant::now() < deadline, "the key never lapsed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(matches!(again, Sent::Enqueued(id) if id != first.id()));
+    // The message sent with a time to live expired meanwhile or soon.
+    while queue.dead_letters().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = queue.stats();
+    assert_eq!((stats.ready, stats.dead_lettered), (2, 1));
 }
 
 fn cancel_by_id_and_by_key(place: &Place) {
