@@ -31,9 +31,10 @@
 //! sentinels that keep the data hash and the delayed and leased sets out
 //! of Redis's listpack encoding (`ops.init` in `queue.lua`).
 //!
-//! **Cost.** A call costs the server about 1,000 instructions for each key
-//! and argument, so the part every request shares is encoded once
-//! ([`prefix`]) and `queue.lua` takes as few arguments as it can; the
+//! **Cost.** A call costs the server about 1,300 instructions for each key
+//! and argument, so each operation is a function of its own (its name is
+//! not an argument), the part every request shares is encoded once
+//! ([`keys_part`]), and `queue.lua` takes as few arguments as it can; the
 //! README's "Redis throughput" has the figures.
 //!
 //! **Waiting.** A receive that finds nothing is named, in the same call,
