@@ -55,10 +55,10 @@
 
 use super::error::WalError;
 use super::format::{
-    encode_frame, file_name, random_salt, Header, CODEC_BINCODE2, FRAME_HEADER_LEN, HEADER_LEN,
-    KIND_BASE, MAX_FRAME_LIMIT, TMP_SUFFIX,
+    file_name, random_salt, salt_crc, seal_frame, Header, CODEC_BINCODE2, FRAME_HEADER_LEN,
+    HEADER_LEN, KIND_BASE, MAX_FRAME_LIMIT, TMP_SUFFIX,
 };
-use super::live::Live;
+use super::live::{gallop, Live};
 use super::options::WalOptions;
 use super::payload::{PayloadAt, PayloadReader};
 use super::record::Record;
@@ -97,12 +97,6 @@ struct Goal {
     next_id: u64,
 }
 
-impl Goal {
-    fn is_live(&self, id: u64) -> bool {
-        self.live.binary_search(&id).is_ok()
-    }
-}
-
 /// Compacts every log file with a sequence number up to `through`, which
 /// must all be sealed; files after it are neither read nor touched.
 /// `cancelled` is asked between steps: once it says yes, the compaction
@@ -132,29 +126,29 @@ pub(crate) fn compact(
         return Ok(CompactionReport::default());
     }
     let mut ignored = RecoveryReport::default();
-    let goal = {
-        let (last, _) =
-            replay_files::<PayloadAt>(storage, &files, false, options.salvage, &mut ignored)?;
-        Goal {
-            live: last.messages().map(|m| m.id).collect(),
-            keys: last
-                .gone_keys()
-                .into_iter()
-                .map(|(k, home)| (k.clone(), home))
-                .collect(),
-            next_id: last.next_id(),
-        }
+    let (mut state, _) =
+        replay_files::<PayloadAt>(storage, &files, false, options.salvage, &mut ignored)?;
+    let goal = Goal {
+        live: state.messages().map(|m| m.id).collect(),
+        keys: state
+            .gone_keys()
+            .into_iter()
+            .map(|(k, home)| (k.clone(), home))
+            .collect(),
+        next_id: state.next_id(),
     };
     if cancelled() {
         return Err(WalError::Closed);
     }
+    // The second replay starts afresh in the first one's memory.
+    state.clear();
     let mut run = Run {
         storage,
         files: &files,
         options,
         cancelled,
         goal: &goal,
-        state: Replay::default(),
+        state,
         window: Window::default(),
         first: 0,
         removed: false,
@@ -263,9 +257,10 @@ impl Run<'_> {
         self.window.files.first().copied().unwrap_or(0)
     }
 
-    /// What the window's base file holds for each touched message, its
-    /// size, and whether anything the window's files hold is gone.
-    fn plan(&mut self) -> (Vec<(u64, Out)>, u64, bool) {
+    /// What the window's base file holds for each touched message (by its
+    /// index in the state, see [`Replay::at`]), its size, and whether
+    /// anything the window's files hold is gone.
+    fn plan(&mut self) -> (Vec<(usize, Out)>, u64, bool) {
         let mut ids = std::mem::take(&mut self.window.ids);
         ids.sort_unstable();
         ids.dedup();
@@ -273,20 +268,26 @@ impl Run<'_> {
         let mut out = Vec::with_capacity(ids.len());
         let mut lost = false;
         let mut size = HEADER_LEN + FRAME_HEADER_LEN + 9 + 2;
+        // The ids go up: each search goes on from where the last ended.
+        let (mut in_goal, mut in_state) = (0, 0);
         for &id in ids.iter() {
-            if !self.goal.is_live(id) {
+            in_goal = gallop(&self.goal.live, in_goal, |&live| live < id);
+            if self.goal.live.get(in_goal) != Some(&id) {
                 lost = true;
                 continue;
             }
-            let Some(m) = self.state.get(id) else {
+            let (next, found) = self.state.seek(in_state, id);
+            in_state = next;
+            let Some(index) = found else {
                 continue;
             };
+            let m = self.state.at(index);
             let kind = match m.origin() >= start || m.payload.file >= start {
                 true => Out::Whole,
                 false => Out::Update,
             };
             size += record_len(m, kind);
-            out.push((id, kind));
+            out.push((index, kind));
         }
         self.window.ids = ids;
         for key in self.keys() {
@@ -342,7 +343,7 @@ impl Run<'_> {
 
     /// Writes the window's base file over its last file, then removes the
     /// other files it replaces. Returns its size.
-    fn write(&mut self, plan: &[(u64, Out)], last_file: &LogFile) -> Result<u64, WalError> {
+    fn write(&mut self, plan: &[(usize, Out)], last_file: &LogFile) -> Result<u64, WalError> {
         let storage = self.storage;
         let seq = last_file.seq;
         let name = file_name(seq);
@@ -379,7 +380,7 @@ impl Run<'_> {
 
     /// Writes the window's base file `seq` under the name `tmp`, synced,
     /// with the payloads read from the files it replaces. Returns its size.
-    fn write_base(&mut self, tmp: &str, seq: u64, plan: &[(u64, Out)]) -> Result<u64, WalError> {
+    fn write_base(&mut self, tmp: &str, seq: u64, plan: &[(usize, Out)]) -> Result<u64, WalError> {
         let storage = self.storage;
         let path = storage.describe(tmp);
         let next_id = Record::NextId {
@@ -398,10 +399,8 @@ impl Run<'_> {
             };
             largest = largest.max(record.encoded_len());
         }
-        for &(id, kind) in plan {
-            if let Some(m) = self.state.get(id) {
-                largest = largest.max(record_len(m, kind));
-            }
+        for &(index, kind) in plan {
+            largest = largest.max(record_len(self.state.at(index), kind));
         }
         let max_frame = largest.max(u64::from(self.options.max_frame()));
         if max_frame > u64::from(MAX_FRAME_LIMIT) {
@@ -428,9 +427,9 @@ impl Run<'_> {
             buf: header.encode().to_vec(),
             len: 0,
             path: &path,
-            body: Vec::new(),
+            open: None,
             target,
-            salt: header.salt,
+            salt_crc: salt_crc(header.salt),
             cancelled: self.cancelled,
         };
         out.add(&next_id)?;
@@ -445,10 +444,8 @@ impl Run<'_> {
             })?;
         }
         let mut payloads = PayloadReader::new(storage, self.files);
-        for &(id, kind) in plan {
-            let Some(m) = self.state.get(id) else {
-                continue;
-            };
+        for &(index, kind) in plan {
+            let m = self.state.at(index);
             match kind {
                 Out::Update => out.add(&update_record(m))?,
                 Out::Whole => {
@@ -503,37 +500,53 @@ fn record_len(m: &Live<PayloadAt>, kind: Out) -> u64 {
 
 struct Writing<'a> {
     file: &'a mut dyn WriteFile,
+    /// Frames not yet written, then the frame being gathered, if any.
     buf: Vec<u8>,
     /// Bytes already written.
     len: u64,
     path: &'a str,
-    /// The frame being gathered.
-    body: Vec<u8>,
+    /// Where in `buf` the frame being gathered starts (its header's room),
+    /// if one is: records are encoded in place, not copied in after.
+    open: Option<usize>,
     target: u64,
-    salt: u32,
+    salt_crc: u32,
     cancelled: &'a dyn Fn() -> bool,
 }
 
 impl Writing<'_> {
+    /// The body of the frame being gathered, so far.
+    fn body_len(&self) -> u64 {
+        self.open.map_or(0, |start| {
+            (self.buf.len() - start) as u64 - FRAME_HEADER_LEN
+        })
+    }
+
     /// Adds a record to the frame being gathered.
     fn add(&mut self, record: &Record<'_>) -> Result<(), WalError> {
-        if !self.body.is_empty() && self.body.len() as u64 + record.encoded_len() > self.target {
+        let body = self.body_len();
+        if body > 0 && body + record.encoded_len() > self.target {
             self.frame()?;
             if (self.cancelled)() {
                 return Err(WalError::Closed);
             }
         }
-        record.encode(&mut self.body);
+        if self.open.is_none() {
+            self.open = Some(self.buf.len());
+            self.buf.extend_from_slice(&[0; FRAME_HEADER_LEN as usize]);
+        }
+        record.encode(&mut self.buf);
         Ok(())
     }
 
     fn frame(&mut self) -> Result<(), WalError> {
+        let Some(start) = self.open.take() else {
+            return Ok(());
+        };
         // A base file is synced whole before it is renamed in: each frame
         // may claim everything before it as synced.
-        let offset = self.len + self.buf.len() as u64;
+        let offset = self.len + start as u64;
         debug_assert!(offset >= HEADER_LEN);
-        encode_frame(&mut self.buf, self.salt, offset, &self.body);
-        self.body.clear();
+        seal_frame(&mut self.buf[start..], self.salt_crc, offset);
         if self.buf.len() >= WRITE_CHUNK {
             self.flush()?;
             // Synced chunk by chunk, so the file never holds much unsynced
@@ -551,13 +564,14 @@ impl Writing<'_> {
 
     /// Writes the last frame and what is buffered.
     fn finish(&mut self) -> Result<(), WalError> {
-        if !self.body.is_empty() {
+        if self.body_len() > 0 {
             self.frame()?;
         }
         self.flush()
     }
 
     fn flush(&mut self) -> Result<(), WalError> {
+        debug_assert!(self.open.is_none(), "a frame is being gathered");
         self.file
             .write_all(&self.buf)
             .map_err(|e| WalError::io("write", self.path.to_owned(), e))?;
