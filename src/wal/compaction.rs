@@ -62,12 +62,17 @@ use super::live::{gallop, Live};
 use super::options::WalOptions;
 use super::payload::{PayloadAt, PayloadReader};
 use super::record::Record;
-use super::recovery::{replay_file, replay_files, survey_through, LogFile, RecoveryReport};
-use super::state::{key_ref, limits_record, message_record, update_record, RecoveredKey, Replay};
+use super::recovery::{replay_file, survey_through, LogFile, RecoveryReport};
+use super::state::{
+    key_ref, limits_record, message_record, update_record, RecoveredKey, Replay, Touched,
+};
 use super::storage::{Storage, WriteFile};
 
 /// Frames of a base file hold records up to about this many bytes.
 const BASE_FRAME_TARGET: u64 = 1 << 20;
+/// Ids the first replay may note beyond one per live message (see
+/// [`Noted::add`]).
+const NOTED_SLACK: usize = 1 << 16;
 /// Bytes buffered before a write, each write then synced (see `Writing::frame`).
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -86,6 +91,8 @@ pub(crate) struct CompactionReport {
     /// Live messages and remembered keys.
     pub(crate) messages: usize,
     pub(crate) keys: usize,
+    /// Replays of the files: 2, or 1 when the second was not needed.
+    pub(crate) replays: u32,
 }
 
 /// What the log says at its end: what a window's base file must keep.
@@ -108,6 +115,27 @@ pub(crate) fn compact(
     options: &WalOptions,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<CompactionReport, WalError> {
+    compact_with(storage, through, options, cancelled, Replays::AsNeeded)
+}
+
+/// Whether a compaction may skip its second replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replays {
+    /// When every live message was touched by one file only.
+    AsNeeded,
+    /// Never (tests: the base files must come out the same).
+    #[cfg(test)]
+    Two,
+}
+
+/// [`compact`], told whether it may skip the second replay.
+pub(crate) fn compact_with(
+    storage: &dyn Storage,
+    through: u64,
+    options: &WalOptions,
+    cancelled: &dyn Fn() -> bool,
+    replays: Replays,
+) -> Result<CompactionReport, WalError> {
     let found = survey_through(storage, options.fingerprint, through)?;
     // Files a base file replaces, left by a compaction cut short after its
     // rename: gone before anything else is written.
@@ -126,8 +154,31 @@ pub(crate) fn compact(
         return Ok(CompactionReport::default());
     }
     let mut ignored = RecoveryReport::default();
-    let (mut state, _) =
-        replay_files::<PayloadAt>(storage, &files, false, options.salvage, &mut ignored)?;
+    let mut state = Replay::<PayloadAt>::default();
+    state.track_touched();
+    // What each file touched, noted for the second replay's windows, while
+    // that stays within about one id per live message.
+    let mut noted = Some(Noted::default());
+    for (i, file) in (0u32..).zip(&files) {
+        replay_file(
+            storage,
+            (i, file),
+            false,
+            options.salvage,
+            &mut state,
+            &mut ignored,
+        )?;
+        let touched = state.take_touched();
+        if let Some(n) = &mut noted {
+            if !n.add(touched, state.paused(), state.live_count()) {
+                noted = None;
+            }
+        }
+        if cancelled() {
+            return Err(WalError::Closed);
+        }
+    }
+    state.settle();
     let goal = Goal {
         live: state.messages().map(|m| m.id).collect(),
         keys: state
@@ -137,11 +188,7 @@ pub(crate) fn compact(
             .collect(),
         next_id: state.next_id(),
     };
-    if cancelled() {
-        return Err(WalError::Closed);
-    }
-    // The second replay starts afresh in the first one's memory.
-    state.clear();
+    let noted = noted.filter(|n| replays == Replays::AsNeeded && n.each_live_in_one_file(&goal));
     let mut run = Run {
         storage,
         files: &files,
@@ -157,28 +204,50 @@ pub(crate) fn compact(
             bytes_in: files.iter().map(|f| f.len).sum(),
             messages: goal.live.len(),
             keys: goal.keys.len(),
+            replays: if noted.is_some() { 1 } else { 2 },
             ..CompactionReport::default()
         },
     };
-    run.state.track_touched();
-    for (i, file) in (0u32..).zip(&files) {
-        if run.closes_before(file) {
-            run.close()?;
+    if let Some(noted) = noted {
+        // Every live message was touched by one file only: its state at
+        // the end of any window that holds that file is its state at the
+        // end of the log, which the first replay left. The windows are
+        // those the second replay would gather, from what each file
+        // touched: the base files come out the same, with no second
+        // replay (issue 10).
+        for ((i, file), (ids, paused, paused_at_end)) in (0u32..).zip(&files).zip(noted.files) {
+            if run.closes_before(file) {
+                run.close()?;
+            }
+            run.window.ids.extend(ids);
+            run.window.paused |= paused;
+            run.window.paused_at_end = paused_at_end;
+            run.window.files.push(i);
         }
-        replay_file(
-            storage,
-            (i, file),
-            false,
-            options.salvage,
-            &mut run.state,
-            &mut ignored,
-        )?;
-        let touched = run.state.take_touched();
-        run.window.ids.extend(touched.ids);
-        run.window.paused |= touched.paused;
-        run.window.files.push(i);
-        if cancelled() {
-            return Err(WalError::Closed);
+    } else {
+        // The second replay starts afresh in the first one's memory.
+        run.state.clear();
+        run.state.track_touched();
+        for (i, file) in (0u32..).zip(&files) {
+            if run.closes_before(file) {
+                run.close()?;
+            }
+            replay_file(
+                storage,
+                (i, file),
+                false,
+                options.salvage,
+                &mut run.state,
+                &mut ignored,
+            )?;
+            let touched = run.state.take_touched();
+            run.window.ids.extend(touched.ids);
+            run.window.paused |= touched.paused;
+            run.window.paused_at_end = run.state.paused();
+            run.window.files.push(i);
+            if cancelled() {
+                return Err(WalError::Closed);
+            }
         }
     }
     run.close()?;
@@ -199,6 +268,54 @@ struct Window {
     ids: Vec<u64>,
     /// Whether it recorded a `PAUSE`.
     paused: bool,
+    /// Whether the queue was paused at its end.
+    paused_at_end: bool,
+}
+
+/// What the first replay noted of each file: the ids its records touched
+/// (sorted, without repeats), whether it recorded a `PAUSE`, and whether
+/// the queue was paused at its end.
+#[derive(Debug, Default)]
+struct Noted {
+    files: Vec<(Vec<u64>, bool, bool)>,
+    ids: usize,
+}
+
+impl Noted {
+    /// Notes the next file; says no (and should be dropped) once the ids
+    /// noted pass the `live` messages by more than [`NOTED_SLACK`], so
+    /// that a log of many messages since gone costs no more memory than
+    /// the second replay would.
+    fn add(&mut self, touched: Touched, paused_at_end: bool, live: usize) -> bool {
+        let mut ids = touched.ids;
+        ids.sort_unstable();
+        ids.dedup();
+        self.ids += ids.len();
+        if self.ids > live.saturating_add(NOTED_SLACK) {
+            return false;
+        }
+        ids.shrink_to_fit();
+        self.files.push((ids, touched.paused, paused_at_end));
+        true
+    }
+
+    /// Whether every message live in `goal` was touched by one file only.
+    fn each_live_in_one_file(&self, goal: &Goal) -> bool {
+        let mut seen = vec![false; goal.live.len()];
+        for (ids, _, _) in &self.files {
+            let mut at = 0;
+            for &id in ids {
+                at = gallop(&goal.live, at, |&live| live < id);
+                if goal.live.get(at) == Some(&id) {
+                    if seen[at] {
+                        return false;
+                    }
+                    seen[at] = true;
+                }
+            }
+        }
+        true
+    }
 }
 
 /// What a window's base file holds for one message.
@@ -386,8 +503,8 @@ impl Run<'_> {
         let next_id = Record::NextId {
             next_id: self.goal.next_id,
         };
-        let pause = self.window.paused.then(|| Record::Pause {
-            paused: self.state.paused(),
+        let pause = self.window.paused.then_some(Record::Pause {
+            paused: self.window.paused_at_end,
         });
         // The largest record decides the file's max frame: a message whose
         // errors grew past the queue's max frame must still fit.

@@ -288,7 +288,6 @@ impl<P: Default> LiveTable<P> {
     }
 
     /// How many are live.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len() - self.gone
     }

@@ -361,6 +361,11 @@ impl<P: Hold> Replay<P> {
         self.touched = None;
     }
 
+    /// How many messages are live.
+    pub(crate) fn live_count(&self) -> usize {
+        self.messages.len()
+    }
+
     /// Where the live message `id` is: [`LiveTable::seek`].
     pub(crate) fn seek(&mut self, from: usize, id: u64) -> (usize, Option<usize>) {
         self.messages.seek(from, id)
