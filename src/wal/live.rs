@@ -270,6 +270,11 @@ impl<P: Default> LiveTable<P> {
         (at, found.map(|_| at))
     }
 
+    /// How many indexes [`seek`](Self::seek) may give.
+    pub(crate) fn slots(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The message at `index`, from [`seek`](Self::seek).
     pub(crate) fn at(&self, index: usize) -> &Live<P> {
         &self.entries[index]

@@ -366,6 +366,13 @@ impl<P: Hold> Replay<P> {
         self.messages.len()
     }
 
+    /// How many indexes [`Replay::seek`] may give (live messages and
+    /// removed ones not yet swept out).
+    pub(crate) fn slots(&mut self) -> usize {
+        self.messages.settle();
+        self.messages.slots()
+    }
+
     /// Where the live message `id` is: [`LiveTable::seek`].
     pub(crate) fn seek(&mut self, from: usize, id: u64) -> (usize, Option<usize>) {
         self.messages.seek(from, id)
