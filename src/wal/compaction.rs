@@ -58,7 +58,8 @@
 //! Memory: the live messages without their payloads (56 bytes each, see
 //! `live`), in one table that the second replay, if any, reuses (cleared:
 //! allocating it afresh faulted in and zeroed every page of it again, then
-//! unmapped it), the remembered keys, the ids a window touches, and the
+//! unmapped it), the live ids of the goal when there is a second replay
+//! (8 bytes each), the remembered keys, the ids a window touches, and the
 //! ids the first replay notes for each file (8 bytes each, at most one
 //! per live message and [`NOTED_SLACK`] more; past that they are dropped
 //! and the second replay runs). The payloads stay in the sealed files:
@@ -66,15 +67,19 @@
 //! writing copies it from there.
 //!
 //! CPU: the compactor's share of the two cores is what the writer waits
-//! behind (see `compactor`). Measured with callgrind over the two
-//! compactions of `examples`-style runs of 200,000 live 64-byte messages
-//! (the fill's log, then a backlog with every 10,000th cancelled): 1.36 G
-//! user instructions with two replays, fresh tables, a binary search per
-//! id in the goal and in the state (three times per id) and frames copied
-//! from a body buffer; 0.99 G with the table reused, galloping lookups and
-//! frames sealed in place; 0.82 G with the one replay. The compactor
-//! thread's minor faults per compaction of 1,000,000 live messages: 30-35
-//! thousand before, 16.5-21 thousand with the table reused.
+//! behind (see `compactor`). Counted with callgrind (user instructions)
+//! over two compactions of a queue of 200,000 live 64-byte messages with
+//! every 10,000th cancelled before each (as `benches/compaction.rs` does
+//! with 1,000,000): 1.36 G with two replays, a fresh table for each, a
+//! binary search per id in the goal and in the state (three per id) and
+//! frames copied in from a body buffer; 0.99 G with the table reused,
+//! galloping lookups and frames sealed in place; 0.82 G with one replay;
+//! 0.74 G without the goal's ids and with one word per planned message.
+//! The compactor thread's minor faults per compaction of 1,000,000 live
+//! messages went from 30-35 thousand to 14-17.5 thousand (the 56 MB table
+//! is most of what is left), and its CPU time per compaction in
+//! `benches/compaction.rs` from 0.55-0.87 s to 0.27-0.46 s (on a shared,
+//! noisy machine).
 
 use super::error::WalError;
 use super::format::{
@@ -180,8 +185,9 @@ pub(crate) fn compact_with(
     let mut ignored = RecoveryReport::default();
     let mut state = Replay::<PayloadAt>::default();
     state.track_touched();
-    // What each file touched, noted for the second replay's windows, while
-    // that stays within about one id per live message.
+    // What each file touched, noted so that the windows can be gathered
+    // without a second replay, while that stays within about one id per
+    // live message.
     let mut noted = Some(Noted::default());
     for (i, file) in (0u32..).zip(&files) {
         replay_file(
@@ -296,7 +302,7 @@ pub(crate) fn compact_with(
 struct Window {
     /// Indexes of its files, consecutive.
     files: Vec<u32>,
-    /// Ids its records touched (with repeats until [`Window::settle`]).
+    /// Ids its records touched (with repeats until [`Run::plan`] sorts them out).
     ids: Vec<u64>,
     /// Whether it recorded a `PAUSE`.
     paused: bool,
