@@ -596,3 +596,42 @@ fn a_power_cut_at_every_step_of_a_compaction_with_one_replay_keeps_the_state() {
     eprintln!("one-replay compaction power-cut cases: {cases}");
     assert!(cases > 20, "{cases}");
 }
+
+/// The ids the first replay notes are given up once they pass the live
+/// messages by `NOTED_SLACK` (a log of many messages since gone): that
+/// compaction replays twice, as before, and keeps the state.
+#[test]
+fn a_log_of_many_gone_messages_is_replayed_twice() {
+    use super::super::compaction::{compact_with, Replays};
+    let opts = WalOptions {
+        auto_compact: false,
+        ..options()
+    };
+    let mut frames = Vec::new();
+    for id in 1..=70_000 {
+        let enqueue = Record::Enqueue {
+            id,
+            enqueued_at: id,
+            visible_at: id,
+            key: None,
+            payload: b"p",
+        };
+        frames.push(match id % 1000 {
+            0 => body(&[enqueue]),
+            _ => body(&[enqueue, Record::Ack { id }]),
+        });
+    }
+    let expected = prefix_states(&frames).pop().unwrap();
+    assert_eq!(expected.0.len(), 70);
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, opts.clone()).unwrap();
+    for f in &frames {
+        append(&wal, f).unwrap();
+    }
+    wal.close().unwrap();
+    let report = compact_with(&s, u64::MAX, &opts, &|| false, Replays::AsNeeded).unwrap();
+    assert_eq!(report.replays, 2, "{report:?}");
+    assert_eq!(report.messages, 70, "{report:?}");
+    let (_, recovered) = open(&s.crash(Torn::Lost), opts).unwrap();
+    assert_eq!(state_of(&recovered), expected);
+}
