@@ -36,6 +36,10 @@
 //! quiet sends are timed in the same run, on the same queue, between the
 //! compactions.
 //!
+//! Each compaction's line also gives the CPU time the compactor thread
+//! used (from `/proc`, where there is one): on a machine of two cores,
+//! what it takes from the writer.
+//!
 //! Compaction runs beside the writer thread, so no send waits for it;
 //! what is left is the disk and the two cores they share: the compactor's
 //! reads, writes and syncs compete with the writer's syncs, and while it
@@ -86,6 +90,22 @@ fn print(name: &str, count: usize, [p50, p99, p999, max]: [Duration; 4]) {
     );
 }
 
+/// CPU time the compactor thread has used so far (its `schedstat`), where
+/// `/proc` tells it: what it takes from the two cores the writer shares.
+fn compactor_cpu() -> Option<Duration> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == "spool-compact" {
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+            *total.get_or_insert(Duration::ZERO) += Duration::from_nanos(ns);
+        }
+    }
+    total
+}
+
 /// Times `send`s one by one until `done` says stop.
 fn timed_sends(queue: &Queue<Payload>, mut done: impl FnMut(usize) -> bool) -> Vec<u64> {
     let producer = queue.producer();
@@ -131,6 +151,7 @@ fn main() {
     );
     let (mut all_busy, mut all_calm) = (Vec::new(), Vec::new());
     let mut took = Vec::new();
+    let mut cpus = Vec::new();
     let mut ratios = Vec::new();
     for round in 0..rounds {
         if cancel_every > 0 {
@@ -166,6 +187,7 @@ fn main() {
             let count = all_busy.len() / round as usize;
             calm = timed_sends(&queue, |sent| sent >= count);
         }
+        let cpu_before = compactor_cpu();
         let (busy, compaction) = thread::scope(|s| {
             let compactor = s.spawn(|| {
                 let start = Instant::now();
@@ -179,7 +201,16 @@ fn main() {
             let count = busy.len();
             calm = timed_sends(&queue, |sent| sent >= count);
         }
-        println!("compaction of the live state took {compaction:.1?}");
+        let cpu = compactor_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        match cpu {
+            Some(cpu) => {
+                println!("compaction of the live state took {compaction:.1?} ({cpu:.1?} of CPU)");
+                cpus.push(cpu.as_secs_f64());
+            }
+            None => println!("compaction of the live state took {compaction:.1?}"),
+        }
         let (b, c) = (summary(busy.clone()), summary(calm.clone()));
         print("compacting", busy.len(), b);
         print("quiet", calm.len(), c);
@@ -197,8 +228,12 @@ fn main() {
         format!("{lo:.2} to {hi:.2}")
     };
     let took: Vec<f64> = took.iter().map(Duration::as_secs_f64).collect();
+    let cpu = match cpus.is_empty() {
+        true => String::new(),
+        false => format!(", {} s of CPU", range(&cpus)),
+    };
     println!(
-        "\nall {rounds} rounds pooled (compactions took {} s; per-round p99.9 ratios {}):",
+        "\nall {rounds} rounds pooled (compactions took {} s{cpu}; per-round p99.9 ratios {}):",
         range(&took),
         range(&ratios)
     );

@@ -247,6 +247,39 @@ impl<P: Default> LiveTable<P> {
         self.sorted = self.entries.len();
     }
 
+    /// Empties the table but keeps its memory: a compaction's second
+    /// replay reuses the first one's, whose pages are already backed
+    /// (allocating it afresh faulted in and zeroed every page again).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.sorted = 0;
+        self.gone = 0;
+        self.replaced = 0;
+    }
+
+    /// Where the live message `id` is, searching from index `from` on:
+    /// for ids looked up in increasing order, each search starting where
+    /// the last one ended (a gallop, so about free for ids close together).
+    /// Gives back where the next search starts, and the message's index
+    /// (for [`at`](Self::at)) if it is live. Indexes hold until the table
+    /// next changes.
+    pub(crate) fn seek(&mut self, from: usize, id: u64) -> (usize, Option<usize>) {
+        self.settle();
+        let at = gallop(&self.entries, from, |m| m.id < id);
+        let found = self.entries.get(at).filter(|m| m.id == id && !m.gone);
+        (at, found.map(|_| at))
+    }
+
+    /// How many indexes [`seek`](Self::seek) may give.
+    pub(crate) fn slots(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The message at `index`, from [`seek`](Self::seek).
+    pub(crate) fn at(&self, index: usize) -> &Live<P> {
+        &self.entries[index]
+    }
+
     /// Live messages in id order (after [`settle`](Self::settle)).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Live<P>> {
         debug_assert_eq!(self.sorted, self.entries.len(), "settle first");
@@ -260,10 +293,24 @@ impl<P: Default> LiveTable<P> {
     }
 
     /// How many are live.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len() - self.gone
     }
+}
+
+/// The first index from `from` on whose entry `before` says no to, in a
+/// slice where `before` says yes to a prefix: steps of 1, 2, 4... from
+/// `from`, then a binary search in the last step, so a search that ends
+/// near where it starts costs a few comparisons.
+pub(crate) fn gallop<T>(s: &[T], from: usize, before: impl Fn(&T) -> bool) -> usize {
+    let mut low = from.min(s.len());
+    let mut step = 1;
+    while low + step <= s.len() && before(&s[low + step - 1]) {
+        low += step;
+        step *= 2;
+    }
+    let high = (low + step).min(s.len());
+    low + s[low..high].partition_point(before)
 }
 
 #[cfg(test)]
@@ -309,6 +356,39 @@ mod tests {
         let gone = t.remove_where(|m| m.payload % 20 == 0);
         assert_eq!(gone.len(), 50);
         assert_eq!(ids(&mut t).len(), 51);
+    }
+
+    #[test]
+    fn gallop_finds_the_first_index_not_before() {
+        let s: Vec<u64> = (0..100).map(|i| i * 2).collect();
+        for from in [0, 1, 7, 50, 99, 100, 150] {
+            for x in 0..210 {
+                let want = s.partition_point(|&v| v < x).max(from.min(s.len()));
+                assert_eq!(gallop(&s, from, |&v| v < x), want, "from {from}, x {x}");
+            }
+        }
+        assert_eq!(gallop(&[] as &[u64], 0, |&v| v < 3), 0);
+    }
+
+    #[test]
+    fn seek_finds_live_ids_in_order_and_clear_empties() {
+        let mut t = LiveTable::default();
+        for id in [1, 3, 5, 7, 9] {
+            t.insert(Live::new(id, 0, 0, id as u32));
+        }
+        t.remove(5);
+        let mut from = 0;
+        let mut found = Vec::new();
+        for id in 0..11 {
+            let (next, at) = t.seek(from, id);
+            from = next;
+            found.extend(at.map(|i| t.at(i).payload));
+        }
+        assert_eq!(found, vec![1, 3, 7, 9]);
+        t.clear();
+        assert_eq!(t.len(), 0);
+        assert!(t.entries.capacity() > 0);
+        assert_eq!(t.seek(0, 3), (0, None));
     }
 
     #[test]

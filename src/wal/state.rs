@@ -348,9 +348,39 @@ impl<P: Hold> Replay<P> {
             .unwrap_or_default()
     }
 
-    /// The live message `id`, if any.
-    pub(crate) fn get(&mut self, id: u64) -> Option<&Live<P>> {
-        self.messages.get_mut(id).map(|m| &*m)
+    /// Empties the state for another replay, keeping the memory of its
+    /// table of live messages (see [`LiveTable::clear`]).
+    pub(crate) fn clear(&mut self) {
+        self.messages.clear();
+        self.gone_keys.clear();
+        self.next_id = 0;
+        self.paused = false;
+        self.log_time = 0;
+        self.records = 0;
+        self.ignored = 0;
+        self.touched = None;
+    }
+
+    /// How many messages are live.
+    pub(crate) fn live_count(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// How many indexes [`Replay::seek`] may give (live messages and
+    /// removed ones not yet swept out).
+    pub(crate) fn slots(&mut self) -> usize {
+        self.messages.settle();
+        self.messages.slots()
+    }
+
+    /// Where the live message `id` is: [`LiveTable::seek`].
+    pub(crate) fn seek(&mut self, from: usize, id: u64) -> (usize, Option<usize>) {
+        self.messages.seek(from, id)
+    }
+
+    /// The message at `index`, from [`Replay::seek`].
+    pub(crate) fn at(&self, index: usize) -> &Live<P> {
+        self.messages.at(index)
     }
 
     /// Merges messages that the log holds out of id order: the reading
