@@ -136,7 +136,11 @@ impl Storage for FsStorage {
         loop {
             match file.try_lock() {
                 Ok(()) => {
+                    // From the start: reading the holder (below) moved
+                    // the position past the old text, and writing there
+                    // would leave zeros before the id.
                     file.set_len(0)?;
+                    io::Seek::rewind(&mut file)?;
                     writeln!(file, "{}", std::process::id())?;
                     return Ok(LockGuard::new(file));
                 }
@@ -396,5 +400,25 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         drop(guard);
         assert!(storage.lock().is_ok());
+    }
+
+    /// Found by CI (`spool` said "another process" instead of the
+    /// holder's id, now and then): an open that waited for its own
+    /// process's lock to go wrote its id after the old one's length, past
+    /// a run of zeros, which no reader could parse.
+    #[test]
+    fn a_lock_taken_after_waiting_for_this_process_names_it_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let guard = storage.lock().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            drop(guard);
+        });
+        // Held by this process: the second lock waits for the first.
+        let _second = storage.lock().unwrap();
+        release.join().unwrap();
+        let holder = fs::read(dir.path().join(super::super::format::LOCK_FILE)).unwrap();
+        assert_eq!(holder, format!("{}\n", std::process::id()).into_bytes());
     }
 }
