@@ -584,6 +584,7 @@ fn a_power_cut_at_every_step_of_a_compaction_with_one_replay_keeps_the_state() {
         for torn in [Torn::Lost, Torn::Prefix(1 << 20)] {
             let (_, recovered) = open(&t.crash(torn), opts.clone()).unwrap();
             assert_eq!(&state_of(&recovered), &expected, "cut {cut}, {torn:?}");
+            assert!(recovered.paused, "cut {cut}, {torn:?}");
             cases += 1;
         }
         if !t.power_is_cut() {
@@ -634,4 +635,203 @@ fn a_log_of_many_gone_messages_is_replayed_twice() {
     assert_eq!(report.messages, 70, "{report:?}");
     let (_, recovered) = open(&s.crash(Torn::Lost), opts).unwrap();
     assert_eq!(state_of(&recovered), expected);
+}
+
+/// Found missing by review: the other one-replay tests only ever wrote
+/// windows of one file. Random logs over 1-3 compaction rounds (each from
+/// the base files the last wrote), of small files (the log reopened every
+/// few frames) so that windows gather several and close part-way, with
+/// keys, limits, failures, dead letters, redrives with and without a
+/// payload, pauses and purges; one in five also touches older messages,
+/// so that it needs two replays. One replay and two write the same files,
+/// both recover the state, and a third of the one-replay compactions are
+/// cut at every step.
+#[test]
+fn one_replay_and_two_write_the_same_files_over_random_logs() {
+    use super::super::compaction::{compact_with, Replays};
+    let mut one = 0;
+    let mut two = 0;
+    let mut cuts = 0;
+    for seed in 1..=120u64 {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let seg = [1024u64, 2048, 4096, 16384][(seed % 4) as usize];
+        let opts = WalOptions {
+            auto_compact: false,
+            segment_size: seg,
+            ..options()
+        };
+        let cross = seed % 5 == 0;
+        let reopen = [3u64, 10, 40, 1000][(seed / 4 % 4) as usize];
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        let mut paused = false;
+        let mut id = 0u64;
+        let mut now = 1_000u64;
+        let mut s = SimStorage::new();
+        let rounds = 1 + seed % 3;
+        for round in 0..rounds {
+            let mut frames = Vec::new();
+            let n = 60 + next(200);
+            for step in 0..n {
+                now += 10;
+                let payload = format!("payload {seed} {round} {step}").into_bytes();
+                let redrive_payload = format!("redriven {step}").into_bytes();
+                let key = format!("key-{seed}-{id}");
+                let err = format!("err {step}");
+                let c = if id == 0 { 0 } else { next(12) };
+                let frame = match c {
+                    0..=5 => {
+                        id += 1;
+                        let mut recs = vec![Record::Enqueue {
+                            id,
+                            enqueued_at: now,
+                            visible_at: now + next(3) * 100,
+                            key: (next(3) == 0).then(|| KeyRef {
+                                key: &key,
+                                payload_hash: id,
+                                expires_at: if next(2) == 0 { u64::MAX } else { now + 50 },
+                            }),
+                            payload: &payload,
+                        }];
+                        if next(3) == 0 {
+                            recs.push(Record::Options {
+                                id,
+                                max_receives: Some(5),
+                                expires_at: (next(2) == 0).then_some(now + 10_000),
+                                priority: next(3) as u8,
+                                group: (next(2) == 0).then_some("g"),
+                            });
+                        }
+                        if next(2) == 0 {
+                            recs.push(Record::Limits {
+                                id,
+                                max_receives: Some(7),
+                                expires_at: None,
+                            });
+                        }
+                        if next(2) == 0 {
+                            recs.push(Record::Receive {
+                                id,
+                                receive_count: 1,
+                            });
+                            if next(2) == 0 {
+                                recs.push(Record::Release {
+                                    id,
+                                    visible_at: now + 3,
+                                    error: Some(&err),
+                                });
+                            }
+                        }
+                        if next(3) == 0 {
+                            recs.push(Record::DeadLetter {
+                                id,
+                                at: now + 1,
+                                reason: ReasonRef::Rejected("no"),
+                                error: Some("bad"),
+                            });
+                            if next(2) == 0 {
+                                recs.push(Record::Redrive {
+                                    id,
+                                    at: now + 2,
+                                    payload: (next(2) == 0).then_some(&redrive_payload[..]),
+                                });
+                            }
+                        }
+                        body(&recs)
+                    }
+                    6 | 7 => body(&[Record::Ack { id: 1 + next(id) }]),
+                    8 => body(&[Record::Pause {
+                        paused: next(2) == 0,
+                    }]),
+                    9 => body(&[Record::PurgeDeadLetters]),
+                    10 if cross => body(&[Record::Receive {
+                        id: 1 + next(id),
+                        receive_count: 2,
+                    }]),
+                    10 => body(&[Record::NextId { next_id: id + 5 }]),
+                    _ if cross => body(&[Record::DeadLetter {
+                        id: 1 + next(id),
+                        at: now,
+                        reason: ReasonRef::Expired,
+                        error: None,
+                    }]),
+                    _ => body(&[Record::Ack { id: 1 + next(id) }]),
+                };
+                if let Some(Record::Pause { paused: p }) =
+                    Record::decode_all(&frame).unwrap().first()
+                {
+                    paused = *p;
+                }
+                frames.push(frame);
+            }
+            let mut wal = open(&s, opts.clone()).unwrap().0;
+            for (k, f) in frames.iter().enumerate() {
+                if k > 0 && k as u64 % reopen == 0 {
+                    wal.close().unwrap();
+                    wal = open(&s, opts.clone()).unwrap().0;
+                }
+                append(&wal, f).unwrap();
+            }
+            wal.close().unwrap();
+            all.extend(frames);
+            let expected = prefix_states(&all).pop().unwrap();
+            let mut outputs = Vec::new();
+            let mut reports = Vec::new();
+            let mut stores = Vec::new();
+            for replays in [Replays::AsNeeded, Replays::Two] {
+                let t = s.snapshot();
+                let report = compact_with(&t, u64::MAX, &opts, &|| false, replays).unwrap();
+                outputs.push(files_of(&t));
+                reports.push(report);
+                stores.push(t);
+            }
+            if reports[0].replays == 1 {
+                one += 1;
+            } else {
+                two += 1;
+            }
+            assert_eq!(
+                outputs[0], outputs[1],
+                "seed {seed} round {round} {:?}",
+                reports
+            );
+            for t in &stores {
+                let (_, recovered) = open(&t.crash(Torn::Lost), opts.clone()).unwrap();
+                assert_eq!(state_of(&recovered), expected, "seed {seed} round {round}");
+                assert_eq!(recovered.paused, paused, "seed {seed} round {round}");
+            }
+            if reports[0].replays == 1 && seed % 3 == 1 {
+                for cut in 0.. {
+                    let t = s.snapshot();
+                    t.cut_power_after(cut);
+                    let outcome = compact_with(&t, u64::MAX, &opts, &|| false, Replays::AsNeeded);
+                    for torn in [Torn::Lost, Torn::Prefix(1 << 20), Torn::Prefix(100)] {
+                        let (_, recovered) = open(&t.crash(torn), opts.clone()).unwrap();
+                        assert_eq!(
+                            state_of(&recovered),
+                            expected,
+                            "seed {seed} round {round} cut {cut} {torn:?}"
+                        );
+                        assert_eq!(
+                            recovered.paused, paused,
+                            "seed {seed} round {round} cut {cut}"
+                        );
+                    }
+                    cuts += 1;
+                    if !t.power_is_cut() {
+                        outcome.unwrap();
+                        break;
+                    }
+                }
+            }
+            // Go on from the one-replay result.
+            s = stores.swap_remove(0).snapshot();
+        }
+    }
+    assert!(one > 20 && two > 5 && cuts > 100, "{one} {two} {cuts}");
 }
