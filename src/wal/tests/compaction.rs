@@ -771,7 +771,7 @@ fn one_replay_and_two_write_the_same_files_over_random_logs() {
             }
             let mut wal = open(&s, opts.clone()).unwrap().0;
             for (k, f) in frames.iter().enumerate() {
-                if k > 0 && k as u64 % reopen == 0 {
+                if k > 0 && (k as u64).is_multiple_of(reopen) {
                     wal.close().unwrap();
                     wal = open(&s, opts.clone()).unwrap().0;
                 }
