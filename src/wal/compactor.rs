@@ -77,7 +77,7 @@ use super::compaction::{compact, CompactionReport};
 use super::error::WalError;
 use super::options::WalOptions;
 use super::record::Record;
-use super::storage::{LockGuard, ReadFile, Storage, WriteFile};
+use super::storage::{ReadFile, Storage, WrappedReads};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use std::io;
@@ -253,7 +253,7 @@ pub(crate) struct Compactor {
     /// The size at which the writer seals the active segment.
     rotate_at: AtomicU64,
     /// Set when the log closes: a running compaction gives up (its reads
-    /// fail, see [`Cancellable`]).
+    /// fail, see [`CancellableRead`]).
     cancel: Arc<AtomicBool>,
 }
 
@@ -430,10 +430,10 @@ impl Compactor {
             plan.running = true;
             drop(plan);
 
-            let reads = Cancellable {
-                inner: storage,
-                cancel: &self.cancel,
-            };
+            let reads = WrappedReads::new(storage, |_: &str, inner| {
+                let cancel = Arc::clone(&self.cancel);
+                Box::new(CancellableRead { inner, cancel }) as Box<dyn ReadFile>
+            });
             let outcome = compact(&reads, through, options, &|| self.cancelled()).map_err(|e| {
                 if self.cancelled() {
                     WalError::Closed
@@ -529,16 +529,9 @@ mod background {
     pub(super) fn lower_this_threads_priority() {}
 }
 
-/// The storage as a compaction sees it: reads fail once the log closes,
-/// so that a compaction replaying a large log gives up at once rather
-/// than holding the directory (and its lock) until it is done.
-#[derive(Debug)]
-struct Cancellable<'a> {
-    inner: &'a dyn Storage,
-    cancel: &'a Arc<AtomicBool>,
-}
-
-/// A file read by a compaction; fails once the log closes.
+/// A file read by a compaction: reads fail once the log closes, so that a
+/// compaction replaying a large log gives up at once rather than holding
+/// the directory (and its lock) until it is done.
 struct CancellableRead {
     inner: Box<dyn ReadFile>,
     cancel: Arc<AtomicBool>,
@@ -556,44 +549,5 @@ impl io::Read for CancellableRead {
 impl io::Seek for CancellableRead {
     fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
         self.inner.seek(pos)
-    }
-}
-
-impl Storage for Cancellable<'_> {
-    fn describe(&self, name: &str) -> String {
-        self.inner.describe(name)
-    }
-    fn lock(&self) -> io::Result<LockGuard> {
-        self.inner.lock()
-    }
-    fn list(&self) -> io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-        self.inner.create(name)
-    }
-    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-        Ok(Box::new(CancellableRead {
-            inner: self.inner.open_read(name)?,
-            cancel: Arc::clone(self.cancel),
-        }))
-    }
-    fn len(&self, name: &str) -> io::Result<u64> {
-        self.inner.len(name)
-    }
-    fn sync_file(&self, name: &str) -> io::Result<()> {
-        self.inner.sync_file(name)
-    }
-    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        self.inner.truncate(name, len)
-    }
-    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> io::Result<()> {
-        self.inner.remove(name)
-    }
-    fn sync_dir(&self) -> io::Result<()> {
-        self.inner.sync_dir()
     }
 }

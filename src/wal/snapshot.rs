@@ -348,22 +348,13 @@ pub(crate) fn lock_holder(dir: &Path) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::wal::options::WalOptions;
-    use crate::wal::storage::{FsStorage, LockGuard, WriteFile};
+    use crate::wal::storage::{FsStorage, WrappedReads};
     use crate::wal::writer::write_one_round;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    /// Real files, where `victim` is removed (as a compaction removes a
-    /// file it replaced, its blocks then released) as soon as the
-    /// snapshot starts reading its frames.
-    #[derive(Debug)]
-    struct RemovedUnderTheRead {
-        inner: FsStorage,
-        victim: String,
-        removed: Arc<AtomicBool>,
-    }
-
-    /// A file whose first read past the header removes the victim.
+    /// A file whose first read past the header removes `victim` (as a
+    /// compaction removes a file it replaced, its blocks then released).
     struct Trigger {
         inner: Box<dyn ReadFile>,
         pos: u64,
@@ -392,48 +383,6 @@ mod tests {
         }
     }
 
-    impl Storage for RemovedUnderTheRead {
-        fn describe(&self, name: &str) -> String {
-            self.inner.describe(name)
-        }
-        fn lock(&self) -> io::Result<LockGuard> {
-            self.inner.lock()
-        }
-        fn list(&self) -> io::Result<Vec<String>> {
-            self.inner.list()
-        }
-        fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
-            self.inner.create(name)
-        }
-        fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
-            Ok(Box::new(Trigger {
-                inner: self.inner.open_read(name)?,
-                pos: 0,
-                storage: self.inner.clone(),
-                victim: (name == self.victim).then(|| name.to_owned()),
-                removed: Arc::clone(&self.removed),
-            }))
-        }
-        fn len(&self, name: &str) -> io::Result<u64> {
-            self.inner.len(name)
-        }
-        fn sync_file(&self, name: &str) -> io::Result<()> {
-            self.inner.sync_file(name)
-        }
-        fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-            self.inner.truncate(name, len)
-        }
-        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-            self.inner.rename(from, to)
-        }
-        fn remove(&self, name: &str) -> io::Result<()> {
-            self.inner.remove(name)
-        }
-        fn sync_dir(&self) -> io::Result<()> {
-            self.inner.sync_dir()
-        }
-    }
-
     fn enqueue(id: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
         Record::Enqueue {
@@ -457,13 +406,21 @@ mod tests {
         let options = WalOptions::new(0x5eed_f00d);
         write_one_round(Arc::new(fs.clone()), &options, 1, &[enqueue(1), enqueue(2)]).unwrap();
         write_one_round(Arc::new(fs.clone()), &options, 2, &[enqueue(3)]).unwrap();
-        let storage = RemovedUnderTheRead {
-            inner: fs,
-            victim: crate::wal::format::file_name(1),
-            removed: Arc::new(AtomicBool::new(false)),
-        };
+        // Real files, where the first file is removed as soon as the
+        // snapshot starts reading its frames.
+        let victim = crate::wal::format::file_name(1);
+        let removed = Arc::new(AtomicBool::new(false));
+        let storage = WrappedReads::new(&fs, |name: &str, inner| {
+            Box::new(Trigger {
+                inner,
+                pos: 0,
+                storage: fs.clone(),
+                victim: (name == victim).then(|| name.to_owned()),
+                removed: Arc::clone(&removed),
+            }) as Box<dyn ReadFile>
+        });
         let snapshot = read_snapshot(&storage, Some(0x5eed_f00d)).unwrap();
-        assert!(storage.removed.load(Ordering::SeqCst));
+        assert!(removed.load(Ordering::SeqCst));
         let ids: Vec<u64> = snapshot.messages.iter().map(|m| m.id).collect();
         assert_eq!(ids, vec![3]);
         assert_eq!(snapshot.files.len(), 1);

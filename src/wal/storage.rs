@@ -54,6 +54,69 @@ pub(crate) trait WriteFile: Send {
 pub(crate) trait ReadFile: io::Read + io::Seek + Send {}
 impl<T: io::Read + io::Seek + Send> ReadFile for T {}
 
+/// A storage whose every call goes to `inner`, except that each file it
+/// opens for reading is what `wrap` (given the file's name) makes of it:
+/// a compaction's reads that give up once the log closes, a test that acts
+/// in the middle of a read.
+pub(crate) struct WrappedReads<'a, F> {
+    inner: &'a dyn Storage,
+    wrap: F,
+}
+
+impl<'a, F> WrappedReads<'a, F>
+where
+    F: Fn(&str, Box<dyn ReadFile>) -> Box<dyn ReadFile> + Send + Sync,
+{
+    pub(crate) fn new(inner: &'a dyn Storage, wrap: F) -> Self {
+        WrappedReads { inner, wrap }
+    }
+}
+
+impl<F> fmt::Debug for WrappedReads<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WrappedReads").field(&self.inner).finish()
+    }
+}
+
+impl<F> Storage for WrappedReads<'_, F>
+where
+    F: Fn(&str, Box<dyn ReadFile>) -> Box<dyn ReadFile> + Send + Sync,
+{
+    fn describe(&self, name: &str) -> String {
+        self.inner.describe(name)
+    }
+    fn lock(&self) -> io::Result<LockGuard> {
+        self.inner.lock()
+    }
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn create(&self, name: &str) -> io::Result<Box<dyn WriteFile>> {
+        self.inner.create(name)
+    }
+    fn open_read(&self, name: &str) -> io::Result<Box<dyn ReadFile>> {
+        Ok((self.wrap)(name, self.inner.open_read(name)?))
+    }
+    fn len(&self, name: &str) -> io::Result<u64> {
+        self.inner.len(name)
+    }
+    fn sync_file(&self, name: &str) -> io::Result<()> {
+        self.inner.sync_file(name)
+    }
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
+    }
+}
+
 /// Holds a directory's lock; dropping it releases the lock.
 pub(crate) struct LockGuard(#[allow(dead_code)] Box<dyn Any + Send + Sync>);
 
