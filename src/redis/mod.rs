@@ -1081,7 +1081,7 @@ impl<T: Message> Remote<T> {
         op: &'static str,
     ) -> Result<(MessageId, T, wire::Meta), StorageError> {
         let id = wire::id(id, op)?;
-        let record = wire::bulk(record, op)?;
+        let record = wire::bytes(record, op)?;
         let (meta, payload) = wire::Meta::parse_record(record, op)?;
         let payload = codec::decode::<T>(&record[payload..])
             .map_err(|e| malformed(op, &format!("message {id} does not decode: {e}")))?;

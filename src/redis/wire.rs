@@ -49,7 +49,8 @@ pub(super) fn text(value: &Value, operation: &'static str) -> Result<String, Sto
     }
 }
 
-pub(super) fn bulk<'a>(
+/// The bytes of a bulk-string reply (`mod.rs`'s `bulk` writes one).
+pub(super) fn bytes<'a>(
     value: &'a Value,
     operation: &'static str,
 ) -> Result<&'a [u8], StorageError> {
