@@ -182,7 +182,7 @@ impl Wal {
                 max: u64::from(self.max_frame),
             });
         }
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         if let Some(poison) = &st.poison {
             return Err(WalError::Poisoned(Arc::clone(poison)));
         }
@@ -253,7 +253,7 @@ impl Wal {
         if !self.shared.is_poisoned() {
             return Ok(());
         }
-        match &self.shared.state.lock().poison {
+        match &self.shared.lock().poison {
             Some(poison) => Err(WalError::Poisoned(Arc::clone(poison))),
             None => Ok(()),
         }
@@ -282,7 +282,7 @@ impl Wal {
     /// fail at once); returns whether it waited. A send waits here before
     /// it takes a slot or claims its key, so that it waits holding nothing.
     pub(crate) fn wait_room(&self) -> bool {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         let mut waited = false;
         while st.pending.len() >= MAX_PENDING_BYTES && st.poison.is_none() && !st.stopped {
             self.shared.room.wait(&mut st);
@@ -294,7 +294,7 @@ impl Wal {
     /// Ready once an append that waits for room would not wait (or would
     /// fail at once).
     pub(crate) fn poll_room(&self, waker: &Waker, key: &mut WaitKey) -> Poll<()> {
-        let st = self.shared.state.lock();
+        let st = self.shared.lock();
         if st.pending.len() < MAX_PENDING_BYTES || st.poison.is_some() || st.stopped {
             return Poll::Ready(());
         }
@@ -317,7 +317,7 @@ impl Wal {
     /// for it to be on disk, and a task with
     /// [`poll_synced`](Self::poll_synced).
     pub(crate) fn last_ticket(&self) -> Ticket {
-        Ticket(self.shared.state.lock().appended)
+        Ticket(self.shared.lock().appended)
     }
 
     /// The task's form of [`sync`](Self::sync), for a ticket from
@@ -338,7 +338,7 @@ impl Wal {
         waker: &Waker,
         key: &mut WaitKey,
     ) -> Poll<Result<(), WalError>> {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         if st.want_durable < ticket {
             st.want_durable = ticket;
             self.shared.work.notify_one();
@@ -374,7 +374,7 @@ impl Wal {
     }
 
     fn wait(&self, Ticket(ticket): Ticket, on_disk: bool) -> Result<(), WalError> {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         let wanted = match on_disk {
             true => &mut st.want_durable,
             false => &mut st.want_written,
@@ -405,7 +405,7 @@ impl Wal {
     pub(crate) fn compact(&self) -> Result<CompactionReport, WalError> {
         let (reply, outcome) = crossbeam_channel::bounded(1);
         {
-            let mut st = self.shared.state.lock();
+            let mut st = self.shared.lock();
             if let Some(poison) = &st.poison {
                 return Err(WalError::Poisoned(Arc::clone(poison)));
             }
@@ -421,7 +421,7 @@ impl Wal {
     /// Waits until every frame appended so far is written to the OS.
     #[cfg(test)]
     pub(crate) fn wait_written(&self) -> Result<(), WalError> {
-        let ticket = Ticket(self.shared.state.lock().appended);
+        let ticket = Ticket(self.shared.lock().appended);
         self.wait(ticket, false)
     }
 
@@ -452,7 +452,7 @@ impl Wal {
     /// Rounds the writer has started so far.
     #[cfg(test)]
     pub(crate) fn rounds_started(&self) -> u64 {
-        self.shared.state.lock().started
+        self.shared.lock().started
     }
 
     /// Bytes of log files in the directory (for the compaction bound).
@@ -489,7 +489,7 @@ impl Wal {
         // never waits for a compaction.
         self.compactor.stop();
         {
-            let mut st = self.shared.state.lock();
+            let mut st = self.shared.lock();
             st.closing = true;
             self.shared.work.notify_one();
         }
@@ -508,7 +508,7 @@ struct StopGuard<'a>(&'a Shared);
 
 impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.state.lock();
+        let mut st = self.0.lock();
         if std::thread::panicking() {
             let panic = io::Error::other("the writer thread panicked");
             self.0

@@ -74,6 +74,12 @@ const KEEP_BUFFER_BYTES: usize = 4 << 20;
 /// at about 120 µs, a sixth of its time).
 const WRITER_SPIN: Duration = Duration::from_micros(100);
 
+/// How long [`Shared::lock`] spins for the state's lock before it blocks.
+/// Everyone holds that lock for a few microseconds (an encode, a swap of
+/// buffers); a holder that is off its core takes longer, and then
+/// blocking is right.
+const LOCK_SPIN: Duration = Duration::from_micros(50);
+
 /// State shared by callers and the writer thread.
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -101,6 +107,38 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Takes the state's lock, spinning up to [`LOCK_SPIN`] before it
+    /// blocks; every caller and the writer take it this way.
+    ///
+    /// Why not `state.lock()`: contended, parking_lot's mutex yields its
+    /// core (`sched_yield`) several times before it sleeps, and a yield
+    /// hands the core to any other runnable thread, the compactor
+    /// included. Nothing wakes the yielder (it is runnable, not asleep),
+    /// so it gets the core back only at the next scheduler tick (4 ms on a
+    /// 250 Hz kernel), whatever the compactor's priority. Traced in
+    /// `benches/compaction.rs`: the producer appends while the writer,
+    /// just done with a round, takes the lock again, and 265 of 11,000
+    /// `Sync` sends during a compaction waited 1-5 ms for the writer to
+    /// take their round, nearly all of them in such a yield; spinning
+    /// instead, 1-8 did.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        if let Some(st) = self.state.try_lock() {
+            return st;
+        }
+        let until = Instant::now() + LOCK_SPIN;
+        loop {
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if let Some(st) = self.state.try_lock() {
+                return st;
+            }
+            if Instant::now() >= until {
+                return self.state.lock();
+            }
+        }
+    }
+
     /// Records the first failure; later ones are dropped.
     pub(crate) fn poison(&self, st: &mut State, error: WalError) {
         if st.poison.is_none() {
@@ -415,7 +453,7 @@ impl Writer {
         // The buffers swapped with the callers' at each round.
         let mut frames = Vec::new();
         let mut ends = Vec::new();
-        let mut st = shared.state.lock();
+        let mut st = shared.lock();
         loop {
             // Wait for something to do.
             let mut spun = false;
@@ -451,16 +489,16 @@ impl Writer {
                         // look again under the lock.
                         spun = true;
                         let seen = st.appended;
-                        MutexGuard::unlocked(&mut st, || {
-                            let until = Instant::now() + WRITER_SPIN;
-                            while shared.appended.load(Ordering::Acquire) == seen
-                                && Instant::now() < until
-                            {
-                                for _ in 0..16 {
-                                    std::hint::spin_loop();
-                                }
+                        drop(st);
+                        let until = Instant::now() + WRITER_SPIN;
+                        while shared.appended.load(Ordering::Acquire) == seen
+                            && Instant::now() < until
+                        {
+                            for _ in 0..16 {
+                                std::hint::spin_loop();
                             }
-                        });
+                        }
+                        st = shared.lock();
                     }
                     None => shared.work.wait(&mut st),
                 }
@@ -508,7 +546,7 @@ impl Writer {
                 frames = Vec::new(); // after a burst of huge frames
             }
 
-            st = shared.state.lock();
+            st = shared.lock();
             match result {
                 Ok(()) => {
                     st.written = last;
@@ -529,7 +567,7 @@ impl Writer {
             // failure ends the waits for room too.
             drop(st);
             shared.wake_tasks(&[Tasks::Round, Tasks::Room]);
-            st = shared.state.lock();
+            st = shared.lock();
             if let Some(reply) = compaction {
                 match &st.poison {
                     Some(p) => drop(reply.send(Err(WalError::Poisoned(Arc::clone(p))))),
