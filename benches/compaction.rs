@@ -27,8 +27,9 @@
 //!
 //! Prints p50 / p99 / p99.9 / max of each run, then of all rounds pooled,
 //! and the ratio of the p99.9s. The pooled figures are the ones to judge:
-//! a compaction lasts about a second and a `Sync` send about 0.2-0.3 ms,
-//! so one round has only a few thousand sends a side, and its p99.9 is
+//! a compaction lasts about two seconds (paced, see `compaction_rate`)
+//! and a `Sync` send about 0.2-0.3 ms, so one round has a few thousand
+//! sends a side, and its p99.9 is
 //! its third or fourth worst send, which one stray scheduler tick moves
 //! several-fold (one round's ratio went from 1.1 to 13 between rounds of
 //! one run). Pooled over the rounds, each side's p99.9 rests on a few
@@ -42,10 +43,12 @@
 //!
 //! Compaction runs beside the writer thread, so no send waits for it;
 //! what is left is the disk and the two cores they share: the compactor's
-//! reads, writes and syncs compete with the writer's syncs, and while it
-//! runs it holds one of the two cores (at the lowest CPU priority), so a
-//! writer woken by its disk more often waits for the other one. See
-//! `src/wal/compactor.rs` for what each costs.
+//! writes and syncs compete with the writer's syncs (so it paces them),
+//! and while it runs it holds one of the two cores (at the lowest CPU
+//! priority), so a writer woken by its disk more often waits for the
+//! other one. See `src/wal/compactor.rs` for what each costs.
+//! `SPOOL_COMPACTION_RATE=N` (bytes per second) sets the queue's
+//! `compaction_rate`, to compare.
 //!
 //! `cargo bench --bench compaction` (in `target/bench-spool/`, removed
 //! afterwards).
@@ -131,7 +134,14 @@ fn main() {
         .join("bench-spool")
         .join(format!("compaction-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let queue: Queue<Payload> = Queue::builder()
+    let mut builder = Queue::builder();
+    if let Some(rate) = std::env::var("SPOOL_COMPACTION_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.compaction_rate(rate);
+    }
+    let queue: Queue<Payload> = builder
         .capacity(2 * live as usize + 1_000_000)
         .path(&dir)
         .durability(Durability::Sync)

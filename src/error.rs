@@ -180,6 +180,15 @@ pub enum OpenError {
         /// The largest accepted.
         max: usize,
     },
+    /// `compaction_rate` is below 1 MiB/s: a compaction of a large queue
+    /// would last hours.
+    #[error("compaction_rate must be at least {min} bytes per second, not {requested}")]
+    InvalidCompactionRate {
+        /// What was asked for.
+        requested: u64,
+        /// The least accepted.
+        min: u64,
+    },
     /// `idle_spin` is above [`MAX_IDLE_SPIN`](crate::MAX_IDLE_SPIN).
     #[error("idle_spin must be at most {max:?}, not {requested:?}")]
     IdleSpinTooLong {

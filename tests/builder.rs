@@ -45,6 +45,33 @@ fn an_idle_spin_above_the_maximum_is_refused_and_the_maximum_opens() {
 }
 
 #[test]
+fn a_compaction_rate_below_a_mib_per_second_is_refused_and_unlimited_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    for requested in [0, (1 << 20) - 1] {
+        assert_eq!(
+            open_error(Queue::builder().path(dir.path()).compaction_rate(requested)),
+            OpenError::InvalidCompactionRate {
+                requested,
+                min: 1 << 20
+            }
+        );
+    }
+    // Without a path it is a persistence setting without one.
+    assert_eq!(
+        open_error(Queue::builder().compaction_rate(u64::MAX)),
+        OpenError::NoPath
+    );
+    let queue: Queue<u32> = Queue::builder()
+        .path(dir.path())
+        .compaction_rate(u64::MAX)
+        .open()
+        .unwrap();
+    queue.producer().send(1).unwrap();
+    queue.compact().unwrap();
+    assert_eq!(*queue.consumer().recv().unwrap(), 1);
+}
+
+#[test]
 fn a_zero_visibility_timeout_is_refused() {
     assert_eq!(
         open_error(Queue::builder().visibility_timeout(Duration::ZERO)),

@@ -29,6 +29,8 @@ fn open(dir: &Path, payloads: &Payloads) -> Result<(Wal, Recovered), AdminError>
         FsStorage::new(dir).map_err(|e| WalError::io("open", dir.display().to_string(), e))?,
     );
     let mut options = WalOptions::new(fingerprint);
+    // No writer to make room for: compact at full speed.
+    options.compaction_rate = u64::MAX;
     options.max_frame = options.max_frame.max(snapshot.max_frame);
     match Wal::open(storage, options) {
         Ok(opened) => Ok(opened),

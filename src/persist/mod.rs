@@ -35,6 +35,8 @@ pub(crate) struct PersistConfig {
     /// Whether a receive waits for its record to be durable.
     pub(crate) durable_receives: bool,
     pub(crate) segment_size: u64,
+    /// Bytes per second a compaction writes at most (`wal::pace`).
+    pub(crate) compaction_rate: u64,
     pub(crate) salvage: bool,
     /// The queue's name, for the write-ahead file's metrics.
     pub(crate) name: Arc<str>,
@@ -71,6 +73,7 @@ impl Journal {
         let mut options = WalOptions::new(type_fingerprint::<T>());
         options.durability = config.durability;
         options.segment_size = config.segment_size;
+        options.compaction_rate = config.compaction_rate;
         options.salvage = config.salvage;
         options.name = Arc::clone(&config.name);
         // Room for the largest message with its key and texts

@@ -133,18 +133,38 @@ struct Goal {
     next_id: u64,
 }
 
+/// What a compaction asks of whoever runs it, between its steps.
+pub(crate) trait Steps {
+    /// Whether to give up: the compaction then returns `Closed`, leaving
+    /// the files in a state that recovers the same (the windows done so
+    /// far are done).
+    fn cancelled(&self) -> bool;
+
+    /// `bytes` more of a base file are written and synced. The compactor
+    /// thread waits here to pace its writes (see `pace`).
+    fn wrote(&self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+/// A closure that says whether to give up, and no pacing (tests, tools).
+impl<F: Fn() -> bool> Steps for F {
+    fn cancelled(&self) -> bool {
+        self()
+    }
+}
+
 /// Compacts every log file with a sequence number up to `through`, which
 /// must all be sealed; files after it are neither read nor touched.
-/// `cancelled` is asked between steps: once it says yes, the compaction
-/// gives up with `Closed`, leaving the files in a state that recovers the
-/// same (the windows done so far are done).
+/// `steps` is asked between steps whether to give up, and told of each
+/// chunk written.
 pub(crate) fn compact(
     storage: &dyn Storage,
     through: u64,
     options: &WalOptions,
-    cancelled: &dyn Fn() -> bool,
+    steps: &dyn Steps,
 ) -> Result<CompactionReport, WalError> {
-    compact_with(storage, through, options, cancelled, Replays::AsNeeded)
+    compact_with(storage, through, options, steps, Replays::AsNeeded)
 }
 
 /// Whether a compaction may skip its second replay.
@@ -162,7 +182,7 @@ pub(crate) fn compact_with(
     storage: &dyn Storage,
     through: u64,
     options: &WalOptions,
-    cancelled: &dyn Fn() -> bool,
+    steps: &dyn Steps,
     replays: Replays,
 ) -> Result<CompactionReport, WalError> {
     let found = survey_through(storage, options.fingerprint, through)?;
@@ -204,7 +224,7 @@ pub(crate) fn compact_with(
                 noted = None;
             }
         }
-        if cancelled() {
+        if steps.cancelled() {
             return Err(WalError::Closed);
         }
     }
@@ -228,7 +248,7 @@ pub(crate) fn compact_with(
         storage,
         files: &files,
         options,
-        cancelled,
+        steps,
         goal: &goal,
         state,
         window: Window::default(),
@@ -283,7 +303,7 @@ pub(crate) fn compact_with(
             run.window.paused |= touched.paused;
             run.window.paused_at_end = run.state.paused();
             run.window.files.push(i);
-            if cancelled() {
+            if steps.cancelled() {
                 return Err(WalError::Closed);
             }
         }
@@ -408,7 +428,7 @@ struct Run<'a> {
     storage: &'a dyn Storage,
     files: &'a [LogFile],
     options: &'a WalOptions,
-    cancelled: &'a dyn Fn() -> bool,
+    steps: &'a dyn Steps,
     goal: &'a Goal,
     /// The state as of the end of the files replayed so far (with one
     /// replay: of the log, which is every window's for what it writes).
@@ -541,7 +561,7 @@ impl Run<'_> {
         self.report.base_seq = last_file.seq;
         self.first = last_file.seq + 1;
         self.window = Window::default();
-        if (self.cancelled)() {
+        if self.steps.cancelled() {
             return Err(WalError::Closed);
         }
         Ok(())
@@ -629,11 +649,12 @@ impl Run<'_> {
             file: &mut *file,
             buf: header.encode().to_vec(),
             len: 0,
+            synced: 0,
             path: &path,
             open: None,
             target,
             salt_crc: salt_crc(header.salt),
-            cancelled: self.cancelled,
+            steps: self.steps,
         };
         out.add(&next_id)?;
         if let Some(pause) = &pause {
@@ -705,15 +726,16 @@ struct Writing<'a> {
     file: &'a mut dyn WriteFile,
     /// Frames not yet written, then the frame being gathered, if any.
     buf: Vec<u8>,
-    /// Bytes already written.
+    /// Bytes already written, and synced.
     len: u64,
+    synced: u64,
     path: &'a str,
     /// Where in `buf` the frame being gathered starts (its header's room),
     /// if one is: records are encoded in place, not copied in after.
     open: Option<usize>,
     target: u64,
     salt_crc: u32,
-    cancelled: &'a dyn Fn() -> bool,
+    steps: &'a dyn Steps,
 }
 
 impl Writing<'_> {
@@ -729,7 +751,7 @@ impl Writing<'_> {
         let body = self.body_len();
         if body > 0 && body + record.encoded_len() > self.target {
             self.frame()?;
-            if (self.cancelled)() {
+            if self.steps.cancelled() {
                 return Err(WalError::Closed);
             }
         }
@@ -761,6 +783,8 @@ impl Writing<'_> {
             self.file
                 .sync_data()
                 .map_err(|e| WalError::io("sync", self.path.to_owned(), e))?;
+            self.steps.wrote(self.len - self.synced);
+            self.synced = self.len;
         }
         Ok(())
     }

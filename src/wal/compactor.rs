@@ -39,50 +39,43 @@
 //!   storage now frees them a MiB at a time (`storage::Unlinked`); the
 //!   writer's syncs beside those steps took at most 1.3-3.7 ms in calm
 //!   runs. Cause of the old tail's top; fixed.
-//! - Base files are synced every `WRITE_CHUNK` (1 MiB, `compaction.rs`):
-//!   a writer's `fdatasync` that meets one of those syncs waits for it
-//!   (0.5-1 ms, more when the disk is slow); 7-9% of the sends during a
-//!   compaction did. That is most of the p99. Smaller chunks did not help
-//!   (a 128-256 KiB sync still took 0.4-0.65 ms, the journal commit being
-//!   most of it, and there are 4-8 times as many), nor did a pause after
-//!   each sync as long as it took (the share of the writer's syncs that
-//!   met one stayed at 8-9%).
+//! - Base files are synced every `WRITE_CHUNK` (1 MiB, `compaction.rs`),
+//!   and a writer's `fdatasync` that meets one of those syncs waits for
+//!   it; unpaced, at 170-270 MB/s, 36 of the writer's 42 syncs slower
+//!   than 1.5 ms met one in a traced run. Neither smaller chunks nor skipping their
+//!   journal commits helped: the disk is what the two share. A compaction
+//!   now paces its writes (`pace`, 48 MiB/s by default past its first
+//!   4 MiB) unless the writer waits for it ([`Compactor::sealed`]).
+//! - A contended parking_lot lock yields its core before it sleeps, and a
+//!   yield hands the core to the runnable compactor until the next tick
+//!   (4 ms): the writer's and the callers' lock of the state no longer
+//!   yields (`Shared::lock` in `writer.rs`).
 //! - While the compactor runs, it holds one of the two cores (at the
 //!   lowest priority, see `background`), so a writer woken when its sync
-//!   completes finds no idle core more often: it then waits behind
-//!   whatever else runs (another process's 2 ms turn), or for the halted
-//!   virtual core it was sent to (up to a 4 ms tick), and now and then for
-//!   the compactor itself, inside a system call the kernel (built without
-//!   kernel preemption) does not cut short (3 ms once). In one 0.8 s
-//!   compaction traced with `perf sched`: 4 such waits of 1.4-3.9 ms for
-//!   an idle core, 5 of 1.8-2.2 ms behind another process, 1 of 3.9 ms
-//!   behind the compactor. These waits are most of the p99.9 that
-//!   remains; the `SCHED_IDLE` policy instead of nice 19 did not change
-//!   them. A compaction now holds that core about half as long: in
-//!   `benches/compaction.rs` (every 10,000th message cancelled) it took
-//!   0.55-0.87 s of CPU and 0.66-1.27 s before, 0.27-0.46 s of CPU and
-//!   0.36-0.57 s (0.94 s in a busy run) after: one replay instead of two,
-//!   less memory faulted in and unmapped (see `compaction`). Over 13
-//!   interleaved runs a side on a shared machine (the later side's from
-//!   the three steps of that change), the compacting p99.9 went from
-//!   2.6-3.9 ms (median 3.6) to 2.6-4.2 ms (median 3.1) in the calm
-//!   ones, and the pooled p99.9 ratio from 1.38-3.47 (median 2.48, 4 of
-//!   13 within 2) to 1.14-8.78 (median 1.64, 8 of 13 within 2); the 8.78
-//!   is a run whose quiet p99.9 was 0.44 ms. The two overlap: the quiet
-//!   side's p99.9 (0.44-2.3 ms in calm runs) moves the ratio as much as
-//!   the change did, and a shorter compaction leaves fewer sends (about
-//!   9,000 instead of 17,000 over 6 rounds) for its pooled p99.9.
+//!   completes finds no idle core more often, and may wait behind another
+//!   process or for a halted virtual core.
+//!
+//! Figures (`benches/compaction.rs`, every 10,000th message cancelled so
+//! that a compaction rewrites about 97 MB, 6 rounds pooled, 3 runs each,
+//! the same hour): `Sync` send p99.9 during a compaction 3.4-4.5 ms
+//! (1.0-1.1 ms without: ratio 3.4-6.6) before both changes, 2.0-3.2 ms
+//! (ratio 2.2-3.2) with the lock that does not yield, 1.6-2.3 ms (ratio
+//! 1.6-2.1) paced as well; a compaction then takes about 2.0 s instead of
+//! 0.5 s, and the same 0.3-0.56 s of CPU.
 
-use super::compaction::{compact, CompactionReport};
+use super::compaction::{compact, CompactionReport, Steps};
 use super::error::WalError;
 use super::options::WalOptions;
+use super::pace::Pace;
 use super::record::Record;
 use super::storage::{ReadFile, Storage, WrappedReads};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
+use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The least log after the base that makes an automatic compaction due,
 /// and the size at which the active segment is sealed while the base is
@@ -147,6 +140,9 @@ pub(crate) struct Plan {
     failures: u32,
     retry_at: u64,
     running: bool,
+    /// The writer waits for the running compaction (at a rotation, see
+    /// [`Compactor::sealed`]): it must not pace itself.
+    writer_waits: bool,
     stop: bool,
     /// Compactions finished, with or without success.
     finished: u64,
@@ -250,6 +246,9 @@ pub(crate) struct Compactor {
     work: Condvar,
     /// Wakes a writer waiting for the compactor to catch up, and tests.
     progress: Condvar,
+    /// Wakes a compaction waiting out its pace: the writer waits for it,
+    /// or the log closes.
+    hurry: Condvar,
     /// The size at which the writer seals the active segment.
     rotate_at: AtomicU64,
     /// Set when the log closes: a running compaction gives up (its reads
@@ -285,6 +284,7 @@ impl Compactor {
             failures: 0,
             retry_at: 0,
             running: false,
+            writer_waits: false,
             stop: false,
             finished: 0,
         };
@@ -294,6 +294,7 @@ impl Compactor {
             plan: Mutex::new(plan),
             work: Condvar::new(),
             progress: Condvar::new(),
+            hurry: Condvar::new(),
             cancel: Arc::new(AtomicBool::new(false)),
         };
         compactor.set_rotate_at(&compactor.plan.lock());
@@ -368,8 +369,11 @@ impl Compactor {
             && !plan.stop
             && plan.sealed_bytes > MAX_BEHIND.saturating_mul(plan.threshold(options))
         {
+            plan.writer_waits = true;
+            self.hurry.notify_all();
             self.progress.wait(&mut plan);
         }
+        plan.writer_waits = false;
     }
 
     /// Asks for a compaction of everything sealed so far; the answer goes
@@ -395,6 +399,7 @@ impl Compactor {
         }
         self.work.notify_one();
         self.progress.notify_all();
+        self.hurry.notify_all();
     }
 
     /// Whether the log is closing (checked by a running compaction).
@@ -434,7 +439,11 @@ impl Compactor {
                 let cancel = Arc::clone(&self.cancel);
                 Box::new(CancellableRead { inner, cancel }) as Box<dyn ReadFile>
             });
-            let outcome = compact(&reads, through, options, &|| self.cancelled()).map_err(|e| {
+            let steps = Paced {
+                compactor: self,
+                pace: RefCell::new(Pace::new(options.compaction_rate, Instant::now())),
+            };
+            let outcome = compact(&reads, through, options, &steps).map_err(|e| {
                 if self.cancelled() {
                     WalError::Closed
                 } else {
@@ -482,6 +491,42 @@ impl Compactor {
     #[cfg(test)]
     pub(crate) fn finished(&self) -> u64 {
         self.plan.lock().finished
+    }
+}
+
+/// The compactor thread's compactions: they give up when the log closes,
+/// and pace their writes (see `pace`) while the writer does not wait for
+/// them.
+struct Paced<'a> {
+    compactor: &'a Compactor,
+    pace: RefCell<Pace>,
+}
+
+impl Steps for Paced<'_> {
+    fn cancelled(&self) -> bool {
+        self.compactor.cancelled()
+    }
+
+    fn wrote(&self, bytes: u64) {
+        let now = Instant::now();
+        let wait = self.pace.borrow_mut().wrote(bytes, now);
+        if wait.is_zero() {
+            return;
+        }
+        // A wait too long to add to an `Instant` lasts until a hurry.
+        let until = now.checked_add(wait);
+        let compactor = self.compactor;
+        let mut plan = compactor.plan.lock();
+        while !plan.writer_waits && !plan.stop {
+            match until {
+                Some(until) => {
+                    if compactor.hurry.wait_until(&mut plan, until).timed_out() {
+                        return;
+                    }
+                }
+                None => compactor.hurry.wait(&mut plan),
+            }
+        }
     }
 }
 
@@ -549,5 +594,68 @@ impl io::Read for CancellableRead {
 impl io::Seek for CancellableRead {
     fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
         self.inner.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::pace::MIN_COMPACTION_RATE;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Far longer than any test: a pace left waiting fails the test
+    /// instead of hanging it.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// A compactor whose compaction is running, paced at the least rate,
+    /// and a thread in that compaction's pace, told to wait for about
+    /// 1,000 s; returns the compactor and what the thread sends once it is
+    /// done waiting.
+    fn pacing() -> (Arc<Compactor>, mpsc::Receiver<()>) {
+        let mut options = WalOptions::new(0);
+        options.segment_size = 4096;
+        options.compaction_rate = MIN_COMPACTION_RATE;
+        let compactor = Arc::new(Compactor::new(options, 0, 0, 0, false));
+        compactor.plan.lock().running = true;
+        let (done, waited) = mpsc::channel();
+        let paced = Arc::clone(&compactor);
+        std::thread::spawn(move || {
+            let steps = Paced {
+                compactor: &paced,
+                pace: RefCell::new(Pace::new(MIN_COMPACTION_RATE, Instant::now())),
+            };
+            steps.wrote(1 << 30);
+            let _ = done.send(());
+        });
+        // It waits (a broken pace would return at once).
+        assert!(waited.recv_timeout(Duration::from_millis(50)).is_err());
+        (compactor, waited)
+    }
+
+    #[test]
+    fn a_paced_compaction_hurries_once_the_writer_waits_for_it() {
+        let (compactor, waited) = pacing();
+        // The writer seals far more than the compactor may fall behind
+        // while a compaction runs: it waits, and the compaction stops
+        // pacing itself.
+        let writer = Arc::clone(&compactor);
+        let sealing = std::thread::spawn(move || writer.sealed(1, 1 << 20, Reclaim::default()));
+        assert_eq!(waited.recv_timeout(BOUND), Ok(()));
+        // The compaction ends; the writer goes on.
+        let mut plan = compactor.plan.lock();
+        plan.running = false;
+        plan.sealed_bytes = 0;
+        compactor.progress.notify_all();
+        drop(plan);
+        sealing.join().unwrap();
+        assert!(!compactor.plan.lock().writer_waits);
+    }
+
+    #[test]
+    fn a_paced_compaction_stops_waiting_when_the_log_closes() {
+        let (compactor, waited) = pacing();
+        compactor.stop();
+        assert_eq!(waited.recv_timeout(BOUND), Ok(()));
     }
 }

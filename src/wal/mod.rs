@@ -18,6 +18,7 @@
 //! | `recovery` | surveying, replaying and repairing a directory |
 //! | `compaction` | rewriting sealed files as base files, a window at a time |
 //! | `compactor` | the compactor thread: when to compact, beside the writer |
+//! | `pace` | how fast a compaction writes, so that the writer's syncs do not wait |
 //! | `snapshot` | (`cli`) reading a directory without the lock, beside a running queue |
 //! | `error` | [`WalError`] |
 
@@ -31,6 +32,7 @@ mod format;
 mod journal;
 mod live;
 mod options;
+mod pace;
 mod payload;
 mod reader;
 mod record;
@@ -51,6 +53,7 @@ pub(crate) use error::WalError;
 pub(crate) use journal::{Ticket, WaitKey, Wal};
 pub use options::Durability;
 pub(crate) use options::WalOptions;
+pub(crate) use pace::{DEFAULT_COMPACTION_RATE, MIN_COMPACTION_RATE};
 pub(crate) use record::{KeyRef, MessageRef, ReasonRef, Record};
 pub(crate) use recovery::Recovered;
 pub use recovery::{RecoveryReport, SalvagedRegion};

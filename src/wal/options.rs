@@ -52,13 +52,17 @@ pub(crate) struct WalOptions {
     pub(crate) salvage: bool,
     /// Compact automatically after rotations (FORMAT.md, section 8).
     pub(crate) auto_compact: bool,
+    /// Bytes per second a compaction writes at most, past its first few
+    /// MiB, while the writer does not wait for it (`pace`); `u64::MAX`:
+    /// unpaced.
+    pub(crate) compaction_rate: u64,
     /// The queue's name, for metrics.
     pub(crate) name: std::sync::Arc<str>,
 }
 
 impl WalOptions {
     /// Defaults: `Sync`, 64 MiB segments, 16 MiB frames, no salvage,
-    /// automatic compaction.
+    /// automatic compaction, paced.
     pub(crate) fn new(fingerprint: u64) -> Self {
         WalOptions {
             fingerprint,
@@ -67,6 +71,7 @@ impl WalOptions {
             max_frame: 16 << 20,
             salvage: false,
             auto_compact: true,
+            compaction_rate: super::pace::DEFAULT_COMPACTION_RATE,
             name: std::sync::Arc::from(crate::builder::UNNAMED),
         }
     }
