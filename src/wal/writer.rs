@@ -558,14 +558,21 @@ impl Writer {
                 Err(e) => shared.poison(&mut st, e),
             }
             st.finished = st.started;
-            if st.poison.is_some() {
+            let finished = st.finished;
+            let poisoned = st.poison.is_some();
+            if poisoned {
                 shared.wake_all();
-            } else {
-                shared.rounds[(st.finished % 2) as usize].notify_all();
+            }
+            drop(st);
+            if !poisoned {
+                // After the unlock: notified under it, the callers would
+                // wake only to queue for the lock the writer holds, and a
+                // caller that finds it taken yields its core (see
+                // `Shared::lock`).
+                shared.rounds[(finished % 2) as usize].notify_all();
             }
             // Outside the lock (see `Shared::tasks`); every task, as a
             // failure ends the waits for room too.
-            drop(st);
             shared.wake_tasks(&[Tasks::Round, Tasks::Room]);
             st = shared.lock();
             if let Some(reply) = compaction {
