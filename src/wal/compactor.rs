@@ -59,9 +59,15 @@
 //! that a compaction rewrites about 97 MB, 6 rounds pooled, 3 runs each,
 //! the same hour): `Sync` send p99.9 during a compaction 3.4-4.5 ms
 //! (1.0-1.1 ms without: ratio 3.4-6.6) before both changes, 2.0-3.2 ms
-//! (ratio 2.2-3.2) with the lock that does not yield, 1.6-2.3 ms (ratio
-//! 1.6-2.1) paced as well; a compaction then takes about 2.0 s instead of
-//! 0.5 s, and the same 0.3-0.56 s of CPU.
+//! (ratio 2.2-3.2) with the lock that does not yield, 1.6-3.3 ms (ratio
+//! 1.6-3.0) paced as well, and 1.6-1.9 ms (ratio 1.6-1.8, 5 runs) once
+//! the writer also woke a round's callers after letting go of the lock;
+//! a compaction then takes about 2.0 s instead of 0.5 s, and about the
+//! same CPU (0.36-0.79 s). What is left: a round alone still reaches 3.5
+//! (its p99.9 is its third or fourth worst send); the writer's syncs
+//! slower than 1 ms are about as many as without a compaction, but those
+//! of 0.5-1 ms twice as many; and now and then a woken producer waits a
+//! millisecond or more for a core.
 
 use super::compaction::{compact, CompactionReport, Steps};
 use super::error::WalError;
