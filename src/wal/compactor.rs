@@ -56,18 +56,20 @@
 //!   process or for a halted virtual core.
 //!
 //! Figures (`benches/compaction.rs`, every 10,000th message cancelled so
-//! that a compaction rewrites about 97 MB, 6 rounds pooled, 3 runs each,
-//! the same hour): `Sync` send p99.9 during a compaction 3.4-4.5 ms
+//! that a compaction rewrites about 97 MB, 6 rounds pooled, 3 to 8 runs
+//! each, alternated where they are compared): `Sync` send p99.9 during a compaction 3.4-4.5 ms
 //! (1.0-1.1 ms without: ratio 3.4-6.6) before both changes, 2.0-3.2 ms
 //! (ratio 2.2-3.2) with the lock that does not yield, 1.6-3.3 ms (ratio
-//! 1.6-3.0) paced as well, and 1.6-1.9 ms (ratio 1.6-1.8, 5 runs) once
-//! the writer also woke a round's callers after letting go of the lock;
+//! 1.6-3.0) paced as well, and 1.6-2.9 ms (ratio 1.6-2.7, median 1.8,
+//! within 2 in 5 of 8 runs) once the writer also woke a round's callers
+//! after letting go of the lock (24 or 32 MiB/s did no better);
 //! a compaction then takes about 2.0 s instead of 0.5 s, and about the
 //! same CPU (0.36-0.79 s). What is left: a round alone still reaches 3.5
 //! (its p99.9 is its third or fourth worst send); the writer's syncs
-//! slower than 1 ms are about as many as without a compaction, but those
-//! of 0.5-1 ms twice as many; and now and then a woken producer waits a
-//! millisecond or more for a core.
+//! slower than 1 ms are 1-2 times as many as without a compaction, and
+//! those over 0.5 ms 2-5 times (three traced runs), whatever the rate;
+//! and now and then a woken producer waits a millisecond or more for a
+//! core.
 
 use super::compaction::{compact, CompactionReport, Steps};
 use super::error::WalError;
