@@ -177,6 +177,43 @@ fn an_explicit_compaction_keeps_the_state_and_ids_never_repeat() {
     );
 }
 
+/// Compacts a copy of `s` with the power cut after its first storage
+/// operation, then its second, and so on until a compaction runs through
+/// uncut (with `room` bytes of free disk, if given). After each cut the
+/// directory, its unsynced tail lost or kept, must recover `expected`;
+/// `check` looks at each recovery too. Returns the uncut compaction's
+/// outcome and the cases checked.
+fn cut_at_every_step(
+    s: &SimStorage,
+    opts: &WalOptions,
+    room: Option<u64>,
+    expected: &State,
+    mut check: impl FnMut(&Recovered, &str),
+) -> (Result<super::super::CompactionReport, WalError>, usize) {
+    let mut cases = 0;
+    for cut in 0.. {
+        let t = s.snapshot();
+        let (wal, _) = open(&t, opts.clone()).unwrap();
+        if let Some(room) = room {
+            t.limit_space(room);
+        }
+        t.cut_power_after(cut);
+        let outcome = wal.compact();
+        drop(wal);
+        for torn in [Torn::Lost, Torn::Prefix(1 << 20)] {
+            let (_, recovered) = open(&t.crash(torn), opts.clone()).unwrap();
+            let case = format!("room {room:?}, cut {cut}, {torn:?}");
+            assert_eq!(&state_of(&recovered), expected, "{case}");
+            check(&recovered, &case);
+            cases += 1;
+        }
+        if !t.power_is_cut() {
+            return (outcome, cases);
+        }
+    }
+    unreachable!("the cuts go on until one misses the compaction")
+}
+
 #[test]
 fn a_power_cut_at_every_step_of_a_compaction_keeps_the_state() {
     let frames = workload(120, 61);
@@ -198,22 +235,8 @@ fn a_power_cut_at_every_step_of_a_compaction_keeps_the_state() {
     append(&wal, &body(&[Record::NextId { next_id: 1 }])).unwrap();
     wal.close().unwrap();
     let start = s.crash(Torn::Lost);
-    let mut cases = 0;
-    for cut in 0.. {
-        let t = start.snapshot();
-        let (wal, _) = open(&t, opts.clone()).unwrap();
-        t.cut_power_after(cut);
-        let outcome = wal.compact();
-        drop(wal);
-        for torn in [Torn::Lost, Torn::Prefix(1 << 20)] {
-            let (_, recovered) = open(&t.crash(torn), opts.clone()).unwrap();
-            assert_eq!(&state_of(&recovered), expected, "cut {cut}, {torn:?}");
-            cases += 1;
-        }
-        if outcome.is_ok() && !t.power_is_cut() {
-            break;
-        }
-    }
+    let (outcome, cases) = cut_at_every_step(&start, &opts, None, expected, |_, _| {});
+    outcome.unwrap();
     eprintln!("compaction power-cut cases: {cases:?}");
     assert!(cases > 10, "{cases}");
 }
@@ -416,29 +439,9 @@ fn a_power_cut_at_every_step_of_a_windowed_compaction_keeps_the_state() {
     let (s, opts, expected) = piled_log(700, 73);
     let mut cases = 0;
     for room in [None, Some(SEGMENT + SEGMENT / 4), Some(256)] {
-        for cut in 0.. {
-            let t = s.snapshot();
-            let (wal, _) = open(&t, opts.clone()).unwrap();
-            if let Some(room) = room {
-                t.limit_space(room);
-            }
-            t.cut_power_after(cut);
-            let outcome = wal.compact();
-            drop(wal);
-            for torn in [Torn::Lost, Torn::Prefix(1 << 20)] {
-                let (_, recovered) = open(&t.crash(torn), opts.clone()).unwrap();
-                assert_eq!(
-                    &state_of(&recovered),
-                    &expected,
-                    "room {room:?}, cut {cut}, {torn:?}"
-                );
-                cases += 1;
-            }
-            if !t.power_is_cut() {
-                assert_eq!(outcome.is_ok(), room != Some(256), "room {room:?}");
-                break;
-            }
-        }
+        let (outcome, more) = cut_at_every_step(&s, &opts, room, &expected, |_, _| {});
+        assert_eq!(outcome.is_ok(), room != Some(256), "room {room:?}");
+        cases += more;
     }
     eprintln!("windowed compaction power-cut cases: {cases}");
     assert!(cases > 60, "{cases}");
@@ -574,26 +577,12 @@ fn one_replay_writes_the_same_base_files_as_two() {
 fn a_power_cut_at_every_step_of_a_compaction_with_one_replay_keeps_the_state() {
     let (s, opts, expected) = waiting_log(300);
     assert!(!expected.0.is_empty() && !expected.1.is_empty());
-    let mut cases = 0;
-    for cut in 0.. {
-        let t = s.snapshot();
-        let (wal, _) = open(&t, opts.clone()).unwrap();
-        t.cut_power_after(cut);
-        let outcome = wal.compact();
-        drop(wal);
-        for torn in [Torn::Lost, Torn::Prefix(1 << 20)] {
-            let (_, recovered) = open(&t.crash(torn), opts.clone()).unwrap();
-            assert_eq!(&state_of(&recovered), &expected, "cut {cut}, {torn:?}");
-            assert!(recovered.paused, "cut {cut}, {torn:?}");
-            cases += 1;
-        }
-        if !t.power_is_cut() {
-            let report = outcome.unwrap();
-            assert_eq!(report.replays, 1, "{report:?}");
-            assert!(report.files_written > 1, "{report:?}");
-            break;
-        }
-    }
+    let (outcome, cases) = cut_at_every_step(&s, &opts, None, &expected, |recovered, case| {
+        assert!(recovered.paused, "{case}");
+    });
+    let report = outcome.unwrap();
+    assert_eq!(report.replays, 1, "{report:?}");
+    assert!(report.files_written > 1, "{report:?}");
     eprintln!("one-replay compaction power-cut cases: {cases}");
     assert!(cases > 20, "{cases}");
 }
