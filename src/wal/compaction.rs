@@ -274,13 +274,7 @@ pub(crate) fn compact_with(
             if run.closes_before(file) {
                 run.close()?;
             }
-            match run.window.ids.is_empty() {
-                true => run.window.ids = ids,
-                false => run.window.ids.extend(ids),
-            }
-            run.window.paused |= paused;
-            run.window.paused_at_end = paused_at_end;
-            run.window.files.push(i);
+            run.window.join(i, ids, paused, paused_at_end);
         }
     } else {
         // The second replay starts afresh in the first one's memory.
@@ -299,10 +293,9 @@ pub(crate) fn compact_with(
                 &mut ignored,
             )?;
             let touched = run.state.take_touched();
-            run.window.ids.extend(touched.ids);
-            run.window.paused |= touched.paused;
-            run.window.paused_at_end = run.state.paused();
-            run.window.files.push(i);
+            let paused_at_end = run.state.paused();
+            run.window
+                .join(i, touched.ids, touched.paused, paused_at_end);
             if steps.cancelled() {
                 return Err(WalError::Closed);
             }
@@ -328,6 +321,21 @@ struct Window {
     paused: bool,
     /// Whether the queue was paused at its end.
     paused_at_end: bool,
+}
+
+impl Window {
+    /// Adds file `i`, which touched `ids`, recorded a `PAUSE` if `paused`,
+    /// and left the queue paused if `paused_at_end`: the same whether that
+    /// comes from the second replay or from what the first one noted.
+    fn join(&mut self, i: u32, ids: Vec<u64>, paused: bool, paused_at_end: bool) {
+        match self.ids.is_empty() {
+            true => self.ids = ids,
+            false => self.ids.extend(ids),
+        }
+        self.paused |= paused;
+        self.paused_at_end = paused_at_end;
+        self.files.push(i);
+    }
 }
 
 /// What the first replay noted of each file: the ids its records touched
@@ -649,7 +657,6 @@ impl Run<'_> {
             file: &mut *file,
             buf: header.encode().to_vec(),
             len: 0,
-            synced: 0,
             path: &path,
             open: None,
             target,
@@ -726,9 +733,8 @@ struct Writing<'a> {
     file: &'a mut dyn WriteFile,
     /// Frames not yet written, then the frame being gathered, if any.
     buf: Vec<u8>,
-    /// Bytes already written, and synced.
+    /// Bytes already written.
     len: u64,
-    synced: u64,
     path: &'a str,
     /// Where in `buf` the frame being gathered starts (its header's room),
     /// if one is: records are encoded in place, not copied in after.
@@ -773,6 +779,7 @@ impl Writing<'_> {
         debug_assert!(offset >= HEADER_LEN);
         seal_frame(&mut self.buf[start..], self.salt_crc, offset);
         if self.buf.len() >= WRITE_CHUNK {
+            let chunk = self.buf.len() as u64;
             self.flush()?;
             // Synced chunk by chunk, so the file never holds much unsynced
             // data: on ext4 (data=ordered) the writer's own `fdatasync`
@@ -783,8 +790,7 @@ impl Writing<'_> {
             self.file
                 .sync_data()
                 .map_err(|e| WalError::io("sync", self.path.to_owned(), e))?;
-            self.steps.wrote(self.len - self.synced);
-            self.synced = self.len;
+            self.steps.wrote(chunk);
         }
         Ok(())
     }

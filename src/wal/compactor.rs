@@ -39,13 +39,14 @@
 //!   storage now frees them a MiB at a time (`storage::Unlinked`); the
 //!   writer's syncs beside those steps took at most 1.3-3.7 ms in calm
 //!   runs. Cause of the old tail's top; fixed.
-//! - Base files are synced every `WRITE_CHUNK` (1 MiB, `compaction.rs`),
-//!   and a writer's `fdatasync` that meets one of those syncs waits for
-//!   it; unpaced, at 170-270 MB/s, 36 of the writer's 42 syncs slower
-//!   than 1.5 ms met one in a traced run. Neither smaller chunks nor skipping their
-//!   journal commits helped: the disk is what the two share. A compaction
-//!   now paces its writes (`pace`, 48 MiB/s by default past its first
-//!   4 MiB) unless the writer waits for it ([`Compactor::sealed`]).
+//! - Base files are synced every `WRITE_CHUNK` (1 MiB,
+//!   `compaction.rs`), and a writer's `fdatasync` that meets one of
+//!   those syncs waits for it; unpaced, at 170-270 MB/s, 36 of the
+//!   writer's 42 syncs slower than 1.5 ms met one in a traced run.
+//!   Neither smaller chunks nor skipping their journal commits helped:
+//!   the disk is what the two share. A compaction now paces its writes
+//!   (`pace`, 48 MiB/s by default past its first 4 MiB) unless the
+//!   writer waits for it ([`Compactor::sealed`]).
 //! - A contended parking_lot lock yields its core before it sleeps, and a
 //!   yield hands the core to the runnable compactor until the next tick
 //!   (4 ms): the writer's and the callers' lock of the state no longer
@@ -55,21 +56,21 @@
 //!   completes finds no idle core more often, and may wait behind another
 //!   process or for a halted virtual core.
 //!
-//! Figures (`benches/compaction.rs`, every 10,000th message cancelled so
-//! that a compaction rewrites about 97 MB, 6 rounds pooled, 3 to 8 runs
-//! each, alternated where they are compared): `Sync` send p99.9 during a compaction 3.4-4.5 ms
-//! (1.0-1.1 ms without: ratio 3.4-6.6) before both changes, 2.0-3.2 ms
-//! (ratio 2.2-3.2) with the lock that does not yield, 1.6-3.3 ms (ratio
-//! 1.6-3.0) paced as well, and 1.6-2.9 ms (ratio 1.6-2.7, median 1.8,
-//! within 2 in 5 of 8 runs) once the writer also woke a round's callers
-//! after letting go of the lock (24 or 32 MiB/s did no better);
-//! a compaction then takes about 2.0 s instead of 0.5 s, and about the
-//! same CPU (0.36-0.79 s). What is left: a round alone still reaches 3.5
-//! (its p99.9 is its third or fourth worst send); the writer's syncs
-//! slower than 1 ms are 1-2 times as many as without a compaction, and
-//! those over 0.5 ms 2-5 times (three traced runs), whatever the rate;
-//! and now and then a woken producer waits a millisecond or more for a
-//! core.
+//! Figures (`benches/compaction.rs`, every 10,000th message cancelled
+//! so that a compaction rewrites about 97 MB, 6 rounds pooled, 3 to 8
+//! runs each, alternated where they are compared): `Sync` send p99.9
+//! during a compaction 3.4-4.5 ms (1.0-1.1 ms without: ratio 3.4-6.6)
+//! before both changes, 2.0-3.2 ms (ratio 2.2-3.2) with the lock that
+//! does not yield, 1.6-3.3 ms (ratio 1.6-3.0) paced as well, and
+//! 1.6-2.9 ms (ratio 1.6-2.7, median 1.8, within 2 in 5 of 8 runs) once
+//! the writer also woke a round's callers after letting go of the lock
+//! (24 or 32 MiB/s did no better); a compaction then takes about 2.0 s
+//! instead of 0.5 s, and about the same CPU (0.36-0.79 s). What is
+//! left: a round alone still reaches 3.5 (its p99.9 is its third or
+//! fourth worst send); the writer's syncs slower than 1 ms are 1-2
+//! times as many as without a compaction, and those over 0.5 ms 2-5
+//! times (three traced runs), whatever the rate; and now and then a
+//! woken producer waits a millisecond or more for a core.
 
 use super::compaction::{compact, CompactionReport, Steps};
 use super::error::WalError;
