@@ -384,6 +384,19 @@ fn open_unsynced_16k() -> (SimStorage, Wal) {
     (s, wal)
 }
 
+/// A log of `frames` appended under `opts` and closed; and the state it
+/// holds.
+fn log_of(opts: WalOptions, frames: &[Vec<u8>]) -> (SimStorage, WalOptions, State) {
+    let expected = prefix_states(frames).pop().unwrap();
+    let s = SimStorage::new();
+    let (wal, _) = open(&s, opts.clone()).unwrap();
+    for f in frames {
+        append(&wal, f).unwrap();
+    }
+    wal.close().unwrap();
+    (s, opts, expected)
+}
+
 /// A log of many sealed segments (`auto_compact` off), closed; and the
 /// state it holds.
 fn piled_log(steps: usize, seed: u64) -> (SimStorage, WalOptions, State) {
@@ -392,14 +405,7 @@ fn piled_log(steps: usize, seed: u64) -> (SimStorage, WalOptions, State) {
         ..small_segments()
     };
     let frames = workload(steps, seed);
-    let expected = prefix_states(&frames).pop().unwrap();
-    let s = SimStorage::new();
-    let (wal, _) = open(&s, opts.clone()).unwrap();
-    for f in &frames {
-        append(&wal, f).unwrap();
-    }
-    wal.close().unwrap();
-    (s, opts, expected)
+    log_of(opts, &frames)
 }
 
 /// Issue 10: a compaction wrote one base file of all live data before it
@@ -504,14 +510,7 @@ fn waiting_log(sends: u64) -> (SimStorage, WalOptions, State) {
         }
     }
     frames.push(body(&[Record::PurgeDeadLetters]));
-    let expected = prefix_states(&frames).pop().unwrap();
-    let s = SimStorage::new();
-    let (wal, _) = open(&s, opts.clone()).unwrap();
-    for f in &frames {
-        append(&wal, f).unwrap();
-    }
-    wal.close().unwrap();
-    (s, opts, expected)
+    log_of(opts, &frames)
 }
 
 /// Each log file's name, header (but its random salt) and records.
